@@ -1,0 +1,76 @@
+import Foundation
+import Manifest
+
+/// Staging folders and the final move into place. Staging lives in `<root>/.tsexport/staging`, on the same file
+/// system as the bundles, so the final step is a rename.
+public struct BundleStore: Sendable {
+    /// The output root.
+    public var root: URL
+
+    /// Creates a store for an output root.
+    public init(root: URL) { self.root = root.standardizedFileURL }
+
+    /// `<root>/.tsexport`.
+    public var stateDir: URL { root.appendingPathComponent(OutputPaths.reservedFolder) }
+    /// `<root>/.tsexport/staging`.
+    public var stagingRoot: URL { stateDir.appendingPathComponent("staging") }
+
+    /// A new, empty staging folder for a manifest.
+    public func makeStaging(name: String) throws -> URL {
+        let dir = stagingRoot.appendingPathComponent("\(name).\(UUID().uuidString.prefix(8).lowercased())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// Removes a staging folder and, when nothing else is there, the folders tsexport made for it.
+    public func discard(_ staging: URL) {
+        try? FileManager.default.removeItem(at: staging)
+        tidy()
+    }
+
+    /// Removes `.tsexport/staging` and `.tsexport` when empty, so a failed apply leaves the root as it was.
+    public func tidy() {
+        for d in [stagingRoot, stateDir] {
+            if let items = try? FileManager.default.contentsOfDirectory(atPath: d.path), items.isEmpty {
+                try? FileManager.default.removeItem(at: d)
+            }
+        }
+    }
+
+    /// Flushes every file in a folder and the folder itself to disk.
+    public static func fsyncTree(_ dir: URL) {
+        let fm = FileManager.default
+        if let e = fm.enumerator(atPath: dir.path) {
+            while let rel = e.nextObject() as? String {
+                let fd = open(dir.appendingPathComponent(rel).path, O_RDONLY)
+                if fd >= 0 { fsync(fd); close(fd) }
+            }
+        }
+        let fd = open(dir.path, O_RDONLY)
+        if fd >= 0 { fsync(fd); close(fd) }
+    }
+
+    /// Moves a complete staging folder to `destination`. An existing bundle is moved aside first and removed after,
+    /// so at every moment the destination holds a complete bundle or nothing new.
+    public func install(_ staging: URL, at destination: URL) throws {
+        let fm = FileManager.default
+        Self.fsyncTree(staging)
+        try fm.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+        var old: URL?
+        if fm.fileExists(atPath: destination.path) {
+            let aside = stagingRoot.appendingPathComponent("\(destination.lastPathComponent).old.\(UUID().uuidString.prefix(8).lowercased())")
+            try fm.moveItem(at: destination, to: aside)
+            old = aside
+        }
+        do {
+            try fm.moveItem(at: staging, to: destination)
+        } catch {
+            if let old { try? fm.moveItem(at: old, to: destination) }
+            throw error
+        }
+        let parent = open(destination.deletingLastPathComponent().path, O_RDONLY)
+        if parent >= 0 { fsync(parent); close(parent) }
+        if let old { try? fm.removeItem(at: old) }
+        tidy()
+    }
+}

@@ -1,0 +1,231 @@
+import Diagnostics
+import Foundation
+import JSONSchema
+import Manifest
+import Plan
+
+/// The version of tsexport itself, recorded in every bundle.
+public enum ToolInfo {
+    /// Semantic version.
+    public static let version = "0.1.0"
+}
+
+/// What happened to one manifest during apply.
+public struct ExportOutcome: Sendable {
+    /// The manifest's name.
+    public var name: String
+    /// create / rebuild / up-to-date.
+    public var action: PlanAction
+    /// ok, failed, skipped (up to date).
+    public var status: String
+    /// Wall time in seconds.
+    public var seconds: Double
+    /// The bundle folder.
+    public var bundle: String
+    /// The record written (nil unless ok).
+    public var record: JSONValue?
+    /// Errors and warnings, positioned in the manifest where they come from it.
+    public var diagnostics: [Diagnostic]
+
+    /// Creates an outcome.
+    public init(name: String, action: PlanAction, status: String, seconds: Double, bundle: String, record: JSONValue?, diagnostics: [Diagnostic]) {
+        self.name = name
+        self.action = action
+        self.status = status
+        self.seconds = seconds
+        self.bundle = bundle
+        self.record = record
+        self.diagnostics = diagnostics
+    }
+}
+
+/// Runs a plan: one warm exporting worker, one fresh verifying worker, staging, verification and install.
+public final class Exporter: @unchecked Sendable {
+    let python: String
+    let runner: ProcessRunner
+    let store: BundleStore
+    let log: @Sendable (String) -> Void
+    private var exporter: WorkerClient?
+    private var verifierStart: DispatchGroup?
+    private var verifierResult: Result<WorkerClient, Error>?
+
+    /// Creates an exporter; nothing starts until the first manifest needs it.
+    public init(python: String, runner: ProcessRunner, outputRoot: URL, log: @escaping @Sendable (String) -> Void) {
+        self.python = python
+        self.runner = runner
+        self.store = BundleStore(root: outputRoot)
+        self.log = log
+    }
+
+    /// Starts the workers: the exporter now, the verifier in the background so its imports overlap the export.
+    public func start() throws -> WorkerHello {
+        startVerifierInBackground()
+        let w = try WorkerClient(python: python, runner: runner)
+        exporter = w
+        return w.hello
+    }
+
+    private func startVerifierInBackground() {
+        let group = DispatchGroup()
+        group.enter()
+        verifierStart = group
+        let python = self.python, runner = self.runner
+        DispatchQueue.global().async { [self] in
+            let r = Result { try WorkerClient(python: python, runner: runner) }
+            self.verifierResult = r
+            group.leave()
+        }
+    }
+
+    private func verifier() throws -> WorkerClient {
+        verifierStart?.wait()
+        switch verifierResult {
+        case .success(let w)?: return w
+        case .failure(let e)?: throw e
+        case nil: throw WorkerCrash(description: "the verifying worker did not start", stderrTail: "")
+        }
+    }
+
+    /// Stops both workers.
+    public func stop() {
+        exporter?.shutdown()
+        exporter = nil
+        if let w = try? verifier() { w.shutdown() }
+        verifierResult = nil
+    }
+
+    /// Exports one planned manifest. Never throws: every failure becomes diagnostics on the outcome, and the
+    /// staging folder is removed.
+    public func export(_ m: Manifest, entry: PlanEntry, fingerprint: FingerprintInputs) -> ExportOutcome {
+        let started = Date()
+        var outcome = ExportOutcome(name: m.name, action: entry.action, status: "failed", seconds: 0, bundle: entry.bundle, record: nil, diagnostics: [])
+        defer { outcome.seconds = Date().timeIntervalSince(started) }
+        let staging: URL
+        do {
+            staging = try store.makeStaging(name: m.name)
+        } catch {
+            outcome.diagnostics.append(.error("\(m.name): cannot create a staging folder in \(store.stagingRoot.path): \(error.localizedDescription)", at: m.locations.location(of: "metadata.name")))
+            outcome.seconds = Date().timeIntervalSince(started)
+            return outcome
+        }
+        do {
+            let record = try run(m, fingerprint: fingerprint, staging: staging, outcome: &outcome)
+            try store.install(staging, at: URL(fileURLWithPath: entry.bundle))
+            outcome.status = "ok"
+            outcome.record = record
+        } catch let f as WorkerFailure {
+            store.discard(staging)
+            outcome.diagnostics.append(diagnostic(for: f, m))
+        } catch let c as WorkerCrash {
+            store.discard(staging)
+            exporter?.kill()
+            exporter = nil
+            let tail = c.stderrTail.split(separator: "\n").suffix(5).joined(separator: "\n")
+            outcome.diagnostics.append(.error("\(m.name): \(c.description)" + (tail.isEmpty ? "" : "; the worker's last words:\n\(tail)"),
+                                              at: m.locations.location(of: "metadata.name"), field: "metadata.name"))
+        } catch let d as Diagnostic {
+            store.discard(staging)
+            outcome.diagnostics.append(d)
+        } catch {
+            store.discard(staging)
+            outcome.diagnostics.append(.error("\(m.name): \(error)", at: m.locations.location(of: "metadata.name")))
+        }
+        return outcome
+    }
+
+    /// A worker error, placed at the manifest field it names (or the manifest's name).
+    func diagnostic(for f: WorkerFailure, _ m: Manifest) -> Diagnostic {
+        let field = f.field ?? "metadata.name"
+        var message = "\(m.name): \(f.stage) failed: \(f.message)"
+        if ProcessInfo.processInfo.environment["TSEXPORT_VERBOSE"] == "1", let d = f.detail { message += "\n\(d)" }
+        return .error(message, at: m.locations.location(of: field), field: f.field)
+    }
+
+    private func ensureExporter() throws -> WorkerClient {
+        if let w = exporter { return w }
+        log("starting a new Python worker")
+        let w = try WorkerClient(python: python, runner: runner)
+        exporter = w
+        return w
+    }
+
+    private func run(_ m: Manifest, fingerprint: FingerprintInputs, staging: URL, outcome: inout ExportOutcome) throws -> JSONValue {
+        let worker = try ensureExporter()
+        var fp = fingerprint
+        for (k, v) in worker.hello.versions { fp.versions[k] = v }
+        let versions = JSONValue.object(
+            [("tsexport", .string(ToolInfo.version)), ("worker", .string(worker.hello.workerVersion))]
+                + ["python", "torch", "transformers"].map { ($0, worker.hello.versions[$0].map(JSONValue.string) ?? .null) })
+        let tolerance = JSONValue.object([("atol", .double(m.trace.atol)), ("rtol", .double(m.trace.rtol))])
+        let extra = JSONValue.object([
+            ("format", .string("tsexport-bundle/1")), ("name", .string(m.name)),
+            ("fingerprint", .string(fp.fingerprint)), ("versions", versions),
+            ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize))])),
+            ("dtype", .string(m.model.dtype)), ("tolerance", tolerance),
+        ])
+        let name = m.name
+        let data = try worker.request("export", [("job", JobBuilder.job(m, stagingDir: staging, extraRecord: extra))]) { p in
+            if p.status == "done" {
+                let ms = p.elapsedMs ?? 0
+                self.log("[\(name)] \(p.stage) done in \(String(format: "%.2f", ms / 1000)) s")
+            }
+        }
+
+        // Verify in a process that did not trace the model: only the saved file is exercised.
+        let verifyStart = Date()
+        log("[\(name)] verify: reloading model.pt in a fresh process")
+        let verdict = try verifier().request("verify_bundle", [("dir", .string(staging.path)), ("tolerance", tolerance)])
+        let verifyMs = Date().timeIntervalSince(verifyStart) * 1000
+        log("[\(name)] verify done in \(String(format: "%.2f", verifyMs / 1000)) s")
+
+        let cases = verdict.member("cases")?.arrayContent ?? []
+        var validOnlyAtTraced = false
+        for c in cases where c.member("passed") != .bool(true) {
+            let caseName = c.member("case")?.stringContent ?? "?"
+            let shape = CanonicalJSON.text(c.member("shape") ?? .null)
+            let why = c.member("error")?.stringContent
+                ?? "max abs error \(c.member("max_abs_error")?.number ?? .nan), max rel error \(c.member("max_rel_error")?.number ?? .nan) (atol \(m.trace.atol), rtol \(m.trace.rtol))"
+            if caseName == "traced" {
+                throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                    message: "the saved artifact does not match the eager model at the traced shape \(shape): \(why)", field: "spec.trace.tolerance", detail: nil)
+            }
+            let index = Int(caseName.dropFirst("check".count)) ?? 0
+            let field = "spec.trace.check_shapes[\(index)]"
+            let message = "\(m.name): the artifact differs from the eager model at check shape \(shape): \(why); it is valid only at the traced shape"
+            if m.trace.strict {
+                throw WorkerFailure(stage: "verify", code: "verify_failed", message: "the artifact differs from the eager model at check shape \(shape): \(why); with strict: true this fails the export (set strict: false to keep an artifact valid only at the traced shape)", field: field, detail: nil)
+            }
+            outcome.diagnostics.append(.warning(message, at: m.locations.location(of: field), field: field))
+            validOnlyAtTraced = true
+        }
+
+        let modelSHA = try Digest.sha256(file: staging.appendingPathComponent("model.pt").path)
+        if let reported = verdict.member("sha256")?.stringContent, reported != modelSHA {
+            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "model.pt changed while it was being verified", field: nil, detail: nil)
+        }
+        var record: [(String, JSONValue)] = extra.objectEntries
+        record.append(("manifest_file", .string(m.file)))
+        record.append(("document_index", .int(m.documentIndex)))
+        record.append(("fingerprint_inputs", fp.json))
+        for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device"] {
+            if let v = data.member(key) { record.append((key, v)) }
+        }
+        record.append(("model_sha256", .string(modelSHA)))
+        record.append(("parity", .object([
+            ("tolerance", tolerance), ("cases", .array(cases)),
+            ("verdict", .string(validOnlyAtTraced ? "valid only at the traced shape" : "valid at every checked shape")),
+        ])))
+        var timings = data.member("timings_ms")?.objectEntries ?? []
+        timings.append(("verify", .double(verifyMs)))
+        record.append(("timings_ms", .object(timings)))
+        record.append(("created_at", .string(ISO8601DateFormatter().string(from: Date()))))
+        let value = JSONValue.object(record)
+        try Data((value.serialized(pretty: true) + "\n").utf8).write(to: staging.appendingPathComponent(RecordSummary.fileName))
+        return value
+    }
+}
+
+extension JSONValue {
+    /// The entries, when this is an object; empty otherwise.
+    var objectEntries: [(String, JSONValue)] { if case .object(let o) = self { return o } else { return [] } }
+}

@@ -1,0 +1,12 @@
+"""tsexport's Python worker: turns a resolved export job into a verified TorchScript bundle.
+
+The Swift side decides; this package does what a job says and reports over a JSON-lines protocol
+(docs/worker-protocol.md). Importing it imports nothing heavy: torch and transformers are loaded on demand.
+"""
+
+from __future__ import annotations
+
+WORKER_VERSION = "1.0.0"
+PROTOCOL_VERSION = 1
+
+__all__ = ["PROTOCOL_VERSION", "WORKER_VERSION"]

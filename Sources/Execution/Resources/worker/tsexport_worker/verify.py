@@ -1,0 +1,171 @@
+"""The verify_bundle op: reload model.pt with torch.jit.load and compare it with the recorded reference outputs.
+
+Needs torch and safetensors only; it never imports transformers, so it exercises the saved file alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from .errors import WorkerError, describe
+from .outputs import flatten
+from .protocol import ProgressFn, no_progress
+
+RECORD_NAME = "tsexport/record.json"
+MODEL_FILE = "model.pt"
+SAMPLE_FILE = "sample_inputs.safetensors"
+REFERENCE_FILE = "reference_outputs.safetensors"
+TINY = float(torch.finfo(torch.float32).tiny)
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def compare(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> tuple[float, float, bool]:
+    """(max abs error, max rel error, passed): an element passes when |a - e| <= atol + rtol * |e|.
+
+    Equal values (NaN and NaN, inf and inf included) have no error; NaN on one side only is an infinite error.
+    """
+    a = actual.detach().to("cpu", torch.float64)
+    e = expected.detach().to("cpu", torch.float64)
+    if a.numel() == 0:
+        return 0.0, 0.0, True
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))
+    diff = torch.where(same, torch.zeros_like(a), (a - e).abs())
+    diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
+    passed = bool((same | (diff <= atol + rtol * e.abs())).all())
+    relative = diff / e.abs().clamp_min(TINY)
+    return float(diff.max()), float(relative.max()), passed
+
+
+def _read_record(module_path: str, device: str) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    extra = {RECORD_NAME: ""}
+    module = torch.jit.load(module_path, map_location=device, _extra_files=extra)
+    module.eval()
+    raw = extra[RECORD_NAME]
+    record = json.loads(raw) if raw else {}
+    return module, record if isinstance(record, dict) else {}
+
+
+def _case_order(name: str) -> tuple[int, int]:
+    if name == "traced":
+        return (0, 0)
+    match = re.fullmatch(r"check(\d+)", name)
+    return (1, int(match.group(1))) if match else (2, 0)
+
+
+def _cases(sample_path: str, samples: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """Cases as written at export (with shapes and eager errors), else derived from the tensor names."""
+    with safe_open(sample_path, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "tsexport.cases" in metadata:
+        cases = json.loads(metadata["tsexport.cases"])
+        if isinstance(cases, list):
+            return cases
+    names = sorted({key.split("/", 1)[0] for key in samples}, key=_case_order)
+    return [{"case": name, "shape": None} for name in names]
+
+
+def _device(record: dict[str, Any]) -> str:
+    wanted = (record.get("target") or {}).get("device", "cpu")
+    return "cuda" if wanted == "cuda" and torch.cuda.is_available() else "cpu"
+
+
+def run_case(
+    module: torch.jit.ScriptModule,
+    case: dict[str, Any],
+    input_names: list[str],
+    samples: dict[str, torch.Tensor],
+    references: dict[str, torch.Tensor],
+    tolerance: tuple[float, float],
+    device: str,
+) -> dict[str, Any]:
+    name = case["case"]
+    result: dict[str, Any] = {"case": name, "shape": case.get("shape"), "max_abs_error": None,
+                              "max_rel_error": None, "passed": False}
+    if case.get("error"):
+        result["error"] = f"no reference outputs: {case['error']}"
+        return result
+    try:
+        args = [samples[f"{name}/{input_name}"].to(device) for input_name in input_names]
+        expected = [references[f"{name}/output_{i}"] for i in range(_count(references, name))]
+        with torch.no_grad():
+            actual = [t for _, t in flatten(module(*args))]
+    except Exception as exc:  # noqa: BLE001 - a trace that cannot run here is a failed case, not a crash
+        result["error"] = describe(exc)
+        return result
+    if len(actual) != len(expected):
+        result["error"] = f"the module returned {len(actual)} outputs; the reference has {len(expected)}"
+        return result
+    worst_abs, worst_rel, passed = 0.0, 0.0, True
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        if tuple(a.shape) != tuple(e.shape):
+            result["error"] = f"output_{i} has shape {list(a.shape)}; the reference has {list(e.shape)}"
+            return result
+        abs_error, rel_error, ok = compare(a, e, *tolerance)
+        worst_abs, worst_rel, passed = max(worst_abs, abs_error), max(worst_rel, rel_error), passed and ok
+    result.update(max_abs_error=worst_abs, max_rel_error=worst_rel, passed=passed)
+    return result
+
+
+def _count(references: dict[str, torch.Tensor], case: str) -> int:
+    return sum(1 for key in references if key.startswith(f"{case}/output_"))
+
+
+def verify_bundle(
+    bundle: str, atol: float | None = None, rtol: float | None = None, progress: ProgressFn = no_progress
+) -> dict[str, Any]:
+    """Per-case parity of the bundle's model.pt against its reference outputs, plus the sha256 of model.pt.
+
+    A tolerance left out comes from the record's `tolerance` (when the Swift side put one there), else 1e-5/1e-4.
+    """
+    progress("verify", "start", None)
+    started = time.perf_counter()
+    model_path = os.path.join(bundle, MODEL_FILE)
+    sample_path = os.path.join(bundle, SAMPLE_FILE)
+    reference_path = os.path.join(bundle, REFERENCE_FILE)
+    for path in (model_path, sample_path, reference_path):
+        if not os.path.isfile(path):
+            raise WorkerError("verify", "verify_failed", f"the bundle lacks {os.path.basename(path)} ({path})")
+    try:
+        module, record = _read_record(model_path, "cpu")
+        device = _device(record)
+        if device != "cpu":
+            module, record = _read_record(model_path, device)
+        samples = load_file(sample_path)
+        references = load_file(reference_path)
+    except Exception as exc:  # noqa: BLE001
+        raise WorkerError("verify", "verify_failed", f"could not read the bundle: {describe(exc)}") from exc
+    cases = _cases(sample_path, samples)
+    input_names = [entry["name"] for entry in record.get("input_signature", [])]
+    if not input_names:
+        with safe_open(sample_path, framework="pt") as handle:
+            input_names = json.loads((handle.metadata() or {}).get("tsexport.inputs", "[]"))
+    recorded = record.get("tolerance") or {}
+    tolerance = (
+        float(atol if atol is not None else recorded.get("atol", 1e-5)),
+        float(rtol if rtol is not None else recorded.get("rtol", 1e-4)),
+    )
+    results = [run_case(module, case, input_names, samples, references, tolerance, device) for case in cases]
+    data = {
+        "cases": results,
+        "passed": all(case["passed"] for case in results),
+        "tolerance": {"atol": tolerance[0], "rtol": tolerance[1]},
+        "sha256": sha256_file(model_path),
+    }
+    progress("verify", "done", round((time.perf_counter() - started) * 1000))
+    return data

@@ -1,0 +1,134 @@
+import Foundation
+import Plan
+
+/// Where tsexport's Python code lives: the `worker` resource folder shipped beside the binary
+/// (`tsexport_Execution.resources/worker`), or `TSEXPORT_WORKER_DIR` when set.
+public enum WorkerResources {
+    /// The folder that holds the `tsexport_worker` package and `requirements.txt`.
+    public static var directory: URL {
+        if let d = ProcessInfo.processInfo.environment["TSEXPORT_WORKER_DIR"], !d.isEmpty { return URL(fileURLWithPath: d) }
+        guard let url = Bundle.module.url(forResource: "worker", withExtension: nil) else {
+            fatalError("tsexport is installed without its resources: copy tsexport_Execution.resources next to the binary")
+        }
+        return url
+    }
+
+    /// The pinned requirements of the managed runtime.
+    public static var requirements: URL { directory.appendingPathComponent("requirements.txt") }
+}
+
+/// The Python interpreter tsexport runs its worker with, and how it was chosen.
+public struct PythonRuntime: Sendable, Equatable {
+    /// How it was chosen.
+    public enum Origin: String, Sendable { case flag = "--python", environment = "TSEXPORT_PYTHON", managed = "managed runtime" }
+    /// The interpreter.
+    public var python: String
+    /// How it was chosen.
+    public var origin: Origin
+}
+
+/// Why no runtime could be had.
+public struct RuntimeError: Error, CustomStringConvertible {
+    /// A sentence for a user, naming what to do.
+    public var description: String
+}
+
+/// Chooses the Python runtime: `--python PATH`, else `TSEXPORT_PYTHON`, else the managed runtime, a virtual
+/// environment cached under `~/.cache/tsexport/runtimes/<sha256 of requirements.txt, 16 hex>` and created on first
+/// use with `python3 -m venv` and pip.
+public struct RuntimeResolver: Sendable {
+    /// Runs the venv and pip commands.
+    public var runner: ProcessRunner
+    /// Progress lines (creation of the managed runtime).
+    public var progress: @Sendable (String) -> Void
+    /// The environment to read `TSEXPORT_PYTHON`, `XDG_CACHE_HOME`, `HOME` from.
+    public var environment: [String: String]
+
+    /// Creates a resolver.
+    public init(runner: ProcessRunner = SystemProcessRunner(), environment: [String: String] = ProcessInfo.processInfo.environment,
+                progress: @escaping @Sendable (String) -> Void) {
+        self.runner = runner
+        self.environment = environment
+        self.progress = progress
+    }
+
+    /// The runtime to use; creates the managed one when needed.
+    public func resolve(flag: String?) throws -> PythonRuntime {
+        if let f = flag, !f.isEmpty { return PythonRuntime(python: try executable(f, what: "--python"), origin: .flag) }
+        if let e = environment["TSEXPORT_PYTHON"], !e.isEmpty {
+            return PythonRuntime(python: try executable(e, what: "TSEXPORT_PYTHON"), origin: .environment)
+        }
+        return PythonRuntime(python: try managed(), origin: .managed)
+    }
+
+    /// An absolute interpreter path from a path or a command name looked up on PATH.
+    func executable(_ s: String, what: String) throws -> String {
+        if s.contains("/") {
+            guard FileManager.default.isExecutableFile(atPath: s) else {
+                throw RuntimeError(description: "\(what) names \(s), which is not an executable file")
+            }
+            return s.hasPrefix("/") ? s : FileManager.default.currentDirectoryPath + "/" + s
+        }
+        for dir in (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let p = "\(dir)/\(s)"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        throw RuntimeError(description: "\(what) names \(s), which is not on PATH")
+    }
+
+    /// The cache folder of the managed runtime for the current requirements.
+    public func managedDirectory() throws -> URL {
+        guard let data = FileManager.default.contents(atPath: WorkerResources.requirements.path) else {
+            throw RuntimeError(description: "the worker's requirements.txt is missing from \(WorkerResources.directory.path)")
+        }
+        let key = String(Digest.sha256(data).prefix(16))
+        let cache: URL
+        if let x = environment["TSEXPORT_CACHE_DIR"], !x.isEmpty { cache = URL(fileURLWithPath: x) } else if let x = environment["XDG_CACHE_HOME"], !x.isEmpty {
+            cache = URL(fileURLWithPath: x).appendingPathComponent("tsexport")
+        } else {
+            cache = URL(fileURLWithPath: environment["HOME"] ?? NSTemporaryDirectory()).appendingPathComponent(".cache/tsexport")
+        }
+        return cache.appendingPathComponent("runtimes").appendingPathComponent(key)
+    }
+
+    /// Creates (once) and returns the managed runtime's interpreter. Built in a temporary folder and renamed into
+    /// place when complete, so an interrupted creation is never mistaken for a finished one.
+    func managed() throws -> String {
+        let dir = try managedDirectory()
+        let python = dir.appendingPathComponent("bin/python").path
+        if FileManager.default.fileExists(atPath: dir.appendingPathComponent(".complete").path) { return python }
+        let base = try executable(environment["TSEXPORT_BASE_PYTHON"] ?? "python3", what: "python3")
+        let tmp = dir.deletingLastPathComponent().appendingPathComponent(".\(dir.lastPathComponent).tmp-\(getpid())")
+        try? FileManager.default.removeItem(at: tmp)
+        try FileManager.default.createDirectory(at: tmp.deletingLastPathComponent(), withIntermediateDirectories: true)
+        progress("creating the managed Python runtime in \(dir.path) (once; pip installs the pinned torch and transformers)")
+        try run([base, "-m", "venv", tmp.path], step: "python3 -m venv")
+        let pip = [tmp.appendingPathComponent("bin/python").path, "-m", "pip", "install", "--disable-pip-version-check",
+                   "--progress-bar", "off", "-r", WorkerResources.requirements.path]
+        try run(pip, step: "pip install -r requirements.txt")
+        FileManager.default.createFile(atPath: tmp.appendingPathComponent(".complete").path, contents: Data())
+        try? FileManager.default.removeItem(at: dir)
+        do {
+            try FileManager.default.moveItem(at: tmp, to: dir)
+        } catch {
+            // Another tsexport finished first: use its runtime.
+            try? FileManager.default.removeItem(at: tmp)
+            if !FileManager.default.fileExists(atPath: dir.appendingPathComponent(".complete").path) { throw error }
+        }
+        // A venv's scripts hold its absolute path; the interpreter itself does not, so bin/python works after the move.
+        progress("managed Python runtime ready")
+        return python
+    }
+
+    private func run(_ argv: [String], step: String) throws {
+        let child = try runner.start(argv, environment: environment, directory: nil)
+        child.closeInput()
+        while let line = child.readLine() {
+            if line.hasPrefix("Collecting") || line.hasPrefix("Successfully") || line.hasPrefix("Installing") { progress("  " + line) }
+        }
+        let status = child.wait()
+        if status != 0 {
+            throw RuntimeError(description: "creating the managed runtime failed at `\(step)` (exit \(status)):\n\(child.stderrTail.suffix(2000))")
+        }
+    }
+}

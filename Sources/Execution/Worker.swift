@@ -1,0 +1,198 @@
+import Foundation
+import JSONSchema
+import Plan
+
+/// What the worker says about itself in its first line.
+public struct WorkerHello: Sendable {
+    /// The protocol version it speaks.
+    public var protocolVersion: Int
+    /// Its code version.
+    public var workerVersion: String
+    /// python, torch, transformers (absent when not importable).
+    public var versions: [String: String]
+    /// Import names that failed (`torch`, `transformers`).
+    public var missing: [String]
+    /// Hardware name → nil when available, else the reason it is not.
+    public var targets: [String: String?]
+    /// The raw message.
+    public var raw: JSONValue
+}
+
+/// One failed request, as the worker reported it.
+public struct WorkerFailure: Error, Sendable {
+    /// The stage it failed in (load, inputs, trace, serialize, reference, verify).
+    public var stage: String
+    /// The error code (unknown_class, bad_config, ...).
+    public var code: String
+    /// A sentence for a user.
+    public var message: String
+    /// The manifest field it is about, if any.
+    public var field: String?
+    /// Exception type and traceback tail, for --verbose.
+    public var detail: String?
+}
+
+/// The worker died or spoke out of protocol.
+public struct WorkerCrash: Error, Sendable, CustomStringConvertible {
+    /// What happened, with the exit status or signal.
+    public var description: String
+    /// The tail of its stderr.
+    public var stderrTail: String
+}
+
+/// A progress event.
+public struct WorkerProgress: Sendable {
+    /// The stage.
+    public var stage: String
+    /// start or done.
+    public var status: String
+    /// Milliseconds, for done.
+    public var elapsedMs: Double?
+}
+
+/// A warm Python worker speaking the JSON-lines protocol (docs/worker-protocol.md), started with an argv array.
+public final class WorkerClient: @unchecked Sendable {
+    private let child: ChildProcess
+    private var nextID = 1
+    /// What it said at start.
+    public let hello: WorkerHello
+
+    /// The argv that starts a worker.
+    public static func argv(python: String) -> [String] { [python, "-u", "-m", "tsexport_worker", "serve"] }
+
+    /// The environment a worker runs with: the caller's, plus the worker folder on PYTHONPATH.
+    public static func environment(base: [String: String] = ProcessInfo.processInfo.environment) -> [String: String] {
+        var env = base
+        let dir = WorkerResources.directory.path
+        env["PYTHONPATH"] = [dir, base["PYTHONPATH"]].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ":")
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["TOKENIZERS_PARALLELISM"] = env["TOKENIZERS_PARALLELISM"] ?? "false"
+        env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+        return env
+    }
+
+    /// Starts a worker and reads its hello.
+    public init(python: String, runner: ProcessRunner) throws {
+        child = try runner.start(Self.argv(python: python), environment: Self.environment(), directory: nil)
+        guard let line = child.readLine() else {
+            let status = child.wait()
+            throw WorkerCrash(description: "the Python worker (\(python)) exited before saying hello (\(Self.describe(status: status)))", stderrTail: child.stderrTail)
+        }
+        guard let v = try? JSONValue(parsing: Data(line.utf8)), v.member("type") == .string("hello") else {
+            child.signal(SIGKILL)
+            _ = child.wait()
+            throw WorkerCrash(description: "the Python worker (\(python)) did not speak the tsexport protocol; it printed: \(line.prefix(200))", stderrTail: child.stderrTail)
+        }
+        var versions: [String: String] = [:]
+        for k in ["python", "torch", "transformers"] { if case .string(let s)? = v.member(k) { versions[k] = s } }
+        var targets: [String: String?] = [:]
+        if case .object(let o)? = v.member("targets") {
+            for (k, t) in o {
+                let available = t.member("available") == .bool(true)
+                var reason: String? = nil
+                if case .string(let r)? = t.member("reason") { reason = r }
+                targets[k] = available ? nil : (reason ?? "not available")
+            }
+        }
+        hello = WorkerHello(
+            protocolVersion: v.member("protocol")?.intNumber ?? 0,
+            workerVersion: v.member("worker_version")?.stringContent ?? "?",
+            versions: versions,
+            missing: v.member("missing")?.arrayContent?.compactMap(\.stringContent) ?? [],
+            targets: targets, raw: v)
+        if hello.protocolVersion != WorkerInfo.protocolVersion {
+            shutdown()
+            throw WorkerCrash(description: "the worker speaks protocol \(hello.protocolVersion), this tsexport speaks \(WorkerInfo.protocolVersion)", stderrTail: "")
+        }
+    }
+
+    /// The worker's pid.
+    public var pid: Int32 { child.pid }
+
+    /// Sends one request and waits for its result, passing progress events on. Throws `WorkerFailure` for an error
+    /// answer and `WorkerCrash` when the worker dies.
+    public func request(_ op: String, _ fields: [(String, JSONValue)], progress: (WorkerProgress) -> Void = { _ in }) throws -> JSONValue {
+        let id = nextID
+        nextID += 1
+        let message = JSONValue.object([("id", .int(id)), ("op", .string(op))] + fields)
+        do {
+            try child.write(Data((CanonicalJSON.text(message) + "\n").utf8))
+        } catch {
+            throw crash("the worker stopped reading its input")
+        }
+        while let line = child.readLine() {
+            guard let v = try? JSONValue(parsing: Data(line.utf8)) else { continue }
+            guard v.member("id")?.intNumber == id else { continue }
+            switch v.member("type")?.stringContent {
+            case "progress":
+                progress(WorkerProgress(stage: v.member("stage")?.stringContent ?? "", status: v.member("status")?.stringContent ?? "",
+                                        elapsedMs: v.member("elapsed_ms")?.number))
+            case "result":
+                return v.member("data") ?? .null
+            case "error":
+                throw WorkerFailure(
+                    stage: v.member("stage")?.stringContent ?? op, code: v.member("code")?.stringContent ?? "internal",
+                    message: v.member("message")?.stringContent ?? "the worker reported an error",
+                    field: v.member("field")?.stringContent, detail: v.member("detail")?.stringContent)
+            default:
+                continue
+            }
+        }
+        throw crash("the Python worker died during \(op)")
+    }
+
+    private func crash(_ what: String) -> WorkerCrash {
+        let status = child.wait()
+        return WorkerCrash(description: "\(what) (\(Self.describe(status: status)))", stderrTail: child.stderrTail)
+    }
+
+    /// `exit 1` or `killed by signal 9 (SIGKILL)`.
+    public static func describe(status: Int32) -> String {
+        guard status > 128 else { return "exit status \(status)" }
+        let sig = status - 128
+        let names: [Int32: String] = [9: "SIGKILL", 15: "SIGTERM", 2: "SIGINT", 11: "SIGSEGV", 6: "SIGABRT"]
+        return "killed by signal \(sig)" + (names[sig].map { " (\($0))" } ?? "")
+    }
+
+    /// Asks the worker to exit and waits for it.
+    public func shutdown() {
+        _ = try? child.write(Data("{\"id\":0,\"op\":\"shutdown\"}\n".utf8))
+        child.closeInput()
+        _ = child.wait()
+    }
+
+    /// Kills the worker.
+    public func kill() {
+        child.signal(SIGKILL)
+        _ = child.wait()
+    }
+}
+
+extension JSONValue {
+    /// The string, when this is one.
+    public var stringContent: String? { if case .string(let s) = self { return s } else { return nil } }
+    /// The integer, when this is an integral number.
+    public var intNumber: Int? {
+        switch self {
+        case .int(let i): return i
+        case .double(let d) where d.rounded() == d: return Int(d)
+        default: return nil
+        }
+    }
+    /// The number, when this is one.
+    public var number: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
+    /// The elements, when this is an array.
+    public var arrayContent: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
+    /// A member of an object.
+    public func member(_ key: String) -> JSONValue? {
+        if case .object(let o) = self { return o.first { $0.0 == key }?.1 }
+        return nil
+    }
+}

@@ -1,0 +1,214 @@
+import Diagnostics
+import Foundation
+import JSONSchema
+import YAML
+
+/// Validates one YAML document: version and kind, then the schema, then the semantic checks; decodes it on success.
+struct DocumentValidator {
+    let options: ValidationOptions
+    let file: String
+    let directory: URL
+
+    func validate(_ doc: Document) -> (Manifest?, [Diagnostic]) {
+        var converter = NodeConverter(file: file)
+        let value = converter.convert(doc.root)
+        let locations = converter.locations
+
+        if let d = versionCheck(value, locations) { return (nil, [d]) }
+
+        let violations = ManifestSchema.validator.validate(value)
+        if !violations.isEmpty {
+            var seen = Set<String>()
+            var out: [Diagnostic] = []
+            for v in violations {
+                let d = diagnostic(for: v, locations)
+                let key = "\(d.location.map { "\($0.line):\($0.column)" } ?? "")|\(d.message)"
+                if seen.insert(key).inserted { out.append(d) }
+            }
+            return (nil, out.sorted { ($0.location ?? .init(file: "", line: 0, column: 0)) < ($1.location ?? .init(file: "", line: 0, column: 0)) })
+        }
+
+        let manifest = decode(value, locations, documentIndex: doc.index)
+        var checker = SemanticChecker(manifest: manifest, options: options)
+        let diagnostics = checker.check()
+        return (manifest, diagnostics)
+    }
+
+    /// An unsupported apiVersion or kind makes the rest meaningless: say only that.
+    private func versionCheck(_ value: JSONValue, _ locations: FieldLocations) -> Diagnostic? {
+        guard value.objectValue != nil else { return nil }
+        if let v = value.member("apiVersion"), v != .string("tsexport/v1") {
+            return .error(
+                "unsupported apiVersion \(Self.describe(v)); this tsexport reads apiVersion: tsexport/v1",
+                at: locations.location(of: "apiVersion"), field: "apiVersion")
+        }
+        if let k = value.member("kind"), k != .string("Export") {
+            return .error(
+                "unsupported kind \(Self.describe(k)); the only kind is Export",
+                at: locations.location(of: "kind"), field: "kind")
+        }
+        return nil
+    }
+
+    static func describe(_ v: JSONValue) -> String {
+        switch v {
+        case .string(let s): return "'\(s)'"
+        default: return v.serialized(pretty: false)
+        }
+    }
+
+    /// Turns one schema violation into a diagnostic at the offending node (the key, for unknown fields).
+    private func diagnostic(for v: SchemaViolation, _ locations: FieldLocations) -> Diagnostic {
+        let path = fieldPath(v.instancePath)
+        let context = path.isEmpty ? "" : "\(path): "
+        if let key = v.offendingKey, v.keyword == "additionalProperties" || v.keyword == "unevaluatedProperties"
+            || v.keyword == "propertyNames"
+        {
+            let keyPath = path.isEmpty ? key : "\(path).\(key)"
+            if v.keyword == "propertyNames" {
+                return .error("\(context)\(v.message)", at: locations.keyLocation(of: keyPath), field: keyPath)
+            }
+            var message = "unknown field '\(key)'" + (path.isEmpty ? "" : " in \(path)")
+            if let suggestion = Suggest.closest(to: key, among: v.allowedKeys) {
+                message += "; did you mean '\(suggestion)'?"
+            } else if !v.allowedKeys.isEmpty {
+                message += " (known fields: \(v.allowedKeys.joined(separator: ", ")))"
+            }
+            return .error(message, at: locations.keyLocation(of: keyPath), field: keyPath)
+        }
+        var message = "\(context)\(v.message)"
+        if v.keyword == "pattern", let text = locations.entry(path)?.text {
+            message = "\(context)'\(text)' is not \(Self.patternMeaning(path)) (pattern \(v.message.components(separatedBy: " ").last ?? ""))"
+        }
+        if v.keyword == "type", let entry = locations.entry(path), let text = entry.text {
+            message += Self.typeHint(text: text, quoted: entry.quoted)
+        }
+        // A missing field is reported where its parent is named, which is where the user will add it.
+        let location = v.keyword == "required" || v.keyword == "dependentRequired"
+            ? locations.keyLocation(of: path) : locations.location(of: path)
+        return .error(message, at: location, field: path.isEmpty ? nil : path)
+    }
+
+    /// What a pattern-checked field must look like, in words.
+    static func patternMeaning(_ path: String) -> String {
+        if path == "metadata.name" {
+            return "a valid name: lowercase letters, digits and '-', starting and ending with a letter or digit"
+        }
+        if path == "spec.model.class" { return "a class name: a Python identifier such as BertModel" }
+        if path.hasSuffix(".name") { return "a forward() parameter name: a Python identifier such as input_ids" }
+        if path.hasPrefix("metadata.labels") { return "a valid label" }
+        return "in the expected form"
+    }
+
+    /// Why a scalar that looks like a number or boolean is a string here.
+    static func typeHint(text: String, quoted: Bool) -> String {
+        let yaml11 = ["yes", "no", "on", "off", "y", "n", "Yes", "No", "On", "Off", "YES", "NO", "ON", "OFF", "Y", "N"]
+        if quoted {
+            if Double(text) != nil || ["true", "false"].contains(text.lowercased()) {
+                return " (a quoted value is a string; remove the quotes)"
+            }
+        } else if yaml11.contains(text) {
+            return " ('\(text)' is a string in YAML 1.2; write true or false)"
+        }
+        return ""
+    }
+
+    /// Decodes a document the schema accepted; defaults come from the contract.
+    private func decode(_ v: JSONValue, _ locations: FieldLocations, documentIndex: Int) -> Manifest {
+        let metadata = v.member("metadata")
+        let spec = v.member("spec")
+        let model = spec?.member("model")
+        let inputs = spec?.member("inputs")
+        let trace = spec?.member("trace")
+        let target = spec?.member("target")
+        let output = spec?.member("output")
+        let name = metadata?.member("name")?.stringValue ?? ""
+        var labels: [String: String] = [:]
+        for (k, lv) in metadata?.member("labels")?.objectValue ?? [] { labels[k] = lv.stringValue ?? "" }
+
+        let dtype = model?.member("dtype")?.stringValue ?? "float32"
+        let defaults = Manifest.defaultTolerance(dtype: dtype)
+        let tensors: [TensorSpec] = (inputs?.member("tensors")?.arrayValue ?? []).map { t in
+            TensorSpec(
+                name: t.member("name")?.stringValue ?? "",
+                from: TensorSpec.Source(rawValue: t.member("from")?.stringValue ?? "") ?? .values,
+                values: t.member("values"),
+                shape: t.member("shape")?.arrayValue?.compactMap(\.intValue),
+                dtype: t.member("dtype")?.stringValue ?? "int64",
+                low: t.member("low")?.doubleValue,
+                high: t.member("high")?.doubleValue)
+        }
+        let deploy: [DeployTarget] = (output?.member("deploy")?.arrayValue ?? []).compactMap { d in
+            switch d.member("kind")?.stringValue {
+            case "directory": return .directory
+            case "triton": return .triton(repository: d.member("repository")?.stringValue ?? "")
+            case "torchserve": return .torchserve(store: d.member("store")?.stringValue ?? "")
+            default: return nil
+            }
+        }
+        return Manifest(
+            file: file, documentIndex: documentIndex, name: name, labels: labels,
+            model: .init(
+                className: model?.member("class")?.stringValue ?? "",
+                pretrained: model?.member("pretrained")?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
+                revision: model?.member("revision")?.stringValue,
+                config: model?.member("config")?.objectValue ?? [],
+                torchscript: model?.member("torchscript")?.boolValue ?? true,
+                seed: model?.member("seed")?.intValue ?? 0,
+                dtype: dtype,
+                trustRemoteCode: model?.member("trust_remote_code")?.boolValue ?? false,
+                allowPickle: model?.member("allow_pickle")?.boolValue ?? false),
+            inputs: .init(
+                tokenizer: inputs?.member("tokenizer")?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
+                text: inputs?.member("text")?.stringValue,
+                addSpecialTokens: inputs?.member("add_special_tokens")?.boolValue ?? false,
+                mask: inputs?.member("mask")?.arrayValue?.compactMap(\.intValue) ?? [],
+                padTo: inputs?.member("pad_to")?.intValue,
+                tensors: tensors),
+            trace: .init(
+                strict: trace?.member("strict")?.boolValue ?? true,
+                checkShapes: trace?.member("check_shapes")?.arrayValue?.map { $0.arrayValue?.compactMap(\.intValue) ?? [] } ?? [],
+                atol: trace?.member("tolerance")?.member("atol")?.doubleValue ?? defaults.atol,
+                rtol: trace?.member("tolerance")?.member("rtol")?.doubleValue ?? defaults.rtol),
+            target: .init(
+                hardware: target?.member("hardware")?.stringValue ?? "cpu",
+                optimize: target?.member("optimize")?.stringValue ?? "none"),
+            output: .init(
+                dir: output?.member("dir")?.stringValue ?? "build/\(name)",
+                deploy: deploy),
+            document: v, locations: locations, directory: directory)
+    }
+}
+
+/// "Did you mean" suggestions by edit distance.
+public enum Suggest {
+    /// The closest candidate within a distance that still looks like a typo, if any.
+    public static func closest(to word: String, among candidates: [String]) -> String? {
+        let limit = word.count <= 3 ? 1 : (word.count <= 8 ? 2 : 3)
+        var best: (String, Int)?
+        for c in candidates {
+            let d = distance(word.lowercased(), c.lowercased())
+            if d <= limit, d < (best?.1 ?? .max) { best = (c, d) }
+        }
+        return best?.0
+    }
+
+    /// Edit distance where swapping two neighbouring letters counts as one edit (optimal string alignment), since
+    /// `modle` for `model` is one slip of the fingers.
+    public static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var d = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
+        for i in 0...a.count { d[i][0] = i }
+        for j in 0...b.count { d[0][j] = j }
+        for i in 1...a.count {
+            for j in 1...b.count {
+                let cost = a[i - 1] == b[j - 1] ? 0 : 1
+                d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1) }
+            }
+        }
+        return d[a.count][b.count]
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import JSONSchema
+
+/// Where a model or tokenizer comes from: a local folder (resolved against the manifest's folder) or a hub id.
+public enum ModelSource: Hashable, Sendable, Codable {
+    /// An absolute, standardised path to a local directory.
+    case local(String)
+    /// A Hugging Face hub id such as `org/name`.
+    case hub(String)
+
+    /// The path or id, as the worker receives it.
+    public var reference: String {
+        switch self {
+        case .local(let p): return p
+        case .hub(let id): return id
+        }
+    }
+
+    /// Whether it is a local folder.
+    public var isLocal: Bool { if case .local = self { return true } else { return false } }
+}
+
+/// One dummy input tensor, bound by name to a `forward()` parameter.
+public struct TensorSpec: Hashable, Sendable {
+    /// How the tensor's values are made.
+    public enum Source: String, Sendable, Codable { case text, values, random, zeros, ones }
+    /// The forward() parameter it feeds.
+    public var name: String
+    /// How it is made.
+    public var from: Source
+    /// The values, for `from: values`.
+    public var values: JSONValue?
+    /// The shape, for random/zeros/ones.
+    public var shape: [Int]?
+    /// Element type.
+    public var dtype: String
+    /// Lower bound for random.
+    public var low: Double?
+    /// Upper bound for random.
+    public var high: Double?
+}
+
+/// A deployment of the bundle.
+public enum DeployTarget: Hashable, Sendable {
+    /// The bundle folder itself.
+    case directory
+    /// A Triton model repository entry under the given root-relative folder.
+    case triton(repository: String)
+    /// A TorchServe .mar archive in the given root-relative model store.
+    case torchserve(store: String)
+
+    /// The kind, as written in the manifest.
+    public var kind: String {
+        switch self {
+        case .directory: return "directory"
+        case .triton: return "triton"
+        case .torchserve: return "torchserve"
+        }
+    }
+}
+
+/// One validated `Export` document, typed, with defaults filled in and the position of every field kept.
+public struct Manifest: Sendable {
+    /// The model to export.
+    public struct Model: Sendable {
+        public var className: String
+        public var pretrained: ModelSource?
+        public var revision: String?
+        /// Config keyword arguments, in the order written.
+        public var config: [(String, JSONValue)]
+        public var torchscript: Bool
+        public var seed: Int
+        public var dtype: String
+        public var trustRemoteCode: Bool
+        public var allowPickle: Bool
+    }
+    /// The dummy inputs.
+    public struct Inputs: Sendable {
+        public var tokenizer: ModelSource?
+        public var text: String?
+        public var addSpecialTokens: Bool
+        public var mask: [Int]
+        public var padTo: Int?
+        public var tensors: [TensorSpec]
+    }
+    /// Tracing options.
+    public struct Trace: Sendable {
+        public var strict: Bool
+        public var checkShapes: [[Int]]
+        public var atol: Double
+        public var rtol: Double
+    }
+    /// The hardware target.
+    public struct Target: Sendable {
+        public var hardware: String
+        public var optimize: String
+    }
+    /// Where the bundle goes.
+    public struct Output: Sendable {
+        /// Relative to the output root.
+        public var dir: String
+        public var deploy: [DeployTarget]
+    }
+
+    /// The file as the user named it.
+    public var file: String
+    /// 0-based index of the document in its file.
+    public var documentIndex: Int
+    public var name: String
+    public var labels: [String: String]
+    public var model: Model
+    public var inputs: Inputs
+    public var trace: Trace
+    public var target: Target
+    public var output: Output
+    /// The document as JSON (after YAML resolution): the normalised content that fingerprints hash.
+    public var document: JSONValue
+    /// Where every field was written.
+    public var locations: FieldLocations
+    /// The folder local `pretrained`/`tokenizer` paths resolve against.
+    public var directory: URL
+
+    /// The default tolerances for a model dtype (float32: atol 1e-5, rtol 1e-4; float16: 1e-2, 1e-2; bfloat16: 5e-2, 5e-2).
+    public static func defaultTolerance(dtype: String) -> (atol: Double, rtol: Double) {
+        switch dtype {
+        case "float16": return (1e-2, 1e-2)
+        case "bfloat16": return (5e-2, 5e-2)
+        default: return (1e-5, 1e-4)
+        }
+    }
+}
+
+extension JSONValue {
+    /// The string, when this is one.
+    var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
+    /// The boolean, when this is one.
+    var boolValue: Bool? { if case .bool(let b) = self { return b } else { return nil } }
+    /// The integer, when this is one (a double with an integral value counts, as JSON Schema's "integer" does).
+    var intValue: Int? {
+        switch self {
+        case .int(let i): return i
+        case .double(let d) where d.rounded() == d && abs(d) < 9.0e15: return Int(d)
+        default: return nil
+        }
+    }
+    /// The number, when this is one.
+    var doubleValue: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
+    /// The elements, when this is an array.
+    var arrayValue: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
+    /// The entries, when this is an object.
+    var objectValue: [(String, JSONValue)]? { if case .object(let o) = self { return o } else { return nil } }
+    /// A member of an object.
+    func member(_ key: String) -> JSONValue? { objectValue?.first(where: { $0.0 == key })?.1 }
+}

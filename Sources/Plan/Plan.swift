@@ -1,0 +1,124 @@
+import Foundation
+
+/// What apply would do, as plain data: `plan`, `apply --dry-run` and `--json` all render this value, and `apply`
+/// executes it. Building it never starts a process.
+public struct Plan: Codable, Hashable, Sendable {
+    /// The folder every output path is under.
+    public var outputRoot: String
+    /// One entry per selected manifest, in the order given.
+    public var entries: [PlanEntry]
+
+    /// Creates a plan.
+    public init(outputRoot: String, entries: [PlanEntry]) {
+        self.outputRoot = outputRoot
+        self.entries = entries
+    }
+
+    /// Whether anything would change.
+    public var hasChanges: Bool { entries.contains { $0.action != .upToDate } }
+}
+
+/// What happens to one manifest's bundle.
+public enum PlanAction: String, Codable, Hashable, Sendable {
+    /// No bundle yet.
+    case create
+    /// A bundle exists but something that decides it changed (see the reasons).
+    case rebuild
+    /// The bundle matches the manifest and its inputs.
+    case upToDate = "up-to-date"
+}
+
+/// Why a manifest is rebuilt.
+public struct PlanReason: Codable, Hashable, Sendable {
+    /// What kind of change.
+    public enum Kind: String, Codable, Hashable, Sendable {
+        case field, inputFile = "input-file", version, forced, incomplete
+    }
+    /// The kind.
+    public var kind: Kind
+    /// The field path, input file or version name it is about.
+    public var subject: String
+    /// The recorded value, if any.
+    public var old: String?
+    /// The current value, if any.
+    public var new: String?
+
+    /// Creates a reason.
+    public init(kind: Kind, subject: String, old: String? = nil, new: String? = nil) {
+        self.kind = kind
+        self.subject = subject
+        self.old = old
+        self.new = new
+    }
+
+    /// `spec.model.seed: 7 → 8`.
+    public var summary: String {
+        switch kind {
+        case .forced: return subject
+        case .incomplete: return subject
+        default: return "\(subject): \(old ?? "(absent)") → \(new ?? "(absent)")"
+        }
+    }
+}
+
+/// One step of an export.
+public struct PlanStep: Codable, Hashable, Sendable {
+    /// The step kinds, in the order apply runs them.
+    public enum Kind: String, Codable, Hashable, Sendable {
+        case load, trace, serialize, verify, deploy
+    }
+    /// The kind.
+    public var kind: Kind
+    /// One line for a user.
+    public var description: String
+    /// What it reads (files, folders, hub ids).
+    public var inputs: [String]
+    /// What it writes, as absolute paths under the output root.
+    public var outputs: [String]
+
+    /// Creates a step.
+    public init(kind: Kind, description: String, inputs: [String], outputs: [String]) {
+        self.kind = kind
+        self.description = description
+        self.inputs = inputs
+        self.outputs = outputs
+    }
+}
+
+/// The plan for one manifest.
+public struct PlanEntry: Codable, Hashable, Sendable {
+    /// metadata.name.
+    public var name: String
+    /// The manifest file, as named on the command line.
+    public var file: String
+    /// Where the document starts (its metadata.name line).
+    public var line: Int
+    /// create, rebuild or up-to-date.
+    public var action: PlanAction
+    /// Every reason for a rebuild.
+    public var reasons: [PlanReason]
+    /// The bundle folder (absolute).
+    public var bundle: String
+    /// The fingerprint the new bundle will record.
+    public var fingerprint: String
+    /// The steps apply will run (empty when up to date).
+    public var steps: [PlanStep]
+    /// Problems that will stop apply for this manifest before any model is loaded (a target the runtime lacks).
+    public var blockers: [String]
+
+    /// Creates an entry.
+    public init(
+        name: String, file: String, line: Int, action: PlanAction, reasons: [PlanReason], bundle: String,
+        fingerprint: String, steps: [PlanStep], blockers: [String] = []
+    ) {
+        self.name = name
+        self.file = file
+        self.line = line
+        self.action = action
+        self.reasons = reasons
+        self.bundle = bundle
+        self.fingerprint = fingerprint
+        self.steps = steps
+        self.blockers = blockers
+    }
+}

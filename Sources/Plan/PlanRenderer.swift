@@ -1,0 +1,42 @@
+import Foundation
+
+/// Renders a plan for people (text) and machines (JSON).
+public enum PlanRenderer {
+    /// Text, one block per manifest: action, reasons, then each step with what it reads and writes.
+    public static func text(_ plan: Plan, color: Bool = false, relativeTo base: String? = nil) -> String {
+        func c(_ code: String, _ s: String) -> String { color ? "\u{1B}[\(code)m\(s)\u{1B}[0m" : s }
+        func shown(_ path: String) -> String {
+            guard let base, path.hasPrefix(base + "/") else { return path }
+            return String(path.dropFirst(base.count + 1))
+        }
+        var lines: [String] = []
+        for e in plan.entries {
+            let action: String
+            switch e.action {
+            case .create: action = c("32", "+ create")
+            case .rebuild: action = c("33", "~ rebuild")
+            case .upToDate: action = c("2", "= up to date")
+            }
+            lines.append("\(action) \(c("1", e.name))  (\(e.file):\(e.line)) → \(shown(e.bundle))")
+            for r in e.reasons { lines.append("    because \(r.summary)") }
+            for b in e.blockers { lines.append("    " + c("31", "blocked: ") + b) }
+            for s in e.steps {
+                lines.append("    \(s.kind.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(s.description)")
+                for i in s.inputs { lines.append("              reads  \(shown(i))") }
+                for o in s.outputs { lines.append("              writes \(shown(o))") }
+            }
+        }
+        let create = plan.entries.filter { $0.action == .create }.count
+        let rebuild = plan.entries.filter { $0.action == .rebuild }.count
+        let same = plan.entries.filter { $0.action == .upToDate }.count
+        lines.append("Plan: \(create) to create, \(rebuild) to rebuild, \(same) up to date.")
+        return lines.joined(separator: "\n")
+    }
+
+    /// Pretty, key-sorted JSON.
+    public static func json(_ plan: Plan) -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? enc.encode(plan)) ?? Data(), as: UTF8.self)
+    }
+}

@@ -1,0 +1,128 @@
+import ArgumentParser
+import Diagnostics
+import Execution
+import Foundation
+import JSONSchema
+import Manifest
+import Plan
+
+/// `tsexport apply PATH...`
+public struct Apply: ParsableCommand {
+    public static let configuration = CommandConfiguration(abstract: "Plan, then trace, serialize, verify and deploy each manifest that needs it.")
+    @OptionGroup public var options: ManifestOptions
+    @OptionGroup public var selection: SelectionOptions
+    @OptionGroup public var runtime: RuntimeOptions
+    @Flag(name: .customLong("dry-run"), help: "Only show the plan.")
+    public var dryRun = false
+    @Flag(name: .customLong("keep-going"), help: "After a failed manifest, go on with the others.")
+    public var keepGoing = false
+    public init() {}
+
+    public func run() throws {
+        let code = Apply.execute(self, console: .standard)
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Runs apply and returns the exit code.
+    public static func execute(_ cmd: Apply, console: Console, runner: ProcessRunner = SystemProcessRunner()) -> Int32 {
+        let started = Date()
+        guard let (plan, diagnostics, selected) = Planning.build(cmd.options, selection: cmd.selection, console: console) else { return ExitStatus.failure }
+        if cmd.dryRun {
+            console.report(diagnostics)
+            console.out(cmd.options.json ? PlanRenderer.json(plan) : PlanRenderer.text(plan, color: console.colorOut, relativeTo: FileManager.default.currentDirectoryPath))
+            return ExitStatus.success
+        }
+        console.report(diagnostics)
+        let manifests = Dictionary(selected.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let work = plan.entries.filter { $0.action != .upToDate }
+        var outcomes: [ExportOutcome] = plan.entries.filter { $0.action == .upToDate }.map {
+            ExportOutcome(name: $0.name, action: .upToDate, status: "up to date", seconds: 0, bundle: $0.bundle, record: nil, diagnostics: [])
+        }
+        if !work.isEmpty {
+            // Python starts only now: the manifests are valid and something needs doing.
+            guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
+            let exporter = Exporter(python: rt.python, runner: runner, outputRoot: cmd.options.resolvedOutputRoot, log: { console.err($0) })
+            let hello: WorkerHello
+            do {
+                hello = try exporter.start()
+            } catch {
+                console.err("error: \(error)")
+                if let c = error as? WorkerCrash, !c.stderrTail.isEmpty { console.err(String(c.stderrTail.suffix(1500))) }
+                exporter.stop()
+                return ExitStatus.failure
+            }
+            defer { exporter.stop() }
+            if !hello.missing.isEmpty {
+                console.err("error: " + missingPackagesMessage(rt, missing: hello.missing))
+                return ExitStatus.failure
+            }
+            let hasher = InputHasher()
+            var failed = false
+            for entry in work {
+                guard let m = manifests[entry.name] else { continue }
+                if failed && !cmd.keepGoing {
+                    outcomes.append(ExportOutcome(name: m.name, action: entry.action, status: "not run", seconds: 0, bundle: entry.bundle, record: nil, diagnostics: []))
+                    continue
+                }
+                if case .some(.some(let why)) = hello.targets[m.target.hardware] {
+                    let d = Diagnostic.error("\(m.name): target \(m.target.hardware) is not available in this runtime: \(why)",
+                                             at: m.locations.location(of: "spec.target.hardware"), field: "spec.target.hardware")
+                    console.report([d])
+                    outcomes.append(ExportOutcome(name: m.name, action: entry.action, status: "failed", seconds: 0, bundle: entry.bundle, record: nil, diagnostics: [d]))
+                    failed = true
+                    continue
+                }
+                console.err("[\(m.name)] \(entry.action.rawValue): \(m.model.className) → \(entry.bundle)")
+                let fp = FingerprintInputs(manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m), versions: ["worker": WorkerInfo.version])
+                let outcome = exporter.export(m, entry: entry, fingerprint: fp)
+                console.report(outcome.diagnostics)
+                if outcome.status != "ok" { failed = true }
+                outcomes.append(outcome)
+            }
+        }
+        let order = Dictionary(plan.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        outcomes.sort { (order[$0.name] ?? 0) < (order[$1.name] ?? 0) }
+        let wall = Date().timeIntervalSince(started)
+        if cmd.options.json {
+            console.printJSON(ApplyReport.json(outcomes, wall: wall))
+        } else {
+            console.out(ApplyReport.table(outcomes, wall: wall, base: FileManager.default.currentDirectoryPath))
+        }
+        return outcomes.contains { $0.status == "failed" || $0.status == "not run" } ? ExitStatus.failure : ExitStatus.success
+    }
+}
+
+/// The end-of-apply summary.
+enum ApplyReport {
+    static func table(_ outcomes: [ExportOutcome], wall: Double, base: String) -> String {
+        var rows = [["NAME", "ACTION", "RESULT", "TIME", "MAX ABS ERR", "BUNDLE"]]
+        for o in outcomes {
+            var err = "-"
+            if let cases = o.record?.member("parity")?.member("cases")?.arrayContent {
+                let worst = cases.compactMap { $0.member("max_abs_error")?.number }.max() ?? 0
+                err = String(format: "%.1e", worst)
+            }
+            let bundle = o.bundle.hasPrefix(base + "/") ? String(o.bundle.dropFirst(base.count + 1)) : o.bundle
+            rows.append([o.name, o.action.rawValue, o.status, o.seconds > 0 ? String(format: "%.1fs", o.seconds) : "-", err, bundle])
+        }
+        let widths = (0..<rows[0].count).map { i in rows.map { $0[i].count }.max() ?? 0 }
+        var lines = rows.map { r in r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
+        let count = { (s: String) in outcomes.filter { $0.status == s }.count }
+        let created = outcomes.filter { $0.status == "ok" && $0.action == .create }.count
+        let rebuilt = outcomes.filter { $0.status == "ok" && $0.action == .rebuild }.count
+        lines.append("Apply: \(created) created, \(rebuilt) rebuilt, \(count("up to date")) up to date, \(count("failed")) failed, \(count("not run")) not run in \(String(format: "%.1f", wall)) s.")
+        return lines.joined(separator: "\n")
+    }
+
+    static func json(_ outcomes: [ExportOutcome], wall: Double) -> [String: Any] {
+        [
+            "wall_seconds": wall,
+            "manifests": outcomes.map { o -> [String: Any] in
+                var d: [String: Any] = ["name": o.name, "action": o.action.rawValue, "status": o.status, "seconds": o.seconds, "bundle": o.bundle,
+                                        "diagnostics": DiagnosticPrinter.json(o.diagnostics)]
+                if let r = o.record, let obj = try? JSONSerialization.jsonObject(with: Data(r.serialized(pretty: false).utf8)) { d["record"] = obj }
+                return d
+            },
+        ]
+    }
+}

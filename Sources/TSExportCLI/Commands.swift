@@ -1,0 +1,98 @@
+import ArgumentParser
+import Diagnostics
+import Foundation
+import Manifest
+import Plan
+
+/// `tsexport`: YAML manifests in, verified TorchScript bundles out.
+public struct TSExportCommand: ParsableCommand {
+    /// The command tree.
+    public static let configuration = CommandConfiguration(
+        commandName: "tsexport",
+        abstract: "Export Hugging Face Transformers models to verified TorchScript bundles, described by YAML manifests.",
+        subcommands: [Validate.self, PlanCommand.self, Apply.self, Verify.self, Doctor.self, Schema.self])
+
+    /// Creates the command.
+    public init() {}
+}
+
+/// Exit codes, as the contract fixes them.
+public enum ExitStatus {
+    public static let success: Int32 = 0
+    public static let failure: Int32 = 1
+    public static let changesPending: Int32 = 2
+    public static let interrupted: Int32 = 130
+}
+
+/// `tsexport validate PATH...`
+public struct Validate: ParsableCommand {
+    public static let configuration = CommandConfiguration(abstract: "Parse and validate manifests; every problem as file:line:column: error: message.")
+    @OptionGroup public var options: ManifestOptions
+    public init() {}
+
+    public func run() throws {
+        let code = Validate.execute(options, console: .standard)
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Runs the command and returns its exit code.
+    public static func execute(_ options: ManifestOptions, console: Console) -> Int32 {
+        guard !options.paths.isEmpty else {
+            console.err("error: name at least one manifest file or folder")
+            return ExitStatus.failure
+        }
+        let result = ManifestLoader(options: options.validationOptions).validate(paths: options.paths)
+        if options.json {
+            console.printJSON([
+                "valid": result.isValid,
+                "files": result.fileCount,
+                "manifests": result.manifests.map { ["name": $0.name, "file": $0.file, "document": $0.documentIndex] as [String: Any] },
+                "diagnostics": DiagnosticPrinter.json(result.diagnostics),
+            ] as [String: Any])
+        } else {
+            console.report(result.diagnostics)
+            if result.isValid {
+                console.err("\(result.manifests.count) manifest\(result.manifests.count == 1 ? "" : "s") in \(result.fileCount) file\(result.fileCount == 1 ? "" : "s"): valid")
+            } else {
+                let n = result.diagnostics.filter { $0.severity == .error }.count
+                console.err("\(n) error\(n == 1 ? "" : "s") in \(result.fileCount) file\(result.fileCount == 1 ? "" : "s")")
+            }
+        }
+        return result.isValid ? ExitStatus.success : ExitStatus.failure
+    }
+}
+
+/// `tsexport plan PATH...`
+public struct PlanCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "plan", abstract: "Validate, then show what apply would do for each manifest and why.")
+    @OptionGroup public var options: ManifestOptions
+    @OptionGroup public var selection: SelectionOptions
+    @Flag(name: .customLong("detailed-exitcode"), help: "Exit 0 when nothing would change, 2 when changes are pending, 1 on errors.")
+    public var detailedExitcode = false
+    public init() {}
+
+    public func run() throws {
+        let code = PlanCommand.execute(options, selection: selection, detailedExitcode: detailedExitcode, console: .standard)
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Runs the command and returns its exit code.
+    public static func execute(_ options: ManifestOptions, selection: SelectionOptions, detailedExitcode: Bool, console: Console) -> Int32 {
+        guard let (plan, diagnostics, _) = Planning.build(options, selection: selection, console: console) else { return ExitStatus.failure }
+        if options.json {
+            console.out(PlanRenderer.json(plan))
+        } else {
+            console.report(diagnostics)
+            console.out(PlanRenderer.text(plan, color: console.colorOut, relativeTo: FileManager.default.currentDirectoryPath))
+        }
+        return detailedExitcode && plan.hasChanges ? ExitStatus.changesPending : ExitStatus.success
+    }
+}
+
+/// `tsexport schema`
+public struct Schema: ParsableCommand {
+    public static let configuration = CommandConfiguration(abstract: "Print the manifest JSON Schema (draft 2020-12).")
+    public init() {}
+    public func run() throws { Console.standard.out(ManifestSchema.text.trimmingCharacters(in: .newlines)) }
+}

@@ -1,0 +1,141 @@
+import ArgumentParser
+import Execution
+import Foundation
+import JSONSchema
+import Plan
+
+/// `tsexport verify DIR...`
+public struct Verify: ParsableCommand {
+    public static let configuration = CommandConfiguration(abstract: "Re-check bundles against their recorded reference outputs in a fresh process.")
+    @Argument(help: "Bundle folders (each holds model.pt and record.json).")
+    public var bundles: [String] = []
+    @OptionGroup public var runtime: RuntimeOptions
+    @Flag(help: "Print JSON instead of text.")
+    public var json = false
+    public init() {}
+
+    public func run() throws {
+        let code = Verify.execute(self, console: .standard)
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Runs verify and returns the exit code.
+    public static func execute(_ cmd: Verify, console: Console, runner: ProcessRunner = SystemProcessRunner()) -> Int32 {
+        guard !cmd.bundles.isEmpty else {
+            console.err("error: name at least one bundle folder")
+            return ExitStatus.failure
+        }
+        // Check every folder before starting Python.
+        var records: [(String, JSONValue)] = []
+        var bad = false
+        for dir in cmd.bundles {
+            let recordPath = URL(fileURLWithPath: dir).appendingPathComponent(RecordSummary.fileName).path
+            guard let data = FileManager.default.contents(atPath: recordPath), let record = try? JSONValue(parsing: data) else {
+                console.err("\(dir): error: not a tsexport bundle: \(RecordSummary.fileName) is missing or unreadable")
+                bad = true
+                continue
+            }
+            records.append((dir, record))
+        }
+        if records.isEmpty { return ExitStatus.failure }
+        guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
+        let worker: WorkerClient
+        do {
+            worker = try WorkerClient(python: rt.python, runner: runner)
+        } catch {
+            console.err("error: \(error)")
+            return ExitStatus.failure
+        }
+        defer { worker.shutdown() }
+        if worker.hello.missing.contains("torch") {
+            console.err("error: " + missingPackagesMessage(rt, missing: worker.hello.missing))
+            return ExitStatus.failure
+        }
+        var reports: [[String: Any]] = []
+        for (dir, record) in records {
+            let abs = URL(fileURLWithPath: dir).standardizedFileURL.path
+            let tolerance = record.member("parity")?.member("tolerance") ?? record.member("tolerance") ?? .object([("atol", .double(1e-5)), ("rtol", .double(1e-4))])
+            var ok = true
+            var lines: [String] = []
+            do {
+                let result = try worker.request("verify_bundle", [("dir", .string(abs)), ("tolerance", tolerance)])
+                let sha = result.member("sha256")?.stringContent
+                if let recorded = record.member("model_sha256")?.stringContent, sha != recorded {
+                    ok = false
+                    lines.append("  model.pt sha256 \(sha ?? "?") differs from the recorded \(recorded)")
+                }
+                for c in result.member("cases")?.arrayContent ?? [] {
+                    let passed = c.member("passed") == .bool(true)
+                    ok = ok && passed
+                    let shape = CanonicalJSON.text(c.member("shape") ?? .null)
+                    let detail = c.member("error")?.stringContent
+                        ?? String(format: "max abs error %.2e, max rel error %.2e", c.member("max_abs_error")?.number ?? .nan, c.member("max_rel_error")?.number ?? .nan)
+                    lines.append("  \(passed ? "pass" : "FAIL") \(c.member("case")?.stringContent ?? "?") \(shape): \(detail)")
+                }
+                reports.append(["bundle": dir, "ok": ok, "result": (try? JSONSerialization.jsonObject(with: Data(result.serialized(pretty: false).utf8))) ?? [:]])
+            } catch let f as WorkerFailure {
+                ok = false
+                lines.append("  \(f.message)")
+                reports.append(["bundle": dir, "ok": false, "error": f.message])
+            } catch {
+                ok = false
+                lines.append("  \(error)")
+                reports.append(["bundle": dir, "ok": false, "error": "\(error)"])
+            }
+            bad = bad || !ok
+            if !cmd.json {
+                console.out("\(dir): \(ok ? "verified" : "FAILED")")
+                lines.forEach(console.out)
+            }
+        }
+        if cmd.json { console.printJSON(["bundles": reports, "ok": !bad] as [String: Any]) }
+        return bad ? ExitStatus.failure : ExitStatus.success
+    }
+}
+
+/// `tsexport doctor`
+public struct Doctor: ParsableCommand {
+    public static let configuration = CommandConfiguration(abstract: "Show the Python runtime, its torch and transformers versions and the hardware targets available.")
+    @OptionGroup public var runtime: RuntimeOptions
+    @Flag(help: "Print JSON instead of text.")
+    public var json = false
+    public init() {}
+
+    public func run() throws {
+        let code = Doctor.execute(self, console: .standard)
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Runs doctor and returns the exit code.
+    public static func execute(_ cmd: Doctor, console: Console, runner: ProcessRunner = SystemProcessRunner()) -> Int32 {
+        guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
+        let worker: WorkerClient
+        do {
+            worker = try WorkerClient(python: rt.python, runner: runner)
+        } catch {
+            console.err("error: \(error)")
+            return ExitStatus.failure
+        }
+        defer { worker.shutdown() }
+        let h = worker.hello
+        if cmd.json {
+            var o: [String: Any] = ["python_executable": rt.python, "chosen_by": rt.origin.rawValue, "tsexport": ToolInfo.version,
+                                    "worker": h.workerVersion, "protocol": h.protocolVersion, "missing": h.missing]
+            for (k, v) in h.versions { o[k] = v }
+            o["targets"] = Dictionary(uniqueKeysWithValues: h.targets.map { k, v in (k, ["available": v == nil, "reason": v ?? NSNull()] as [String: Any]) })
+            console.printJSON(o)
+        } else {
+            console.out("tsexport      \(ToolInfo.version) (worker \(h.workerVersion), protocol \(h.protocolVersion))")
+            console.out("python        \(rt.python) (\(rt.origin.rawValue)), version \(h.versions["python"] ?? "?")")
+            console.out("torch         \(h.versions["torch"] ?? "missing")")
+            console.out("transformers  \(h.versions["transformers"] ?? "missing")")
+            console.out("targets:")
+            for name in ["cpu", "cuda", "inf1", "inf2"] {
+                guard let entry = h.targets[name] else { continue }
+                console.out("  \(name.padding(toLength: 5, withPad: " ", startingAt: 0)) " + (entry == nil ? "available" : "unavailable: \(entry!)"))
+            }
+            if !h.missing.isEmpty { console.out("error: " + missingPackagesMessage(rt, missing: h.missing)) }
+        }
+        return h.missing.isEmpty ? ExitStatus.success : ExitStatus.failure
+    }
+}

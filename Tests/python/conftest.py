@@ -1,0 +1,20 @@
+"""pytest setup for the Python worker: the worker folder on sys.path, the hub offline, a `slow` marker."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+WORKER_DIR = Path(__file__).resolve().parents[2] / "Sources" / "Execution" / "Resources" / "worker"
+sys.path.insert(0, str(WORKER_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The model hubs are unreachable here; the worker's hub code path stays intact (nothing is forced in the worker).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
+    config.addinivalue_line(
+        "markers", "slow: a bigger model (the guide's BERT-base); runs by default, select with -m slow / -m 'not slow'"
+    )

@@ -1,0 +1,117 @@
+"""check_shapes: inputs remade per the contract, eager references per case, and per-case parity in verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from workerkit import TINY_BERT, TINY_GPT2, make_job, random_ids, run_export
+
+
+def _verify(staging: Path, atol: float = 1e-5, rtol: float = 1e-4) -> dict:
+    from tsexport_worker.verify import verify_bundle
+
+    return verify_bundle(str(staging), atol, rtol)
+
+
+def test_cases_are_recorded_shape_by_shape(tmp_path: Path) -> None:
+    tensors = [
+        random_ids([1, 14]),
+        {"name": "token_type_ids", "from": "values", "values": [[0] * 7 + [1] * 7]},
+        {"name": "attention_mask", "from": "ones", "shape": [1, 14]},
+    ]
+    data = run_export(make_job(tmp_path, tensors=tensors, check_shapes=[[1, 7], [3, 30]]))
+    assert data["cases"] == [
+        {"case": "traced", "shape": [1, 14]}, {"case": "check0", "shape": [1, 7]}, {"case": "check1", "shape": [3, 30]},
+    ]
+    samples = load_file(str(tmp_path / "sample_inputs.safetensors"))
+    references = load_file(str(tmp_path / "reference_outputs.safetensors"))
+    assert samples["check1/input_ids"].shape == (3, 30)
+    assert samples["check1/attention_mask"].eq(1).all()  # ones stay ones
+    assert set(samples["check1/token_type_ids"].unique().tolist()) <= {0, 1}  # drawn from the traced values
+    assert samples["check1/input_ids"].max() < TINY_BERT["vocab_size"]
+    assert references["check1/output_0"].shape == (3, 30, 32)
+    assert references["check0/output_1"].shape == (1, 32)
+    result = _verify(tmp_path)
+    assert [(c["case"], c["shape"], c["passed"]) for c in result["cases"]] == [
+        ("traced", [1, 14], True), ("check0", [1, 7], True), ("check1", [3, 30], True),
+    ]
+
+
+def test_check_inputs_are_reproducible(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        run_export(make_job(tmp_path / name, check_shapes=[[2, 9]]))
+    a = load_file(str(tmp_path / "a" / "sample_inputs.safetensors"))
+    b = load_file(str(tmp_path / "b" / "sample_inputs.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra = load_file(str(tmp_path / "a" / "reference_outputs.safetensors"))
+    rb = load_file(str(tmp_path / "b" / "reference_outputs.safetensors"))
+    assert all(torch.equal(ra[k], rb[k]) for k in ra)  # same seed, same random weights
+
+
+def test_a_trace_that_cannot_run_at_another_shape_fails_that_case_only(tmp_path: Path) -> None:
+    # Measured: GPT-2 traced at batch 1 without an attention mask bakes the batch size into its mask code, so the
+    # saved program raises at batch 2, while another sequence length at batch 1 works.
+    data = run_export(make_job(tmp_path, "GPT2LMHeadModel", TINY_GPT2, check_shapes=[[1, 7], [2, 20]]))
+    assert len(data["cases"]) == 3
+    result = _verify(tmp_path)
+    traced, same_batch, other_batch = result["cases"]
+    assert traced["passed"] and same_batch["passed"]
+    assert other_batch["passed"] is False
+    assert other_batch["max_abs_error"] is None
+    assert "RuntimeError" in other_batch["error"] and "out of bounds" in other_batch["error"]
+    assert result["passed"] is False
+
+
+def test_a_shape_the_eager_model_cannot_run_is_recorded_not_fatal(tmp_path: Path) -> None:
+    data = run_export(make_job(tmp_path, check_shapes=[[1, 80]]))  # 80 > max_position_embeddings 64
+    assert data["cases"][1]["case"] == "check0"
+    assert "eager model failed at shape [1, 80]" in data["cases"][1]["error"]
+    case = _verify(tmp_path)["cases"][1]
+    assert case["passed"] is False and "no reference outputs" in case["error"]
+
+
+def test_a_corrupted_sample_fails_its_case_without_crashing(tmp_path: Path) -> None:
+    run_export(make_job(tmp_path, check_shapes=[[1, 7], [2, 5]]))
+    path = tmp_path / "sample_inputs.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    samples = load_file(str(path))
+    samples["check0/input_ids"] = torch.zeros(1, 2, 3, 4, dtype=torch.float32)
+    save_file(samples, str(path), metadata=metadata)
+    cases = _verify(tmp_path)["cases"]
+    assert [c["passed"] for c in cases] == [True, False, True]
+    assert cases[1]["error"]
+
+
+def test_a_tolerance_too_tight_for_bfloat16_fails_and_a_loose_one_passes(tmp_path: Path) -> None:
+    data = run_export(make_job(tmp_path, model={"dtype": "bfloat16"}, check_shapes=[[2, 9]]))
+    assert data["output_signature"][0]["dtype"] == "bfloat16"
+    assert _verify(tmp_path, 1e-2, 1e-2)["passed"]
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "passed"),
+    [
+        (1.0 + 1.05e-4, 1.0, True),  # |a - e| <= atol + rtol * |e| = 1.1e-4
+        (1.0 + 1.2e-4, 1.0, False),
+        (float("nan"), float("nan"), True),
+        (float("nan"), 1.0, False),
+        (5e-6, 0.0, True),
+    ],
+)
+def test_compare_follows_the_protocol_formula(actual: float, expected: float, passed: bool) -> None:
+    from tsexport_worker.verify import compare
+
+    abs_error, rel_error, ok = compare(
+        torch.tensor([actual], dtype=torch.float64), torch.tensor([expected], dtype=torch.float64), 1e-5, 1e-4
+    )
+    assert ok is passed
+    if expected != 0 and actual == actual:
+        assert abs_error == pytest.approx(abs(actual - expected))
+        assert rel_error == pytest.approx(abs(actual - expected) / abs(expected))

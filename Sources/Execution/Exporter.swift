@@ -99,7 +99,6 @@ public final class Exporter: @unchecked Sendable {
     public func export(_ m: Manifest, entry: PlanEntry, fingerprint: FingerprintInputs) -> ExportOutcome {
         let started = Date()
         var outcome = ExportOutcome(name: m.name, action: entry.action, status: "failed", seconds: 0, bundle: entry.bundle, record: nil, diagnostics: [])
-        defer { outcome.seconds = Date().timeIntervalSince(started) }
         let staging: URL
         do {
             staging = try store.makeStaging(name: m.name)
@@ -130,6 +129,7 @@ public final class Exporter: @unchecked Sendable {
             store.discard(staging)
             outcome.diagnostics.append(.error("\(m.name): \(error)", at: m.locations.location(of: "metadata.name")))
         }
+        outcome.seconds = Date().timeIntervalSince(started)
         return outcome
     }
 
@@ -178,6 +178,11 @@ public final class Exporter: @unchecked Sendable {
         let verifyMs = Date().timeIntervalSince(verifyStart) * 1000
         log("[\(name)] verify done in \(String(format: "%.2f", verifyMs / 1000)) s")
 
+        if !m.trace.strict, let warnings = data.member("tracer_warnings")?.arrayContent, let first = warnings.first?.stringContent {
+            outcome.diagnostics.append(.warning(
+                "\(m.name): the tracer warned \(warnings.count) time\(warnings.count == 1 ? "" : "s") (recorded in record.json); the first: \(first)",
+                at: m.locations.location(of: "spec.trace.strict"), field: "spec.trace.strict"))
+        }
         let cases = verdict.member("cases")?.arrayContent ?? []
         var validOnlyAtTraced = false
         for c in cases where c.member("passed") != .bool(true) {
@@ -207,6 +212,9 @@ public final class Exporter: @unchecked Sendable {
         record.append(("manifest_file", .string(m.file)))
         record.append(("document_index", .int(m.documentIndex)))
         record.append(("fingerprint_inputs", fp.json))
+        if let bytes = FileManager.default.contents(atPath: m.file) {
+            record.append(("manifest_sha256", .string(Digest.sha256(bytes))))
+        }
         for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device"] {
             if let v = data.member(key) { record.append((key, v)) }
         }

@@ -18,3 +18,5 @@ def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
     config.addinivalue_line(
         "markers", "slow: a bigger model (the guide's BERT-base); runs by default, select with -m slow / -m 'not slow'"
     )
+    # torch 2.13 deprecates torch.jit.* (the product is TorchScript); keep the test summary readable.
+    config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")

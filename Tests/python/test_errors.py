@@ -242,3 +242,14 @@ def test_a_job_with_a_bad_value_is_bad_request(tmp_path: Path) -> None:
     with pytest.raises(WorkerError) as caught:
         parse_job(job)
     assert (caught.value.code, caught.value.field) == ("bad_request", "spec.model.dtype")
+
+
+def test_strict_tracing_passes_where_no_tracer_warning_is_raised(tmp_path: Path) -> None:
+    # Measured: with eager attention and no attention_mask, BertModel traces without any TracerWarning.
+    from tsexport_worker.verify import verify_bundle
+
+    data = run_export(make_job(tmp_path, config={**TINY_BERT, "attn_implementation": "eager"}, strict=True,
+                               check_shapes=[[2, 5]]))
+    assert data["tracer_warnings"] == []
+    assert data["warnings"] == []  # attn_implementation is a known config key
+    assert verify_bundle(str(tmp_path))["passed"]

@@ -116,7 +116,7 @@ def unknown_key_warnings(keys: list[str], known: set[str], config_name: str) -> 
     """A warning per config key the config class does not define: transformers keeps such keys silently."""
     found = []
     for key in keys:
-        if key in known:
+        if key in known or f"_{key}" in known:  # `attn_implementation` is stored as `_attn_implementation`
             continue
         close = difflib.get_close_matches(key, [k for k in known if not k.startswith("_")], n=2, cutoff=0.75)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""

@@ -27,6 +27,7 @@ public enum JobBuilder {
                 ("torchscript", .bool(m.model.torchscript)),
                 ("seed", .int(m.model.seed)),
                 ("dtype", .string(m.model.dtype)),
+                ("attn_implementation", .string(m.model.attnImplementation)),
                 ("trust_remote_code", .bool(m.model.trustRemoteCode)),
                 ("allow_pickle", .bool(m.model.allowPickle)),
             ])),

@@ -156,6 +156,7 @@ struct DocumentValidator {
                 torchscript: model?.member("torchscript")?.boolValue ?? true,
                 seed: model?.member("seed")?.intValue ?? 0,
                 dtype: dtype,
+                attnImplementation: model?.member("attn_implementation")?.stringValue ?? "eager",
                 trustRemoteCode: model?.member("trust_remote_code")?.boolValue ?? false,
                 allowPickle: model?.member("allow_pickle")?.boolValue ?? false),
             inputs: .init(

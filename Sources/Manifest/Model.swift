@@ -71,6 +71,8 @@ public struct Manifest: Sendable {
         public var torchscript: Bool
         public var seed: Int
         public var dtype: String
+        /// The attention implementation to trace (eager or sdpa).
+        public var attnImplementation: String
         public var trustRemoteCode: Bool
         public var allowPickle: Bool
     }

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 WORKER_DIR = Path(__file__).resolve().parents[2] / "Sources" / "Execution" / "Resources" / "worker"
 sys.path.insert(0, str(WORKER_DIR))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -14,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: a bigger model (the guide's BERT-base); runs by default, select with -m slow / -m 'not slow'"
     )

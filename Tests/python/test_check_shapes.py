@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-
 from workerkit import TINY_BERT, TINY_GPT2, make_job, random_ids, run_export
 
 
@@ -89,9 +88,11 @@ def test_a_corrupted_sample_fails_its_case_without_crashing(tmp_path: Path) -> N
     assert cases[1]["error"]
 
 
-def test_a_tolerance_too_tight_for_bfloat16_fails_and_a_loose_one_passes(tmp_path: Path) -> None:
-    data = run_export(make_job(tmp_path, model={"dtype": "bfloat16"}, check_shapes=[[2, 9]]))
-    assert data["output_signature"][0]["dtype"] == "bfloat16"
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_models_export_and_verify(tmp_path: Path, dtype: str) -> None:
+    data = run_export(make_job(tmp_path, model={"dtype": dtype}, check_shapes=[[2, 9]]))
+    assert data["output_signature"][0]["dtype"] == dtype
+    assert load_file(str(tmp_path / "reference_outputs.safetensors"))["check0/output_0"].dtype == getattr(torch, dtype)
     assert _verify(tmp_path, 1e-2, 1e-2)["passed"]
 
 

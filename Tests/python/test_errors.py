@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-
-from workerkit import TINY_BERT, GUIDE_TEXT, export_error, make_job, minilm_dir, random_ids, run_export
+from workerkit import GUIDE_TEXT, TINY_BERT, export_error, make_job, minilm_dir, random_ids, run_export
 
 
 def test_unknown_class_suggests_close_names(tmp_path: Path) -> None:
@@ -154,9 +153,9 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path: Path) -> None:
     assert data["output_signature"][0]["shape"] == [1, 14, 32]
 
 
-def test_strict_tracing_refuses_the_tracer_warnings_of_standard_models(tmp_path: Path) -> None:
-    # Measured: BertModel on transformers 5.24 warns twice (sdpa_attention.py, a shape turned into a bool).
-    error = export_error(make_job(tmp_path, strict=True))
+def test_strict_tracing_refuses_the_tracer_warnings_of_sdpa_attention(tmp_path: Path) -> None:
+    # Measured: BertModel with sdpa attention on transformers 5.24 warns twice (a shape turned into a bool).
+    error = export_error(make_job(tmp_path, model={"attn_implementation": "sdpa"}, strict=True))
     assert (error.code, error.stage, error.field) == ("strict_violation", "trace", "spec.trace.strict")
     assert "2 TracerWarning(s)" in error.message
     assert "sdpa_attention.py" in error.message
@@ -179,15 +178,15 @@ def test_dict_outputs_trace_without_strict_when_torchscript_is_false(tmp_path: P
 
 @pytest.mark.parametrize(("hardware", "package"), [("inf1", "torch-neuron"), ("inf2", "torch-neuronx")])
 def test_neuron_targets_need_their_package(tmp_path: Path, hardware: str, package: str) -> None:
-    from tsexport_worker.export import export
     from tsexport_worker.errors import WorkerError
+    from tsexport_worker.export import export
     from tsexport_worker.protocol import parse_job
 
     stages: list[str] = []
     with pytest.raises(WorkerError) as caught:
         export(parse_job(make_job(tmp_path, hardware=hardware)), lambda s, status, ms: stages.append(s))
     error = caught.value
-    assert (error.code, error.field) == ("target_unavailable", "spec.target.hardware")
+    assert (error.code, error.stage, error.field) == ("target_unavailable", "load", "spec.target.hardware")
     assert f"target {hardware} needs {package} in the Python runtime (pip install {package}" in error.message
     assert stages == []  # refused before the model is loaded
 
@@ -248,8 +247,27 @@ def test_strict_tracing_passes_where_no_tracer_warning_is_raised(tmp_path: Path)
     # Measured: with eager attention and no attention_mask, BertModel traces without any TracerWarning.
     from tsexport_worker.verify import verify_bundle
 
-    data = run_export(make_job(tmp_path, config={**TINY_BERT, "attn_implementation": "eager"}, strict=True,
-                               check_shapes=[[2, 5]]))
+    data = run_export(make_job(tmp_path, strict=True, check_shapes=[[2, 5]]))
     assert data["tracer_warnings"] == []
-    assert data["warnings"] == []  # attn_implementation is a known config key
+    assert data["attn_implementation"] == "eager"
     assert verify_bundle(str(tmp_path))["passed"]
+
+
+def test_strict_tracing_with_an_attention_mask_warns_even_with_eager_attention(tmp_path: Path) -> None:
+    tensors = [random_ids([1, 14]), {"name": "attention_mask", "from": "ones", "shape": [1, 14]}]
+    error = export_error(make_job(tmp_path, tensors=tensors, strict=True))
+    assert error.code == "strict_violation"
+    assert "1 TracerWarning(s)" in error.message and "masking_utils.py" in error.message
+
+
+def test_attn_implementation_in_config_is_known_and_must_agree(tmp_path: Path) -> None:
+    same = run_export(make_job(tmp_path / "same", config={**TINY_BERT, "attn_implementation": "eager"}))
+    assert same["warnings"] == []  # a known config key, stored as _attn_implementation
+    error = export_error(make_job(tmp_path / "clash", config={**TINY_BERT, "attn_implementation": "sdpa"}))
+    assert (error.code, error.field) == ("bad_config", "spec.model.config.attn_implementation")
+
+
+def test_an_unusable_attn_implementation_is_bad_config(tmp_path: Path) -> None:
+    error = export_error(make_job(tmp_path, model={"attn_implementation": "bogus"}))
+    assert (error.code, error.stage, error.field) == ("bad_config", "load", "spec.model.attn_implementation")
+    assert "bogus" in error.message

@@ -8,9 +8,15 @@ from typing import Any
 
 import pytest
 import torch
-
 from workerkit import (
-    GUIDE_IDS, GUIDE_SEGMENTS, GUIDE_SEGMENTS_13, GUIDE_TEXT, export_error, make_job, minilm_dir, run_export,
+    GUIDE_IDS,
+    GUIDE_SEGMENTS,
+    GUIDE_SEGMENTS_13,
+    GUIDE_TEXT,
+    export_error,
+    make_job,
+    minilm_dir,
+    run_export,
 )
 
 
@@ -23,6 +29,7 @@ def guide_job(staging: Path, segments: list[int], **extra: Any) -> dict[str, Any
             {"name": "input_ids", "from": "text"},
             {"name": "token_type_ids", "from": "values", "values": [segments]},
         ],
+        strict=True,  # eager attention (the default) and no attention_mask: a trace without TracerWarnings
         **extra,
     )
 
@@ -36,6 +43,7 @@ def minilm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
 def test_the_sentence_tokenises_as_the_guide_does(minilm: tuple[Path, dict[str, Any]]) -> None:
     _, data = minilm
     assert data["text"]["ids"] == GUIDE_IDS
+    assert data["tracer_warnings"] == []
     assert data["text"]["tokens"][8] == "[MASK]"
     assert data["text"]["tokens"][11:13] == ["puppet", "##eer"]
     assert data["input_signature"] == [
@@ -91,10 +99,32 @@ def test_the_guides_random_bert_base_exports_and_verifies(tmp_path: Path) -> Non
         {"name": "token_type_ids", "from": "values", "values": [GUIDE_SEGMENTS]},
     ]
     started = time.perf_counter()
-    data = run_export(make_job(tmp_path, "BertModel", config, tensors, check_shapes=[[1, 7]]))
+    data = run_export(make_job(tmp_path, "BertModel", config, tensors, strict=True, check_shapes=[[1, 7]]))
     exported = time.perf_counter() - started
     result = verify_bundle(str(tmp_path), 1e-4, 1e-4)
-    print(f"BERT-base: export {exported:.1f}s {data['timings_ms']}, verify {time.perf_counter() - started - exported:.1f}s")
+    verified = time.perf_counter() - started - exported
+    print(f"BERT-base: export {exported:.1f}s {data['timings_ms']}, verify {verified:.1f}s")
     assert data["output_signature"][0] == {"name": "last_hidden_state", "dtype": "float32", "shape": [1, 14, 768]}
     assert data["output_signature"][1]["shape"] == [1, 768]
     assert all(case["passed"] for case in result["cases"]), result
+
+
+def test_auto_class_with_overrides_on_top_of_the_pretrained_config(tmp_path: Path) -> None:
+    from tsexport_worker.verify import verify_bundle
+
+    model = {"class": "AutoModel", "pretrained": minilm_dir(), "pretrained_is_local": True,
+             "config": {"output_hidden_states": True}}
+    data = run_export(make_job(tmp_path, model=model, check_shapes=[[2, 5]]))
+    assert data["model_class"] == "BertModel"
+    names = [o["name"] for o in data["output_signature"]]
+    assert names == ["last_hidden_state", "pooler_output", *[f"hidden_states.{i}" for i in range(7)]]  # 6 layers
+    assert data["warnings"] == []
+    assert verify_bundle(str(tmp_path))["passed"]
+
+
+def test_a_hub_id_goes_through_from_pretrained(tmp_path: Path) -> None:
+    # The hub is unreachable here (HF_HUB_OFFLINE=1): the real hub code path answers, and the worker reports it.
+    model = {"class": "BertModel", "pretrained": "google-bert/bert-base-uncased", "revision": "main", "config": {}}
+    error = export_error(make_job(tmp_path, model=model))
+    assert (error.code, error.stage, error.field) == ("load_failed", "load", "spec.model.pretrained")
+    assert "google-bert/bert-base-uncased" in error.message

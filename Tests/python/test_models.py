@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from workerkit import TINY_BERT, TINY_DISTILBERT, TINY_GPT2, TINY_ROBERTA, make_job, random_ids, run_export, run_python
 
 MODELS: dict[str, tuple[str, dict[str, Any], list[str]]] = {

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from workerkit import TINY_BERT, Worker, make_job, random_ids, run_python, worker_env
 
 
@@ -136,3 +135,21 @@ def test_verify_never_imports_transformers(exported: dict) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_anything_printed_to_stdout_lands_on_stderr() -> None:
+    proc = run_python(
+        """
+        import os
+        from tsexport_worker.__main__ import protocol_stream
+        from tsexport_worker.protocol import Channel
+
+        channel = Channel(protocol_stream())
+        print("python noise")
+        os.write(1, b"C-level noise\\n")
+        channel.send({"type": "result", "id": 1, "ok": True, "data": {"text": "caf\\u00e9"}})
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ['{"type":"result","id":1,"ok":true,"data":{"text":"café"}}']
+    assert "python noise" in proc.stderr and "C-level noise" in proc.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 
 from packaging.version import Version
-
 from workerkit import WORKER_DIR
 
 

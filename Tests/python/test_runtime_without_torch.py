@@ -35,6 +35,7 @@ def test_hello_lists_missing_torch_and_export_answers_missing_dependency(tmp_pat
         assert answer["code"] == "missing_dependency"
         assert "torch" in answer["message"]
     assert "deliberately broken" in export["message"]
+    assert (export["stage"], verify["stage"]) == ("load", "verify")
     assert probe["data"]["missing"] == ["torch", "transformers", "safetensors"]
     assert shutdown["ok"] is True
     assert not (tmp_path / "out").exists()

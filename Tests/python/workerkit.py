@@ -58,16 +58,17 @@ def make_job(
     optimize: str = "none",
     extra_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An export job as the Swift side sends it (defaults filled in)."""
+    """An export job as the Swift side sends it (the manifest's defaults filled in: eager attention)."""
     return {
         "name": "test-model",
         "model": {
             "class": cls, "pretrained": None, "pretrained_is_local": False, "revision": None,
             "config": TINY_BERT if config is None else config, "torchscript": True, "seed": 0,
-            "dtype": "float32", "trust_remote_code": False, "allow_pickle": False, **(model or {}),
+            "dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False, "allow_pickle": False,
+            **(model or {}),
         },
         "inputs": {
-            "tokenizer": None, "text": None, "add_special_tokens": False, "mask": [], "pad_to": None,
+            "tokenizer": None, "tokenizer_is_local": False, "text": None, "add_special_tokens": False, "mask": [], "pad_to": None,
             "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
         },
         "trace": {"strict": strict, "check_shapes": check_shapes or []},

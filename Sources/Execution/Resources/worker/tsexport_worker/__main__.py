@@ -25,17 +25,22 @@ def protocol_stream() -> IO[str]:
     return stream
 
 
+def require_in_stage(stage: str, *names: str) -> None:
+    """`missing_dependency` reported against the stage that needs the packages."""
+    try:
+        probe.require(*names)
+    except WorkerError as error:
+        error.stage = stage
+        raise
+
+
 def handle(request: Request, channel: Channel) -> dict[str, Any]:
     """Run one request; raises WorkerError on failure."""
     if request.op == "probe":
         return probe.hello_fields()
     if request.op == "export":
         job = parse_job(request.body.get("job"))
-        try:
-            probe.require("torch", "transformers", "safetensors")
-        except WorkerError as error:
-            error.stage = "load"
-            raise
+        require_in_stage("load", "torch", "transformers", "safetensors")
         from .export import export  # imports torch and safetensors: only now that they are known to exist
 
         def progress(stage: str, status: str, elapsed_ms: int | None) -> None:
@@ -50,7 +55,7 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
         tolerance = request.body.get("tolerance") or {}
         if not isinstance(tolerance, dict):
             raise WorkerError(None, "bad_request", "`tolerance` must be an object with atol and rtol")
-        probe.require("torch", "safetensors")
+        require_in_stage("verify", "torch", "safetensors")
         from .verify import verify_bundle
 
         def verify_progress(stage: str, status: str, elapsed_ms: int | None) -> None:
@@ -60,7 +65,9 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
         return verify_bundle(bundle, tolerance.get("atol"), tolerance.get("rtol"), verify_progress)
     if request.op == "shutdown":
         return {}
-    raise WorkerError(None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle or shutdown")
+    raise WorkerError(
+        None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle or shutdown"
+    )
 
 
 def answer(line: str, channel: Channel) -> bool:
@@ -80,6 +87,8 @@ def answer(line: str, channel: Channel) -> bool:
 
 
 def serve() -> int:
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(encoding="utf-8")  # requests are UTF-8 whatever the locale says
     channel = Channel(protocol_stream())
     channel.hello(probe.hello_fields())
     while True:
@@ -94,7 +103,7 @@ def verify_once(bundle: str, atol: float | None, rtol: float | None) -> int:
     """One `result` (or `error`) line with id 0; exit 0 when every case passed, 1 otherwise."""
     channel = Channel(protocol_stream())
     try:
-        probe.require("torch", "safetensors")
+        require_in_stage("verify", "torch", "safetensors")
         from .verify import verify_bundle
 
         data = verify_bundle(os.path.abspath(bundle), atol, rtol)

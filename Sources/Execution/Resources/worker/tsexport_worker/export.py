@@ -14,8 +14,9 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -23,12 +24,8 @@ from safetensors.torch import save_file
 from . import PROTOCOL_VERSION, WORKER_VERSION, inputs, probe
 from .errors import WorkerError, describe, traceback_tail
 from .outputs import flatten, signature
-from .protocol import Job, ModelSpec, ProgressFn, no_progress
+from .protocol import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE, Job, ModelSpec, ProgressFn, no_progress
 
-RECORD_NAME = "tsexport/record.json"
-MODEL_FILE = "model.pt"
-SAMPLE_FILE = "sample_inputs.safetensors"
-REFERENCE_FILE = "reference_outputs.safetensors"
 MODEL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -186,6 +183,32 @@ def _adjust_for_torchscript(config: Any, spec: ModelSpec) -> dict[str, Any]:
     return adjusted
 
 
+def attention_kwargs(spec: ModelSpec) -> dict[str, str]:
+    """`attn_implementation` for the config or from_pretrained; the job's field, which `config` may not contradict."""
+    in_config = spec.config.get("attn_implementation")
+    if spec.attn_implementation is None:
+        return {"attn_implementation": in_config} if isinstance(in_config, str) else {}
+    if in_config is not None and in_config != spec.attn_implementation:
+        raise WorkerError(
+            "load", "bad_config",
+            f"config sets attn_implementation {in_config!r} but spec.model.attn_implementation is "
+            f"{spec.attn_implementation!r}; set it once, in spec.model.attn_implementation",
+            field="spec.model.config.attn_implementation",
+        )
+    return {"attn_implementation": spec.attn_implementation}
+
+
+def attention_error(exc: BaseException) -> WorkerError | None:
+    """`bad_config` on spec.model.attn_implementation when transformers refuses the attention implementation."""
+    text = str(exc)
+    if "attn_implementation" not in text and "has been toggled on" not in text:
+        return None
+    return WorkerError(
+        "load", "bad_config", f"the attention implementation cannot be used: {describe(exc)}",
+        field="spec.model.attn_implementation", detail=traceback_tail(exc),
+    )
+
+
 def _random_init(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedModel) -> torch.nn.Module:
     if is_auto:
         raise WorkerError(
@@ -201,16 +224,18 @@ def _random_init(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedModel)
         known = known_config_keys(config_class)
     loaded.warnings += unknown_key_warnings(list(spec.config), known, config_class.__name__)
     try:
-        config = config_class(**spec.config)
+        config = config_class(**{**spec.config, **attention_kwargs(spec)})
+    except WorkerError:
+        raise
     except Exception as exc:  # noqa: BLE001 - TypeError, ValueError, strict dataclass validation errors
-        raise bad_config(exc, spec.config, f"{config_class.__name__} rejected the config") from exc
+        raise attention_error(exc) or bad_config(exc, spec.config, f"{config_class.__name__} rejected the config") from exc
     if spec.torchscript:
         loaded.adjusted_config = _adjust_for_torchscript(config, spec)
     torch.manual_seed(spec.seed)
     try:
         model = cls(config)
     except Exception as exc:  # noqa: BLE001
-        raise bad_config(exc, spec.config, f"{cls.__name__} could not be built from the config") from exc
+        raise attention_error(exc) or bad_config(exc, spec.config, f"{cls.__name__} could not be built") from exc
     return model.to(MODEL_DTYPES[spec.dtype])
 
 
@@ -221,6 +246,7 @@ def _from_pretrained(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedMo
     if spec.pretrained_is_local and not spec.allow_pickle:
         refuse_pickle_only(source)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    attention = attention_kwargs(spec)
     config_class = transformers.AutoConfig if is_auto else cls.config_class  # type: ignore[attr-defined]
     try:
         if is_auto:
@@ -234,6 +260,8 @@ def _from_pretrained(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedMo
         ) from exc
     loaded.warnings += unknown_key_warnings(list(spec.config), known_config_keys(config), type(config).__name__)
     for key, value in spec.config.items():
+        if key == "attn_implementation":
+            continue  # given to from_pretrained below
         try:
             setattr(config, key, value)
         except Exception as exc:  # noqa: BLE001
@@ -248,9 +276,12 @@ def _from_pretrained(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedMo
             use_safetensors=True if not spec.allow_pickle else None,
             dtype=MODEL_DTYPES[spec.dtype],
             **common,
+            **attention,
         )
     except Exception as exc:  # noqa: BLE001
         text = str(exc)
+        if attention_error(exc):
+            raise attention_error(exc) from exc
         if not spec.allow_pickle and ".safetensors" in text:
             raise WorkerError(
                 "load", "pickle_refused",
@@ -290,7 +321,7 @@ def untie_weights(model: torch.nn.Module) -> list[str]:
     inputs_emb, outputs_emb = _embedding("get_input_embeddings"), _embedding("get_output_embeddings")
     if inputs_emb is not None and outputs_emb is not None:
         shared = getattr(outputs_emb, "weight", None)
-        if shared is not None and shared is getattr(inputs_emb, "weight", None):
+        if shared is getattr(inputs_emb, "weight", None) and isinstance(shared, torch.Tensor):
             outputs_emb.weight = torch.nn.Parameter(shared.detach().clone(), requires_grad=shared.requires_grad)
             untied += [n for n, p in model.named_parameters() if p is outputs_emb.weight]
     first_names: dict[int, str] = {}
@@ -335,7 +366,7 @@ class ForwardWrapper(torch.nn.Module):
         self.tuple_outputs = tuple_outputs
 
     def call_model(self, *args: torch.Tensor) -> Any:
-        return self.model(**dict(zip(self.names, args)))
+        return self.model(**dict(zip(self.names, args, strict=True)))
 
     def forward(self, *args: torch.Tensor) -> Any:
         output = self.call_model(*args)
@@ -397,7 +428,8 @@ def trace_module(
         if issubclass(warning.category, torch.jit.TracerWarning):
             tracer_warnings.append(_format_warning(warning))
         else:
-            sys.stderr.write(warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno))
+            text = warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno)
+            sys.stderr.write(text)
     if strict and tracer_warnings:
         first = tracer_warnings[0]
         sentence, _, where = first.rpartition(" (")
@@ -457,7 +489,7 @@ def write_reference(
     samples: dict[str, torch.Tensor] = {}
     references: dict[str, torch.Tensor] = {}
     cases: list[dict[str, Any]] = [{"case": "traced", "shape": traced_shape(built.tensors)}]
-    for name, tensor in zip(built.names, built.tensors):
+    for name, tensor in zip(built.names, built.tensors, strict=True):
         samples[f"traced/{name}"] = _cpu(tensor)
     for i, (_, tensor) in enumerate(traced_outputs):
         references[f"traced/output_{i}"] = _cpu(tensor)
@@ -466,7 +498,7 @@ def write_reference(
         case = f"check{k}"
         entry: dict[str, Any] = {"case": case, "shape": list(shape)}
         remade = inputs.remake(built, shape, job.model.seed + 1 + k, vocab_size)
-        for name, tensor in zip(built.names, remade):
+        for name, tensor in zip(built.names, remade, strict=True):
             samples[f"{case}/{name}"] = _cpu(tensor)
         try:
             with torch.no_grad():
@@ -488,8 +520,12 @@ def write_reference(
 
 def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
     """Run the whole export job; returns the `result.data` of the protocol."""
-    probe.require("torch", "transformers", "safetensors")
-    probe.require_target(job.target.hardware)
+    try:
+        probe.require("torch", "transformers", "safetensors")
+        probe.require_target(job.target.hardware)  # before anything is loaded
+    except WorkerError as error:
+        error.stage = error.stage or "load"
+        raise
     stages = Stages(progress)
     device = "cuda" if job.target.hardware == "cuda" else "cpu"
     with contextlib.redirect_stdout(sys.stderr):
@@ -509,14 +545,15 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             eager_outputs = run_eager(wrapper, example)
             traced, tracer_warnings = trace_module(wrapper, example, job.trace.strict, job.target.hardware)
             traced = optimize(traced, job.target.optimize)
-        input_signature = signature(list(zip(built.names, built.tensors)))
+        input_signature = signature(list(zip(built.names, built.tensors, strict=True)))
+        attn_implementation = getattr(getattr(loaded.model, "config", None), "_attn_implementation", None)
         output_signature = signature(eager_outputs)
         versions = probe.versions()
         text = {"tokens": built.text.tokens, "ids": built.text.ids} if built.text else None
         worker_record: dict[str, Any] = {
             "protocol": PROTOCOL_VERSION,
             "worker_version": WORKER_VERSION,
-            "model_class": job.model.class_name,
+            "model_class": type(loaded.model).__name__,
             "input_signature": input_signature,
             "output_signature": output_signature,
             "tracer_warnings": tracer_warnings,
@@ -528,6 +565,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             "strict": job.trace.strict,
             "seed": job.model.seed,
             "dtype": job.model.dtype,
+            "attn_implementation": attn_implementation,
             "target": {"hardware": job.target.hardware, "optimize": job.target.optimize, "device": device},
             "versions": versions,
         }
@@ -556,7 +594,10 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         "untied_parameters": loaded.untied_parameters,
         "adjusted_config": loaded.adjusted_config,
         "text": text,
-        "model_class": job.model.class_name,
+        "model_class": type(loaded.model).__name__,
+        "attn_implementation": attn_implementation,
+        "hardware": job.target.hardware,
+        "device": device,
         "versions": versions,
         "timings_ms": stages.timings_ms,
     }

@@ -117,7 +117,9 @@ def load_tokenizer(source: str | None, revision: str | None, trust_remote_code: 
 def tokenize(spec: InputsSpec, tokenizer: Any) -> TextTokens:
     """The guide's tokenisation (tokenize + convert_tokens_to_ids), then mask, then padding."""
     if spec.text is None:
-        raise WorkerError(STAGE, "bad_request", "a tensor comes from text but no text is given", field="spec.inputs.text")
+        raise WorkerError(
+            STAGE, "bad_request", "a tensor comes from text but no text is given", field="spec.inputs.text"
+        )
     try:
         if spec.add_special_tokens:
             ids = list(tokenizer(spec.text)["input_ids"])
@@ -169,7 +171,11 @@ def _is_float(dtype_str: str) -> bool:
 
 
 def make_tensor(
-    spec: TensorSpec, shape: list[int] | None, generator: torch.Generator, vocab_size: int | None, text: TextTokens | None
+    spec: TensorSpec,
+    shape: list[int] | None,
+    generator: torch.Generator,
+    vocab_size: int | None,
+    text: TextTokens | None,
 ) -> torch.Tensor:
     """One tensor as declared; `shape` overrides the declared shape (check shapes remake random/zeros/ones)."""
     dtype = torch_dtype(spec.dtype)
@@ -239,7 +245,7 @@ def check_agreement(specs: list[TensorSpec], tensors: list[torch.Tensor]) -> Non
     The yardstick is a text-derived tensor when there is one (the text is what the user means), else the first.
     """
     for dim, dim_name in enumerate(DIM_NAMES):
-        having = [(spec, t) for spec, t in zip(specs, tensors) if t.dim() > dim]
+        having = [(spec, t) for spec, t in zip(specs, tensors, strict=True) if t.dim() > dim]
         if not having:
             continue
         reference = next(((s, t) for s, t in having if s.source == "text"), having[0])
@@ -284,7 +290,7 @@ def remake(built: BuiltInputs, shape: list[int], seed: int, vocab_size: int | No
     """
     generator = torch.Generator().manual_seed(seed)
     remade = []
-    for spec, tensor in zip(built.specs, built.tensors):
+    for spec, tensor in zip(built.specs, built.tensors, strict=True):
         new_shape = list(tensor.shape)
         for dim, size in enumerate(shape[: len(new_shape)]):
             new_shape[dim] = size

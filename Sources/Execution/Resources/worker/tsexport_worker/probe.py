@@ -149,7 +149,9 @@ def versions() -> dict[str, str | None]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__ if torch is not None else None,
-        "transformers": _transformers.__version__ if _transformers is not None else distribution_version("transformers"),
+        "transformers": (
+            _transformers.__version__ if _transformers is not None else distribution_version("transformers")
+        ),
         "safetensors": distribution_version("safetensors"),
         "worker": WORKER_VERSION,
     }

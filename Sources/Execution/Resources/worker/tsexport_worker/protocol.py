@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from .errors import WorkerError
 
 OPS = ("probe", "export", "verify_bundle", "shutdown")
+# The bundle's files, and the name of the record embedded in model.pt through `_extra_files`
+RECORD_NAME = "tsexport/record.json"
+MODEL_FILE = "model.pt"
+SAMPLE_FILE = "sample_inputs.safetensors"
+REFERENCE_FILE = "reference_outputs.safetensors"
 STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 OPTIMIZE = ("none", "freeze", "optimize_for_inference")
@@ -152,6 +158,7 @@ class ModelSpec:
     torchscript: bool = True
     seed: int = 0
     dtype: str = "float32"
+    attn_implementation: str | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
 
@@ -221,6 +228,7 @@ def _parse_model(data: Any) -> ModelSpec:
         torchscript=r.get("torchscript", (bool,), True),
         seed=r.get("seed", (int,), 0),
         dtype=r.choice("dtype", MODEL_DTYPES, "float32"),
+        attn_implementation=r.get("attn_implementation", (str,)),
         trust_remote_code=r.get("trust_remote_code", (bool,), False),
         allow_pickle=r.get("allow_pickle", (bool,), False),
     )
@@ -262,7 +270,9 @@ def _parse_inputs(data: Any) -> InputsSpec:
     r = _Reader(data, "spec.inputs")
     tensors = r.get("tensors", (list,), required=True)
     if not tensors:
-        raise WorkerError(None, "bad_request", "`spec.inputs.tensors` needs at least one tensor", field=r.field("tensors"))
+        raise WorkerError(
+            None, "bad_request", "`spec.inputs.tensors` needs at least one tensor", field=r.field("tensors")
+        )
     mask = r.get("mask", (list,), [])
     if not _int_list(mask):
         raise WorkerError(None, "bad_request", "`spec.inputs.mask` must be a list of positions", field=r.field("mask"))

@@ -18,12 +18,8 @@ from safetensors.torch import load_file
 
 from .errors import WorkerError, describe
 from .outputs import flatten
-from .protocol import ProgressFn, no_progress
+from .protocol import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE, ProgressFn, no_progress
 
-RECORD_NAME = "tsexport/record.json"
-MODEL_FILE = "model.pt"
-SAMPLE_FILE = "sample_inputs.safetensors"
-REFERENCE_FILE = "reference_outputs.safetensors"
 TINY = float(torch.finfo(torch.float32).tiny)
 
 
@@ -112,7 +108,7 @@ def run_case(
         result["error"] = f"the module returned {len(actual)} outputs; the reference has {len(expected)}"
         return result
     worst_abs, worst_rel, passed = 0.0, 0.0, True
-    for i, (a, e) in enumerate(zip(actual, expected)):
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
         if tuple(a.shape) != tuple(e.shape):
             result["error"] = f"output_{i} has shape {list(a.shape)}; the reference has {list(e.shape)}"
             return result

@@ -1,0 +1,163 @@
+import Execution
+import Foundation
+import JSONSchema
+import TSExportCLI
+import XCTest
+
+/// `tsexport apply` with real torch and real transformers: each artifact is reloaded in a separate Python and
+/// compared with an eager transformers model.
+final class ApplyEndToEndTests: XCTestCase {
+    static let guideIDs = [101, 2040, 2001, 3958, 27227, 1029, 102, 3958, 103, 2001, 1037, 13997, 11510, 102]
+    static let bundleFiles = ["model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"]
+
+    func testGuideExampleExportsVerifiesAndMatchesEager() throws {
+        let root = try Harness.tempDir("guide")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let spec = Harness.repo.appendingPathComponent("specs/bert-base-guide.yaml")
+        let (code, out) = try Harness.apply([spec.path, "--output-root", root.path])
+        XCTAssertEqual(code, 0, out.stderr)
+        let bundle = root.appendingPathComponent("build/bert-base-guide")
+        XCTAssertEqual(Harness.tree(bundle), Self.bundleFiles)
+        XCTAssertEqual(Harness.tree(root), ["build", "build/bert-base-guide"] + Self.bundleFiles.map { "build/bert-base-guide/\($0)" },
+                       "no staging folder or lock is left behind")
+
+        let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
+        XCTAssertEqual(record["input_signature"]?[0]?["name"], "input_ids")
+        XCTAssertEqual(record["input_signature"]?[1]?["name"], "token_type_ids")
+        XCTAssertEqual(record["input_signature"]?[0]?["shape"], [1, 14])
+        XCTAssertEqual(record["parity"]?["verdict"], "valid at every checked shape")
+        let cases = record["parity"]?["cases"]
+        XCTAssertEqual(cases?[0]?["case"], "traced")
+        XCTAssertEqual(cases?[2]?["shape"], [2, 14])
+        for i in 0..<3 { XCTAssertEqual(cases?[i]?["passed"], true) }
+        XCTAssertEqual(record["versions"]?["transformers"], "5.24.0")
+        XCTAssertNotNil(record["model_sha256"])
+
+        let cmp = try Harness.compare(bundle: bundle, manifestDir: spec.deletingLastPathComponent())
+        XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-4)
+        XCTAssertEqual(cmp["sample_inputs"]?["input_ids"], .array([.array(Self.guideIDs.map { .int($0) })]))
+        XCTAssertEqual(cmp["segments_as_mask_differs"], true, "the segment ids must feed token_type_ids, not attention_mask")
+
+        // A second apply is a no-op, and verify re-checks the bundle in a fresh process.
+        let (again, out2) = try Harness.apply([spec.path, "--output-root", root.path])
+        XCTAssertEqual(again, 0, out2.stderr)
+        XCTAssertTrue(out2.stdout.contains("up to date"), out2.stdout)
+        let (console, captured) = Harness.console()
+        let verify = try Verify.parse([bundle.path, "--python", Harness.python])
+        XCTAssertEqual(Verify.execute(verify, console: console), 0, captured.stderr + captured.stdout)
+        XCTAssertTrue(captured.stdout.contains("verified"), captured.stdout)
+    }
+
+    func testPretrainedMiniLMWithTheGuideSentence() throws {
+        let dir = try Harness.tempDir("minilm")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = try Harness.miniLMDir()
+        let manifest = """
+            apiVersion: tsexport/v1
+            kind: Export
+            metadata: {name: minilm-guide}
+            spec:
+              model:
+                class: BertModel
+                pretrained: \(model)
+              inputs:
+                tokenizer: \(model)
+                text: "[CLS] Who was Jim Henson ? [SEP] Jim Henson was a puppeteer [SEP]"
+                mask: [8]
+                tensors:
+                  - {name: input_ids, from: text}
+                  - name: token_type_ids
+                    from: values
+                    values: [[0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]]
+              trace:
+                check_shapes: [[1, 9]]
+            """
+        let file = dir.appendingPathComponent("minilm.yaml")
+        try manifest.write(to: file, atomically: true, encoding: .utf8)
+        let root = dir.appendingPathComponent("out")
+        let (code, out) = try Harness.apply([file.path, "--output-root", root.path])
+        XCTAssertEqual(code, 0, out.stderr)
+        let bundle = root.appendingPathComponent("build/minilm-guide")
+        let cmp = try Harness.compare(bundle: bundle, manifestDir: dir)
+        XCTAssertEqual(cmp["sample_inputs"]?["input_ids"], .array([.array(Self.guideIDs.map { .int($0) })]),
+                       "the tokenizer must give the guide's token ids, with position 8 masked")
+        XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-4)
+        XCTAssertEqual(cmp["segments_as_mask_differs"], true)
+        let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
+        // Content hashes of the weights, config and tokenizer files that went in.
+        guard case .object(let files)? = record["fingerprint_inputs"]?["files"] else { return XCTFail("no input file hashes") }
+        XCTAssertTrue(files.contains { $0.0 == "spec.model.pretrained/model.safetensors" }, "\(files.map(\.0))")
+        XCTAssertTrue(files.contains { $0.0 == "spec.inputs.tokenizer/vocab.txt" })
+    }
+
+    func testTinyFamiliesInOneApplyShareAWarmWorker() throws {
+        let dir = try Harness.tempDir("families")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let manifest = """
+            apiVersion: tsexport/v1
+            kind: Export
+            metadata: {name: tiny-bert}
+            spec:
+              model: {class: BertForSequenceClassification, config: {vocab_size: 100, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 37}}
+              inputs:
+                tensors:
+                  - {name: input_ids, from: random, shape: [2, 12]}
+                  - {name: token_type_ids, from: zeros, shape: [2, 12]}
+              trace: {check_shapes: [[1, 5]]}
+            ---
+            apiVersion: tsexport/v1
+            kind: Export
+            metadata: {name: tiny-distilbert}
+            spec:
+              model: {class: DistilBertForQuestionAnswering, config: {vocab_size: 100, dim: 32, n_layers: 2, n_heads: 4, hidden_dim: 37}}
+              inputs:
+                tensors:
+                  - {name: input_ids, from: random, shape: [1, 10]}
+            ---
+            apiVersion: tsexport/v1
+            kind: Export
+            metadata: {name: tiny-roberta}
+            spec:
+              model: {class: RobertaModel, config: {vocab_size: 100, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 37, pad_token_id: 1}}
+              inputs:
+                tensors:
+                  - {name: input_ids, from: random, low: 3, shape: [1, 10]}
+            ---
+            apiVersion: tsexport/v1
+            kind: Export
+            metadata: {name: tiny-gpt2}
+            spec:
+              model: {class: GPT2LMHeadModel, config: {vocab_size: 100, n_embd: 32, n_layer: 2, n_head: 4, n_positions: 64, use_cache: false}}
+              inputs:
+                tensors:
+                  - {name: input_ids, from: random, shape: [1, 10]}
+            """
+        let file = dir.appendingPathComponent("families.yaml")
+        try manifest.write(to: file, atomically: true, encoding: .utf8)
+        let root = dir.appendingPathComponent("out")
+        let (code, out) = try Harness.apply([file.path, "--output-root", root.path])
+        XCTAssertEqual(code, 0, out.stderr)
+        XCTAssertEqual(out.stderr.components(separatedBy: "starting a new Python worker").count, 1, "one warm worker serves every manifest")
+        for name in ["tiny-bert", "tiny-distilbert", "tiny-roberta", "tiny-gpt2"] {
+            let bundle = root.appendingPathComponent("build/\(name)")
+            let cmp = try Harness.compare(bundle: bundle, manifestDir: dir)
+            XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-4, name)
+            if name == "tiny-gpt2" {
+                XCTAssertEqual(cmp["untied_parameters"], ["lm_head.weight"], "the LM head's tied weight is cloned")
+            }
+            if name == "tiny-bert" {
+                XCTAssertEqual(cmp["segments_as_mask_differs"], true)
+            }
+        }
+    }
+}
+
+extension JSONValue {
+    var doubleNumber: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
+}

@@ -11,7 +11,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
@@ -41,12 +40,13 @@ let package = Package(
             name: "Plan",
             dependencies: ["Manifest", "JSONSchema", "Diagnostics", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // Two Linux system calls Foundation does not offer: renameat2(RENAME_EXCHANGE) and flock.
+        .target(name: "CSystem"),
         // Runs a plan: the Python runtime, the JSON-lines worker and the bundle.
         .target(
             name: "Execution",
             dependencies: [
-                "Plan", "Manifest", "Diagnostics",
-                .product(name: "Subprocess", package: "swift-subprocess"),
+                "Plan", "Manifest", "Diagnostics", "CSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             resources: [.copy("Resources/worker")]
@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "JSONSchemaTests", dependencies: ["JSONSchema"]),
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML"], exclude: ["Fixtures"]),
         .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest"]),
-        .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Manifest", "TSExportCLI"]),
+        .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Manifest", "TSExportCLI", "JSONSchema"], exclude: ["Support"]),
         .testTarget(name: "CLITests", dependencies: ["TSExportCLI"]),
     ]
 )

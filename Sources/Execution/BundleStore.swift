@@ -1,3 +1,4 @@
+import CSystem
 import Foundation
 import Manifest
 
@@ -30,11 +31,13 @@ public struct BundleStore: Sendable {
 
     /// Removes `.tsexport/staging` and `.tsexport` when empty, so a failed apply leaves the root as it was.
     public func tidy() {
-        for d in [stagingRoot, stateDir] {
-            if let items = try? FileManager.default.contentsOfDirectory(atPath: d.path), items.isEmpty {
-                try? FileManager.default.removeItem(at: d)
-            }
-        }
+        // rmdir only removes empty folders, so a parallel export's fresh staging folder is never swept away.
+        for d in [stagingRoot, stateDir] { rmdir(d.path) }
+    }
+
+    static func fsyncParent(_ url: URL) {
+        let parent = open(url.deletingLastPathComponent().path, O_RDONLY)
+        if parent >= 0 { fsync(parent); close(parent) }
     }
 
     /// Flushes every file in a folder and the folder itself to disk.
@@ -50,12 +53,19 @@ public struct BundleStore: Sendable {
         if fd >= 0 { fsync(fd); close(fd) }
     }
 
-    /// Moves a complete staging folder to `destination`. An existing bundle is moved aside first and removed after,
-    /// so at every moment the destination holds a complete bundle or nothing new.
+    /// Moves a complete staging folder to `destination`. An existing bundle is swapped with the new one in one
+    /// atomic step (renameat2 RENAME_EXCHANGE), so at every moment the destination holds the old complete bundle or
+    /// the new complete one; where the file system cannot exchange, the old one is moved aside first.
     public func install(_ staging: URL, at destination: URL) throws {
         let fm = FileManager.default
         Self.fsyncTree(staging)
         try fm.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+        if fm.fileExists(atPath: destination.path), tsx_exchange_paths(staging.path, destination.path) == 0 {
+            Self.fsyncParent(destination)
+            try? fm.removeItem(at: staging)  // now holds the old bundle
+            tidy()
+            return
+        }
         var old: URL?
         if fm.fileExists(atPath: destination.path) {
             let aside = stagingRoot.appendingPathComponent("\(destination.lastPathComponent).old.\(UUID().uuidString.prefix(8).lowercased())")
@@ -68,8 +78,7 @@ public struct BundleStore: Sendable {
             if let old { try? fm.moveItem(at: old, to: destination) }
             throw error
         }
-        let parent = open(destination.deletingLastPathComponent().path, O_RDONLY)
-        if parent >= 0 { fsync(parent); close(parent) }
+        Self.fsyncParent(destination)
         if let old { try? fm.removeItem(at: old) }
         tidy()
     }

@@ -10,7 +10,7 @@ public protocol ChildProcess: AnyObject, Sendable {
     var stderrTail: String { get }
     /// Closes its stdin (a worker exits at end of input).
     func closeInput()
-    /// Sends a signal to its whole process group.
+    /// Sends a signal to it.
     func signal(_ sig: Int32)
     /// Waits for it to exit; returns the exit status, or 128 + signal when a signal killed it.
     func wait() -> Int32
@@ -34,6 +34,23 @@ public struct ProcessStartError: Error, CustomStringConvertible {
     public var description: String { "cannot start \(program): \(reason)" }
 }
 
+/// Every child process tsexport has started and not yet reaped, so an interrupt can stop them all.
+public enum ChildRegistry {
+    nonisolated(unsafe) private static var pids = Set<Int32>()
+    private static let lock = NSLock()
+
+    static func add(_ pid: Int32) { lock.lock(); pids.insert(pid); lock.unlock() }
+    static func remove(_ pid: Int32) { lock.lock(); pids.remove(pid); lock.unlock() }
+
+    /// Sends a signal to every live child.
+    public static func signalAll(_ sig: Int32) {
+        lock.lock()
+        let all = pids
+        lock.unlock()
+        for pid in all { kill(pid, sig) }
+    }
+}
+
 /// The real runner, over Foundation's `Process`.
 public struct SystemProcessRunner: ProcessRunner {
     /// Creates the runner.
@@ -55,6 +72,7 @@ public struct SystemProcessRunner: ProcessRunner {
         } catch {
             throw ProcessStartError(program: program, reason: (error as NSError).localizedDescription)
         }
+        ChildRegistry.add(p.processIdentifier)
         return FoundationChild(process: p, stdin: stdin, stdout: stdout, stderr: stderr)
     }
 }
@@ -134,6 +152,7 @@ final class FoundationChild: ChildProcess, @unchecked Sendable {
 
     func wait() -> Int32 {
         process.waitUntilExit()
+        ChildRegistry.remove(process.processIdentifier)
         _ = stderrDone.wait(timeout: .now() + 2)
         if process.terminationReason == .uncaughtSignal { return 128 + process.terminationStatus }
         return process.terminationStatus

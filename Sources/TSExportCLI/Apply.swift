@@ -14,8 +14,12 @@ public struct Apply: ParsableCommand {
     @OptionGroup public var runtime: RuntimeOptions
     @Flag(name: .customLong("dry-run"), help: "Only show the plan.")
     public var dryRun = false
-    @Flag(name: .customLong("keep-going"), help: "After a failed manifest, go on with the others.")
+    @Flag(name: .customLong("keep-going"), help: "After a failed manifest, go on with the others (default: stop starting new ones).")
     public var keepGoing = false
+    @Option(name: .customLong("jobs"), help: "Warm workers exporting in parallel (default: from the cores and free memory).")
+    public var jobs: Int?
+    @Option(name: .customLong("lock-timeout"), help: "Seconds to wait for another apply on the same output root (default 0: fail at once).")
+    public var lockTimeout: Double = 0
     public init() {}
 
     public func run() throws {
@@ -27,57 +31,51 @@ public struct Apply: ParsableCommand {
     public static func execute(_ cmd: Apply, console: Console, runner: ProcessRunner = SystemProcessRunner()) -> Int32 {
         let started = Date()
         guard let (plan, diagnostics, selected) = Planning.build(cmd.options, selection: cmd.selection, console: console) else { return ExitStatus.failure }
+        console.report(diagnostics)
         if cmd.dryRun {
-            console.report(diagnostics)
             console.out(cmd.options.json ? PlanRenderer.json(plan) : PlanRenderer.text(plan, color: console.colorOut, relativeTo: FileManager.default.currentDirectoryPath))
             return ExitStatus.success
         }
-        console.report(diagnostics)
         let manifests = Dictionary(selected.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let work = plan.entries.filter { $0.action != .upToDate }
         var outcomes: [ExportOutcome] = plan.entries.filter { $0.action == .upToDate }.map {
             ExportOutcome(name: $0.name, action: .upToDate, status: "up to date", seconds: 0, bundle: $0.bundle, record: nil, diagnostics: [])
         }
-        if !work.isEmpty {
+        let hasher = InputHasher()
+        let items = plan.entries.filter { $0.action != .upToDate }.compactMap { e -> ExportItem? in
+            guard let m = manifests[e.name] else { return nil }
+            return ExportItem(manifest: m, entry: e, fingerprint: FingerprintInputs(
+                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m), versions: ["worker": WorkerInfo.version]))
+        }
+        if !items.isEmpty {
             // Python starts only now: the manifests are valid and something needs doing.
-            guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
-            let exporter = Exporter(python: rt.python, runner: runner, outputRoot: cmd.options.resolvedOutputRoot, log: { console.err($0) })
-            let hello: WorkerHello
+            let root = cmd.options.resolvedOutputRoot
+            let lock: OutputRootLock
             do {
-                hello = try exporter.start()
+                lock = try OutputRootLock(root: root, timeout: cmd.lockTimeout)
             } catch {
                 console.err("error: \(error)")
-                if let c = error as? WorkerCrash, !c.stderrTail.isEmpty { console.err(String(c.stderrTail.suffix(1500))) }
-                exporter.stop()
                 return ExitStatus.failure
             }
-            defer { exporter.stop() }
-            if !hello.missing.isEmpty {
-                console.err("error: " + missingPackagesMessage(rt, missing: hello.missing))
-                return ExitStatus.failure
+            let leftovers = lock.removeLeftoverStaging()
+            if !leftovers.isEmpty { console.err("tsexport: removed \(leftovers.count) staging folder(s) left by an interrupted run") }
+            Interrupts.install(lock: lock, console: console)
+            defer {
+                Interrupts.uninstall()
+                lock.release()
             }
-            let hasher = InputHasher()
-            var failed = false
-            for entry in work {
-                guard let m = manifests[entry.name] else { continue }
-                if failed && !cmd.keepGoing {
-                    outcomes.append(ExportOutcome(name: m.name, action: entry.action, status: "not run", seconds: 0, bundle: entry.bundle, record: nil, diagnostics: []))
-                    continue
+            guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
+            let jobs = cmd.jobs ?? ApplyRunner.defaultJobs(work: items.count)
+            let applyRunner = ApplyRunner(python: rt.python, runner: runner, root: root, log: { console.err($0) }, report: { console.report($0) })
+            do {
+                outcomes += try applyRunner.run(items, jobs: jobs, keepGoing: cmd.keepGoing)
+            } catch {
+                switch error {
+                case .missing(let missing, _): console.err("error: " + missingPackagesMessage(rt, missing: missing))
+                case .failed(let e):
+                    console.err("error: \(e)")
+                    if let c = e as? WorkerCrash, !c.stderrTail.isEmpty { console.err(String(c.stderrTail.suffix(1500))) }
                 }
-                if case .some(.some(let why)) = hello.targets[m.target.hardware] {
-                    let d = Diagnostic.error("\(m.name): target \(m.target.hardware) is not available in this runtime: \(why)",
-                                             at: m.locations.location(of: "spec.target.hardware"), field: "spec.target.hardware")
-                    console.report([d])
-                    outcomes.append(ExportOutcome(name: m.name, action: entry.action, status: "failed", seconds: 0, bundle: entry.bundle, record: nil, diagnostics: [d]))
-                    failed = true
-                    continue
-                }
-                console.err("[\(m.name)] \(entry.action.rawValue): \(m.model.className) → \(entry.bundle)")
-                let fp = FingerprintInputs(manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m), versions: ["worker": WorkerInfo.version])
-                let outcome = exporter.export(m, entry: entry, fingerprint: fp)
-                console.report(outcome.diagnostics)
-                if outcome.status != "ok" { failed = true }
-                outcomes.append(outcome)
+                return ExitStatus.failure
             }
         }
         let order = Dictionary(plan.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })

@@ -18,7 +18,27 @@ public struct SelectionOptions: ParsableArguments {
     /// Rebuild named ones.
     @Option(name: .customLong("replace"), help: "Rebuild this manifest even when up to date (repeatable).")
     public var replace: [String] = []
+    /// `--shard i/n`.
+    @Option(name: .customLong("shard"), help: "Only shard i of n (1-based, e.g. 2/4): manifests are split deterministically by name, for CI matrices.")
+    public var shard: String?
     public init() {}
+
+    /// Parses `i/n`; nil when absent; throws a message when malformed.
+    func parsedShard() -> Result<(Int, Int)?, Diagnostic> {
+        guard let s = shard else { return .success(nil) }
+        let parts = s.split(separator: "/").map { Int($0) }
+        guard parts.count == 2, let i = parts[0], let n = parts[1], n >= 1, (1...n).contains(i) else {
+            return .failure(.error("--shard '\(s)' is not i/n with 1 ≤ i ≤ n"))
+        }
+        return .success((i, n))
+    }
+
+    /// Which shard (0-based) a manifest name falls in: a stable hash of the name, so adding a manifest never moves
+    /// the others.
+    public static func shardIndex(of name: String, count: Int) -> Int {
+        let hex = Digest.sha256(name).prefix(12)
+        return Int(UInt64(hex, radix: 16)! % UInt64(count))
+    }
 
     /// Applies names and selectors; unknown names and malformed selectors are errors.
     func select(_ manifests: [Manifest]) -> ([Manifest], [Diagnostic]) {
@@ -34,8 +54,14 @@ public struct SelectionOptions: ParsableArguments {
         for n in names + replace where !known.contains(n) {
             ds.append(.error("no manifest is named '\(n)'" + (Suggest.closest(to: n, among: Array(known)).map { "; did you mean '\($0)'?" } ?? "")))
         }
+        var shardSpec: (Int, Int)?
+        switch parsedShard() {
+        case .success(let v): shardSpec = v
+        case .failure(let d): ds.append(d)
+        }
         let picked = manifests.filter { m in
             (names.isEmpty || names.contains(m.name)) && pairs.allSatisfy { m.labels[$0.0] == $0.1 }
+                && (shardSpec.map { Self.shardIndex(of: m.name, count: $0.1) == $0.0 - 1 } ?? true)
         }
         return (picked, ds)
     }

@@ -68,7 +68,8 @@ def make_job(
             **(model or {}),
         },
         "inputs": {
-            "tokenizer": None, "tokenizer_is_local": False, "text": None, "add_special_tokens": False, "mask": [], "pad_to": None,
+            "tokenizer": None, "tokenizer_is_local": False, "text": None, "add_special_tokens": False, "mask": [],
+            "pad_to": None,
             "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
         },
         "trace": {"strict": strict, "check_shapes": check_shapes or []},

@@ -223,12 +223,12 @@ def _random_init(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedModel)
     except Exception:  # noqa: BLE001 - a config class that needs arguments: judge by its class attributes
         known = known_config_keys(config_class)
     loaded.warnings += unknown_key_warnings(list(spec.config), known, config_class.__name__)
+    attention = attention_kwargs(spec)
     try:
-        config = config_class(**{**spec.config, **attention_kwargs(spec)})
-    except WorkerError:
-        raise
+        config = config_class(**{**spec.config, **attention})
     except Exception as exc:  # noqa: BLE001 - TypeError, ValueError, strict dataclass validation errors
-        raise attention_error(exc) or bad_config(exc, spec.config, f"{config_class.__name__} rejected the config") from exc
+        error = attention_error(exc) or bad_config(exc, spec.config, f"{config_class.__name__} rejected the config")
+        raise error from exc
     if spec.torchscript:
         loaded.adjusted_config = _adjust_for_torchscript(config, spec)
     torch.manual_seed(spec.seed)
@@ -280,8 +280,9 @@ def _from_pretrained(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedMo
         )
     except Exception as exc:  # noqa: BLE001
         text = str(exc)
-        if attention_error(exc):
-            raise attention_error(exc) from exc
+        attention_failure = attention_error(exc)
+        if attention_failure is not None:
+            raise attention_failure from exc
         if not spec.allow_pickle and ".safetensors" in text:
             raise WorkerError(
                 "load", "pickle_refused",

@@ -1,0 +1,145 @@
+import Diagnostics
+import Foundation
+import Manifest
+import Plan
+
+/// One manifest to export.
+public struct ExportItem: Sendable {
+    /// The manifest.
+    public var manifest: Manifest
+    /// Its plan entry.
+    public var entry: PlanEntry
+    /// Its fingerprint inputs (versions are added from the worker).
+    public var fingerprint: FingerprintInputs
+
+    /// Creates an item.
+    public init(manifest: Manifest, entry: PlanEntry, fingerprint: FingerprintInputs) {
+        self.manifest = manifest
+        self.entry = entry
+        self.fingerprint = fingerprint
+    }
+}
+
+/// Runs exports on `jobs` warm workers in parallel; fail-fast unless told to keep going.
+public final class ApplyRunner: @unchecked Sendable {
+    let python: String
+    let runner: ProcessRunner
+    let root: URL
+    let log: @Sendable (String) -> Void
+    let report: @Sendable ([Diagnostic]) -> Void
+
+    /// Creates a runner.
+    public init(python: String, runner: ProcessRunner, root: URL, log: @escaping @Sendable (String) -> Void,
+                report: @escaping @Sendable ([Diagnostic]) -> Void) {
+        self.python = python
+        self.runner = runner
+        self.root = root
+        self.log = log
+        self.report = report
+    }
+
+    /// A sensible default for `--jobs`: the cores, the memory (a BERT-base export peaks near 0.8 GB, so one job per
+    /// free GB), and the work, whichever is smallest.
+    public static func defaultJobs(work: Int) -> Int {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        var gb = cores
+        if let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+           let kb = Int(line.split(separator: " ").dropFirst().first ?? "") {
+            gb = max(1, kb / (1024 * 1024))
+        }
+        return max(1, min(cores, gb, work))
+    }
+
+    /// Why the runtime cannot run anything (missing packages), checked on the first worker's hello.
+    public enum StartProblem: Error {
+        case missing([String], WorkerHello)
+        case failed(Error)
+    }
+
+    /// Exports every item; returns their outcomes in item order. `start` is called with the first worker's hello
+    /// before any export, so the caller can refuse a runtime that lacks torch.
+    public func run(_ items: [ExportItem], jobs: Int, keepGoing: Bool) throws(StartProblem) -> [ExportOutcome] {
+        let slots = max(1, min(jobs, items.count))
+        let first = Exporter(python: python, runner: runner, outputRoot: root, log: log)
+        let hello: WorkerHello
+        do { hello = try first.start() } catch {
+            first.stop()
+            throw .failed(error)
+        }
+        if !hello.missing.isEmpty {
+            first.stop()
+            throw .missing(hello.missing, hello)
+        }
+        var exporters = [first]
+        for _ in 1..<slots { exporters.append(Exporter(python: python, runner: runner, outputRoot: root, log: log)) }
+
+        let state = SharedQueue(count: items.count)
+        let group = DispatchGroup()
+        for exporter in exporters {
+            group.enter()
+            Thread.detachNewThread { [self] in
+                defer { group.leave() }
+                if exporter !== first {
+                    do { _ = try exporter.start() } catch {
+                        log("a parallel worker could not start: \(error)")
+                        return
+                    }
+                }
+                while let (index, anyFailed) = state.take() {
+                    let skip = anyFailed && !keepGoing
+                    let item = items[index]
+                    let m = item.manifest
+                    var outcome: ExportOutcome
+                    if skip {
+                        outcome = ExportOutcome(name: m.name, action: item.entry.action, status: "not run", seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [])
+                    } else if case .some(.some(let why)) = hello.targets[m.target.hardware] {
+                        let d = Diagnostic.error("\(m.name): target \(m.target.hardware) is not available in this runtime: \(why)",
+                                                 at: m.locations.location(of: "spec.target.hardware"), field: "spec.target.hardware")
+                        outcome = ExportOutcome(name: m.name, action: item.entry.action, status: "failed", seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [d])
+                    } else {
+                        log("[\(m.name)] \(item.entry.action.rawValue): \(m.model.className) → \(item.entry.bundle)")
+                        outcome = exporter.export(m, entry: item.entry, fingerprint: item.fingerprint)
+                    }
+                    report(outcome.diagnostics)
+                    state.put(index, outcome)
+                }
+                exporter.stop()
+            }
+        }
+        group.wait()
+        return state.outcomes.enumerated().map { i, o in
+            o ?? ExportOutcome(name: items[i].manifest.name, action: items[i].entry.action, status: "not run", seconds: 0, bundle: items[i].entry.bundle, record: nil, diagnostics: [])
+        }
+    }
+}
+
+/// The work queue and results shared by the job threads.
+private final class SharedQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var next = 0
+    private var failed = false
+    private let count: Int
+    private(set) var outcomes: [ExportOutcome?]
+
+    init(count: Int) {
+        self.count = count
+        outcomes = Array(repeating: nil, count: count)
+    }
+
+    /// The next index to run and whether anything has failed so far; nil when all are taken.
+    func take() -> (Int, Bool)? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard next < count else { return nil }
+        next += 1
+        return (next - 1, failed)
+    }
+
+    func put(_ index: Int, _ outcome: ExportOutcome) {
+        lock.lock()
+        defer { lock.unlock() }
+        outcomes[index] = outcome
+        if outcome.status == "failed" { failed = true }
+    }
+}

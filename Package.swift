@@ -59,7 +59,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "tsexport", dependencies: ["TSExportCLI"]),
+        .executableTarget(
+            name: "tsexport",
+            dependencies: ["TSExportCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .testTarget(name: "YAMLTests", dependencies: ["YAML"]),
         .testTarget(name: "JSONSchemaTests", dependencies: ["JSONSchema"]),
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML"], exclude: ["Fixtures"]),

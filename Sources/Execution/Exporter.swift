@@ -136,7 +136,7 @@ public final class Exporter: @unchecked Sendable {
     /// A worker error, placed at the manifest field it names (or the manifest's name).
     func diagnostic(for f: WorkerFailure, _ m: Manifest) -> Diagnostic {
         let field = f.field ?? "metadata.name"
-        var message = "\(m.name): \(f.stage) failed: \(f.message)"
+        var message = "\(m.name): \(f.stage) failed: " + (f.field.map { "\($0): " } ?? "") + f.message
         if ProcessInfo.processInfo.environment["TSEXPORT_VERBOSE"] == "1", let d = f.detail { message += "\n\(d)" }
         return .error(message, at: m.locations.location(of: field), field: f.field)
     }
@@ -219,6 +219,9 @@ public final class Exporter: @unchecked Sendable {
             if let v = data.member(key) { record.append((key, v)) }
         }
         record.append(("model_sha256", .string(modelSHA)))
+        if let size = (try? FileManager.default.attributesOfItem(atPath: staging.appendingPathComponent("model.pt").path))?[.size] as? Int {
+            record.append(("model_bytes", .int(size)))
+        }
         record.append(("parity", .object([
             ("tolerance", tolerance), ("cases", .array(cases)),
             ("verdict", .string(validOnlyAtTraced ? "valid only at the traced shape" : "valid at every checked shape")),

@@ -13,6 +13,8 @@ public struct RecordSummary: Sendable {
     public var versions: [String: String]
     /// The sha256 of model.pt it records.
     public var modelSHA256: String?
+    /// Why the bundle on disk is not complete (a file missing, model.pt of another size than recorded); nil when it is.
+    public var incomplete: String?
 
     /// Creates a summary.
     public init(fingerprint: String, manifest: JSONValue, inputFiles: [String: String], versions: [String: String], modelSHA256: String?) {
@@ -22,6 +24,9 @@ public struct RecordSummary: Sendable {
         self.versions = versions
         self.modelSHA256 = modelSHA256
     }
+
+    /// The files every complete bundle holds.
+    public static let bundleFiles = ["model.pt", "record.json", "sample_inputs.safetensors", "reference_outputs.safetensors"]
 
     /// The record file's name inside a bundle.
     public static let fileName = "record.json"
@@ -47,6 +52,16 @@ public struct RecordSummary: Sendable {
         }
         var sha: String?
         if case .string(let s)? = member("model_sha256", o) { sha = s }
-        return RecordSummary(fingerprint: fp, manifest: manifest, inputFiles: files, versions: strings(member("versions", o)), modelSHA256: sha)
+        var summary = RecordSummary(fingerprint: fp, manifest: manifest, inputFiles: files, versions: strings(member("versions", o)), modelSHA256: sha)
+        // Cheap completeness checks (no hashing, so a no-op plan stays fast): every file present, model.pt the size
+        // the record states.
+        let fm = FileManager.default
+        if let missing = bundleFiles.first(where: { !fm.fileExists(atPath: bundle.appendingPathComponent($0).path) }) {
+            summary.incomplete = "\(missing) is missing from the bundle"
+        } else if case .int(let bytes)? = member("model_bytes", o),
+                  let size = (try? fm.attributesOfItem(atPath: bundle.appendingPathComponent("model.pt").path))?[.size] as? Int, size != bytes {
+            summary.incomplete = "model.pt has \(size) bytes, the record says \(bytes)"
+        }
+        return summary
     }
 }

@@ -54,7 +54,7 @@ public struct Planner: Sendable {
     }
 
     /// The files a complete bundle holds.
-    public static let bundleFiles = ["model.pt", "record.json", "sample_inputs.safetensors", "reference_outputs.safetensors"]
+    public static let bundleFiles = RecordSummary.bundleFiles
 
     /// Plans every manifest.
     public func plan(_ input: PlannerInput) -> Plan {
@@ -83,6 +83,7 @@ public struct Planner: Sendable {
     func decide(current: FingerprintInputs, existing: RecordSummary?) -> (PlanAction, [PlanReason]) {
         guard let old = existing else { return (.create, []) }
         var reasons: [PlanReason] = []
+        if let why = old.incomplete { reasons.append(PlanReason(kind: .incomplete, subject: why)) }
         FieldDiff.diff(old.manifest, current.manifest, path: "", into: &reasons)
         for key in Set(old.inputFiles.keys).union(current.files.keys).sorted() where old.inputFiles[key] != current.files[key] {
             reasons.append(PlanReason(kind: .inputFile, subject: key, old: old.inputFiles[key].map(Self.short), new: current.files[key].map(Self.short)))

@@ -27,17 +27,22 @@ final class PlanCLITests: XCTestCase {
         ]
     }
 
-    /// Writes `<root>/build/<name>/record.json` as apply would.
+    /// Writes a complete-looking bundle `<root>/build/<name>/` (every file of `Planner.bundleFiles`, the record's
+    /// model_sha256 matching model.pt) as apply would.
     func writeRecord(_ name: String, root: URL, document: [String: Any], versions: [String: String]? = nil, files: [String: String] = [:]) throws {
         let v = versions ?? ["worker": WorkerInfo.version, "torch": "2.5.1", "transformers": "4.46.0", "python": "3.11.2"]
+        let bundle = root.appendingPathComponent("build/\(name)")
+        try FileManager.default.createDirectory(at: bundle, withIntermediateDirectories: true)
+        let model = Data("not really TorchScript".utf8)
+        for f in Planner.bundleFiles where f != RecordSummary.fileName {
+            try (f == "model.pt" ? model : Data()).write(to: bundle.appendingPathComponent(f))
+        }
         let record: [String: Any] = [
             "fingerprint": "sha256:0000",
             "fingerprint_inputs": ["manifest": document, "files": files, "versions": ["worker": WorkerInfo.version]],
             "versions": v,
-            "model_sha256": String(repeating: "0", count: 64),
+            "model_sha256": Digest.sha256(model),
         ]
-        let bundle = root.appendingPathComponent("build/\(name)")
-        try FileManager.default.createDirectory(at: bundle, withIntermediateDirectories: true)
         try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]).write(to: bundle.appendingPathComponent("record.json"))
     }
 

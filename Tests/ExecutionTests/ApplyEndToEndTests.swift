@@ -122,6 +122,9 @@ final class ApplyEndToEndTests: XCTestCase {
               inputs:
                 tensors:
                   - {name: input_ids, from: random, low: 3, shape: [1, 10]}
+              # RoBERTa's position ids come from a padding check the tracer warns about (torch/nn/functional.py):
+              # keep the trace and let the check shape prove it.
+              trace: {strict: false, check_shapes: [[1, 6]]}
             ---
             apiVersion: tsexport/v1
             kind: Export
@@ -131,6 +134,8 @@ final class ApplyEndToEndTests: XCTestCase {
               inputs:
                 tensors:
                   - {name: input_ids, from: random, shape: [1, 10]}
+              # GPT-2's causal mask helper branches on shapes in Python (masking_utils): a TracerWarning.
+              trace: {strict: false, check_shapes: [[1, 6]]}
             """
         let file = dir.appendingPathComponent("families.yaml")
         try manifest.write(to: file, atomically: true, encoding: .utf8)
@@ -144,9 +149,6 @@ final class ApplyEndToEndTests: XCTestCase {
             XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-4, name)
             if name == "tiny-gpt2" {
                 XCTAssertEqual(cmp["untied_parameters"], ["lm_head.weight"], "the LM head's tied weight is cloned")
-            }
-            if name == "tiny-bert" {
-                XCTAssertEqual(cmp["segments_as_mask_differs"], true)
             }
         }
     }

@@ -176,7 +176,7 @@ final class IncrementalApplyTests: XCTestCase {
         XCTAssertTrue(out.contains("interrupted"), out)
         XCTAssertEqual(Harness.tree(root), [], "nothing is left in the output root")
         Thread.sleep(forTimeInterval: 0.5)
-        let (pgrep, running) = try Self.shell("pgrep -af 'tsexport_worker serve'")
+        let (pgrep, running) = try Self.shell("pgrep -af 'tsexport_worke[r] serve'")
         XCTAssertNotEqual(pgrep, 0, "no worker of the interrupted apply is left running: \(running)")
     }
 

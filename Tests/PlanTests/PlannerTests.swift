@@ -433,7 +433,17 @@ final class PlannerTests: XCTestCase {
             ("model_sha256", .string("deadbeef")),
         ])
         try Data(record.serialized(pretty: true).utf8).write(to: dir.appendingPathComponent("record.json"))
+        // Without the other bundle files the bundle is incomplete and rebuilt, whatever the record says.
+        let torn = try XCTUnwrap(RecordSummary.read(bundle: dir))
+        XCTAssertEqual(torn.incomplete, "model.pt is missing from the bundle")
+        let tornEntry = try XCTUnwrap(plan([m], fingerprints: ["small": fp], existing: ["small": torn]).entries.first)
+        XCTAssertEqual(tornEntry.action, .rebuild)
+        XCTAssertEqual(tornEntry.reasons, [PlanReason(kind: .incomplete, subject: "model.pt is missing from the bundle")])
+        for f in ["model.pt", "sample_inputs.safetensors", "reference_outputs.safetensors"] {
+            try Data().write(to: dir.appendingPathComponent(f))
+        }
         let s = try XCTUnwrap(RecordSummary.read(bundle: dir))
+        XCTAssertNil(s.incomplete)
         XCTAssertEqual(s.fingerprint, fp.fingerprint)
         XCTAssertEqual(CanonicalJSON.text(s.manifest), CanonicalJSON.text(fp.manifest))
         XCTAssertEqual(s.inputFiles, ["spec.model.pretrained/config.json": "abc"])

@@ -63,6 +63,15 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
             channel.progress(request.id, stage, status, elapsed_ms)
 
         return verify_bundle(bundle, tolerance.get("atol"), tolerance.get("rtol"), verify_progress)
+    if request.op == "bench":
+        require_in_stage("bench", "torch", "safetensors")  # transformers only for the eager side
+        from .bench import bench, parse_bench_request
+
+        def bench_progress(stage: str, status: str, elapsed_ms: int | None) -> None:
+            assert request.id is not None
+            channel.progress(request.id, stage, status, elapsed_ms)
+
+        return bench(parse_bench_request(request.body), bench_progress)
     if request.op == "shutdown":
         return {}
     raise WorkerError(

@@ -104,44 +104,90 @@ def torch_module() -> Any:
     return _torch
 
 
+NEURON_APIS = {"inf1": "torch.neuron.trace", "inf2": "torch_neuronx.trace"}
+NEURON_INSTANCES = {
+    "inf1": "only on AWS Inf1 instances with the Neuron SDK; torch-neuron brings its own torch 1.x",
+    "inf2": "only on AWS Inf2/Trn1 instances with the Neuron SDK",
+}
+NEURON_INDEX = "https://pip.repos.neuron.amazonaws.com"
+
+
+def _unavailable(reason: str) -> dict[str, Any]:
+    return {"available": False, "reason": reason, "device": None}
+
+
+def neuron_reason(target: str) -> str:
+    """Why a Neuron target is missing and what to install, as one sentence that names the target."""
+    _, dist = NEURON_PACKAGES[target]
+    return (
+        f"target {target} needs {dist} in the Python runtime (pip install {dist} --extra-index-url={NEURON_INDEX}; "
+        f"{NEURON_INSTANCES[target]}), which provides {NEURON_APIS[target]}; {dist} is not installed"
+    )
+
+
+def cuda_reason(torch: Any) -> str:
+    """Why target cuda is missing: a CPU-only torch build, or a CUDA build that sees no device."""
+    built = getattr(torch.version, "cuda", None)
+    if not built:
+        return (
+            f"target cuda needs a CUDA build of torch and a visible NVIDIA GPU: torch {torch.__version__} was built "
+            "without CUDA (install a CUDA build of torch, on a machine with an NVIDIA GPU and its driver)"
+        )
+    return (
+        f"target cuda needs a visible NVIDIA GPU: torch {torch.__version__} was built with CUDA {built} but "
+        "torch.cuda.is_available() is false (no device, or no driver: check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+    )
+
+
 def target_status(target: str) -> dict[str, Any]:
-    """`{"available", "reason", "device"}` for one hardware target."""
+    """`{"available", "reason", "device"}` for one hardware target; `reason` says what to install or fix."""
     torch = try_import_torch()
     if torch is None:
-        return {"available": False, "reason": "torch is not importable", "device": None}
+        return _unavailable(
+            f"target {target} needs torch, which cannot be imported ({_torch_error or 'not installed'}); install the "
+            "pinned torch or let tsexport use its managed runtime"
+        )
     if target == "cpu":
         return {"available": True, "reason": None, "device": platform.processor() or platform.machine() or "cpu"}
     if target == "cuda":
-        if not torch.cuda.is_available():
-            built = getattr(torch.version, "cuda", None)
-            why = "no CUDA device is visible" if built else f"torch {torch.__version__} was built without CUDA"
-            return {"available": False, "reason": why, "device": None}
+        try:
+            available = bool(torch.cuda.is_available())
+        except Exception as exc:  # noqa: BLE001 - a broken driver raises instead of answering False
+            return _unavailable(
+                f"target cuda needs a working CUDA runtime: torch.cuda.is_available() raised {describe(exc)}"
+            )
+        if not available:
+            return _unavailable(cuda_reason(torch))
         return {"available": True, "reason": None, "device": torch.cuda.get_device_name(0)}
     if target in NEURON_PACKAGES:
-        module, dist = NEURON_PACKAGES[target]
+        module, _ = NEURON_PACKAGES[target]
         if not _spec_exists(module):
-            return {"available": False, "reason": f"{dist} is not installed", "device": None}
+            return _unavailable(neuron_reason(target))
         return {"available": True, "reason": None, "device": target}
-    return {"available": False, "reason": f"unknown target {target!r}", "device": None}
+    return _unavailable(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
 
 
 def require_target(target: str) -> None:
-    """Raise `target_unavailable` before anything is loaded when the job's hardware cannot be used here."""
+    """Raise `target_unavailable` before anything is loaded when the job's hardware cannot be used here.
+
+    The message is the target's `reason` from hello, which names the target and what to install.
+    """
     status = target_status(target)
     if status["available"]:
         return
-    if target in NEURON_PACKAGES:
-        module, dist = NEURON_PACKAGES[target]
-        api = "torch.neuron.trace" if target == "inf1" else "torch_neuronx.trace"
-        message = (
-            f"target {target} needs {dist} in the Python runtime (pip install {dist} "
-            f"--extra-index-url=https://pip.repos.neuron.amazonaws.com), which provides {api}; {status['reason']}"
-        )
-    elif target == "cuda":
-        message = f"target cuda is not available in this Python runtime: {status['reason']}"
-    else:
-        message = f"target {target} is not available: {status['reason']}"
-    raise WorkerError(None, "target_unavailable", message, field="spec.target.hardware")
+    raise WorkerError(None, "target_unavailable", str(status["reason"]), field="spec.target.hardware")
+
+
+def deploy_status() -> dict[str, dict[str, Any]]:
+    """What the deploy op can do here: triton needs nothing beyond Python; torchserve needs torch-model-archiver."""
+    torchserve: dict[str, Any] = {"available": True, "reason": None}
+    if not _spec_exists("model_archiver"):
+        torchserve = {
+            "available": False,
+            "reason": "deploy kind torchserve needs torch-model-archiver in the Python runtime "
+            "(pip install torch-model-archiver; tsexport's managed runtime has it)",
+        }
+    return {"triton": {"available": True, "reason": None}, "torchserve": torchserve}
 
 
 def versions() -> dict[str, str | None]:
@@ -168,4 +214,5 @@ def hello_fields() -> dict[str, Any]:
         "transformers": found["transformers"] if "transformers" not in missing_packages() else None,
         "missing": missing_packages(),
         "targets": {target: target_status(target) for target in TARGETS},
+        "deploy": deploy_status(),
     }

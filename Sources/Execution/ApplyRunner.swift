@@ -25,16 +25,16 @@ public final class ApplyRunner: @unchecked Sendable {
     let python: String
     let runner: ProcessRunner
     let root: URL
-    let log: @Sendable (String) -> Void
+    let progress: ProgressSink
     let report: @Sendable ([Diagnostic]) -> Void
 
     /// Creates a runner.
-    public init(python: String, runner: ProcessRunner, root: URL, log: @escaping @Sendable (String) -> Void,
+    public init(python: String, runner: ProcessRunner, root: URL, progress: ProgressSink,
                 report: @escaping @Sendable ([Diagnostic]) -> Void) {
         self.python = python
         self.runner = runner
         self.root = root
-        self.log = log
+        self.progress = progress
         self.report = report
     }
 
@@ -61,7 +61,7 @@ public final class ApplyRunner: @unchecked Sendable {
     /// before any export, so the caller can refuse a runtime that lacks torch.
     public func run(_ items: [ExportItem], jobs: Int, keepGoing: Bool) throws(StartProblem) -> [ExportOutcome] {
         let slots = max(1, min(jobs, items.count))
-        let first = Exporter(python: python, runner: runner, outputRoot: root, log: log)
+        let first = Exporter(python: python, runner: runner, outputRoot: root, progress: progress)
         let hello: WorkerHello
         do { hello = try first.start() } catch {
             first.stop()
@@ -72,7 +72,7 @@ public final class ApplyRunner: @unchecked Sendable {
             throw .missing(hello.missing, hello)
         }
         var exporters = [first]
-        for _ in 1..<slots { exporters.append(Exporter(python: python, runner: runner, outputRoot: root, log: log)) }
+        for _ in 1..<slots { exporters.append(Exporter(python: python, runner: runner, outputRoot: root, progress: progress)) }
 
         let state = SharedQueue(count: items.count)
         let group = DispatchGroup()
@@ -82,7 +82,7 @@ public final class ApplyRunner: @unchecked Sendable {
                 defer { group.leave() }
                 if exporter !== first {
                     do { _ = try exporter.start() } catch {
-                        log("a parallel worker could not start: \(error)")
+                        progress.message("a parallel worker could not start: \(error)")
                         return
                     }
                 }
@@ -98,8 +98,9 @@ public final class ApplyRunner: @unchecked Sendable {
                                                  at: m.locations.location(of: "spec.target.hardware"), field: "spec.target.hardware")
                         outcome = ExportOutcome(name: m.name, action: item.entry.action, status: "failed", seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [d])
                     } else {
-                        log("[\(m.name)] \(item.entry.action.rawValue): \(m.model.className) → \(item.entry.bundle)")
+                        progress.stage(m.name, "start", seconds: nil)
                         outcome = exporter.export(m, entry: item.entry, fingerprint: item.fingerprint)
+                        progress.finished(m.name, status: outcome.status == "ok" ? "\(item.entry.action.rawValue)d" : outcome.status, seconds: outcome.seconds)
                     }
                     report(outcome.diagnostics)
                     state.put(index, outcome)

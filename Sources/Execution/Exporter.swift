@@ -44,17 +44,17 @@ public final class Exporter: @unchecked Sendable {
     let python: String
     let runner: ProcessRunner
     let store: BundleStore
-    let log: @Sendable (String) -> Void
+    let progress: ProgressSink
     private var exporter: WorkerClient?
     private var verifierStart: DispatchGroup?
     private var verifierResult: Result<WorkerClient, Error>?
 
     /// Creates an exporter; nothing starts until the first manifest needs it.
-    public init(python: String, runner: ProcessRunner, outputRoot: URL, log: @escaping @Sendable (String) -> Void) {
+    public init(python: String, runner: ProcessRunner, outputRoot: URL, progress: ProgressSink) {
         self.python = python
         self.runner = runner
         self.store = BundleStore(root: outputRoot)
-        self.log = log
+        self.progress = progress
     }
 
     /// Starts the workers: the exporter now, the verifier in the background so its imports overlap the export.
@@ -143,7 +143,7 @@ public final class Exporter: @unchecked Sendable {
 
     private func ensureExporter() throws -> WorkerClient {
         if let w = exporter { return w }
-        log("starting a new Python worker")
+        progress.message("starting a new Python worker")
         let w = try WorkerClient(python: python, runner: runner)
         exporter = w
         return w
@@ -165,18 +165,15 @@ public final class Exporter: @unchecked Sendable {
         ])
         let name = m.name
         let data = try worker.request("export", [("job", JobBuilder.job(m, stagingDir: staging, extraRecord: extra))]) { p in
-            if p.status == "done" {
-                let ms = p.elapsedMs ?? 0
-                self.log("[\(name)] \(p.stage) done in \(String(format: "%.2f", ms / 1000)) s")
-            }
+            self.progress.stage(name, p.stage, seconds: p.status == "done" ? (p.elapsedMs ?? 0) / 1000 : nil)
         }
 
         // Verify in a process that did not trace the model: only the saved file is exercised.
         let verifyStart = Date()
-        log("[\(name)] verify: reloading model.pt in a fresh process")
+        progress.stage(name, "verify", seconds: nil)
         let verdict = try verifier().request("verify_bundle", [("dir", .string(staging.path)), ("tolerance", tolerance)])
         let verifyMs = Date().timeIntervalSince(verifyStart) * 1000
-        log("[\(name)] verify done in \(String(format: "%.2f", verifyMs / 1000)) s")
+        progress.stage(name, "verify", seconds: verifyMs / 1000)
 
         if !m.trace.strict, let warnings = data.member("tracer_warnings")?.arrayContent, let first = warnings.first?.stringContent {
             outcome.diagnostics.append(.warning(

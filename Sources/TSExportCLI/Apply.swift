@@ -65,7 +65,9 @@ public struct Apply: ParsableCommand {
             }
             guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
             let jobs = cmd.jobs ?? ApplyRunner.defaultJobs(work: items.count)
-            let applyRunner = ApplyRunner(python: rt.python, runner: runner, root: root, log: { console.err($0) }, report: { console.report($0) })
+            let progress = Progress.make(console: console)
+            defer { (progress as? LiveProgress)?.close() }
+            let applyRunner = ApplyRunner(python: rt.python, runner: runner, root: root, progress: progress, report: { console.report($0) })
             do {
                 outcomes += try applyRunner.run(items, jobs: jobs, keepGoing: cmd.keepGoing)
             } catch {
@@ -122,5 +124,16 @@ enum ApplyReport {
                 return d
             },
         ]
+    }
+}
+
+/// Live lines on a terminal, plain lines in CI or when stderr is redirected.
+enum Progress {
+    static func make(console: Console) -> ProgressSink {
+        let env = ProcessInfo.processInfo.environment
+        if console.isStandard, isatty(2) == 1, env["CI"] == nil, env["TERM"] != "dumb" {
+            return LiveProgress(write: { FileHandle.standardError.write(Data($0.utf8)) })
+        }
+        return PlainProgress(write: { console.err($0) })
     }
 }

@@ -58,9 +58,12 @@ public final class Console: @unchecked Sendable {
     public var color: Bool
     /// Colour on stdout.
     public var colorOut: Bool
+    /// Whether this is the process's own stdout/stderr (live progress only then).
+    public var isStandard = false
 
     /// Creates a console.
-    public init(out: @escaping (String) -> Void, err: @escaping (String) -> Void, color: Bool, colorOut: Bool) {
+    public init(out: @escaping (String) -> Void, err: @escaping (String) -> Void, color: Bool, colorOut: Bool, isStandard: Bool = false) {
+        self.isStandard = isStandard
         self.out = out
         self.err = err
         self.color = color
@@ -72,7 +75,7 @@ public final class Console: @unchecked Sendable {
         out: { s in FileHandle.standardOutput.write(Data((s + "\n").utf8)) },
         err: { s in FileHandle.standardError.write(Data((s + "\n").utf8)) },
         color: DiagnosticPrinter.wantsColor(fileDescriptor: 2),
-        colorOut: DiagnosticPrinter.wantsColor(fileDescriptor: 1))
+        colorOut: DiagnosticPrinter.wantsColor(fileDescriptor: 1), isStandard: true)
 
     /// Prints diagnostics compiler-style on stderr.
     public func report(_ ds: [Diagnostic]) {

@@ -72,6 +72,14 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
             channel.progress(request.id, stage, status, elapsed_ms)
 
         return bench(parse_bench_request(request.body), bench_progress)
+    if request.op == "deploy":
+        from .deploy import deploy, parse_deploy  # needs neither torch nor transformers
+
+        def deploy_progress(stage: str, status: str, elapsed_ms: int | None) -> None:
+            assert request.id is not None
+            channel.progress(request.id, stage, status, elapsed_ms)
+
+        return deploy(parse_deploy(request.body), deploy_progress)
     if request.op == "shutdown":
         return {}
     raise WorkerError(

@@ -53,7 +53,9 @@ def _flatten(output: Any) -> list[torch.Tensor]:
 
 def _body(row: Any) -> dict[str, Any]:
     """One request's JSON object: TorchServe passes the body as `body` or `data`, decoded or as bytes."""
-    body = row.get("body", row.get("data")) if isinstance(row, dict) and ("body" in row or "data" in row) else row
+    body = row
+    if isinstance(row, dict) and ("body" in row or "data" in row):
+        body = row.get("body") if row.get("body") is not None else row.get("data")
     if isinstance(body, (bytes, bytearray)):
         body = body.decode("utf-8")
     if isinstance(body, str):

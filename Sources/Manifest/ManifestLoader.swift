@@ -13,6 +13,8 @@ public struct ValidationOptions: Sendable {
     public var allowPickle: Bool
     /// YAML loader limits (size, depth, aliases).
     public var limits: LoaderLimits
+    /// The output root with symbolic links resolved, computed once for every path check.
+    public var realOutputRoot: String
 
     /// Creates options; the output root defaults to the current directory.
     public init(
@@ -20,6 +22,7 @@ public struct ValidationOptions: Sendable {
         allowRemoteCode: Bool = false, allowPickle: Bool = false, limits: LoaderLimits = LoaderLimits()
     ) {
         self.outputRoot = outputRoot.standardizedFileURL
+        self.realOutputRoot = outputRoot.resolvingSymlinksInPath().standardizedFileURL.path
         self.allowRemoteCode = allowRemoteCode
         self.allowPickle = allowPickle
         self.limits = limits

@@ -50,20 +50,20 @@ public enum OutputPaths {
     public static let reservedFolder = ".tsexport"
 
     /// Resolves a root-relative path, refusing absolute paths, `..` escapes and symbolic links that lead outside.
-    public static func resolve(_ rel: String, root: URL) -> Result<URL, Refusal> {
+    public static func resolve(_ rel: String, root: URL, realRoot: String? = nil) -> Result<URL, Refusal> {
         if rel.hasPrefix("/") || rel.hasPrefix("~") { return .failure(.absolute) }
         let norm = normalise(rel)
         if norm == "" { return .failure(.empty) }
         if norm == ".." || norm.hasPrefix("../") { return .failure(.escapes) }
         if norm == reservedFolder || norm.hasPrefix(reservedFolder + "/") { return .failure(.reserved) }
-        let realRoot = root.resolvingSymlinksInPath().standardizedFileURL.path
+        let realRoot = realRoot ?? root.resolvingSymlinksInPath().standardizedFileURL.path
         // Walk the components that exist; any symbolic link among them must stay inside the root.
         var current = root.standardizedFileURL
         for comp in norm.split(separator: "/") {
             current.appendPathComponent(String(comp))
-            let path = current.path
-            guard let attrs = try? FileManager.default.attributesOfItem(atPath: path) else { break }
-            if (attrs[.type] as? FileAttributeType) == .typeSymbolicLink {
+            var st = stat()
+            guard lstat(current.path, &st) == 0 else { break }
+            if (st.st_mode & S_IFMT) == S_IFLNK {
                 let real = current.resolvingSymlinksInPath().standardizedFileURL.path
                 if real != realRoot && !real.hasPrefix(realRoot + "/") { return .failure(.symlinkEscapes(real)) }
             }

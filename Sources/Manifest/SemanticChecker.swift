@@ -268,7 +268,7 @@ struct SemanticChecker {
     private mutating func checkOutputPaths() {
         let root = options.outputRoot
         let dirField = loc.entry("spec.output.dir") != nil ? "spec.output.dir" : "metadata.name"
-        if case .failure(let r) = OutputPaths.resolve(manifest.output.dir, root: root) {
+        if case .failure(let r) = OutputPaths.resolve(manifest.output.dir, root: root, realRoot: options.realOutputRoot) {
             error(dirField, "output.dir " + OutputPaths.explain(r, path: manifest.output.dir))
         }
         for (i, d) in manifest.output.deploy.enumerated() {
@@ -278,7 +278,7 @@ struct SemanticChecker {
             case .triton(let repo): (field, path) = ("spec.output.deploy[\(i)].repository", repo)
             case .torchserve(let store): (field, path) = ("spec.output.deploy[\(i)].store", store)
             }
-            if case .failure(let r) = OutputPaths.resolve(path, root: root) {
+            if case .failure(let r) = OutputPaths.resolve(path, root: root, realRoot: options.realOutputRoot) {
                 error(field, "\(d.kind) deploy path " + OutputPaths.explain(r, path: path))
             }
         }

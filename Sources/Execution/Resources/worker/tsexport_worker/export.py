@@ -24,7 +24,17 @@ from safetensors.torch import save_file
 from . import PROTOCOL_VERSION, WORKER_VERSION, inputs, probe
 from .errors import WorkerError, describe, traceback_tail
 from .outputs import flatten, signature
-from .protocol import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE, Job, ModelSpec, ProgressFn, no_progress
+from .protocol import (
+    MODEL_FILE,
+    RECORD_NAME,
+    REFERENCE_FILE,
+    SAMPLE_FILE,
+    Job,
+    ModelSpec,
+    ProgressFn,
+    _Reader,
+    no_progress,
+)
 
 MODEL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -385,15 +395,71 @@ def _format_warning(warning: warnings.WarningMessage) -> str:
     return f"{first} ({where}:{warning.lineno})"
 
 
-def run_eager(wrapper: ForwardWrapper, tensors: list[torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
-    """The eager outputs, named; an exception in forward() is `forward_failed`."""
+def find_cache(output: Any) -> Any:
+    """The first key/value cache object (DynamicCache, EncoderDecoderCache, ...) inside an output, else None."""
+    if output is None or isinstance(output, torch.Tensor):
+        return None
+    if any(base.__name__ == "Cache" for base in type(output).__mro__) or type(output).__name__.endswith("Cache"):
+        return output
+    values = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+    for value in values:
+        found = find_cache(value)
+        if found is not None:
+            return found
+    return None
+
+
+def cache_error(model: torch.nn.Module, cache: Any, spec: ModelSpec) -> WorkerError:
+    """Why a model that returns its key/value cache cannot be traced faithfully, and the setting that helps."""
+    if "use_cache" in spec.config:
+        how = "set spec.model.config.use_cache: false (or remove it: torchscript: true then turns the cache off)"
+        where = "spec.model.config.use_cache"
+    else:
+        how = "set spec.model.config.use_cache: false, or spec.model.torchscript: true, which turns it off"
+        where = "spec.model.config.use_cache" if spec.torchscript else "spec.model.torchscript"
+    return WorkerError(
+        "trace", "trace_failed",
+        f"{type(model).__name__} returns its key/value cache ({type(cache).__name__}) because use_cache is on: a "
+        "traced module returns tensors only, and a cache traced at one length silently stops matching the model at "
+        f"the next step; {how}. For generation outside Python see spec.trace.split (encoder-decoder models)",
+        field=where,
+    )
+
+
+def forward_hint(model: torch.nn.Module, names: list[str]) -> tuple[str, str | None]:
+    """A sentence (and a manifest field) explaining a failed eager forward, where the cause is a known one."""
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False) and not {"decoder_input_ids", "decoder_inputs_embeds"} & set(names):
+        return (
+            f"; {type(model).__name__} is an encoder-decoder model and most such models need decoder_input_ids: add a "
+            "tensor {name: decoder_input_ids, from: random, shape: [batch, sequence]} (the decoder's inputs are "
+            "traced at that length too)",
+            "spec.inputs.tensors",
+        )
+    return "", None
+
+
+def run_eager(
+    wrapper: ForwardWrapper, tensors: list[torch.Tensor], spec: ModelSpec | None = None
+) -> list[tuple[str, torch.Tensor]]:
+    """The eager outputs, named; an exception in forward() is `forward_failed`, a returned cache `trace_failed`."""
     try:
         with torch.no_grad():
             raw = wrapper.call_model(*tensors)
-        return flatten(raw)
     except Exception as exc:  # noqa: BLE001 - the model's own code failed
+        hint, hint_field = forward_hint(wrapper.model, wrapper.names)
         raise WorkerError(
-            "trace", "forward_failed", f"the model's forward() failed on the dummy inputs: {describe(exc)}",
+            "trace", "forward_failed", f"the model's forward() failed on the dummy inputs: {describe(exc)}{hint}",
+            field=hint_field, detail=traceback_tail(exc),
+        ) from exc
+    cache = find_cache(raw)
+    if cache is not None:
+        raise cache_error(wrapper.model, cache, spec or ModelSpec(class_name=type(wrapper.model).__name__))
+    try:
+        return flatten(raw)
+    except TypeError as exc:
+        raise WorkerError(
+            "trace", "trace_failed", f"the model's outputs cannot be traced: {describe(exc)}",
             detail=traceback_tail(exc),
         ) from exc
 

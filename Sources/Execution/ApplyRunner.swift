@@ -71,6 +71,7 @@ public final class ApplyRunner: @unchecked Sendable {
             first.stop()
             throw .missing(hello.missing, hello)
         }
+        RuntimeCache().store(python: python, hello: hello)
         var exporters = [first]
         for _ in 1..<slots { exporters.append(Exporter(python: python, runner: runner, outputRoot: root, progress: progress)) }
 

@@ -61,6 +61,15 @@ public struct RuntimeResolver: Sendable {
         return PythonRuntime(python: try managed(), origin: .managed)
     }
 
+    /// The interpreter that `resolve` would return, without creating anything; nil when the managed runtime does not
+    /// exist yet (or the named interpreter cannot be found).
+    public func peek(flag: String?) -> String? {
+        if let f = flag, !f.isEmpty { return try? executable(f, what: "--python") }
+        if let e = environment["TSEXPORT_PYTHON"], !e.isEmpty { return try? executable(e, what: "TSEXPORT_PYTHON") }
+        guard let dir = try? managedDirectory(), FileManager.default.fileExists(atPath: dir.appendingPathComponent(".complete").path) else { return nil }
+        return dir.appendingPathComponent("bin/python").path
+    }
+
     /// An absolute interpreter path from a path or a command name looked up on PATH.
     func executable(_ s: String, what: String) throws -> String {
         if s.contains("/") {

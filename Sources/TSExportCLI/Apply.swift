@@ -30,7 +30,8 @@ public struct Apply: ParsableCommand {
     /// Runs apply and returns the exit code.
     public static func execute(_ cmd: Apply, console: Console, runner: ProcessRunner = SystemProcessRunner()) -> Int32 {
         let started = Date()
-        guard let (plan, diagnostics, selected) = Planning.build(cmd.options, selection: cmd.selection, console: console) else { return ExitStatus.failure }
+        guard let planned = Planning.build(cmd.options, selection: cmd.selection, python: cmd.runtime.python, console: console) else { return ExitStatus.failure }
+        let (plan, diagnostics, selected) = (planned.plan, planned.diagnostics, planned.manifests)
         console.report(diagnostics)
         if cmd.dryRun {
             console.out(cmd.options.json ? PlanRenderer.json(plan) : PlanRenderer.text(plan, color: console.colorOut, relativeTo: FileManager.default.currentDirectoryPath))
@@ -40,11 +41,10 @@ public struct Apply: ParsableCommand {
         var outcomes: [ExportOutcome] = plan.entries.filter { $0.action == .upToDate }.map {
             ExportOutcome(name: $0.name, action: .upToDate, status: "up to date", seconds: 0, bundle: $0.bundle, record: nil, diagnostics: [])
         }
-        let hasher = InputHasher()
         let items = plan.entries.filter { $0.action != .upToDate }.compactMap { e -> ExportItem? in
-            guard let m = manifests[e.name] else { return nil }
-            return ExportItem(manifest: m, entry: e, fingerprint: FingerprintInputs(
-                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m), versions: ["worker": WorkerInfo.version]))
+            guard let m = manifests[e.name], let fp = planned.fingerprints[m.name] else { return nil }
+            // The exporter replaces the versions with those of the worker that does the export.
+            return ExportItem(manifest: m, entry: e, fingerprint: fp)
         }
         if !items.isEmpty {
             // Python starts only now: the manifests are valid and something needs doing.

@@ -10,7 +10,7 @@ public struct TSExportCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "tsexport",
         abstract: "Export Hugging Face Transformers models to verified TorchScript bundles, described by YAML manifests.",
-        subcommands: [Validate.self, PlanCommand.self, Apply.self, Verify.self, Doctor.self, Schema.self])
+        subcommands: [Validate.self, PlanCommand.self, Apply.self, Verify.self, Bench.self, Doctor.self, Schema.self])
 
     /// Creates the command.
     public init() {}
@@ -70,16 +70,18 @@ public struct PlanCommand: ParsableCommand {
     @OptionGroup public var selection: SelectionOptions
     @Flag(name: .customLong("detailed-exitcode"), help: "Exit 0 when nothing would change, 2 when changes are pending, 1 on errors.")
     public var detailedExitcode = false
+    @OptionGroup public var runtime: RuntimeOptions
     public init() {}
 
     public func run() throws {
-        let code = PlanCommand.execute(options, selection: selection, detailedExitcode: detailedExitcode, console: .standard)
+        let code = PlanCommand.execute(options, selection: selection, detailedExitcode: detailedExitcode, python: runtime.python, console: .standard)
         if code != 0 { throw ExitCode(code) }
     }
 
     /// Runs the command and returns its exit code.
-    public static func execute(_ options: ManifestOptions, selection: SelectionOptions, detailedExitcode: Bool, console: Console) -> Int32 {
-        guard let (plan, diagnostics, _) = Planning.build(options, selection: selection, console: console) else { return ExitStatus.failure }
+    public static func execute(_ options: ManifestOptions, selection: SelectionOptions, detailedExitcode: Bool, python: String? = nil, console: Console) -> Int32 {
+        guard let planned = Planning.build(options, selection: selection, python: python, console: console) else { return ExitStatus.failure }
+        let (plan, diagnostics) = (planned.plan, planned.diagnostics)
         if options.json {
             console.out(PlanRenderer.json(plan))
         } else {

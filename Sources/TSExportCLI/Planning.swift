@@ -1,5 +1,6 @@
 import ArgumentParser
 import Diagnostics
+import Execution
 import Foundation
 import Manifest
 import Plan
@@ -71,7 +72,15 @@ public struct SelectionOptions: ParsableArguments {
 enum Planning {
     /// Returns nil (after reporting) when the manifests are invalid; else the plan, the warnings and the selected
     /// manifests.
-    static func build(_ options: ManifestOptions, selection: SelectionOptions, console: Console) -> (Plan, [Diagnostic], [Manifest])? {
+    /// What planning produced.
+    struct Result {
+        var plan: Plan
+        var diagnostics: [Diagnostic]
+        var manifests: [Manifest]
+        var fingerprints: [String: FingerprintInputs]
+    }
+
+    static func build(_ options: ManifestOptions, selection: SelectionOptions, python: String?, console: Console) -> Result? {
         guard !options.paths.isEmpty else {
             console.err("error: name at least one manifest file or folder")
             return nil
@@ -89,14 +98,19 @@ enum Planning {
         var fingerprints: [String: FingerprintInputs] = [:]
         var existing: [String: RecordSummary] = [:]
         let hasher = InputHasher()
+        // Versions the runtime reported before, still valid while its files are unchanged: no Python is started.
+        var versions = ["worker": WorkerInfo.version]
+        if let interpreter = RuntimeResolver(progress: { _ in }).peek(flag: python), let known = RuntimeCache().versions(for: interpreter) {
+            versions.merge(known) { a, _ in a }
+        }
         for m in selected {
             fingerprints[m.name] = FingerprintInputs(
-                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m), versions: ["worker": WorkerInfo.version])
+                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m), versions: versions)
             if let r = RecordSummary.read(bundle: Planner.bundleURL(m, root: root)) { existing[m.name] = r }
         }
         let plan = Planner().plan(PlannerInput(
             manifests: selected, outputRoot: root, fingerprints: fingerprints, existing: existing,
             force: selection.force, replace: Set(selection.replace)))
-        return (plan, diagnostics, selected)
+        return Result(plan: plan, diagnostics: diagnostics, manifests: selected, fingerprints: fingerprints)
     }
 }

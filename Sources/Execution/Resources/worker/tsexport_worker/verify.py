@@ -76,6 +76,39 @@ def _cases(sample_path: str, samples: dict[str, torch.Tensor]) -> list[dict[str,
     return [{"case": name, "shape": None} for name in names]
 
 
+def _artifacts(sample_path: str) -> list[dict[str, Any]]:
+    """The split artifacts (encoder.pt, decoder_step.pt) whose cases the sample file holds, from its metadata."""
+    with safe_open(sample_path, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    try:
+        listed = json.loads(metadata.get("tsexport.artifacts", "[]"))
+    except ValueError:
+        return []
+    return [a for a in listed if isinstance(a, dict) and isinstance(a.get("file"), str)] if isinstance(listed, list) else []
+
+
+# Tracer warnings whose frozen decision is known to break a trace at other shapes, and the manifest setting that helps.
+KNOWN_CAUSES = {
+    "masking_utils.py:868": "the causal-mask code expanded the position ids to the traced batch size because no "
+    "attention_mask was given; add an attention_mask tensor (from: ones) to spec.inputs.tensors",
+}
+
+
+def failure_hint(record: dict[str, Any]) -> str:
+    """Why a trace may not run at a shape: the tracer warnings recorded at export, with a known cause if any."""
+    tracer_warnings = [w for w in record.get("tracer_warnings") or [] if isinstance(w, str)]
+    if not tracer_warnings:
+        return ""
+    for marker, cause in KNOWN_CAUSES.items():
+        if any(marker in w for w in tracer_warnings):
+            return f" (known cause: {cause})"
+    first = tracer_warnings[0]
+    return (
+        f" (the tracer warned {len(tracer_warnings)} time(s) at export, first: {first}: a Python decision on a shape "
+        "or value was frozen into the trace, which is then valid only at the traced shape)"
+    )
+
+
 def _device(record: dict[str, Any]) -> str:
     wanted = (record.get("target") or {}).get("device", "cpu")
     return "cuda" if wanted == "cuda" and torch.cuda.is_available() else "cpu"
@@ -157,11 +190,60 @@ def verify_bundle(
         float(rtol if rtol is not None else recorded.get("rtol", 1e-4)),
     )
     results = [run_case(module, case, input_names, samples, references, tolerance, device) for case in cases]
+    hint = failure_hint(record)
+    for result in results:
+        if result.get("error") and result["case"] != "traced" and not result["error"].startswith("no reference"):
+            result["error"] += hint
+    artifact_sha: dict[str, str] = {}
+    for artifact in _artifacts(sample_path):
+        results += verify_artifact(bundle, artifact, record, samples, references, tolerance, device, artifact_sha)
     data = {
         "cases": results,
         "passed": all(case["passed"] for case in results),
         "tolerance": {"atol": tolerance[0], "rtol": tolerance[1]},
         "sha256": sha256_file(model_path),
     }
+    if artifact_sha:
+        data["artifacts_sha256"] = artifact_sha
     progress("verify", "done", round((time.perf_counter() - started) * 1000))
     return data
+
+
+def verify_artifact(
+    bundle: str,
+    artifact: dict[str, Any],
+    record: dict[str, Any],
+    samples: dict[str, torch.Tensor],
+    references: dict[str, torch.Tensor],
+    tolerance: tuple[float, float],
+    device: str,
+    artifact_sha: dict[str, str],
+) -> list[dict[str, Any]]:
+    """The cases of one split artifact (encoder.pt, decoder_step.pt), each marked with its file.
+
+    A missing file is `verify_failed` (the bundle is incomplete); a file whose sha256 differs from model.pt's record
+    fails its cases.
+    """
+    file = os.path.basename(artifact["file"])
+    path = os.path.join(bundle, file)
+    if not os.path.isfile(path):
+        raise WorkerError("verify", "verify_failed", f"the bundle lacks {file} ({path}), listed in its artifacts")
+    sha = sha256_file(path)
+    artifact_sha[file] = sha
+    recorded = {a.get("file"): a.get("sha256") for a in record.get("artifacts") or [] if isinstance(a, dict)}
+    cases = [c for c in artifact.get("cases") or [] if isinstance(c, dict) and "case" in c]
+    if recorded.get(file) not in (None, sha):
+        return [{"case": c["case"], "shape": c.get("shape"), "artifact": file, "max_abs_error": None,
+                 "max_rel_error": None, "passed": False,
+                 "error": f"{file} sha256 {sha} differs from the one recorded in model.pt"} for c in cases]
+    try:
+        module, _ = _read_record(path, device)
+    except Exception as exc:  # noqa: BLE001
+        raise WorkerError("verify", "verify_failed", f"could not read {file}: {describe(exc)}") from exc
+    names = [str(n) for n in artifact.get("inputs") or []]
+    results = []
+    for case in cases:
+        result = run_case(module, case, names, samples, references, tolerance, device)
+        result["artifact"] = file
+        results.append(result)
+    return results

@@ -1,0 +1,254 @@
+import ArgumentParser
+import Execution
+import Foundation
+import JSONSchema
+import Plan
+
+/// `tsexport bench BUNDLE...`: latency percentiles and peak memory of each bundle's artifact and of the eager model
+/// it came from, at the traced shape and each check shape (or `--lengths`), with a report written into the bundle.
+public struct Bench: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        abstract: "Measure latency (p50/p90/p99) and peak memory of bundles' artifacts against their eager models.")
+    @Argument(help: "Bundle folders (each holds model.pt and record.json).")
+    public var bundles: [String] = []
+    @Option(help: "Timed runs per shape and side.")
+    public var runs: Int = 50
+    @Option(help: "Untimed warm-up runs before them.")
+    public var warmup: Int = 5
+    @Option(help: "torch threads (default: torch's default, stated in the output).")
+    public var threads: Int?
+    @Option(help: "Sequence lengths to measure, comma-separated (e.g. 8,16,32), at the traced batch size (default: the traced shape and each check shape).")
+    public var lengths: String?
+    @Option(name: .customLong("manifest-dir"), help: "The folder of the bundle's manifest, for a relative spec.model.pretrained (default: found from the record).")
+    public var manifestDir: String?
+    @Flag(name: .customLong("no-report"), help: "Do not write bench.html into the bundle.")
+    public var noReport = false
+    @Flag(name: .customLong("allow-remote-code"), help: "Allow rebuilding an eager model that sets trust_remote_code: true.")
+    public var allowRemoteCode = false
+    @Flag(name: .customLong("allow-pickle"), help: "Allow rebuilding an eager model that sets allow_pickle: true.")
+    public var allowPickle = false
+    @OptionGroup public var runtime: RuntimeOptions
+    @Flag(help: "Print JSON instead of text.")
+    public var json = false
+    public init() {}
+
+    /// The name of the report written into each bundle.
+    public static let reportFile = "bench.html"
+
+    public func run() throws {
+        let code = Bench.execute(self, console: .standard)
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    /// `8,16,32` → [8, 16, 32]; nil when a part is not a positive integer.
+    public static func parseLengths(_ text: String) -> [Int]? {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let values = parts.compactMap { Int($0) }
+        guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ $0 > 0 }) else { return nil }
+        return values
+    }
+
+    /// The shapes to measure: `[traced batch, L]` for each length, else the recorded cases' shapes (traced first);
+    /// nil lets the worker take the bundle's cases.
+    public static func shapes(record: JSONValue, lengths: [Int]?) -> [[Int]]? {
+        var recorded: [[Int]] = []
+        for c in record["cases"]?.arrayContent ?? [] {
+            guard let s = c["shape"]?.arrayContent?.compactMap(\.intNumber), s.count == 2, !recorded.contains(s) else { continue }
+            recorded.append(s)
+        }
+        guard let lengths else { return recorded.isEmpty ? nil : recorded }
+        let batch = recorded.first?.first ?? record["input_signature"]?[0]?["shape"]?[0]?.intNumber ?? 1
+        var out: [[Int]] = []
+        for l in lengths where !out.contains([batch, l]) { out.append([batch, l]) }
+        return out
+    }
+
+    /// The folder of the manifest a bundle was built from, for a relative `spec.model.pretrained`: `--manifest-dir`;
+    /// the record's absolute `manifest_dir`; the folder of an absolute `manifest_file`; else `manifest_file` (relative
+    /// to the folder apply ran in) tried against the current directory and against the output root inferred from
+    /// the bundle's path and `spec.output.dir`, preferring a file whose sha256 is the recorded `manifest_sha256`.
+    public static func manifestDirectory(record: JSONValue, bundle: URL, flag: String?, cwd: URL) -> String? {
+        if let flag { return absolute(flag, cwd: cwd).path }
+        if let d = record["manifest_dir"]?.stringContent, d.hasPrefix("/") { return d }
+        guard let file = record["manifest_file"]?.stringContent, !file.isEmpty else { return nil }
+        if file.hasPrefix("/") { return URL(fileURLWithPath: file).deletingLastPathComponent().path }
+        var roots = [cwd.standardizedFileURL]
+        if let root = outputRoot(record: record, bundle: bundle) { roots.append(root) }
+        let recordedSHA = record["manifest_sha256"]?.stringContent
+        var fallback: String?
+        for root in roots {
+            let candidate = root.appendingPathComponent(file).standardizedFileURL
+            guard FileManager.default.fileExists(atPath: candidate.path) else { continue }
+            let dir = candidate.deletingLastPathComponent().path
+            if let recordedSHA, (try? Digest.sha256(file: candidate.path)) == recordedSHA { return dir }
+            fallback = fallback ?? dir
+        }
+        return fallback
+    }
+
+    /// The output root a bundle was installed under: its path minus `spec.output.dir` (default `build/<name>`).
+    static func outputRoot(record: JSONValue, bundle: URL) -> URL? {
+        let manifest = record["fingerprint_inputs"]?["manifest"]
+        guard let relative = manifest?["spec"]?["output"]?["dir"]?.stringContent
+                ?? manifest?["metadata"]?["name"]?.stringContent.map({ "build/\($0)" }) else { return nil }
+        let tail = relative.split(separator: "/").map(String.init).filter { $0 != "." && !$0.isEmpty }
+        let parts = bundle.standardizedFileURL.pathComponents
+        guard !tail.isEmpty, parts.count > tail.count, Array(parts.suffix(tail.count)) == tail else { return nil }
+        return URL(fileURLWithPath: NSString.path(withComponents: Array(parts.dropLast(tail.count))))
+    }
+
+    static func absolute(_ path: String, cwd: URL) -> URL {
+        (path.hasPrefix("/") ? URL(fileURLWithPath: path) : cwd.appendingPathComponent(path)).standardizedFileURL
+    }
+
+    /// Runs bench and returns the exit code: 0 when every bundle was measured (an eager side that could not be
+    /// rebuilt is reported, not a failure), 1 otherwise.
+    public static func execute(_ cmd: Bench, console: Console, runner: ProcessRunner = SystemProcessRunner()) -> Int32 {
+        guard !cmd.bundles.isEmpty else {
+            console.err("error: name at least one bundle folder")
+            return ExitStatus.failure
+        }
+        guard cmd.runs >= 1 else { console.err("error: --runs must be at least 1"); return ExitStatus.failure }
+        guard cmd.warmup >= 0 else { console.err("error: --warmup must be 0 or more"); return ExitStatus.failure }
+        if let t = cmd.threads, t < 1 { console.err("error: --threads must be at least 1"); return ExitStatus.failure }
+        var lengths: [Int]?
+        if let text = cmd.lengths {
+            guard let parsed = parseLengths(text) else {
+                console.err("error: --lengths takes positive integers separated by commas (e.g. 8,16,32), not \(text)")
+                return ExitStatus.failure
+            }
+            lengths = parsed
+        }
+        // Check every folder before starting Python.
+        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        var records: [(String, URL, JSONValue)] = []
+        var bad = false
+        for dir in cmd.bundles {
+            let url = absolute(dir, cwd: cwd)
+            guard let data = FileManager.default.contents(atPath: url.appendingPathComponent(RecordSummary.fileName).path),
+                  let record = try? JSONValue(parsing: data) else {
+                console.err("\(dir): error: not a tsexport bundle: \(RecordSummary.fileName) is missing or unreadable")
+                bad = true
+                continue
+            }
+            records.append((dir, url, record))
+        }
+        if records.isEmpty { return ExitStatus.failure }
+        guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
+        let worker: WorkerClient
+        do {
+            worker = try WorkerClient(python: rt.python, runner: runner)
+        } catch {
+            console.err("error: \(error)")
+            return ExitStatus.failure
+        }
+        defer { worker.shutdown() }
+        if worker.hello.missing.contains("torch") || worker.hello.missing.contains("safetensors") {
+            console.err("error: " + missingPackagesMessage(rt, missing: worker.hello.missing))
+            return ExitStatus.failure
+        }
+        var reports: [JSONValue] = []
+        for (dir, url, record) in records {
+            var fields: [(String, JSONValue)] = [
+                ("dir", .string(url.path)), ("runs", .int(cmd.runs)), ("warmup", .int(cmd.warmup)),
+                ("threads", cmd.threads.map { .int($0) } ?? .null),
+                ("manifest_dir", manifestDirectory(record: record, bundle: url, flag: cmd.manifestDir, cwd: cwd).map { .string($0) } ?? .null),
+                ("report", cmd.noReport ? .null : .string(url.appendingPathComponent(reportFile).path)),
+                ("allow_remote_code", .bool(cmd.allowRemoteCode)), ("allow_pickle", .bool(cmd.allowPickle)),
+            ]
+            if let shapes = shapes(record: record, lengths: lengths) {
+                fields.append(("shapes", .array(shapes.map { .array($0.map { .int($0) }) })))
+            }
+            console.err("tsexport: benchmarking \(dir) (\(cmd.runs) runs after \(cmd.warmup) warm-up per shape and side)")
+            do {
+                let result = try worker.request("bench", fields)
+                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(true)), ("result", result)]))
+                if !cmd.json { table(dir: dir, result).forEach(console.out) }
+            } catch let f as WorkerFailure {
+                bad = true
+                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(false)), ("error", .string(f.message))]))
+                console.err("\(dir): error: \(f.message)")
+            } catch {
+                bad = true
+                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(false)), ("error", .string("\(error)"))]))
+                console.err("\(dir): error: \(error)")
+                break  // the worker is gone
+            }
+        }
+        if cmd.json { console.out(JSONValue.object([("bundles", .array(reports)), ("ok", .bool(!bad))]).serialized(pretty: true)) }
+        return bad ? ExitStatus.failure : ExitStatus.success
+    }
+
+    // MARK: the terminal table
+
+    static func ms(_ v: JSONValue?) -> String {
+        guard let d = v?.number else { return "—" }
+        return d >= 100 ? String(format: "%.1f", d) : String(format: "%.3f", d)
+    }
+
+    static func mib(_ v: JSONValue?) -> String {
+        guard let d = v?.number else { return "—" }
+        return String(format: "%.1f MiB", d / 1_048_576)
+    }
+
+    static func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+    static func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }
+
+    static func shapeText(_ v: JSONValue?) -> String {
+        "[" + (v?.arrayContent ?? []).map { $0.intNumber.map(String.init) ?? "?" }.joined(separator: ", ") + "]"
+    }
+
+    static func statsLine(_ label: String, _ side: String, _ stats: JSONValue?, note: String = "") -> String {
+        let head = "  " + pad(label, 16) + pad(side, 10)
+        guard let stats, stats != .null else { return head + "not measured" }
+        if let error = stats["error"]?.stringContent { return head + "failed: \(error)" }
+        return head + lpad(ms(stats["p50_ms"]), 9) + lpad(ms(stats["p90_ms"]), 9) + lpad(ms(stats["p99_ms"]), 9)
+            + lpad(mib(stats["peak_rss_delta_bytes"]), 12) + (note.isEmpty ? "" : "  " + note)
+    }
+
+    static func ratio(_ a: JSONValue?, _ b: JSONValue?) -> String? {
+        guard let x = a?["p50_ms"]?.number, let y = b?["p50_ms"]?.number, y > 0 else { return nil }
+        return String(format: "%.2f×", x / y)
+    }
+
+    /// The text report of one bundle.
+    public static func table(dir: String, _ r: JSONValue) -> [String] {
+        let threads = "\(r["threads"]?.intNumber ?? 0) thread\(r["threads"]?.intNumber == 1 ? "" : "s")"
+            + (r["threads_default"] == .bool(true) ? " (torch's default)" : "")
+        var lines = [
+            "\(dir): \(r["model_class"]?.stringContent ?? "?") traced at \(shapeText(r["traced_shape"])) on \(r["device"]?.stringContent ?? "cpu"); "
+                + "\(r["runs"]?.intNumber ?? 0) runs after \(r["warmup"]?.intNumber ?? 0) warm-up, \(threads)",
+        ]
+        let eager = r["eager"]
+        if eager?["available"] != .bool(true) {
+            lines.append("  eager: not measured: \(eager?["reason"]?.stringContent ?? "unknown reason")")
+        } else if let e = eager?["reference_max_abs_error"]?.number, e > 1e-3 {
+            lines.append(String(format: "  warning: the rebuilt eager model differs from the recorded reference outputs (max abs error %.2e)", e))
+        }
+        let header = "  " + pad("shape", 16) + pad("side", 10) + lpad("p50 ms", 9) + lpad("p90 ms", 9) + lpad("p99 ms", 9) + lpad("peak RSS Δ", 12)
+        lines.append(header)
+        for row in r["shapes"]?.arrayContent ?? [] {
+            let label = shapeText(row["shape"])
+            let note = row["case"]?.stringContent.map { "sample \($0)" } ?? "drawn inputs"
+            lines.append(statsLine(label, "artifact", row["artifact"], note: note))
+            if row["eager"] != nil, row["eager"] != .null {
+                let speed = ratio(row["artifact"], row["eager"]).map { "artifact/eager p50 \($0)" } ?? ""
+                lines.append(statsLine("", "eager", row["eager"], note: speed))
+            }
+        }
+        if let p = r["padding"], p != .null {
+            let traced = p["traced_length"]?.intNumber ?? 0
+            lines.append("  padding: traced padded to \(traced) tokens (\(p["real_tokens"]?.intNumber ?? 0) real); the artifact runs at \(traced) whatever the real length, eager on the real tokens only")
+            for row in p["rows"]?.arrayContent ?? [] {
+                let label = "\(row["length"]?.intNumber ?? 0) real"
+                lines.append(statsLine(label, "artifact", row["artifact"], note: "padded to \(traced)"))
+                if row["eager"] != nil, row["eager"] != .null {
+                    let cost = ratio(row["artifact"], row["eager"]).map { "padded artifact/eager p50 \($0)" } ?? ""
+                    lines.append(statsLine("", "eager", row["eager"], note: cost))
+                }
+            }
+        }
+        if let report = r["report"]?.stringContent { lines.append("  report: \(report)") }
+        return lines
+    }
+}

@@ -108,8 +108,11 @@ public final class Exporter: @unchecked Sendable {
             return outcome
         }
         do {
-            let record = try run(m, fingerprint: fingerprint, staging: staging, outcome: &outcome)
+            var deployments: [StagedDeploy] = []
+            defer { for d in deployments { try? FileManager.default.removeItem(at: d.staging) } }
+            let record = try run(m, fingerprint: fingerprint, staging: staging, outcome: &outcome, deployments: &deployments)
             try store.install(staging, at: URL(fileURLWithPath: entry.bundle))
+            for d in deployments { try install(d) }
             outcome.status = "ok"
             outcome.record = record
         } catch let f as WorkerFailure {
@@ -149,7 +152,65 @@ public final class Exporter: @unchecked Sendable {
         return w
     }
 
-    private func run(_ m: Manifest, fingerprint: FingerprintInputs, staging: URL, outcome: inout ExportOutcome) throws -> JSONValue {
+    /// A deploy output assembled in staging, and where it goes.
+    struct StagedDeploy {
+        var kind: String
+        var staging: URL
+        /// For triton: the model folder `<repository>/<name>`; for torchserve: `<store>/<name>.mar`.
+        var destination: URL
+    }
+
+    /// Moves a staged deploy output into place: a Triton model folder is swapped in like a bundle; a .mar is one
+    /// file, renamed over the old one.
+    func install(_ d: StagedDeploy) throws {
+        let fm = FileManager.default
+        if d.kind == "triton" {
+            try store.install(d.staging, at: d.destination)
+            return
+        }
+        let mar = d.staging.appendingPathComponent(d.destination.lastPathComponent)
+        try fm.createDirectory(at: d.destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+        BundleStore.fsyncTree(d.staging)
+        guard rename(mar.path, d.destination.path) == 0 else {
+            throw WorkerFailure(stage: "deploy", code: "deploy_failed", message: "cannot move \(mar.lastPathComponent) into \(d.destination.deletingLastPathComponent().path): \(String(cString: strerror(errno)))", field: nil, detail: nil)
+        }
+        try? fm.removeItem(at: d.staging)
+    }
+
+    /// Deploys the staged bundle for every `output.deploy` entry other than `directory`, into staging folders.
+    private func deploy(_ m: Manifest, staging: URL, worker: WorkerClient, cases: [JSONValue], tracedBatch: Int?, deployments: inout [StagedDeploy]) throws -> [JSONValue] {
+        var results: [JSONValue] = []
+        let allPassed = cases.allSatisfy { $0["passed"] == .bool(true) }
+        // Triton may batch only when a check shape with another batch size passed.
+        let batches = cases.filter { $0["passed"] == .bool(true) }.compactMap { $0["shape"]?[0]?.intNumber }
+        let maxBatch = allPassed && batches.contains(where: { $0 != tracedBatch }) ? (batches.max() ?? 0) : 0
+        for (i, d) in m.output.deploy.enumerated() {
+            let destination: URL
+            switch d {
+            case .directory: continue
+            case .triton(let repo): destination = store.root.appendingPathComponent(OutputPaths.normalise(repo)).appendingPathComponent(m.name)
+            case .torchserve(let dir): destination = store.root.appendingPathComponent(OutputPaths.normalise(dir)).appendingPathComponent("\(m.name).mar")
+            }
+            let dest = try store.makeStaging(name: "\(m.name).deploy-\(d.kind)")
+            deployments.append(StagedDeploy(kind: d.kind, staging: dest, destination: destination))
+            progress.stage(m.name, "deploy \(d.kind)", seconds: nil)
+            let start = Date()
+            do {
+                let data = try worker.request("deploy", [
+                    ("kind", .string(d.kind)), ("bundle", .string(staging.path)), ("dest", .string(dest.path)),
+                    ("name", .string(m.name)), ("max_batch_size", .int(maxBatch)), ("variable_dims", .bool(allPassed)),
+                ])
+                results.append(.object([("kind", .string(d.kind)), ("path", .string(destination.path)), ("details", data)]))
+            } catch var f as WorkerFailure {
+                f.field = f.field ?? "spec.output.deploy[\(i)]"
+                throw f
+            }
+            progress.stage(m.name, "deploy \(d.kind)", seconds: Date().timeIntervalSince(start))
+        }
+        return results
+    }
+
+    private func run(_ m: Manifest, fingerprint: FingerprintInputs, staging: URL, outcome: inout ExportOutcome, deployments: inout [StagedDeploy]) throws -> JSONValue {
         let worker = try ensureExporter()
         var fp = fingerprint
         for (k, v) in worker.hello.versions { fp.versions[k] = v }
@@ -207,6 +268,7 @@ public final class Exporter: @unchecked Sendable {
         }
         var record: [(String, JSONValue)] = extra.objectEntries
         record.append(("manifest_file", .string(m.file)))
+        record.append(("manifest_dir", .string(m.directory.path)))
         record.append(("document_index", .int(m.documentIndex)))
         record.append(("fingerprint_inputs", fp.json))
         if let bytes = FileManager.default.contents(atPath: m.file) {
@@ -223,6 +285,9 @@ public final class Exporter: @unchecked Sendable {
             ("tolerance", tolerance), ("cases", .array(cases)),
             ("verdict", .string(validOnlyAtTraced ? "valid only at the traced shape" : "valid at every checked shape")),
         ])))
+        let tracedBatch = data.member("input_signature")?[0]?["shape"]?[0]?.intNumber
+        let deployed = try deploy(m, staging: staging, worker: worker, cases: cases, tracedBatch: tracedBatch, deployments: &deployments)
+        if !deployed.isEmpty { record.append(("deployments", .array(deployed))) }
         var timings = data.member("timings_ms")?.objectEntries ?? []
         timings.append(("verify", .double(verifyMs)))
         record.append(("timings_ms", .object(timings)))

@@ -10,44 +10,6 @@ final class ApplyEndToEndTests: XCTestCase {
     static let guideIDs = [101, 2040, 2001, 3958, 27227, 1029, 102, 3958, 103, 2001, 1037, 13997, 11510, 102]
     static let bundleFiles = ["model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"]
 
-    func testGuideExampleExportsVerifiesAndMatchesEager() throws {
-        let root = try Harness.tempDir("guide")
-        defer { try? FileManager.default.removeItem(at: root) }
-        let spec = Harness.repo.appendingPathComponent("specs/bert-base-guide.yaml")
-        let (code, out) = try Harness.apply([spec.path, "--output-root", root.path])
-        XCTAssertEqual(code, 0, out.stderr)
-        let bundle = root.appendingPathComponent("build/bert-base-guide")
-        XCTAssertEqual(Harness.tree(bundle), Self.bundleFiles)
-        XCTAssertEqual(Harness.tree(root), ["build", "build/bert-base-guide"] + Self.bundleFiles.map { "build/bert-base-guide/\($0)" },
-                       "no staging folder or lock is left behind")
-
-        let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
-        XCTAssertEqual(record["input_signature"]?[0]?["name"], "input_ids")
-        XCTAssertEqual(record["input_signature"]?[1]?["name"], "token_type_ids")
-        XCTAssertEqual(record["input_signature"]?[0]?["shape"], [1, 14])
-        XCTAssertEqual(record["parity"]?["verdict"], "valid at every checked shape")
-        let cases = record["parity"]?["cases"]
-        XCTAssertEqual(cases?[0]?["case"], "traced")
-        XCTAssertEqual(cases?[2]?["shape"], [2, 14])
-        for i in 0..<3 { XCTAssertEqual(cases?[i]?["passed"], true) }
-        XCTAssertEqual(record["versions"]?["transformers"], "5.24.0")
-        XCTAssertNotNil(record["model_sha256"])
-
-        let cmp = try Harness.compare(bundle: bundle, manifestDir: spec.deletingLastPathComponent())
-        XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-4)
-        XCTAssertEqual(cmp["sample_inputs"]?["input_ids"], .array([.array(Self.guideIDs.map { .int($0) })]))
-        XCTAssertEqual(cmp["segments_as_mask_differs"], true, "the segment ids must feed token_type_ids, not attention_mask")
-
-        // A second apply is a no-op, and verify re-checks the bundle in a fresh process.
-        let (again, out2) = try Harness.apply([spec.path, "--output-root", root.path])
-        XCTAssertEqual(again, 0, out2.stderr)
-        XCTAssertTrue(out2.stdout.contains("up to date"), out2.stdout)
-        let (console, captured) = Harness.console()
-        let verify = try Verify.parse([bundle.path, "--python", Harness.python])
-        XCTAssertEqual(Verify.execute(verify, console: console), 0, captured.stderr + captured.stdout)
-        XCTAssertTrue(captured.stdout.contains("verified"), captured.stdout)
-    }
-
     func testPretrainedMiniLMWithTheGuideSentence() throws {
         let dir = try Harness.tempDir("minilm")
         defer { try? FileManager.default.removeItem(at: dir) }

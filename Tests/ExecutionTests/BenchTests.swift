@@ -16,6 +16,24 @@ final class BenchTests: XCTestCase {
         return (Bench.execute(cmd, console: console), captured)
     }
 
+    /// Runs the test Python (found on PATH when TSEXPORT_PYTHON is a bare name) and fails on a non-zero exit.
+    static func python(_ args: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = [Harness.python] + args
+        var env = ProcessInfo.processInfo.environment
+        env["HF_HUB_OFFLINE"] = "1"
+        p.environment = env
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        if p.terminationStatus != 0 {
+            throw NSError(domain: "python", code: Int(p.terminationStatus), userInfo: [NSLocalizedDescriptionKey: String(decoding: errData.suffix(3000), as: UTF8.self)])
+        }
+    }
+
     /// The JSON block embedded in a report.
     static func embeddedData(_ html: String) throws -> JSONValue {
         let open = "<script type=\"application/json\" id=\"tsexport-bench-data\">"
@@ -73,7 +91,32 @@ final class BenchTests: XCTestCase {
     func testPaddedTinyBundleBothSidesJSONAndReport() throws {
         let root = try Harness.tempDir("bench")
         defer { try? FileManager.default.removeItem(at: root) }
-        let spec = Harness.repo.appendingPathComponent("specs/tiny-bert-text.yaml")
+        // Like specs/tiny-bert-text.yaml (the guide's sentence, 14 tokens padded to 16), kept here so that changes
+        // to the example do not change this test.
+        let tokenizer = Harness.repo.appendingPathComponent("specs/tokenizers/tiny-bert").path
+        let manifest = """
+            apiVersion: tsexport/v1
+            kind: Export
+            metadata: {name: tiny-bert-text}
+            spec:
+              model:
+                class: BertForMaskedLM
+                config: {vocab_size: 64, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64, max_position_embeddings: 64}
+                seed: 7
+              inputs:
+                tokenizer: \(tokenizer)
+                text: "[CLS] Who was Jim Henson ? [SEP] Jim Henson was a puppeteer [SEP]"
+                mask: [8]
+                pad_to: 16
+                tensors:
+                  - {name: input_ids, from: text}
+                  - {name: attention_mask, from: text}
+              trace:
+                strict: false
+                check_shapes: [[2, 16]]
+            """
+        let spec = root.appendingPathComponent("tiny-bert-text.yaml")
+        try manifest.write(to: spec, atomically: true, encoding: .utf8)
         let (code, out) = try Harness.apply([spec.path, "--output-root", root.path])
         XCTAssertEqual(code, 0, out.stderr)
         let bundle = root.appendingPathComponent("build/tiny-bert-text")
@@ -128,12 +171,11 @@ final class BenchTests: XCTestCase {
         let dir = try Harness.tempDir("bench-moved")
         defer { try? FileManager.default.removeItem(at: dir) }
         let models = dir.appendingPathComponent("models")
-        _ = try Harness.pythonJSON(["-c", """
+        try Self.python(["-c", """
             import json, sys, torch
             from transformers import BertConfig, BertModel
             torch.manual_seed(0)
             BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20, max_position_embeddings=32)).save_pretrained(sys.argv[1])
-            print(json.dumps(True))
             """, models.appendingPathComponent("tiny").path])
         let manifest = """
             apiVersion: tsexport/v1
@@ -206,7 +248,7 @@ final class BenchTests: XCTestCase {
         let record: JSONValue = ["cases": [["case": "traced", "shape": [2, 14]], ["case": "check0", "shape": [1, 7]]]]
         XCTAssertEqual(Bench.shapes(record: record, lengths: nil), [[2, 14], [1, 7]])
         XCTAssertEqual(Bench.shapes(record: record, lengths: [8, 32]), [[2, 8], [2, 32]])
-        for args in [["--runs", "0"], ["--threads", "0"], ["--lengths", "8,x"], ["--warmup", "-1"]] {
+        for args in [["--runs", "0"], ["--threads", "0"], ["--lengths", "8,x"], ["--warmup=-1"]] {
             let (rc, out) = try Self.bench(["/nonexistent"] + args)
             XCTAssertEqual(rc, 1, args.joined(separator: " "))
             XCTAssertTrue(out.stderr.contains("error:"), out.stderr)

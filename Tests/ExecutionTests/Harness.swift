@@ -12,7 +12,12 @@ enum Harness {
     static let support = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Support")
 
     static var python: String {
-        if let p = ProcessInfo.processInfo.environment["TSEXPORT_PYTHON"], !p.isEmpty { return p }
+        if let p = ProcessInfo.processInfo.environment["TSEXPORT_PYTHON"], !p.isEmpty {
+            if p.contains("/") { return p }
+            for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(p)") {
+                return "\(dir)/\(p)"
+            }
+        }
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
             let p = "\(dir)/python3"
             if FileManager.default.isExecutableFile(atPath: p) { return p }

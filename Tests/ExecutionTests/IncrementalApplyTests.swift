@@ -169,15 +169,28 @@ final class IncrementalApplyTests: XCTestCase {
         while Date() < deadline, ((try? FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent(".tsexport/staging").path)) ?? []).isEmpty {
             Thread.sleep(forTimeInterval: 0.05)
         }
+        // The workers this apply started (its children), to check afterwards that none survives.
+        var workerPIDs: [Int32] = []
+        while Date() < deadline, workerPIDs.isEmpty {
+            workerPIDs = try Self.shell("pgrep -P \(p.processIdentifier)").1.split(separator: "\n").compactMap { Int32($0) }
+            if workerPIDs.isEmpty { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        XCTAssertFalse(workerPIDs.isEmpty, "the apply started its workers")
         kill(p.processIdentifier, SIGINT)
         let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 130, out)
         XCTAssertTrue(out.contains("interrupted"), out)
         XCTAssertEqual(Harness.tree(root), [], "nothing is left in the output root")
-        Thread.sleep(forTimeInterval: 0.5)
-        let (pgrep, running) = try Self.shell("pgrep -af 'tsexport_worke[r] serve'")
-        XCTAssertNotEqual(pgrep, 0, "no worker of the interrupted apply is left running: \(running)")
+        // A killed worker may linger a moment as a zombie until init reaps it; a zombie runs nothing.
+        func running(_ pid: Int32) -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+        }
+        let until = Date().addingTimeInterval(5)
+        while Date() < until, workerPIDs.contains(where: running) { Thread.sleep(forTimeInterval: 0.1) }
+        XCTAssertEqual(workerPIDs.filter(running), [], "no worker of the interrupted apply is left running")
     }
 
     static func shell(_ command: String) throws -> (Int32, String) {

@@ -45,7 +45,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def deploy(kind: str, bundle: Path, dest: Path, **fields: Any) -> dict[str, Any]:
-    from tsexport_worker.deploy import deploy as run, parse_deploy
+    from tsexport_worker.deploy import deploy as run
+    from tsexport_worker.deploy import parse_deploy
 
     return run(parse_deploy({"kind": kind, "bundle": str(bundle), "dest": str(dest), "name": "tiny-bert", **fields}))
 
@@ -68,7 +69,7 @@ def model_config_pb2() -> ModuleType:
     grpc)."""
     spec = importlib.util.find_spec("tritonclient")
     assert spec is not None and spec.submodule_search_locations, "pip install tritonclient"
-    path = Path(list(spec.submodule_search_locations)[0]) / "grpc" / "model_config_pb2.py"
+    path = Path(next(iter(spec.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
     module_spec = importlib.util.spec_from_file_location("tsexport_test_model_config_pb2", path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
@@ -294,7 +295,7 @@ def test_torchserve_loads_the_mar_and_the_handler_binds_inputs_by_name(
     references = load_file(str(bundle / "reference_outputs.safetensors"))
     # Keys in another order than the signature: binding is by name.
     bodies = [
-        {"token_type_ids": samples[f"{case}/token_type_ids"].tolist(), "input_ids": samples[f"{case}/input_ids"].tolist()}
+        {name: samples[f"{case}/{name}"].tolist() for name in ("token_type_ids", "input_ids")}
         for case in ("traced", "check0")
     ]
     batch = [

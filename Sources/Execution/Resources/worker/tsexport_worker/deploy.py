@@ -303,7 +303,8 @@ def triton_dims(
 
 
 def _tensor_entry(name: str, record_name: str, data_type: str, dims: list[int]) -> list[str]:
-    lines = ["  {", f"    # record: {json.dumps(record_name)}", f"    name: {_quote(name)}", f"    data_type: {data_type}"]
+    lines = ["  {", f"    # record: {json.dumps(record_name)}", f"    name: {_quote(name)}"]
+    lines.append(f"    data_type: {data_type}")
     if dims:
         lines.append(f"    dims: [ {', '.join(str(d) for d in dims)} ]")
     else:  # a 0-d tensor: Triton needs at least one dim; [1] reshaped to a scalar
@@ -497,10 +498,7 @@ def deploy(request: DeployRequest, progress: ProgressFn = no_progress) -> dict[s
     timings: dict[str, int] = {}
     with _stage(progress, timings):
         bundle = read_bundle(request.bundle)
-        if request.kind == "triton":
-            data = deploy_triton(bundle, request)
-        else:
-            data = deploy_torchserve(bundle, request)
+        data = deploy_triton(bundle, request) if request.kind == "triton" else deploy_torchserve(bundle, request)
     data["name"] = request.name
     data["dest"] = request.dest
     data["timings_ms"] = timings

@@ -858,7 +858,7 @@ def _eager_next_logits(
     decoder_ids: torch.Tensor,
     positions: torch.Tensor,
 ) -> torch.Tensor:
-    """The reference for the decoder step: the full eager model on each row's unpadded prefix, row by row."""
+    """The full eager model on each row's unpadded prefix, row by row: what the padded step must agree with."""
     rows = []
     with torch.no_grad():
         for row in range(decoder_ids.shape[0]):
@@ -938,6 +938,8 @@ def trace_split(
         ),
     }
     examples: dict[str, list[torch.Tensor]] = {}
+    padding_gaps: list[float] = []
+    padding_scale = 0.0
     for case, input_ids, mask in sources:
         try:
             with torch.no_grad():
@@ -945,7 +947,11 @@ def trace_split(
             batch = input_ids.shape[0]
             decoder_ids, positions = _decoder_buffer(batch, split, settings, vocab_size, generator)
             decoder_ids, positions = decoder_ids.to(device), positions.to(device)
-            logits = _eager_next_logits(model, input_ids, mask, decoder_ids, positions)
+            with torch.no_grad():
+                logits = step(decoder_ids, hidden, mask, positions)[0]
+            prefix_logits = _eager_next_logits(model, input_ids, mask, decoder_ids, positions)
+            padding_gaps.append(float((logits.double() - prefix_logits.double()).abs().max()))
+            padding_scale = max(padding_scale, float(prefix_logits.double().abs().max()))
         except Exception as exc:  # noqa: BLE001
             if case == "traced":
                 raise WorkerError(
@@ -974,7 +980,20 @@ def trace_split(
                 part.input_signature = signature(list(zip(part.input_names, args, strict=True)))
                 part.output_signature = signature(list(zip(part.output_names, outs, strict=True)))
 
+    # The fixed-length buffer is faithful only when padding after `position` cannot change the logits (causal
+    # self-attention): the padded step is compared with the full model on each unpadded prefix. Reassociation in
+    # longer matmuls gives small differences, a decoder that looks ahead gives large ones.
     atol, rtol = _default_tolerance(job)
+    padding_gap = max(padding_gaps) if padding_gaps else 0.0
+    padding_bound = max(1e-3, 100 * atol) + max(1e-2, 10 * rtol) * padding_scale
+    if padding_gap > padding_bound:
+        raise WorkerError(
+            "trace", "trace_failed",
+            f"spec.trace.split: padding the decoder buffer changes {type(model).__name__}'s next-token logits (max "
+            f"abs difference {padding_gap:.3g} from the unpadded prefix): its decoder is not causal, so a fixed-length "
+            "decoder step would give wrong tokens; export model.pt only (remove spec.trace.split)",
+            field="spec.trace.split",
+        )
     for role, module in (("encoder", encoder), ("decoder_step", step)):
         part = parts[role]
         traced, found = _trace_part(module, examples[role], job.trace.strict, role, part.file)
@@ -1017,6 +1036,7 @@ def trace_split(
             "step); encoder batch size and source length may vary as check_shapes proved",
         ],
         "loop": LOOP,
+        "padding_check": {"max_abs_error": padding_gap, "bound": padding_bound, "cases": len(padding_gaps)},
     }
     return SplitResult(artifacts=list(parts.values()), generation=generation, warnings=split_warnings)
 

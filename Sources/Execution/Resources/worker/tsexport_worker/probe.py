@@ -6,6 +6,8 @@ so a process that only verifies bundles does not pay for it.
 
 from __future__ import annotations
 
+import os
+
 import importlib
 import importlib.metadata
 import importlib.util
@@ -215,4 +217,22 @@ def hello_fields() -> dict[str, Any]:
         "missing": missing_packages(),
         "targets": {target: target_status(target) for target in TARGETS},
         "deploy": deploy_status(),
+        "package_files": package_files(),
     }
+
+
+def package_files() -> list[str]:
+    """Files whose size and modification time change when torch or transformers is reinstalled or upgraded: the
+    Swift side stamps them to know, without starting Python, whether the versions it remembers still hold."""
+    files: list[str] = []
+    for name in ("torch", "transformers", "safetensors"):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin:
+            files.append(spec.origin)
+            version_file = os.path.join(os.path.dirname(spec.origin), "version.py")
+            if os.path.exists(version_file):
+                files.append(version_file)
+    return files

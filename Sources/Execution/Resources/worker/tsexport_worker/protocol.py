@@ -15,13 +15,13 @@ from typing import IO, Any
 
 from .errors import WorkerError
 
-OPS = ("probe", "export", "verify_bundle", "shutdown")
+OPS = ("probe", "export", "verify_bundle", "deploy", "bench", "shutdown")
 # The bundle's files, and the name of the record embedded in model.pt through `_extra_files`
 RECORD_NAME = "tsexport/record.json"
 MODEL_FILE = "model.pt"
 SAMPLE_FILE = "sample_inputs.safetensors"
 REFERENCE_FILE = "reference_outputs.safetensors"
-STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify")
+STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify", "deploy", "bench")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 OPTIMIZE = ("none", "freeze", "optimize_for_inference")
 MODEL_DTYPES = ("float32", "float16", "bfloat16")

@@ -1,4 +1,4 @@
-"""TorchServe handler for a tsexport bundle: named tensors in a JSON body → the TorchScript module's positional inputs.
+"""TorchServe handler for a tsexport bundle: named tensors in a JSON body → the module's positional inputs.
 
 tsexport's deploy op ships this file into the .mar (deploy kind `torchserve`); it runs inside TorchServe, which
 provides `ts` and torch, and imports nothing from tsexport. The archive also holds `tsexport_signature.json` (the
@@ -39,7 +39,8 @@ DTYPES = {
 
 
 def _flatten(output: Any) -> list[torch.Tensor]:
-    """Tensors of a (nested) output in order, as tsexport's record lists them: tuples/lists by position, dicts by key."""
+    """Tensors of a (nested) output in order, as tsexport's record lists them: tuples and lists by position, dicts
+    by key."""
     if isinstance(output, torch.Tensor):
         return [output]
     if output is None:

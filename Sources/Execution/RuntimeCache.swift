@@ -32,15 +32,26 @@ public struct RuntimeCache: Sendable {
         return o
     }
 
-    /// The versions recorded for an interpreter, if its files are unchanged since.
-    public func versions(for python: String) -> [String: String]? {
+    /// What a runtime reported, remembered.
+    public struct Info: Sendable {
+        /// python, torch, transformers.
+        public var versions: [String: String]
+        /// Hardware targets it lacks, with the reason and what to install.
+        public var unavailableTargets: [String: String]
+    }
+
+    /// What was recorded for an interpreter, if its files are unchanged since.
+    public func info(for python: String) -> Info? {
         guard let entry = readAll().first(where: { $0.0 == python })?.1,
               case .object(let stamps)? = entry["stamps"], case .object(let versions)? = entry["versions"]
         else { return nil }
         for (path, recorded) in stamps where Self.stamp(path) != recorded.stringContent { return nil }
-        var out: [String: String] = [:]
-        for (k, v) in versions { if let s = v.stringContent { out[k] = s } }
-        return out.isEmpty ? nil : out
+        var out = Info(versions: [:], unavailableTargets: [:])
+        for (k, v) in versions { if let s = v.stringContent { out.versions[k] = s } }
+        if case .object(let targets)? = entry["unavailable_targets"] {
+            for (k, v) in targets { if let s = v.stringContent { out.unavailableTargets[k] = s } }
+        }
+        return out.versions.isEmpty ? nil : out
     }
 
     /// Records what a worker said about itself (only when it named the files to watch).
@@ -52,8 +63,9 @@ public struct RuntimeCache: Sendable {
             stamps.append((path, .string(s)))
         }
         let versions = JSONValue.object(hello.versions.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })
+        let unavailable = JSONValue.object(hello.targets.compactMap { k, v in v.map { (k, JSONValue.string($0)) } }.sorted { $0.0 < $1.0 })
         var all = readAll().filter { $0.0 != python }
-        all.append((python, .object([("stamps", .object(stamps)), ("versions", versions)])))
+        all.append((python, .object([("stamps", .object(stamps)), ("versions", versions), ("unavailable_targets", unavailable)])))
         try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         let tmp = file.appendingPathExtension("tmp-\(getpid())")
         if (try? Data(JSONValue.object(all).serialized(pretty: true).utf8).write(to: tmp)) != nil {

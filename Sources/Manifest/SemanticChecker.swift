@@ -27,6 +27,7 @@ struct SemanticChecker {
         checkText()
         checkTensors(vocabSize: config["vocab_size"]?.intValue)
         checkOutputPaths()
+        checkTargetCombinations()
         return out.sorted { ($0.location ?? loc.location(of: "")) < ($1.location ?? loc.location(of: "")) }
     }
 
@@ -262,6 +263,24 @@ struct SemanticChecker {
     }
 
     static func num(_ d: Double) -> String { d.rounded() == d && abs(d) < 1e15 ? String(Int(d)) : String(d) }
+
+    // MARK: - Target combinations
+
+    /// Combinations that cannot work on the target, refused before any Python starts.
+    private mutating func checkTargetCombinations() {
+        let hw = manifest.target.hardware
+        let neuron = hw == "inf1" || hw == "inf2"
+        if neuron && manifest.target.optimize != "none" {
+            error("spec.target.optimize",
+                  "optimize: \(manifest.target.optimize) works on torch.jit traces; target \(hw) is compiled by the Neuron SDK, which optimises its own graph (use optimize: none)")
+        }
+        for (i, d) in manifest.output.deploy.enumerated() {
+            if case .triton = d, neuron {
+                error("spec.output.deploy[\(i)].kind",
+                      "a triton deploy serves the artifact with Triton's pytorch_libtorch backend, which cannot run an \(hw) (Neuron) artifact; deploy it with kind: torchserve or directory")
+            }
+        }
+    }
 
     // MARK: - Output paths
 

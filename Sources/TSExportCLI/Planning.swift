@@ -100,8 +100,10 @@ enum Planning {
         let hasher = InputHasher()
         // Versions the runtime reported before, still valid while its files are unchanged: no Python is started.
         var versions = ["worker": WorkerInfo.version]
-        if let interpreter = RuntimeResolver(progress: { _ in }).peek(flag: python), let known = RuntimeCache().versions(for: interpreter) {
-            versions.merge(known) { a, _ in a }
+        var unavailable: [String: String]?
+        if let interpreter = RuntimeResolver(progress: { _ in }).peek(flag: python), let known = RuntimeCache().info(for: interpreter) {
+            versions.merge(known.versions) { a, _ in a }
+            unavailable = known.unavailableTargets
         }
         for m in selected {
             fingerprints[m.name] = FingerprintInputs(
@@ -110,7 +112,7 @@ enum Planning {
         }
         let plan = Planner().plan(PlannerInput(
             manifests: selected, outputRoot: root, fingerprints: fingerprints, existing: existing,
-            force: selection.force, replace: Set(selection.replace)))
+            unavailableTargets: unavailable, force: selection.force, replace: Set(selection.replace)))
         return Result(plan: plan, diagnostics: diagnostics, manifests: selected, fingerprints: fingerprints)
     }
 }

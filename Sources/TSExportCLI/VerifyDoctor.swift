@@ -118,6 +118,7 @@ public struct Doctor: ParsableCommand {
         }
         defer { worker.shutdown() }
         let h = worker.hello
+        RuntimeCache().store(python: rt.python, hello: h)
         if cmd.json {
             var o: [String: Any] = ["python_executable": rt.python, "chosen_by": rt.origin.rawValue, "tsexport": ToolInfo.version,
                                     "worker": h.workerVersion, "protocol": h.protocolVersion, "missing": h.missing]

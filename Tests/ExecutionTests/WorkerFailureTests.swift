@@ -157,4 +157,30 @@ final class WorkerFailureTests: XCTestCase {
         XCTAssertTrue(out.stderr.contains("-m pip install -r "), out.stderr)
         XCTAssertEqual(Harness.tree(root), [])
     }
+
+    func testNeuronTargetIsBlockedAtPlanAndFailsBeforeLoadingWithNothingLeft() throws {
+        let dir = try Harness.tempDir("inf2")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        setenv("TSEXPORT_CACHE_DIR", dir.appendingPathComponent("cache").path, 1)
+        defer { unsetenv("TSEXPORT_CACHE_DIR") }
+        // doctor probes the runtime once and remembers what it lacks, so plan can say so without starting Python.
+        let (doctorConsole, doctorOut) = Harness.console()
+        XCTAssertEqual(Doctor.execute(try Doctor.parse(["--python", Harness.python]), console: doctorConsole), 0, doctorOut.stderr)
+        XCTAssertTrue(doctorOut.stdout.contains("inf2  unavailable: target inf2 needs torch-neuronx in the Python runtime"), doctorOut.stdout)
+
+        let file = dir.appendingPathComponent("m.yaml")
+        try (manifest("neuron", model: "    class: BertModel\n" + tinyConfig, tensors: ids) + "  target: {hardware: inf2}\n")
+            .write(to: file, atomically: true, encoding: .utf8)
+        let root = dir.appendingPathComponent("out")
+        let (planConsole, planOut) = Harness.console()
+        let plan = try PlanCommand.parse([file.path, "--output-root", root.path, "--python", Harness.python])
+        XCTAssertEqual(PlanCommand.execute(plan.options, selection: plan.selection, detailedExitcode: false, python: Harness.python, console: planConsole), 0)
+        XCTAssertTrue(planOut.stdout.contains("blocked: target inf2 needs torch-neuronx in the Python runtime"), planOut.stdout)
+
+        let (code, out) = try Harness.apply([file.path, "--output-root", root.path])
+        XCTAssertEqual(code, 1)
+        XCTAssertTrue(out.stderr.contains("\(file.path):11:22: error: neuron: target inf2 is not available in this runtime: target inf2 needs torch-neuronx"), out.stderr)
+        XCTAssertFalse(out.stderr.contains("load done"), "no model was loaded")
+        XCTAssertEqual(Harness.tree(root), [])
+    }
 }

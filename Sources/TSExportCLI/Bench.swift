@@ -121,34 +121,13 @@ public struct Bench: ParsableCommand {
         }
         // Check every folder before starting Python.
         let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        var records: [(String, URL, JSONValue)] = []
-        var bad = false
-        for dir in cmd.bundles {
-            let url = absolute(dir, cwd: cwd)
-            guard let data = FileManager.default.contents(atPath: url.appendingPathComponent(RecordSummary.fileName).path),
-                  let record = try? JSONValue(parsing: data) else {
-                console.err("\(dir): error: not a tsexport bundle: \(RecordSummary.fileName) is missing or unreadable")
-                bad = true
-                continue
-            }
-            records.append((dir, url, record))
-        }
+        var (records, bad) = readBundleRecords(cmd.bundles, console: console)
         if records.isEmpty { return ExitStatus.failure }
-        guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
-        let worker: WorkerClient
-        do {
-            worker = try WorkerClient(python: rt.python, runner: runner)
-        } catch {
-            console.err("error: \(error)")
-            return ExitStatus.failure
-        }
+        guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "safetensors"]) else { return ExitStatus.failure }
         defer { worker.shutdown() }
-        if worker.hello.missing.contains("torch") || worker.hello.missing.contains("safetensors") {
-            console.err("error: " + missingPackagesMessage(rt, missing: worker.hello.missing))
-            return ExitStatus.failure
-        }
         var reports: [JSONValue] = []
-        for (dir, url, record) in records {
+        for b in records {
+            let (dir, url, record) = (b.dir, b.url, b.record)
             var fields: [(String, JSONValue)] = [
                 ("dir", .string(url.path)), ("runs", .int(cmd.runs)), ("warmup", .int(cmd.warmup)),
                 ("threads", cmd.threads.map { .int($0) } ?? .null),

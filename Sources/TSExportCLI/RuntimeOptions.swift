@@ -1,6 +1,8 @@
 import ArgumentParser
 import Execution
 import Foundation
+import JSONSchema
+import Plan
 
 /// Options for commands that start Python.
 public struct RuntimeOptions: ParsableArguments {
@@ -24,4 +26,54 @@ public struct RuntimeOptions: ParsableArguments {
 func missingPackagesMessage(_ runtime: PythonRuntime, missing: [String]) -> String {
     "the Python runtime \(runtime.python) (chosen by \(runtime.origin.rawValue)) cannot import \(missing.joined(separator: ", ")); "
         + "install the pinned versions with: \(runtime.python) -m pip install -r \(WorkerResources.requirements.path)"
+}
+
+/// One bundle folder named on the command line and its parsed record.
+struct BundleRecord {
+    /// As the user wrote it.
+    var dir: String
+    /// Absolute.
+    var url: URL
+    /// record.json.
+    var record: JSONValue
+}
+
+/// Reads every bundle's record.json before any Python starts, reporting folders that are not bundles.
+func readBundleRecords(_ dirs: [String], console: Console) -> (records: [BundleRecord], bad: Bool) {
+    let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+    var records: [BundleRecord] = []
+    var bad = false
+    for dir in dirs {
+        let url = (dir.hasPrefix("/") ? URL(fileURLWithPath: dir) : cwd.appendingPathComponent(dir)).standardizedFileURL
+        guard let data = FileManager.default.contents(atPath: url.appendingPathComponent(RecordSummary.fileName).path),
+              let record = try? JSONValue(parsing: data)
+        else {
+            console.err("\(dir): error: not a tsexport bundle: \(RecordSummary.fileName) is missing or unreadable")
+            bad = true
+            continue
+        }
+        records.append(BundleRecord(dir: dir, url: url, record: record))
+    }
+    return (records, bad)
+}
+
+extension RuntimeOptions {
+    /// Resolves the runtime and starts a worker; nil (after reporting) when either fails or the runtime lacks one
+    /// of `needs`.
+    func startWorker(console: Console, runner: ProcessRunner, needs: [String]) -> (PythonRuntime, WorkerClient)? {
+        guard let rt = resolve(console: console) else { return nil }
+        let worker: WorkerClient
+        do {
+            worker = try WorkerClient(python: rt.python, runner: runner)
+        } catch {
+            console.err("error: \(error)")
+            return nil
+        }
+        if worker.hello.missing.contains(where: needs.contains) {
+            console.err("error: " + missingPackagesMessage(rt, missing: worker.hello.missing))
+            worker.shutdown()
+            return nil
+        }
+        return (rt, worker)
+    }
 }

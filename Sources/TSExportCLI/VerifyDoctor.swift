@@ -26,34 +26,13 @@ public struct Verify: ParsableCommand {
             return ExitStatus.failure
         }
         // Check every folder before starting Python.
-        var records: [(String, JSONValue)] = []
-        var bad = false
-        for dir in cmd.bundles {
-            let recordPath = URL(fileURLWithPath: dir).appendingPathComponent(RecordSummary.fileName).path
-            guard let data = FileManager.default.contents(atPath: recordPath), let record = try? JSONValue(parsing: data) else {
-                console.err("\(dir): error: not a tsexport bundle: \(RecordSummary.fileName) is missing or unreadable")
-                bad = true
-                continue
-            }
-            records.append((dir, record))
-        }
+        var (records, bad) = readBundleRecords(cmd.bundles, console: console)
         if records.isEmpty { return ExitStatus.failure }
-        guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
-        let worker: WorkerClient
-        do {
-            worker = try WorkerClient(python: rt.python, runner: runner)
-        } catch {
-            console.err("error: \(error)")
-            return ExitStatus.failure
-        }
+        guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "safetensors"]) else { return ExitStatus.failure }
         defer { worker.shutdown() }
-        if worker.hello.missing.contains("torch") {
-            console.err("error: " + missingPackagesMessage(rt, missing: worker.hello.missing))
-            return ExitStatus.failure
-        }
         var reports: [[String: Any]] = []
-        for (dir, record) in records {
-            let abs = URL(fileURLWithPath: dir).standardizedFileURL.path
+        for b in records {
+            let (dir, record, abs) = (b.dir, b.record, b.url.path)
             let tolerance = record.member("parity")?.member("tolerance") ?? record.member("tolerance") ?? .object([("atol", .double(1e-5)), ("rtol", .double(1e-4))])
             var ok = true
             var lines: [String] = []

@@ -49,7 +49,8 @@ def job_from_manifest(doc: dict[str, Any], staging: Path) -> dict[str, Any]:
     job = make_job(
         staging, model["class"], model.get("config", {}), tensors,
         model={"seed": model.get("seed", 0), "torchscript": model.get("torchscript", True),
-               "dtype": model.get("dtype", "float32"), "attn_implementation": model.get("attn_implementation", "eager")},
+               "dtype": model.get("dtype", "float32"),
+               "attn_implementation": model.get("attn_implementation", "eager")},
         strict=trace.get("strict", True), check_shapes=trace.get("check_shapes", []),
     )
     job["name"] = doc["metadata"]["name"]
@@ -310,7 +311,8 @@ def test_the_split_bundle_records_how_the_artifacts_connect_and_verifies(tmp_pat
     assert [s["name"] for s in g["decoder_step"]["input_signature"]] == [
         "decoder_input_ids", "encoder_hidden_states", "attention_mask", "position"]
     assert g["decoder_step"]["input_signature"][0]["shape"] == [1, 16]
-    assert g["decoder_step"]["output_signature"] == [{"name": "next_token_logits", "dtype": "float32", "shape": [1, 100]}]
+    assert g["decoder_step"]["output_signature"] == [
+        {"name": "next_token_logits", "dtype": "float32", "shape": [1, 100]}]
     assert {"from": "encoder.output.encoder_hidden_states", "to": "decoder_step.input.encoder_hidden_states"} in g[
         "connections"]
     assert [a["file"] for a in data["artifacts"]] == ["encoder.pt", "decoder_step.pt"]
@@ -375,7 +377,9 @@ def test_a_model_that_cannot_be_split_is_a_clear_error(
 ) -> None:
     from tsexport_worker.errors import WorkerError
 
-    tensors = [random_ids([1, 10])] + ([] if cls == "BertModel" else [{**random_ids([1, 10]), "name": "decoder_input_ids"}])
+    tensors = [random_ids([1, 10])]
+    if cls != "BertModel":
+        tensors.append({**random_ids([1, 10]), "name": "decoder_input_ids"})
     with pytest.raises(WorkerError) as caught:
         export_split(tmp_path, cls, config, tensors=tensors, check_shapes=[])
     assert caught.value.field == field, caught.value.message
@@ -427,7 +431,9 @@ def test_a_batch_size_frozen_into_gpt2_names_the_cause_and_the_fix(tmp_path: Pat
     assert "out of bounds" in failed["error"] and "add an attention_mask tensor" in failed["error"]
 
 
-def test_a_decoder_that_padding_changes_is_refused_for_the_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_decoder_that_padding_changes_is_refused_for_the_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Stands in for a decoder that looks ahead: the unpadded prefix gives other logits than the padded buffer.
     from tsexport_worker import export as export_module
     from tsexport_worker.errors import WorkerError

@@ -685,15 +685,17 @@ class DecoderStep(torch.nn.Module):
 
 @dataclass
 class SplitArtifact:
+    """One extra artifact of a split bundle: its traced module, cases, sample inputs and eager references."""
+
     role: str
     file: str
-    module: torch.jit.ScriptModule
     input_names: list[str]
     output_names: list[str]
-    cases: list[dict[str, Any]]
-    samples: dict[str, torch.Tensor]
-    references: dict[str, torch.Tensor]
-    tracer_warnings: list[str]
+    module: torch.jit.ScriptModule | None = None
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    samples: dict[str, torch.Tensor] = field(default_factory=dict)
+    references: dict[str, torch.Tensor] = field(default_factory=dict)
+    tracer_warnings: list[str] = field(default_factory=list)
     input_signature: list[dict[str, Any]] = field(default_factory=list)
     output_signature: list[dict[str, Any]] = field(default_factory=list)
     sha256: str = ""
@@ -797,7 +799,8 @@ def check_split_model(model: torch.nn.Module, split: SplitSpec, names: list[str]
         )
     if "input_ids" not in names:
         raise WorkerError(
-            "inputs", "bad_request", "spec.trace.split: the encoder is traced on the input_ids tensor, which is missing",
+            "inputs", "bad_request",
+            "spec.trace.split: the encoder is traced on the input_ids tensor, which is missing",
             field="spec.inputs.tensors",
         )
     if hardware in ("inf1", "inf2"):
@@ -932,10 +935,8 @@ def trace_split(
         sources.append((f"check{k}", ids_k.to(device), mask_k.to(device)))
 
     parts = {
-        "encoder": SplitArtifact("encoder", ENCODER_FILE, None, ENCODER_INPUTS, ENCODER_OUTPUTS, [], {}, {}, []),  # type: ignore[arg-type]
-        "decoder_step": SplitArtifact(
-            "decoder_step", DECODER_STEP_FILE, None, DECODER_INPUTS, DECODER_OUTPUTS, [], {}, {}, []  # type: ignore[arg-type]
-        ),
+        "encoder": SplitArtifact("encoder", ENCODER_FILE, ENCODER_INPUTS, ENCODER_OUTPUTS),
+        "decoder_step": SplitArtifact("decoder_step", DECODER_STEP_FILE, DECODER_INPUTS, DECODER_OUTPUTS),
     }
     examples: dict[str, list[torch.Tensor]] = {}
     padding_gaps: list[float] = []
@@ -1071,7 +1072,9 @@ def save_split(result: SplitResult, job: Job, record: dict[str, Any]) -> list[di
 # The op
 
 
-def export(job: Job, progress: ProgressFn = no_progress, split: SplitSpec | dict[str, Any] | None = None) -> dict[str, Any]:
+def export(
+    job: Job, progress: ProgressFn = no_progress, split: SplitSpec | dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run the whole export job; returns the `result.data` of the protocol.
 
     `split` is `spec.trace.split` (a SplitSpec or the job's object); when not given it is read from

@@ -84,7 +84,9 @@ def _artifacts(sample_path: str) -> list[dict[str, Any]]:
         listed = json.loads(metadata.get("tsexport.artifacts", "[]"))
     except ValueError:
         return []
-    return [a for a in listed if isinstance(a, dict) and isinstance(a.get("file"), str)] if isinstance(listed, list) else []
+    if not isinstance(listed, list):
+        return []
+    return [a for a in listed if isinstance(a, dict) and isinstance(a.get("file"), str)]
 
 
 # Tracer warnings whose frozen decision is known to break a trace at other shapes, and the manifest setting that helps.

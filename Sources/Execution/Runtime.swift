@@ -115,7 +115,7 @@ public struct RuntimeResolver: Sendable {
         let pip = [tmp.appendingPathComponent("bin/python").path, "-m", "pip", "install", "--disable-pip-version-check",
                    "--progress-bar", "off", "-r", WorkerResources.requirements.path]
         try run(pip, step: "pip install -r requirements.txt")
-        FileManager.default.createFile(atPath: tmp.appendingPathComponent(".complete").path, contents: Data())
+        try Data().write(to: tmp.appendingPathComponent(".complete"))
         try? FileManager.default.removeItem(at: dir)
         do {
             try FileManager.default.moveItem(at: tmp, to: dir)
@@ -133,7 +133,9 @@ public struct RuntimeResolver: Sendable {
         let child = try runner.start(argv, environment: environment, directory: nil)
         child.closeInput()
         while let line = child.readLine() {
-            if line.hasPrefix("Collecting") || line.hasPrefix("Successfully") || line.hasPrefix("Installing") { progress("  " + line) }
+            if line.hasPrefix("Collecting") || line.hasPrefix("Successfully") || line.hasPrefix("Installing") {
+                progress("  " + (line.components(separatedBy: " (from ").first ?? line))
+            }
         }
         let status = child.wait()
         if status != 0 {

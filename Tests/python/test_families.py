@@ -78,7 +78,7 @@ def test_the_family_manifests_cover_the_issue() -> None:
         config = doc["spec"]["model"]["config"]
         width = config.get("hidden_size", config.get("d_model", config.get("dim", config.get("n_embd"))))
         assert width == 32, doc["metadata"]["name"]
-        assert not doc["spec"]["trace"].get("strict", True) or "strict" in doc["spec"]["trace"]
+        assert "strict" in doc["spec"]["trace"], "each family states whether it traces strictly"
 
 
 def test_every_family_exports_and_verifies_at_every_check_shape(families: dict) -> None:

@@ -25,6 +25,12 @@ public struct PythonRuntime: Sendable, Equatable {
     public var python: String
     /// How it was chosen.
     public var origin: Origin
+
+    /// Creates a runtime description.
+    public init(python: String, origin: Origin) {
+        self.python = python
+        self.origin = origin
+    }
 }
 
 /// Why no runtime could be had.
@@ -111,11 +117,16 @@ public struct RuntimeResolver: Sendable {
         try? FileManager.default.removeItem(at: tmp)
         try FileManager.default.createDirectory(at: tmp.deletingLastPathComponent(), withIntermediateDirectories: true)
         progress("creating the managed Python runtime in \(dir.path) (once; pip installs the pinned torch and transformers)")
-        try run([base, "-m", "venv", tmp.path], step: "python3 -m venv")
-        let pip = [tmp.appendingPathComponent("bin/python").path, "-m", "pip", "install", "--disable-pip-version-check",
-                   "--progress-bar", "off", "-r", WorkerResources.requirements.path]
-        try run(pip, step: "pip install -r requirements.txt")
-        try Data().write(to: tmp.appendingPathComponent(".complete"))
+        do {
+            try run([base, "-m", "venv", tmp.path], step: "python3 -m venv")
+            let pip = [tmp.appendingPathComponent("bin/python").path, "-m", "pip", "install", "--disable-pip-version-check",
+                       "--progress-bar", "off", "-r", WorkerResources.requirements.path]
+            try run(pip, step: "pip install -r requirements.txt")
+            try Data().write(to: tmp.appendingPathComponent(".complete"))
+        } catch {
+            try? FileManager.default.removeItem(at: tmp)
+            throw error
+        }
         try? FileManager.default.removeItem(at: dir)
         do {
             try FileManager.default.moveItem(at: tmp, to: dir)

@@ -444,3 +444,26 @@ def test_a_decoder_that_padding_changes_is_refused_for_the_split(
         export_split(tmp_path, "MarianMTModel", SPLIT_MODELS["MarianMTModel"], check_shapes=[])
     assert (caught.value.code, caught.value.field) == ("trace_failed", "spec.trace.split")
     assert "not causal" in caught.value.message
+
+
+def _protocol_carries_split() -> bool:
+    from tsexport_worker.protocol import TraceSpec
+
+    return "split" in getattr(TraceSpec, "__dataclass_fields__", {})
+
+
+@pytest.mark.skipif(not _protocol_carries_split(), reason="protocol.py's TraceSpec has no `split` field yet")
+def test_the_split_travels_in_the_job_through_the_serve_loop(tmp_path: Path) -> None:
+    from workerkit import Worker
+
+    job = make_job(tmp_path, "MarianMTModel", SPLIT_MODELS["MarianMTModel"], [
+        random_ids([1, 8]), {**random_ids([1, 8]), "name": "decoder_input_ids"}])
+    job["trace"]["split"] = SPLIT
+    worker = Worker()
+    try:
+        _, message = worker.request("export", job=job)
+    finally:
+        worker.close()
+    assert message["type"] == "result", message
+    assert [a["file"] for a in message["data"]["artifacts"]] == ["encoder.pt", "decoder_step.pt"]
+    assert (tmp_path / "decoder_step.pt").is_file()

@@ -241,6 +241,11 @@ public final class Exporter: @unchecked Sendable {
                 "\(m.name): the tracer warned \(warnings.count) time\(warnings.count == 1 ? "" : "s") (recorded in record.json); the first: \(first)",
                 at: m.locations.location(of: "spec.trace.strict"), field: "spec.trace.strict"))
         }
+        for w in data.member("warnings")?.arrayContent ?? [] {
+            guard let message = w["message"]?.stringContent else { continue }
+            let field = w["field"]?.stringContent
+            outcome.diagnostics.append(.warning("\(m.name): \(message)", at: m.locations.location(of: field ?? "metadata.name"), field: field))
+        }
         let cases = verdict.member("cases")?.arrayContent ?? []
         var validOnlyAtTraced = false
         for c in cases where c.member("passed") != .bool(true) {
@@ -248,11 +253,11 @@ public final class Exporter: @unchecked Sendable {
             let shape = CanonicalJSON.text(c.member("shape") ?? .null)
             let why = c.member("error")?.stringContent
                 ?? "max abs error \(c.member("max_abs_error")?.number ?? .nan), max rel error \(c.member("max_rel_error")?.number ?? .nan) (atol \(m.trace.atol), rtol \(m.trace.rtol))"
-            if caseName == "traced" {
+            if caseName == "traced" || caseName.hasSuffix(".traced") {
                 throw WorkerFailure(stage: "verify", code: "verify_failed",
                                     message: "the saved artifact does not match the eager model at the traced shape \(shape): \(why)", field: "spec.trace.tolerance", detail: nil)
             }
-            let index = Int(caseName.dropFirst("check".count)) ?? 0
+            let index = Int(caseName.split(separator: ".").last.map { $0.dropFirst("check".count) } ?? "") ?? 0
             let field = "spec.trace.check_shapes[\(index)]"
             let message = "\(m.name): the artifact differs from the eager model at check shape \(shape): \(why); it is valid only at the traced shape"
             if m.trace.strict {
@@ -274,7 +279,8 @@ public final class Exporter: @unchecked Sendable {
         if let bytes = FileManager.default.contents(atPath: m.file) {
             record.append(("manifest_sha256", .string(Digest.sha256(bytes))))
         }
-        for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device"] {
+        for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device",
+                    "attn_implementation", "adjusted_config", "warnings", "artifacts", "generation"] {
             if let v = data.member(key) { record.append((key, v)) }
         }
         record.append(("model_sha256", .string(modelSHA)))

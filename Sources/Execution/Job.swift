@@ -43,6 +43,7 @@ public enum JobBuilder {
             ("trace", .object([
                 ("strict", .bool(m.trace.strict)),
                 ("check_shapes", .array(m.trace.checkShapes.map { .array($0.map(JSONValue.int)) })),
+                ("split", m.trace.split.map { .object([("kind", .string($0.kind)), ("max_length", .int($0.maxLength))]) } ?? .null),
             ])),
             ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize))])),
             ("staging_dir", .string(stagingDir.path)),

@@ -170,7 +170,8 @@ struct DocumentValidator {
                 strict: trace?.member("strict")?.boolValue ?? true,
                 checkShapes: trace?.member("check_shapes")?.arrayValue?.map { $0.arrayValue?.compactMap(\.intValue) ?? [] } ?? [],
                 atol: trace?.member("tolerance")?.member("atol")?.doubleValue ?? defaults.atol,
-                rtol: trace?.member("tolerance")?.member("rtol")?.doubleValue ?? defaults.rtol),
+                rtol: trace?.member("tolerance")?.member("rtol")?.doubleValue ?? defaults.rtol,
+                split: trace?.member("split").map { ($0.member("kind")?.stringValue ?? "encoder-decoder", $0.member("max_length")?.intValue ?? 64) }),
             target: .init(
                 hardware: target?.member("hardware")?.stringValue ?? "cpu",
                 optimize: target?.member("optimize")?.stringValue ?? "none"),

@@ -56,7 +56,11 @@ public struct RecordSummary: Sendable {
         // Cheap completeness checks (no hashing, so a no-op plan stays fast): every file present, model.pt the size
         // the record states.
         let fm = FileManager.default
-        if let missing = bundleFiles.first(where: { !fm.fileExists(atPath: bundle.appendingPathComponent($0).path) }) {
+        var expected = bundleFiles
+        if case .array(let artifacts)? = member("artifacts", o) {
+            for a in artifacts { if case .object(let ao) = a, case .string(let f)? = member("file", ao) { expected.append(f) } }
+        }
+        if let missing = expected.first(where: { !fm.fileExists(atPath: bundle.appendingPathComponent($0).path) }) {
             summary.incomplete = "\(missing) is missing from the bundle"
         } else if case .int(let bytes)? = member("model_bytes", o),
                   let size = (try? fm.attributesOfItem(atPath: bundle.appendingPathComponent("model.pt").path))?[.size] as? Int, size != bytes {

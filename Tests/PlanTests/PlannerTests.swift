@@ -161,14 +161,14 @@ final class PlannerTests: XCTestCase {
                 text: hello world
                 tensors: [{name: input_ids, from: text}]
               trace: {strict: false}
-              target: {hardware: inf2, optimize: freeze}
+              target: {hardware: inf2}
 
             """
         let m = try Self.manifest(text)
         let e = try XCTUnwrap(plan([m]).entries.first)
         XCTAssertEqual(e.steps[0], PlanStep(kind: .load, description: "load AutoModel, pretrained weights from the hub id prajjwal1/bert-tiny at revision main, dtype bfloat16",
                                             inputs: ["hub:prajjwal1/bert-tiny@main"], outputs: []))
-        XCTAssertEqual(e.steps[1], PlanStep(kind: .trace, description: "torch_neuronx.trace on inf2 with input_ids (text), warnings recorded, then freeze",
+        XCTAssertEqual(e.steps[1], PlanStep(kind: .trace, description: "torch_neuronx.trace on inf2 with input_ids (text), warnings recorded",
                                             inputs: [Self.specs.path + "/tokenizers/tiny-bert"], outputs: []))
         XCTAssertTrue(e.steps[3].description.hasSuffix("at the traced shape (atol 0.05, rtol 0.05)"), "bfloat16 default tolerances: \(e.steps[3].description)")
     }

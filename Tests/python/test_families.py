@@ -446,13 +446,6 @@ def test_a_decoder_that_padding_changes_is_refused_for_the_split(
     assert "not causal" in caught.value.message
 
 
-def _protocol_carries_split() -> bool:
-    from tsexport_worker.protocol import TraceSpec
-
-    return "split" in getattr(TraceSpec, "__dataclass_fields__", {})
-
-
-@pytest.mark.skipif(not _protocol_carries_split(), reason="protocol.py's TraceSpec has no `split` field yet")
 def test_the_split_travels_in_the_job_through_the_serve_loop(tmp_path: Path) -> None:
     from workerkit import Worker
 

@@ -193,6 +193,7 @@ class InputsSpec:
 class TraceSpec:
     strict: bool = True
     check_shapes: list[list[int]] = field(default_factory=list)
+    split: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def _parse_trace(data: Any) -> TraceSpec:
                 None, "bad_request", f"`spec.trace.check_shapes[{i}]` must be [batch, sequence]",
                 field=f"spec.trace.check_shapes[{i}]",
             )
-    return TraceSpec(strict=r.get("strict", (bool,), True), check_shapes=[list(s) for s in shapes])
+    return TraceSpec(strict=r.get("strict", (bool,), True), check_shapes=[list(s) for s in shapes], split=r.get("split", (dict,)))
 
 
 def _parse_target(data: Any) -> TargetSpec:

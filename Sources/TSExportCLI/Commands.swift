@@ -38,7 +38,12 @@ public struct Validate: ParsableCommand {
     /// Runs the command and returns its exit code.
     public static func execute(_ options: ManifestOptions, console: Console) -> Int32 {
         guard !options.paths.isEmpty else {
-            console.err("error: name at least one manifest file or folder")
+            let message = "name at least one manifest file or folder"
+            if options.json {
+                console.printJSON(["valid": false, "diagnostics": DiagnosticPrinter.json([.error(message)])] as [String: Any])
+            } else {
+                console.err("error: \(message)")
+            }
             return ExitStatus.failure
         }
         let result = ManifestLoader(options: options.validationOptions).validate(paths: options.paths)

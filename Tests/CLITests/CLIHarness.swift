@@ -49,11 +49,16 @@ enum CLI {
         var errLines: [String] { stderr.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty } }
     }
 
-    /// The environment children get: ours, minus anything that changes colour decisions unless a test sets it.
+    /// An empty cache folder, so no runtime versions remembered on this machine leak into plan results.
+    static let isolatedCache = FileManager.default.temporaryDirectory.appendingPathComponent("tsexport-cli-cache-\(getpid())").path
+
+    /// The environment children get: ours, minus anything that changes colour decisions unless a test sets it, and
+    /// with a cache folder of their own.
     static func environment(_ extra: [String: String] = [:], removing: [String] = ["NO_COLOR", "TSEXPORT_PYTHON"]) -> [String: String] {
         var env = ProcessInfo.processInfo.environment
         for k in removing { env.removeValue(forKey: k) }
         env["TERM"] = "xterm"
+        env["TSEXPORT_CACHE_DIR"] = isolatedCache
         for (k, v) in extra { env[k] = v }
         return env
     }

@@ -98,7 +98,7 @@ final class LoaderBehaviourTests: XCTestCase {
         XCTAssertEqual(m.inputs.tokenizer, .local(Self.specs.path + "/tokenizers/tiny-bert"))
         XCTAssertEqual(m.inputs.padTo, 16)
         XCTAssertEqual(m.inputs.mask, [8])
-        XCTAssertEqual(m.output.deploy, [.directory])
+        XCTAssertEqual(m.output.deploy, [.directory, .triton(repository: "build/triton"), .torchserve(store: "build/model-store")])
     }
 
     func testSourceClassification() {

@@ -141,13 +141,17 @@ def manifest(i: int, rng: random.Random) -> str:
         lines += ["    check_shapes:"] + [f"      - [{rng.randint(1, 4)}, {rng.randint(2, 64)}]" for _ in range(rng.randint(1, 2))]
     if rng.random() < 0.5:
         lines.append(f"    tolerance: {{atol: 1.0e-{rng.randint(3, 6)}, rtol: 1.0e-{rng.randint(2, 5)}}}")
+    # Valid combinations only: Neuron targets take no torch.jit optimisation and no Triton deploy.
+    hardware = rng.choice(HARDWARE)
+    neuron = hardware in ("inf1", "inf2")
+    optimize = "none" if neuron else rng.choice(OPTIMIZE)
     if rng.random() < 0.5:
-        lines += ["  target:", f"    hardware: {rng.choice(HARDWARE)}", f"    optimize: {rng.choice(OPTIMIZE)}"]
+        lines += ["  target:", f"    hardware: {hardware}", f"    optimize: {optimize}"]
     else:
-        lines.append(f"  target: {{hardware: {rng.choice(HARDWARE)}, optimize: {rng.choice(OPTIMIZE)}}}")
+        lines.append(f"  target: {{hardware: {hardware}, optimize: {optimize}}}")
     lines += ["  output:", f"    dir: build/{rng.choice(TEAMS)}/{name}"]
     r = rng.random()
-    if r < 0.3:
+    if r < 0.3 and not neuron:
         lines += ["    deploy:", "      - kind: directory", "      - {kind: triton, repository: build/triton}"]
     elif r < 0.5:
         lines += ["    deploy:", "      - kind: torchserve", "        store: build/model-store"]

@@ -57,15 +57,16 @@ public final class Exporter: @unchecked Sendable {
         self.progress = progress
     }
 
-    /// Starts the workers: the exporter now, the verifier in the background so its imports overlap the export.
+    /// Starts the exporting worker. The verifying worker starts in the background once the first model is loaded,
+    /// so its imports overlap tracing and saving instead of competing with the exporter's own imports for the cores.
     public func start() throws -> WorkerHello {
-        startVerifierInBackground()
         let w = try WorkerClient(python: python, runner: runner)
         exporter = w
         return w.hello
     }
 
     private func startVerifierInBackground() {
+        guard verifierStart == nil else { return }
         let group = DispatchGroup()
         group.enter()
         verifierStart = group
@@ -78,6 +79,7 @@ public final class Exporter: @unchecked Sendable {
     }
 
     private func verifier() throws -> WorkerClient {
+        startVerifierInBackground()
         verifierStart?.wait()
         switch verifierResult {
         case .success(let w)?: return w
@@ -90,8 +92,9 @@ public final class Exporter: @unchecked Sendable {
     public func stop() {
         exporter?.shutdown()
         exporter = nil
-        if let w = try? verifier() { w.shutdown() }
+        if verifierStart != nil, let w = try? verifier() { w.shutdown() }
         verifierResult = nil
+        verifierStart = nil
     }
 
     /// Exports one planned manifest. Never throws: every failure becomes diagnostics on the outcome, and the
@@ -227,6 +230,7 @@ public final class Exporter: @unchecked Sendable {
         let name = m.name
         let data = try worker.request("export", [("job", JobBuilder.job(m, stagingDir: staging, extraRecord: extra))]) { p in
             self.progress.stage(name, p.stage, seconds: p.status == "done" ? (p.elapsedMs ?? 0) / 1000 : nil)
+            if p.stage == "load" && p.status == "done" { self.startVerifierInBackground() }
         }
 
         // Verify in a process that did not trace the model: only the saved file is exercised.

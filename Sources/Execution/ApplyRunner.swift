@@ -100,7 +100,7 @@ public final class ApplyRunner: @unchecked Sendable {
                         outcome = ExportOutcome(name: m.name, action: item.entry.action, status: "failed", seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [d])
                     } else {
                         progress.stage(m.name, "start", seconds: nil)
-                        outcome = exporter.export(m, entry: item.entry, fingerprint: item.fingerprint)
+                        outcome = exporter.export(m, entry: item.entry, fingerprint: item.fingerprint, isLast: state.isDrained)
                         progress.finished(m.name, status: outcome.status == "ok" ? "\(item.entry.action.rawValue)d" : outcome.status, seconds: outcome.seconds)
                     }
                     report(outcome.diagnostics)
@@ -136,6 +136,13 @@ private final class SharedQueue: @unchecked Sendable {
         guard next < count else { return nil }
         next += 1
         return (next - 1, failed)
+    }
+
+    /// Whether every item has been taken (the caller's current one was the last for its slot).
+    var isDrained: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return next >= count
     }
 
     func put(_ index: Int, _ outcome: ExportOutcome) {

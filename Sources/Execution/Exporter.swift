@@ -47,6 +47,8 @@ public final class Exporter: @unchecked Sendable {
     let progress: ProgressSink
     private var exporter: WorkerClient?
     private var verifierStart: DispatchGroup?
+    /// Exporting workers sent away early (see `export(isLast:)`), reaped in `stop()`.
+    private var retiring: [WorkerClient] = []
     private var verifierResult: Result<WorkerClient, Error>?
 
     /// Creates an exporter; nothing starts until the first manifest needs it.
@@ -92,6 +94,8 @@ public final class Exporter: @unchecked Sendable {
     public func stop() {
         exporter?.shutdown()
         exporter = nil
+        retiring.forEach { $0.shutdown() }
+        retiring = []
         if verifierStart != nil, let w = try? verifier() { w.shutdown() }
         verifierResult = nil
         verifierStart = nil
@@ -99,7 +103,10 @@ public final class Exporter: @unchecked Sendable {
 
     /// Exports one planned manifest. Never throws: every failure becomes diagnostics on the outcome, and the
     /// staging folder is removed.
-    public func export(_ m: Manifest, entry: PlanEntry, fingerprint: FingerprintInputs) -> ExportOutcome {
+    ///
+    /// With `isLast`, the exporting worker is sent away as soon as the trace is saved: verification and deploys run
+    /// in the verifying worker, so the traced model's memory is gone before the saved one is loaded.
+    public func export(_ m: Manifest, entry: PlanEntry, fingerprint: FingerprintInputs, isLast: Bool = false) -> ExportOutcome {
         let started = Date()
         var outcome = ExportOutcome(name: m.name, action: entry.action, status: "failed", seconds: 0, bundle: entry.bundle, record: nil, diagnostics: [])
         let staging: URL
@@ -113,7 +120,7 @@ public final class Exporter: @unchecked Sendable {
         do {
             var deployments: [StagedDeploy] = []
             defer { for d in deployments { try? FileManager.default.removeItem(at: d.staging) } }
-            let record = try run(m, fingerprint: fingerprint, staging: staging, outcome: &outcome, deployments: &deployments)
+            let record = try run(m, fingerprint: fingerprint, staging: staging, outcome: &outcome, deployments: &deployments, isLast: isLast)
             try store.install(staging, at: URL(fileURLWithPath: entry.bundle))
             for d in deployments { try install(d) }
             outcome.status = "ok"
@@ -213,7 +220,7 @@ public final class Exporter: @unchecked Sendable {
         return results
     }
 
-    private func run(_ m: Manifest, fingerprint: FingerprintInputs, staging: URL, outcome: inout ExportOutcome, deployments: inout [StagedDeploy]) throws -> JSONValue {
+    private func run(_ m: Manifest, fingerprint: FingerprintInputs, staging: URL, outcome: inout ExportOutcome, deployments: inout [StagedDeploy], isLast: Bool) throws -> JSONValue {
         let worker = try ensureExporter()
         var fp = fingerprint
         for (k, v) in worker.hello.versions { fp.versions[k] = v }
@@ -231,6 +238,12 @@ public final class Exporter: @unchecked Sendable {
         let data = try worker.request("export", [("job", JobBuilder.job(m, stagingDir: staging, extraRecord: extra))]) { p in
             self.progress.stage(name, p.stage, seconds: p.status == "done" ? (p.elapsedMs ?? 0) / 1000 : nil)
             if p.stage == "load" && p.status == "done" { self.startVerifierInBackground() }
+        }
+
+        if isLast, let w = exporter {
+            w.beginShutdown()
+            retiring.append(w)
+            exporter = nil
         }
 
         // Verify in a process that did not trace the model: only the saved file is exercised.
@@ -296,7 +309,7 @@ public final class Exporter: @unchecked Sendable {
             ("verdict", .string(validOnlyAtTraced ? "valid only at the traced shape" : "valid at every checked shape")),
         ])))
         let tracedBatch = data.member("input_signature")?[0]?["shape"]?[0]?.intNumber
-        let deployed = try deploy(m, staging: staging, worker: worker, cases: cases, tracedBatch: tracedBatch, deployments: &deployments)
+        let deployed = try deploy(m, staging: staging, worker: try verifier(), cases: cases, tracedBatch: tracedBatch, deployments: &deployments)
         if !deployed.isEmpty { record.append(("deployments", .array(deployed))) }
         var timings = data.member("timings_ms")?.objectEntries ?? []
         timings.append(("verify", .double(verifyMs)))

@@ -54,6 +54,7 @@ public struct WorkerProgress: Sendable {
 public final class WorkerClient: @unchecked Sendable {
     private let child: ChildProcess
     private var nextID = 1
+    private var shuttingDown = false
     /// What it said at start.
     public let hello: WorkerHello
 
@@ -157,9 +158,18 @@ public final class WorkerClient: @unchecked Sendable {
 
     /// Asks the worker to exit and waits for it.
     public func shutdown() {
-        _ = try? child.write(Data("{\"id\":0,\"op\":\"shutdown\"}\n".utf8))
-        child.closeInput()
+        beginShutdown()
         _ = child.wait()
+    }
+
+    /// Asks the worker to exit without waiting for it: it exits once it reads the request (or end of input), while
+    /// the caller goes on. `shutdown()` later reaps it.
+    public func beginShutdown() {
+        guard !shuttingDown else { return }
+        shuttingDown = true
+        _ = try? child.write(Data("{\"id\":\(nextID),\"op\":\"shutdown\"}\n".utf8))
+        nextID += 1
+        child.closeInput()
     }
 
     /// Kills the worker.

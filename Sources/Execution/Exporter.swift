@@ -192,7 +192,7 @@ public final class Exporter: @unchecked Sendable {
         var results: [JSONValue] = []
         let allPassed = cases.allSatisfy { $0["passed"] == .bool(true) }
         // Triton may batch only when a check shape with another batch size passed.
-        let batches = cases.filter { $0["passed"] == .bool(true) }.compactMap { $0["shape"]?[0]?.intNumber }
+        let batches = cases.filter { $0["passed"] == .bool(true) }.compactMap { $0["shape"]?[0]?.intValue }
         let maxBatch = allPassed && batches.contains(where: { $0 != tracedBatch }) ? (batches.max() ?? 0) : 0
         for (i, d) in m.output.deploy.enumerated() {
             let destination: URL
@@ -253,23 +253,23 @@ public final class Exporter: @unchecked Sendable {
         let verifyMs = Date().timeIntervalSince(verifyStart) * 1000
         progress.stage(name, "verify", seconds: verifyMs / 1000)
 
-        if !m.trace.strict, let warnings = data.member("tracer_warnings")?.arrayContent, let first = warnings.first?.stringContent {
+        if !m.trace.strict, let warnings = data["tracer_warnings"]?.arrayValue, let first = warnings.first?.stringValue {
             outcome.diagnostics.append(.warning(
                 "\(m.name): the tracer warned \(warnings.count) time\(warnings.count == 1 ? "" : "s") (recorded in record.json); the first: \(first)",
                 at: m.locations.location(of: "spec.trace.strict"), field: "spec.trace.strict"))
         }
-        for w in data.member("warnings")?.arrayContent ?? [] {
-            guard let message = w["message"]?.stringContent else { continue }
-            let field = w["field"]?.stringContent
+        for w in data["warnings"]?.arrayValue ?? [] {
+            guard let message = w["message"]?.stringValue else { continue }
+            let field = w["field"]?.stringValue
             outcome.diagnostics.append(.warning("\(m.name): \(message)", at: m.locations.location(of: field ?? "metadata.name"), field: field))
         }
-        let cases = verdict.member("cases")?.arrayContent ?? []
+        let cases = verdict["cases"]?.arrayValue ?? []
         var validOnlyAtTraced = false
-        for c in cases where c.member("passed") != .bool(true) {
-            let caseName = c.member("case")?.stringContent ?? "?"
-            let shape = CanonicalJSON.text(c.member("shape") ?? .null)
-            let why = c.member("error")?.stringContent
-                ?? "max abs error \(c.member("max_abs_error")?.number ?? .nan), max rel error \(c.member("max_rel_error")?.number ?? .nan) (atol \(m.trace.atol), rtol \(m.trace.rtol))"
+        for c in cases where c["passed"] != .bool(true) {
+            let caseName = c["case"]?.stringValue ?? "?"
+            let shape = CanonicalJSON.text(c["shape"] ?? .null)
+            let why = c["error"]?.stringValue
+                ?? "max abs error \(c["max_abs_error"]?.doubleValue ?? .nan), max rel error \(c["max_rel_error"]?.doubleValue ?? .nan) (atol \(m.trace.atol), rtol \(m.trace.rtol))"
             if caseName == "traced" || caseName.hasSuffix(".traced") {
                 throw WorkerFailure(stage: "verify", code: "verify_failed",
                                     message: "the saved artifact does not match the eager model at the traced shape \(shape): \(why)", field: "spec.trace.tolerance", detail: nil)
@@ -285,10 +285,10 @@ public final class Exporter: @unchecked Sendable {
         }
 
         let modelSHA = try Digest.sha256(file: staging.appendingPathComponent("model.pt").path)
-        if let reported = verdict.member("sha256")?.stringContent, reported != modelSHA {
+        if let reported = verdict["sha256"]?.stringValue, reported != modelSHA {
             throw WorkerFailure(stage: "verify", code: "verify_failed", message: "model.pt changed while it was being verified", field: nil, detail: nil)
         }
-        var record: [(String, JSONValue)] = extra.objectEntries
+        var record: [(String, JSONValue)] = extra.objectValue ?? []
         record.append(("manifest_file", .string(m.file)))
         record.append(("manifest_dir", .string(m.directory.path)))
         record.append(("document_index", .int(m.documentIndex)))
@@ -298,7 +298,7 @@ public final class Exporter: @unchecked Sendable {
         }
         for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device",
                     "attn_implementation", "adjusted_config", "warnings", "artifacts", "generation"] {
-            if let v = data.member(key) { record.append((key, v)) }
+            if let v = data[key] { record.append((key, v)) }
         }
         record.append(("model_sha256", .string(modelSHA)))
         if let size = (try? FileManager.default.attributesOfItem(atPath: staging.appendingPathComponent("model.pt").path))?[.size] as? Int {
@@ -308,10 +308,10 @@ public final class Exporter: @unchecked Sendable {
             ("tolerance", tolerance), ("cases", .array(cases)),
             ("verdict", .string(validOnlyAtTraced ? "valid only at the traced shape" : "valid at every checked shape")),
         ])))
-        let tracedBatch = data.member("input_signature")?[0]?["shape"]?[0]?.intNumber
+        let tracedBatch = data["input_signature"]?[0]?["shape"]?[0]?.intValue
         let deployed = try deploy(m, staging: staging, worker: try verifier(), cases: cases, tracedBatch: tracedBatch, deployments: &deployments)
         if !deployed.isEmpty { record.append(("deployments", .array(deployed))) }
-        var timings = data.member("timings_ms")?.objectEntries ?? []
+        var timings = data["timings_ms"]?.objectValue ?? []
         timings.append(("verify", .double(verifyMs)))
         record.append(("timings_ms", .object(timings)))
         record.append(("created_at", .string(ISO8601DateFormatter().string(from: Date()))))
@@ -319,9 +319,4 @@ public final class Exporter: @unchecked Sendable {
         try Data((value.serialized(pretty: true) + "\n").utf8).write(to: staging.appendingPathComponent(RecordSummary.fileName))
         return value
     }
-}
-
-extension JSONValue {
-    /// The entries, when this is an object; empty otherwise.
-    var objectEntries: [(String, JSONValue)] { if case .object(let o) = self { return o } else { return [] } }
 }

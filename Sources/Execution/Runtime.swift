@@ -97,13 +97,7 @@ public struct RuntimeResolver: Sendable {
             throw RuntimeError(description: "the worker's requirements.txt is missing from \(WorkerResources.directory.path)")
         }
         let key = String(Digest.sha256(data).prefix(16))
-        let cache: URL
-        if let x = environment["TSEXPORT_CACHE_DIR"], !x.isEmpty { cache = URL(fileURLWithPath: x) } else if let x = environment["XDG_CACHE_HOME"], !x.isEmpty {
-            cache = URL(fileURLWithPath: x).appendingPathComponent("tsexport")
-        } else {
-            cache = URL(fileURLWithPath: environment["HOME"] ?? NSTemporaryDirectory()).appendingPathComponent(".cache/tsexport")
-        }
-        return cache.appendingPathComponent("runtimes").appendingPathComponent(key)
+        return RuntimeCache.folder(environment: environment).appendingPathComponent("runtimes").appendingPathComponent(key)
     }
 
     /// Creates (once) and returns the managed runtime's interpreter. Built in a temporary folder and renamed into

@@ -10,15 +10,17 @@ public struct RuntimeCache: Sendable {
     /// The cache file.
     public var file: URL
 
-    /// The cache under the tsexport cache folder (`TSEXPORT_CACHE_DIR`, `XDG_CACHE_HOME/tsexport` or `~/.cache/tsexport`).
+    /// tsexport's cache folder: `TSEXPORT_CACHE_DIR`, else `XDG_CACHE_HOME/tsexport`, else `~/.cache/tsexport`. The
+    /// managed runtimes and this file live there.
+    public static func folder(environment: [String: String]) -> URL {
+        if let x = environment["TSEXPORT_CACHE_DIR"], !x.isEmpty { return URL(fileURLWithPath: x) }
+        if let x = environment["XDG_CACHE_HOME"], !x.isEmpty { return URL(fileURLWithPath: x).appendingPathComponent("tsexport") }
+        return URL(fileURLWithPath: environment["HOME"] ?? NSTemporaryDirectory()).appendingPathComponent(".cache/tsexport")
+    }
+
+    /// The cache file in tsexport's cache folder.
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
-        let base: URL
-        if let x = environment["TSEXPORT_CACHE_DIR"], !x.isEmpty { base = URL(fileURLWithPath: x) } else if let x = environment["XDG_CACHE_HOME"], !x.isEmpty {
-            base = URL(fileURLWithPath: x).appendingPathComponent("tsexport")
-        } else {
-            base = URL(fileURLWithPath: environment["HOME"] ?? NSTemporaryDirectory()).appendingPathComponent(".cache/tsexport")
-        }
-        file = base.appendingPathComponent("runtime-versions.json")
+        file = Self.folder(environment: environment).appendingPathComponent("runtime-versions.json")
     }
 
     static func stamp(_ path: String) -> String? {
@@ -45,11 +47,11 @@ public struct RuntimeCache: Sendable {
         guard let entry = readAll().first(where: { $0.0 == python })?.1,
               case .object(let stamps)? = entry["stamps"], case .object(let versions)? = entry["versions"]
         else { return nil }
-        for (path, recorded) in stamps where Self.stamp(path) != recorded.stringContent { return nil }
+        for (path, recorded) in stamps where Self.stamp(path) != recorded.stringValue { return nil }
         var out = Info(versions: [:], unavailableTargets: [:])
-        for (k, v) in versions { if let s = v.stringContent { out.versions[k] = s } }
+        for (k, v) in versions { if let s = v.stringValue { out.versions[k] = s } }
         if case .object(let targets)? = entry["unavailable_targets"] {
-            for (k, v) in targets { if let s = v.stringContent { out.unavailableTargets[k] = s } }
+            for (k, v) in targets { if let s = v.stringValue { out.unavailableTargets[k] = s } }
         }
         return out.versions.isEmpty ? nil : out
     }
@@ -58,7 +60,7 @@ public struct RuntimeCache: Sendable {
     public func store(python: String, hello: WorkerHello) {
         guard case .array(let files)? = hello.raw["package_files"], !files.isEmpty, hello.missing.isEmpty else { return }
         var stamps: [(String, JSONValue)] = []
-        for path in [python] + files.compactMap(\.stringContent) {
+        for path in [python] + files.compactMap(\.stringValue) {
             guard let s = Self.stamp(path) else { return }
             stamps.append((path, .string(s)))
         }

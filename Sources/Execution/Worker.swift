@@ -80,27 +80,27 @@ public final class WorkerClient: @unchecked Sendable {
             let status = child.wait()
             throw WorkerCrash(description: "the Python worker (\(python)) exited before saying hello (\(Self.describe(status: status)))", stderrTail: child.stderrTail)
         }
-        guard let v = try? JSONValue(parsing: Data(line.utf8)), v.member("type") == .string("hello") else {
+        guard let v = try? JSONValue(parsing: Data(line.utf8)), v["type"] == .string("hello") else {
             child.signal(SIGKILL)
             _ = child.wait()
             throw WorkerCrash(description: "the Python worker (\(python)) did not speak the tsexport protocol; it printed: \(line.prefix(200))", stderrTail: child.stderrTail)
         }
         var versions: [String: String] = [:]
-        for k in ["python", "torch", "transformers"] { if case .string(let s)? = v.member(k) { versions[k] = s } }
+        for k in ["python", "torch", "transformers"] { if case .string(let s)? = v[k] { versions[k] = s } }
         var targets: [String: String?] = [:]
-        if case .object(let o)? = v.member("targets") {
+        if case .object(let o)? = v["targets"] {
             for (k, t) in o {
-                let available = t.member("available") == .bool(true)
+                let available = t["available"] == .bool(true)
                 var reason: String? = nil
-                if case .string(let r)? = t.member("reason") { reason = r }
+                if case .string(let r)? = t["reason"] { reason = r }
                 targets[k] = available ? nil : (reason ?? "not available")
             }
         }
         hello = WorkerHello(
-            protocolVersion: v.member("protocol")?.intNumber ?? 0,
-            workerVersion: v.member("worker_version")?.stringContent ?? "?",
+            protocolVersion: v["protocol"]?.intValue ?? 0,
+            workerVersion: v["worker_version"]?.stringValue ?? "?",
             versions: versions,
-            missing: v.member("missing")?.arrayContent?.compactMap(\.stringContent) ?? [],
+            missing: v["missing"]?.arrayValue?.compactMap(\.stringValue) ?? [],
             targets: targets, raw: v)
         if hello.protocolVersion != WorkerInfo.protocolVersion {
             shutdown()
@@ -124,18 +124,18 @@ public final class WorkerClient: @unchecked Sendable {
         }
         while let line = child.readLine() {
             guard let v = try? JSONValue(parsing: Data(line.utf8)) else { continue }
-            guard v.member("id")?.intNumber == id else { continue }
-            switch v.member("type")?.stringContent {
+            guard v["id"]?.intValue == id else { continue }
+            switch v["type"]?.stringValue {
             case "progress":
-                progress(WorkerProgress(stage: v.member("stage")?.stringContent ?? "", status: v.member("status")?.stringContent ?? "",
-                                        elapsedMs: v.member("elapsed_ms")?.number))
+                progress(WorkerProgress(stage: v["stage"]?.stringValue ?? "", status: v["status"]?.stringValue ?? "",
+                                        elapsedMs: v["elapsed_ms"]?.doubleValue))
             case "result":
-                return v.member("data") ?? .null
+                return v["data"] ?? .null
             case "error":
                 throw WorkerFailure(
-                    stage: v.member("stage")?.stringContent ?? op, code: v.member("code")?.stringContent ?? "internal",
-                    message: v.member("message")?.stringContent ?? "the worker reported an error",
-                    field: v.member("field")?.stringContent, detail: v.member("detail")?.stringContent)
+                    stage: v["stage"]?.stringValue ?? op, code: v["code"]?.stringValue ?? "internal",
+                    message: v["message"]?.stringValue ?? "the worker reported an error",
+                    field: v["field"]?.stringValue, detail: v["detail"]?.stringValue)
             default:
                 continue
             }
@@ -176,33 +176,5 @@ public final class WorkerClient: @unchecked Sendable {
     public func kill() {
         child.signal(SIGKILL)
         _ = child.wait()
-    }
-}
-
-extension JSONValue {
-    /// The string, when this is one.
-    public var stringContent: String? { if case .string(let s) = self { return s } else { return nil } }
-    /// The integer, when this is an integral number.
-    public var intNumber: Int? {
-        switch self {
-        case .int(let i): return i
-        case .double(let d) where d.rounded() == d: return Int(d)
-        default: return nil
-        }
-    }
-    /// The number, when this is one.
-    public var number: Double? {
-        switch self {
-        case .int(let i): return Double(i)
-        case .double(let d): return d
-        default: return nil
-        }
-    }
-    /// The elements, when this is an array.
-    public var arrayContent: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
-    /// A member of an object.
-    public func member(_ key: String) -> JSONValue? {
-        if case .object(let o) = self { return o.first { $0.0 == key }?.1 }
-        return nil
     }
 }

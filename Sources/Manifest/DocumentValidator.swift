@@ -37,12 +37,12 @@ struct DocumentValidator {
     /// An unsupported apiVersion or kind makes the rest meaningless: say only that.
     private func versionCheck(_ value: JSONValue, _ locations: FieldLocations) -> Diagnostic? {
         guard value.objectValue != nil else { return nil }
-        if let v = value.member("apiVersion"), v != .string("tsexport/v1") {
+        if let v = value["apiVersion"], v != .string("tsexport/v1") {
             return .error(
                 "unsupported apiVersion \(Self.describe(v)); this tsexport reads apiVersion: tsexport/v1",
                 at: locations.location(of: "apiVersion"), field: "apiVersion")
         }
-        if let k = value.member("kind"), k != .string("Export") {
+        if let k = value["kind"], k != .string("Export") {
             return .error(
                 "unsupported kind \(Self.describe(k)); the only kind is Export",
                 at: locations.location(of: "kind"), field: "kind")
@@ -115,68 +115,68 @@ struct DocumentValidator {
 
     /// Decodes a document the schema accepted; defaults come from the contract.
     private func decode(_ v: JSONValue, _ locations: FieldLocations, documentIndex: Int) -> Manifest {
-        let metadata = v.member("metadata")
-        let spec = v.member("spec")
-        let model = spec?.member("model")
-        let inputs = spec?.member("inputs")
-        let trace = spec?.member("trace")
-        let target = spec?.member("target")
-        let output = spec?.member("output")
-        let name = metadata?.member("name")?.stringValue ?? ""
+        let metadata = v["metadata"]
+        let spec = v["spec"]
+        let model = spec?["model"]
+        let inputs = spec?["inputs"]
+        let trace = spec?["trace"]
+        let target = spec?["target"]
+        let output = spec?["output"]
+        let name = metadata?["name"]?.stringValue ?? ""
         var labels: [String: String] = [:]
-        for (k, lv) in metadata?.member("labels")?.objectValue ?? [] { labels[k] = lv.stringValue ?? "" }
+        for (k, lv) in metadata?["labels"]?.objectValue ?? [] { labels[k] = lv.stringValue ?? "" }
 
-        let dtype = model?.member("dtype")?.stringValue ?? "float32"
+        let dtype = model?["dtype"]?.stringValue ?? "float32"
         let defaults = Manifest.defaultTolerance(dtype: dtype)
-        let tensors: [TensorSpec] = (inputs?.member("tensors")?.arrayValue ?? []).map { t in
+        let tensors: [TensorSpec] = (inputs?["tensors"]?.arrayValue ?? []).map { t in
             TensorSpec(
-                name: t.member("name")?.stringValue ?? "",
-                from: TensorSpec.Source(rawValue: t.member("from")?.stringValue ?? "") ?? .values,
-                values: t.member("values"),
-                shape: t.member("shape")?.arrayValue?.compactMap(\.intValue),
-                dtype: t.member("dtype")?.stringValue ?? "int64",
-                low: t.member("low")?.doubleValue,
-                high: t.member("high")?.doubleValue)
+                name: t["name"]?.stringValue ?? "",
+                from: TensorSpec.Source(rawValue: t["from"]?.stringValue ?? "") ?? .values,
+                values: t["values"],
+                shape: t["shape"]?.arrayValue?.compactMap(\.intValue),
+                dtype: t["dtype"]?.stringValue ?? "int64",
+                low: t["low"]?.doubleValue,
+                high: t["high"]?.doubleValue)
         }
-        let deploy: [DeployTarget] = (output?.member("deploy")?.arrayValue ?? []).compactMap { d in
-            switch d.member("kind")?.stringValue {
+        let deploy: [DeployTarget] = (output?["deploy"]?.arrayValue ?? []).compactMap { d in
+            switch d["kind"]?.stringValue {
             case "directory": return .directory
-            case "triton": return .triton(repository: d.member("repository")?.stringValue ?? "")
-            case "torchserve": return .torchserve(store: d.member("store")?.stringValue ?? "")
+            case "triton": return .triton(repository: d["repository"]?.stringValue ?? "")
+            case "torchserve": return .torchserve(store: d["store"]?.stringValue ?? "")
             default: return nil
             }
         }
         return Manifest(
             file: file, documentIndex: documentIndex, name: name, labels: labels,
             model: .init(
-                className: model?.member("class")?.stringValue ?? "",
-                pretrained: model?.member("pretrained")?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
-                revision: model?.member("revision")?.stringValue,
-                config: model?.member("config")?.objectValue ?? [],
-                torchscript: model?.member("torchscript")?.boolValue ?? true,
-                seed: model?.member("seed")?.intValue ?? 0,
+                className: model?["class"]?.stringValue ?? "",
+                pretrained: model?["pretrained"]?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
+                revision: model?["revision"]?.stringValue,
+                config: model?["config"]?.objectValue ?? [],
+                torchscript: model?["torchscript"]?.boolValue ?? true,
+                seed: model?["seed"]?.intValue ?? 0,
                 dtype: dtype,
-                attnImplementation: model?.member("attn_implementation")?.stringValue ?? "eager",
-                trustRemoteCode: model?.member("trust_remote_code")?.boolValue ?? false,
-                allowPickle: model?.member("allow_pickle")?.boolValue ?? false),
+                attnImplementation: model?["attn_implementation"]?.stringValue ?? "eager",
+                trustRemoteCode: model?["trust_remote_code"]?.boolValue ?? false,
+                allowPickle: model?["allow_pickle"]?.boolValue ?? false),
             inputs: .init(
-                tokenizer: inputs?.member("tokenizer")?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
-                text: inputs?.member("text")?.stringValue,
-                addSpecialTokens: inputs?.member("add_special_tokens")?.boolValue ?? false,
-                mask: inputs?.member("mask")?.arrayValue?.compactMap(\.intValue) ?? [],
-                padTo: inputs?.member("pad_to")?.intValue,
+                tokenizer: inputs?["tokenizer"]?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
+                text: inputs?["text"]?.stringValue,
+                addSpecialTokens: inputs?["add_special_tokens"]?.boolValue ?? false,
+                mask: inputs?["mask"]?.arrayValue?.compactMap(\.intValue) ?? [],
+                padTo: inputs?["pad_to"]?.intValue,
                 tensors: tensors),
             trace: .init(
-                strict: trace?.member("strict")?.boolValue ?? true,
-                checkShapes: trace?.member("check_shapes")?.arrayValue?.map { $0.arrayValue?.compactMap(\.intValue) ?? [] } ?? [],
-                atol: trace?.member("tolerance")?.member("atol")?.doubleValue ?? defaults.atol,
-                rtol: trace?.member("tolerance")?.member("rtol")?.doubleValue ?? defaults.rtol,
-                split: trace?.member("split").map { ($0.member("kind")?.stringValue ?? "encoder-decoder", $0.member("max_length")?.intValue ?? 64) }),
+                strict: trace?["strict"]?.boolValue ?? true,
+                checkShapes: trace?["check_shapes"]?.arrayValue?.map { $0.arrayValue?.compactMap(\.intValue) ?? [] } ?? [],
+                atol: trace?["tolerance"]?["atol"]?.doubleValue ?? defaults.atol,
+                rtol: trace?["tolerance"]?["rtol"]?.doubleValue ?? defaults.rtol,
+                split: trace?["split"].map { ($0["kind"]?.stringValue ?? "encoder-decoder", $0["max_length"]?.intValue ?? 64) }),
             target: .init(
-                hardware: target?.member("hardware")?.stringValue ?? "cpu",
-                optimize: target?.member("optimize")?.stringValue ?? "none"),
+                hardware: target?["hardware"]?.stringValue ?? "cpu",
+                optimize: target?["optimize"]?.stringValue ?? "none"),
             output: .init(
-                dir: output?.member("dir")?.stringValue ?? "build/\(name)",
+                dir: output?["dir"]?.stringValue ?? "build/\(name)",
                 deploy: deploy),
             document: v, locations: locations, directory: directory)
     }

@@ -133,32 +133,3 @@ public struct Manifest: Sendable {
         }
     }
 }
-
-extension JSONValue {
-    /// The string, when this is one.
-    var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
-    /// The boolean, when this is one.
-    var boolValue: Bool? { if case .bool(let b) = self { return b } else { return nil } }
-    /// The integer, when this is one (a double with an integral value counts, as JSON Schema's "integer" does).
-    var intValue: Int? {
-        switch self {
-        case .int(let i): return i
-        case .double(let d) where d.rounded() == d && abs(d) < 9.0e15: return Int(d)
-        default: return nil
-        }
-    }
-    /// The number, when this is one.
-    var doubleValue: Double? {
-        switch self {
-        case .int(let i): return Double(i)
-        case .double(let d): return d
-        default: return nil
-        }
-    }
-    /// The elements, when this is an array.
-    var arrayValue: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
-    /// The entries, when this is an object.
-    var objectValue: [(String, JSONValue)]? { if case .object(let o) = self { return o } else { return nil } }
-    /// A member of an object.
-    func member(_ key: String) -> JSONValue? { objectValue?.first(where: { $0.0 == key })?.1 }
-}

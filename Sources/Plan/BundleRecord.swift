@@ -34,35 +34,25 @@ public struct RecordSummary: Sendable {
     /// Reads `<bundle>/record.json`; nil when absent or unreadable (the bundle is then rebuilt).
     public static func read(bundle: URL) -> RecordSummary? {
         guard let data = FileManager.default.contents(atPath: bundle.appendingPathComponent(fileName).path),
-              let v = try? JSONValue(parsing: data), case .object(let o) = v
+              let record = try? JSONValue(parsing: data), let fp = record["fingerprint"]?.stringValue
         else { return nil }
-        func member(_ k: String, _ o: [(String, JSONValue)]) -> JSONValue? { o.first { $0.0 == k }?.1 }
         func strings(_ v: JSONValue?) -> [String: String] {
-            guard case .object(let o)? = v else { return [:] }
             var out: [String: String] = [:]
-            for (k, x) in o { if case .string(let s) = x { out[k] = s } }
+            for (k, x) in v?.objectValue ?? [] { if let s = x.stringValue { out[k] = s } }
             return out
         }
-        guard case .string(let fp)? = member("fingerprint", o) else { return nil }
-        var manifest: JSONValue = .null
-        var files: [String: String] = [:]
-        if case .object(let fo)? = member("fingerprint_inputs", o) {
-            manifest = member("manifest", fo) ?? .null
-            files = strings(member("files", fo))
-        }
-        var sha: String?
-        if case .string(let s)? = member("model_sha256", o) { sha = s }
-        var summary = RecordSummary(fingerprint: fp, manifest: manifest, inputFiles: files, versions: strings(member("versions", o)), modelSHA256: sha)
+        let inputs = record["fingerprint_inputs"]
+        var summary = RecordSummary(
+            fingerprint: fp, manifest: inputs?["manifest"] ?? .null, inputFiles: strings(inputs?["files"]),
+            versions: strings(record["versions"]), modelSHA256: record["model_sha256"]?.stringValue)
         // Cheap completeness checks (no hashing, so a no-op plan stays fast): every file present, model.pt the size
         // the record states.
         let fm = FileManager.default
         var expected = bundleFiles
-        if case .array(let artifacts)? = member("artifacts", o) {
-            for a in artifacts { if case .object(let ao) = a, case .string(let f)? = member("file", ao) { expected.append(f) } }
-        }
+        expected += (record["artifacts"]?.arrayValue ?? []).compactMap { $0["file"]?.stringValue }
         if let missing = expected.first(where: { !fm.fileExists(atPath: bundle.appendingPathComponent($0).path) }) {
             summary.incomplete = "\(missing) is missing from the bundle"
-        } else if case .int(let bytes)? = member("model_bytes", o),
+        } else if let bytes = record["model_bytes"]?.intValue,
                   let size = (try? fm.attributesOfItem(atPath: bundle.appendingPathComponent("model.pt").path))?[.size] as? Int, size != bytes {
             summary.incomplete = "model.pt has \(size) bytes, the record says \(bytes)"
         }

@@ -98,8 +98,8 @@ enum ApplyReport {
         var rows = [["NAME", "ACTION", "RESULT", "TIME", "MAX ABS ERR", "BUNDLE"]]
         for o in outcomes {
             var err = "-"
-            if let cases = o.record?.member("parity")?.member("cases")?.arrayContent {
-                let worst = cases.compactMap { $0.member("max_abs_error")?.number }.max() ?? 0
+            if let cases = o.record?["parity"]?["cases"]?.arrayValue {
+                let worst = cases.compactMap { $0["max_abs_error"]?.doubleValue }.max() ?? 0
                 err = String(format: "%.1e", worst)
             }
             let bundle = o.bundle.hasPrefix(base + "/") ? String(o.bundle.dropFirst(base.count + 1)) : o.bundle

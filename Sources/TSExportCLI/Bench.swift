@@ -52,12 +52,12 @@ public struct Bench: ParsableCommand {
     /// nil lets the worker take the bundle's cases.
     public static func shapes(record: JSONValue, lengths: [Int]?) -> [[Int]]? {
         var recorded: [[Int]] = []
-        for c in record["cases"]?.arrayContent ?? [] {
-            guard let s = c["shape"]?.arrayContent?.compactMap(\.intNumber), s.count == 2, !recorded.contains(s) else { continue }
+        for c in record["cases"]?.arrayValue ?? [] {
+            guard let s = c["shape"]?.arrayValue?.compactMap(\.intValue), s.count == 2, !recorded.contains(s) else { continue }
             recorded.append(s)
         }
         guard let lengths else { return recorded.isEmpty ? nil : recorded }
-        let batch = recorded.first?.first ?? record["input_signature"]?[0]?["shape"]?[0]?.intNumber ?? 1
+        let batch = recorded.first?.first ?? record["input_signature"]?[0]?["shape"]?[0]?.intValue ?? 1
         var out: [[Int]] = []
         for l in lengths where !out.contains([batch, l]) { out.append([batch, l]) }
         return out
@@ -69,12 +69,12 @@ public struct Bench: ParsableCommand {
     /// the bundle's path and `spec.output.dir`, preferring a file whose sha256 is the recorded `manifest_sha256`.
     public static func manifestDirectory(record: JSONValue, bundle: URL, flag: String?, cwd: URL) -> String? {
         if let flag { return absolute(flag, cwd: cwd).path }
-        if let d = record["manifest_dir"]?.stringContent, d.hasPrefix("/") { return d }
-        guard let file = record["manifest_file"]?.stringContent, !file.isEmpty else { return nil }
+        if let d = record["manifest_dir"]?.stringValue, d.hasPrefix("/") { return d }
+        guard let file = record["manifest_file"]?.stringValue, !file.isEmpty else { return nil }
         if file.hasPrefix("/") { return URL(fileURLWithPath: file).deletingLastPathComponent().path }
         var roots = [cwd.standardizedFileURL]
         if let root = outputRoot(record: record, bundle: bundle) { roots.append(root) }
-        let recordedSHA = record["manifest_sha256"]?.stringContent
+        let recordedSHA = record["manifest_sha256"]?.stringValue
         var fallback: String?
         for root in roots {
             let candidate = root.appendingPathComponent(file).standardizedFileURL
@@ -89,8 +89,8 @@ public struct Bench: ParsableCommand {
     /// The output root a bundle was installed under: its path minus `spec.output.dir` (default `build/<name>`).
     static func outputRoot(record: JSONValue, bundle: URL) -> URL? {
         let manifest = record["fingerprint_inputs"]?["manifest"]
-        guard let relative = manifest?["spec"]?["output"]?["dir"]?.stringContent
-                ?? manifest?["metadata"]?["name"]?.stringContent.map({ "build/\($0)" }) else { return nil }
+        guard let relative = manifest?["spec"]?["output"]?["dir"]?.stringValue
+                ?? manifest?["metadata"]?["name"]?.stringValue.map({ "build/\($0)" }) else { return nil }
         let tail = relative.split(separator: "/").map(String.init).filter { $0 != "." && !$0.isEmpty }
         let parts = bundle.standardizedFileURL.pathComponents
         guard !tail.isEmpty, parts.count > tail.count, Array(parts.suffix(tail.count)) == tail else { return nil }
@@ -161,12 +161,12 @@ public struct Bench: ParsableCommand {
     // MARK: the terminal table
 
     static func ms(_ v: JSONValue?) -> String {
-        guard let d = v?.number else { return "—" }
+        guard let d = v?.doubleValue else { return "—" }
         return d >= 100 ? String(format: "%.1f", d) : String(format: "%.3f", d)
     }
 
     static func mib(_ v: JSONValue?) -> String {
-        guard let d = v?.number else { return "—" }
+        guard let d = v?.doubleValue else { return "—" }
         return String(format: "%.1f MiB", d / 1_048_576)
     }
 
@@ -174,41 +174,41 @@ public struct Bench: ParsableCommand {
     static func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }
 
     static func shapeText(_ v: JSONValue?) -> String {
-        "[" + (v?.arrayContent ?? []).map { $0.intNumber.map(String.init) ?? "?" }.joined(separator: ", ") + "]"
+        "[" + (v?.arrayValue ?? []).map { $0.intValue.map(String.init) ?? "?" }.joined(separator: ", ") + "]"
     }
 
     static func statsLine(_ label: String, _ side: String, _ stats: JSONValue?, note: String = "") -> String {
         let head = "  " + pad(label, 16) + pad(side, 10)
         guard let stats, stats != .null else { return head + "not measured" }
-        if let error = stats["error"]?.stringContent { return head + "failed: \(error)" }
+        if let error = stats["error"]?.stringValue { return head + "failed: \(error)" }
         return head + lpad(ms(stats["p50_ms"]), 9) + lpad(ms(stats["p90_ms"]), 9) + lpad(ms(stats["p99_ms"]), 9)
             + lpad(mib(stats["peak_rss_delta_bytes"]), 12) + (note.isEmpty ? "" : "  " + note)
     }
 
     static func ratio(_ a: JSONValue?, _ b: JSONValue?) -> String? {
-        guard let x = a?["p50_ms"]?.number, let y = b?["p50_ms"]?.number, y > 0 else { return nil }
+        guard let x = a?["p50_ms"]?.doubleValue, let y = b?["p50_ms"]?.doubleValue, y > 0 else { return nil }
         return String(format: "%.2f×", x / y)
     }
 
     /// The text report of one bundle.
     public static func table(dir: String, _ r: JSONValue) -> [String] {
-        let threads = "\(r["threads"]?.intNumber ?? 0) thread\(r["threads"]?.intNumber == 1 ? "" : "s")"
+        let threads = "\(r["threads"]?.intValue ?? 0) thread\(r["threads"]?.intValue == 1 ? "" : "s")"
             + (r["threads_default"] == .bool(true) ? " (torch's default)" : "")
         var lines = [
-            "\(dir): \(r["model_class"]?.stringContent ?? "?") traced at \(shapeText(r["traced_shape"])) on \(r["device"]?.stringContent ?? "cpu"); "
-                + "\(r["runs"]?.intNumber ?? 0) runs after \(r["warmup"]?.intNumber ?? 0) warm-up, \(threads)",
+            "\(dir): \(r["model_class"]?.stringValue ?? "?") traced at \(shapeText(r["traced_shape"])) on \(r["device"]?.stringValue ?? "cpu"); "
+                + "\(r["runs"]?.intValue ?? 0) runs after \(r["warmup"]?.intValue ?? 0) warm-up, \(threads)",
         ]
         let eager = r["eager"]
         if eager?["available"] != .bool(true) {
-            lines.append("  eager: not measured: \(eager?["reason"]?.stringContent ?? "unknown reason")")
-        } else if let e = eager?["reference_max_abs_error"]?.number, e > 1e-3 {
+            lines.append("  eager: not measured: \(eager?["reason"]?.stringValue ?? "unknown reason")")
+        } else if let e = eager?["reference_max_abs_error"]?.doubleValue, e > 1e-3 {
             lines.append(String(format: "  warning: the rebuilt eager model differs from the recorded reference outputs (max abs error %.2e)", e))
         }
         let header = "  " + pad("shape", 16) + pad("side", 10) + lpad("p50 ms", 9) + lpad("p90 ms", 9) + lpad("p99 ms", 9) + lpad("peak RSS Δ", 12)
         lines.append(header)
-        for row in r["shapes"]?.arrayContent ?? [] {
+        for row in r["shapes"]?.arrayValue ?? [] {
             let label = shapeText(row["shape"])
-            let note = row["case"]?.stringContent.map { "sample \($0)" } ?? "drawn inputs"
+            let note = row["case"]?.stringValue.map { "sample \($0)" } ?? "drawn inputs"
             lines.append(statsLine(label, "artifact", row["artifact"], note: note))
             if row["eager"] != nil, row["eager"] != .null {
                 let speed = ratio(row["artifact"], row["eager"]).map { "artifact/eager p50 \($0)" } ?? ""
@@ -216,10 +216,10 @@ public struct Bench: ParsableCommand {
             }
         }
         if let p = r["padding"], p != .null {
-            let traced = p["traced_length"]?.intNumber ?? 0
-            lines.append("  padding: traced padded to \(traced) tokens (\(p["real_tokens"]?.intNumber ?? 0) real); the artifact runs at \(traced) whatever the real length, eager on the real tokens only")
-            for row in p["rows"]?.arrayContent ?? [] {
-                let label = "\(row["length"]?.intNumber ?? 0) real"
+            let traced = p["traced_length"]?.intValue ?? 0
+            lines.append("  padding: traced padded to \(traced) tokens (\(p["real_tokens"]?.intValue ?? 0) real); the artifact runs at \(traced) whatever the real length, eager on the real tokens only")
+            for row in p["rows"]?.arrayValue ?? [] {
+                let label = "\(row["length"]?.intValue ?? 0) real"
                 lines.append(statsLine(label, "artifact", row["artifact"], note: "padded to \(traced)"))
                 if row["eager"] != nil, row["eager"] != .null {
                     let cost = ratio(row["artifact"], row["eager"]).map { "padded artifact/eager p50 \($0)" } ?? ""
@@ -227,7 +227,7 @@ public struct Bench: ParsableCommand {
                 }
             }
         }
-        if let report = r["report"]?.stringContent { lines.append("  report: \(report)") }
+        if let report = r["report"]?.stringValue { lines.append("  report: \(report)") }
         return lines
     }
 }

@@ -33,23 +33,23 @@ public struct Verify: ParsableCommand {
         var reports: [[String: Any]] = []
         for b in records {
             let (dir, record, abs) = (b.dir, b.record, b.url.path)
-            let tolerance = record.member("parity")?.member("tolerance") ?? record.member("tolerance") ?? .object([("atol", .double(1e-5)), ("rtol", .double(1e-4))])
+            let tolerance = record["parity"]?["tolerance"] ?? record["tolerance"] ?? .object([("atol", .double(1e-5)), ("rtol", .double(1e-4))])
             var ok = true
             var lines: [String] = []
             do {
                 let result = try worker.request("verify_bundle", [("dir", .string(abs)), ("tolerance", tolerance)])
-                let sha = result.member("sha256")?.stringContent
-                if let recorded = record.member("model_sha256")?.stringContent, sha != recorded {
+                let sha = result["sha256"]?.stringValue
+                if let recorded = record["model_sha256"]?.stringValue, sha != recorded {
                     ok = false
                     lines.append("  model.pt sha256 \(sha ?? "?") differs from the recorded \(recorded)")
                 }
-                for c in result.member("cases")?.arrayContent ?? [] {
-                    let passed = c.member("passed") == .bool(true)
+                for c in result["cases"]?.arrayValue ?? [] {
+                    let passed = c["passed"] == .bool(true)
                     ok = ok && passed
-                    let shape = CanonicalJSON.text(c.member("shape") ?? .null)
-                    let detail = c.member("error")?.stringContent
-                        ?? String(format: "max abs error %.2e, max rel error %.2e", c.member("max_abs_error")?.number ?? .nan, c.member("max_rel_error")?.number ?? .nan)
-                    lines.append("  \(passed ? "pass" : "FAIL") \(c.member("case")?.stringContent ?? "?") \(shape): \(detail)")
+                    let shape = CanonicalJSON.text(c["shape"] ?? .null)
+                    let detail = c["error"]?.stringValue
+                        ?? String(format: "max abs error %.2e, max rel error %.2e", c["max_abs_error"]?.doubleValue ?? .nan, c["max_rel_error"]?.doubleValue ?? .nan)
+                    lines.append("  \(passed ? "pass" : "FAIL") \(c["case"]?.stringValue ?? "?") \(shape): \(detail)")
                 }
                 reports.append(["bundle": dir, "ok": ok, "result": (try? JSONSerialization.jsonObject(with: Data(result.serialized(pretty: false).utf8))) ?? [:]])
             } catch let f as WorkerFailure {

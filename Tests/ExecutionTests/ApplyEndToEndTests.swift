@@ -43,7 +43,7 @@ final class ApplyEndToEndTests: XCTestCase {
         let cmp = try Harness.compare(bundle: bundle, manifestDir: dir)
         XCTAssertEqual(cmp["sample_inputs"]?["input_ids"], .array([.array(Self.guideIDs.map { .int($0) })]),
                        "the tokenizer must give the guide's token ids, with position 8 masked")
-        XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-4)
+        XCTAssertLessThan(cmp["max_abs_error"]?.doubleValue ?? 1, 1e-4)
         XCTAssertEqual(cmp["segments_as_mask_differs"], true)
         let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
         // Content hashes of the weights, config and tokenizer files that went in.
@@ -108,20 +108,10 @@ final class ApplyEndToEndTests: XCTestCase {
         for name in ["tiny-bert", "tiny-distilbert", "tiny-roberta", "tiny-gpt2"] {
             let bundle = root.appendingPathComponent("build/\(name)")
             let cmp = try Harness.compare(bundle: bundle, manifestDir: dir)
-            XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-4, name)
+            XCTAssertLessThan(cmp["max_abs_error"]?.doubleValue ?? 1, 1e-4, name)
             if name == "tiny-gpt2" {
                 XCTAssertEqual(cmp["untied_parameters"], ["lm_head.weight"], "the LM head's tied weight is cloned")
             }
-        }
-    }
-}
-
-extension JSONValue {
-    var doubleNumber: Double? {
-        switch self {
-        case .int(let i): return Double(i)
-        case .double(let d): return d
-        default: return nil
         }
     }
 }

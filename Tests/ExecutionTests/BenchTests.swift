@@ -56,17 +56,17 @@ final class BenchTests: XCTestCase {
     /// Every measured point of the bench JSON, keyed like `plottedPoints`.
     static func measuredPoints(_ r: JSONValue) -> [String: [Double]] {
         var out: [String: [Double]] = [:]
-        for row in r["shapes"]?.arrayContent ?? [] {
-            let shape = row["shape"]?.arrayContent?.compactMap(\.intNumber) ?? []
+        for row in r["shapes"]?.arrayValue ?? [] {
+            let shape = row["shape"]?.arrayValue?.compactMap(\.intValue) ?? []
             for side in ["artifact", "eager"] {
                 guard let s = row[side], s["p50_ms"] != nil else { continue }
-                out["latency/\(side)/\(shape[0])/\(shape[1])"] = percentiles.map { s[$0]?.number ?? .nan }
+                out["latency/\(side)/\(shape[0])/\(shape[1])"] = percentiles.map { s[$0]?.doubleValue ?? .nan }
             }
         }
-        for row in r["padding"]?["rows"]?.arrayContent ?? [] {
+        for row in r["padding"]?["rows"]?.arrayValue ?? [] {
             for side in ["artifact", "eager"] {
                 guard let s = row[side], s["p50_ms"] != nil else { continue }
-                out["padding/\(side)/\(row["batch"]?.intNumber ?? 0)/\(row["length"]?.intNumber ?? 0)"] = percentiles.map { s[$0]?.number ?? .nan }
+                out["padding/\(side)/\(row["batch"]?.intValue ?? 0)/\(row["length"]?.intValue ?? 0)"] = percentiles.map { s[$0]?.doubleValue ?? .nan }
             }
         }
         return out
@@ -130,14 +130,14 @@ final class BenchTests: XCTestCase {
         XCTAssertEqual(r["threads_default"], false)
         XCTAssertEqual(r["eager"]?["available"], true, "\(r["eager"] ?? .null)")
         XCTAssertEqual(r["eager"]?["attn_implementation"], "eager")
-        XCTAssertLessThan(r["eager"]?["reference_max_abs_error"]?.number ?? 1, 1e-4)
-        let shapes = r["shapes"]?.arrayContent ?? []
+        XCTAssertLessThan(r["eager"]?["reference_max_abs_error"]?.doubleValue ?? 1, 1e-4)
+        let shapes = r["shapes"]?.arrayValue ?? []
         XCTAssertEqual(shapes.map { $0["shape"] }, [[1, 8], [1, 16]])
         XCTAssertEqual(shapes.map { $0["inputs"] }, ["drawn", "sample"])
         for row in shapes {
             for side in ["artifact", "eager"] {
                 let s = try XCTUnwrap(row[side])
-                let p = Self.percentiles.compactMap { s[$0]?.number }
+                let p = Self.percentiles.compactMap { s[$0]?.doubleValue }
                 XCTAssertEqual(p.count, 3, "\(side): \(s)")
                 XCTAssertTrue(p[0] <= p[1] && p[1] <= p[2], "\(p)")
                 XCTAssertEqual(s["runs"], 3)
@@ -146,10 +146,10 @@ final class BenchTests: XCTestCase {
         // The guide's sentence is 14 tokens padded to 16: what the padding costs at 8, 14 and 16 real tokens.
         XCTAssertEqual(r["padding"]?["traced_length"], 16)
         XCTAssertEqual(r["padding"]?["real_tokens"], 14)
-        XCTAssertEqual(r["padding"]?["rows"]?.arrayContent?.map { $0["length"] }, [8, 14, 16])
+        XCTAssertEqual(r["padding"]?["rows"]?.arrayValue?.map { $0["length"] }, [8, 14, 16])
 
         let report = bundle.appendingPathComponent(Bench.reportFile)
-        XCTAssertEqual(r["report"]?.stringContent, report.path)
+        XCTAssertEqual(r["report"]?.stringValue, report.path)
         try assertReportMatches(report, r)
         XCTAssertFalse(Harness.tree(bundle).contains { $0.hasPrefix(".bench") }, "no temporary file is left in the bundle")
 
@@ -203,11 +203,11 @@ final class BenchTests: XCTestCase {
         XCTAssertEqual(rc2, 0, after.stderr)
         let r = try XCTUnwrap(try JSONValue(parsing: after.stdout)["bundles"]?[0]?["result"])
         XCTAssertEqual(r["eager"]?["available"], false)
-        let reason = r["eager"]?["reason"]?.stringContent ?? ""
+        let reason = r["eager"]?["reason"]?.stringValue ?? ""
         XCTAssertTrue(reason.contains("does not exist") && reason.contains("models/tiny"), reason)
-        for row in r["shapes"]?.arrayContent ?? [] {
+        for row in r["shapes"]?.arrayValue ?? [] {
             XCTAssertEqual(row["eager"], .null)
-            XCTAssertNotNil(row["artifact"]?["p50_ms"]?.number)
+            XCTAssertNotNil(row["artifact"]?["p50_ms"]?.doubleValue)
         }
         let report = bundle.appendingPathComponent(Bench.reportFile)
         try assertReportMatches(report, r)

@@ -86,7 +86,7 @@ final class FamilyTests: XCTestCase {
 
         let errors = try Harness.pythonJSON(["-c", Self.freshCompare] + names.map { build.appendingPathComponent($0).path })
         for name in names {
-            guard let error = errors[name]?.doubleNumber else { XCTFail("\(name): no comparison (\(String(describing: errors[name])))"); continue }
+            guard let error = errors[name]?.doubleValue else { XCTFail("\(name): no comparison (\(String(describing: errors[name])))"); continue }
             XCTAssertLessThanOrEqual(error, 1e-4, "\(name): max abs error \(error) on fresh inputs")
         }
 
@@ -137,6 +137,6 @@ final class FamilyTests: XCTestCase {
             XCTAssertEqual(record["parity"]?["verdict"], "valid at every checked shape", name)
         }
         let cmp = try Harness.compare(bundle: root.appendingPathComponent("build/minilm-auto"), manifestDir: dir)
-        XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-4)
+        XCTAssertLessThan(cmp["max_abs_error"]?.doubleValue ?? 1, 1e-4)
     }
 }

@@ -23,7 +23,7 @@ final class SpecsApplyTests: XCTestCase {
             let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
             guard case .string(let manifestFile)? = record["manifest_file"] else { return XCTFail("no manifest_file in \(name)") }
             let cmp = try Harness.compare(bundle: bundle, manifestDir: URL(fileURLWithPath: manifestFile).deletingLastPathComponent())
-            XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-3, name)
+            XCTAssertLessThan(cmp["max_abs_error"]?.doubleValue ?? 1, 1e-3, name)
         }
 
         try checkGuideBundle(root: root, spec: specs.appendingPathComponent("bert-base-guide.yaml"))
@@ -63,7 +63,7 @@ final class SpecsApplyTests: XCTestCase {
         XCTAssertNotNil(record["model_sha256"])
 
         let cmp = try Harness.compare(bundle: bundle, manifestDir: spec.deletingLastPathComponent())
-        XCTAssertLessThan(cmp["max_abs_error"]?.doubleNumber ?? 1, 1e-4)
+        XCTAssertLessThan(cmp["max_abs_error"]?.doubleValue ?? 1, 1e-4)
         XCTAssertEqual(cmp["sample_inputs"]?["input_ids"], .array([.array(ApplyEndToEndTests.guideIDs.map { .int($0) })]))
         XCTAssertEqual(cmp["segments_as_mask_differs"], true, "the segment ids must feed token_type_ids, not attention_mask")
 

@@ -22,32 +22,35 @@ let package = Package(
         ),
         // Owns every libyaml object; yields positioned nodes resolved by the YAML 1.2 core schema.
         .target(name: "YAML", dependencies: ["CYAML"]),
-        // A small JSON Schema (draft 2020-12) validator over a plain JSON value type.
-        .target(name: "JSONSchema"),
+        // The JSON value type, its parser and the canonical form used for fingerprints.
+        .target(name: "JSON"),
+        // A small JSON Schema (draft 2020-12) validator over JSON values. Only the Manifest module validates.
+        .target(name: "JSONSchema", dependencies: ["JSON"]),
         // Positions, severities and the compiler-style and JSON printers.
         .target(name: "Diagnostics"),
         // Typed manifests: load, schema-validate, semantic checks. Embeds schemas/export.schema.json at build time.
         .target(
             name: "Manifest",
-            dependencies: ["YAML", "JSONSchema", "Diagnostics"],
+            dependencies: ["YAML", "JSON", "JSONSchema", "Diagnostics"],
             plugins: ["EmbedSchema"]
         ),
         // Build-time embedding of schemas/export.schema.json into Manifest (one source of truth, no copy).
         .executableTarget(name: "EmbedSchemaTool"),
         .plugin(name: "EmbedSchema", capability: .buildTool(), dependencies: ["EmbedSchemaTool"]),
-        // The pure planner: manifests (and existing bundles) in, a Plan value out.
-        .target(
-            name: "Plan",
-            dependencies: ["Manifest", "JSONSchema", "Diagnostics", .product(name: "Crypto", package: "swift-crypto")]
-        ),
         // Two Linux system calls Foundation does not offer: renameat2(RENAME_EXCHANGE) and flock.
         .target(name: "CSystem"),
+        // The bundle on disk: its layout, the record, reading it, hashing inputs, staging and the atomic install.
+        .target(
+            name: "Bundles",
+            dependencies: ["JSON", "Manifest", "CSystem", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // The pure planner: manifests and observed bundles in, a Plan value (with the exact worker requests) out.
+        .target(name: "Plan", dependencies: ["Manifest", "JSON", "Bundles"]),
         // Runs a plan: the Python runtime, the JSON-lines worker and the bundle.
         .target(
             name: "Execution",
             dependencies: [
-                "Plan", "Manifest", "Diagnostics", "CSystem",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "Plan", "Bundles", "Manifest", "JSON", "Diagnostics", "CSystem",
             ],
             resources: [.copy("Resources/worker")]
         ),
@@ -55,7 +58,7 @@ let package = Package(
         .target(
             name: "TSExportCLI",
             dependencies: [
-                "Manifest", "Plan", "Execution", "Diagnostics",
+                "Manifest", "Plan", "Bundles", "Execution", "JSON", "YAML", "Diagnostics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -64,10 +67,11 @@ let package = Package(
             dependencies: ["TSExportCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "YAMLTests", dependencies: ["YAML"]),
-        .testTarget(name: "JSONSchemaTests", dependencies: ["JSONSchema"]),
-        .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML"], exclude: ["Fixtures"]),
-        .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest"]),
-        .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Manifest", "TSExportCLI", "JSONSchema"], exclude: ["Support"]),
-        .testTarget(name: "CLITests", dependencies: ["TSExportCLI"]),
+        .testTarget(name: "JSONTests", dependencies: ["JSON"]),
+        .testTarget(name: "JSONSchemaTests", dependencies: ["JSONSchema", "JSON"]),
+        .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML", "JSON"], exclude: ["Fixtures"]),
+        .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest", "Bundles", "JSON"]),
+        .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Bundles", "Manifest", "TSExportCLI", "JSON"], exclude: ["Support"]),
+        .testTarget(name: "CLITests", dependencies: ["TSExportCLI", "Plan", "Bundles"]),
     ]
 )

@@ -1,3 +1,4 @@
+import Bundles
 import Diagnostics
 import Foundation
 import Manifest

@@ -1,6 +1,7 @@
+import Bundles
 import Diagnostics
 import Foundation
-import JSONSchema
+import JSON
 import Manifest
 import Plan
 

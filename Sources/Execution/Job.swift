@@ -1,5 +1,5 @@
 import Foundation
-import JSONSchema
+import JSON
 import Manifest
 
 /// Turns a validated manifest into the worker's `export` job: every path absolute, every default filled in.

@@ -1,3 +1,4 @@
+import Bundles
 import CSystem
 import Foundation
 import Manifest

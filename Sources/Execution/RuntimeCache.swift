@@ -1,5 +1,5 @@
 import Foundation
-import JSONSchema
+import JSON
 import Plan
 
 /// Remembers, per interpreter, the Python/torch/transformers versions a worker reported, so that `plan` and a no-op

@@ -1,5 +1,5 @@
 import Foundation
-import JSONSchema
+import JSON
 import Plan
 
 /// What the worker says about itself in its first line.

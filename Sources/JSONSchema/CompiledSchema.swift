@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// JSON Schema type names as a bit set, so `type` checks are a single AND.
 struct TypeMask: OptionSet, Sendable {

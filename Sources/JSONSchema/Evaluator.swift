@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// Annotations an evaluation produces that `unevaluatedProperties`/`unevaluatedItems` consume.
 struct Annotations {

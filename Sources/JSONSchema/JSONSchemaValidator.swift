@@ -5,6 +5,8 @@
 /// so validation does no parsing, lookups by URI, or regex compilation. The value is immutable and `Sendable`.
 /// `format`, `content*` and the meta-data keywords are annotations only (never fail); `$schema` and `$vocabulary`
 /// are ignored (the full 2020-12 vocabulary set is always in effect).
+import JSON
+
 public struct JSONSchemaValidator: Sendable {
     private let program: CompiledProgram
 

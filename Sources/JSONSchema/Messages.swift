@@ -1,4 +1,6 @@
 /// Formatting helpers for violation messages aimed at CLI users.
+import JSON
+
 enum Messages {
     static let maxShown = 60
 

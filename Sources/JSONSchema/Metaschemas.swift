@@ -2,6 +2,7 @@
 // https://json-schema.org/draft/2020-12/ (copied from the PyPI package jsonschema-specifications, which ships them).
 // They are compiled in as string literals so the module needs no resources; `$ref`s to these URIs resolve
 // automatically (see SchemaCompiler), which lets schemas say `"$ref": "https://json-schema.org/draft/2020-12/schema"`.
+import JSON
 
 /// Built-in documents, parsed once on first use.
 enum Metaschemas {

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// A schema location: a loaded document and a JSON pointer into it.
 struct SchemaLocation: Hashable {

@@ -1,3 +1,19 @@
+import JSON
+
+extension JSONValue {
+    /// The value at a path of keys and indices (as found in `SchemaViolation.instancePath`), or `nil` if absent.
+    public func value(at path: [PathComponent]) -> JSONValue? {
+        var current = self
+        for component in path {
+            switch component {
+            case .key(let k): guard let next = current[k] else { return nil }; current = next
+            case .index(let i): guard let next = current[i] else { return nil }; current = next
+            }
+        }
+        return current
+    }
+}
+
 /// One path component into an instance: an object key or an array index.
 public enum PathComponent: Hashable, Sendable, CustomStringConvertible {
     /// A member of an object, by key.

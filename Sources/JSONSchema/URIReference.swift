@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// Minimal RFC 3986 URI-reference parsing and resolution, enough for `$id`/`$ref` (http(s), file, urn, relative).
 struct URIReference: Equatable {

@@ -1,6 +1,5 @@
 import Diagnostics
 import Foundation
-import JSONSchema
 import YAML
 
 /// What the command line decides about validation.

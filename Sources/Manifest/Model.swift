@@ -1,5 +1,5 @@
 import Foundation
-import JSONSchema
+import JSON
 
 /// Where a model or tokenizer comes from: a local folder (resolved against the manifest's folder) or a hub id.
 public enum ModelSource: Hashable, Sendable, Codable {

@@ -1,4 +1,4 @@
-import JSONSchema
+import JSON
 import YAML
 
 /// Turns a YAML node tree into a JSON value for the schema validator, recording every node's position by field path.

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import JSONSchema
 
 /// The manifest schema: `schemas/export.schema.json`, the one source of truth, embedded into this module at build

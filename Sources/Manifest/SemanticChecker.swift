@@ -1,6 +1,6 @@
 import Diagnostics
 import Foundation
-import JSONSchema
+import JSON
 
 /// The checks a schema cannot express, each reported at the field it is about.
 struct SemanticChecker {

@@ -1,5 +1,6 @@
+import Bundles
 import Foundation
-import JSONSchema
+import JSON
 import Manifest
 
 /// The version of the worker protocol and code that this tsexport ships; part of every fingerprint.

@@ -2,7 +2,6 @@ import ArgumentParser
 import Diagnostics
 import Execution
 import Foundation
-import JSONSchema
 import Manifest
 import Plan
 

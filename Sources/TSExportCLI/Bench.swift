@@ -1,7 +1,8 @@
 import ArgumentParser
+import Bundles
 import Execution
 import Foundation
-import JSONSchema
+import JSON
 import Plan
 
 /// `tsexport bench BUNDLE...`: latency percentiles and peak memory of each bundle's artifact and of the eager model

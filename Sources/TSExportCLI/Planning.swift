@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bundles
 import Diagnostics
 import Execution
 import Foundation

@@ -1,7 +1,8 @@
 import ArgumentParser
+import Bundles
 import Execution
 import Foundation
-import JSONSchema
+import JSON
 import Plan
 
 /// Options for commands that start Python.

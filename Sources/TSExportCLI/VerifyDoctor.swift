@@ -1,7 +1,7 @@
 import ArgumentParser
 import Execution
 import Foundation
-import JSONSchema
+import JSON
 import Plan
 
 /// `tsexport verify DIR...`

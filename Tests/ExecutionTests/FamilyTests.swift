@@ -1,6 +1,6 @@
 import Execution
 import Foundation
-import JSONSchema
+import JSON
 import TSExportCLI
 import XCTest
 

@@ -1,6 +1,5 @@
 import Execution
 import Foundation
-import JSONSchema
 import TSExportCLI
 import XCTest
 

@@ -16,6 +16,7 @@
 // The draft 2020-12 metaschemas (used by ref.json and defs.json) are built into the JSONSchema module.
 
 import Foundation
+import JSON
 import XCTest
 @testable import JSONSchema
 

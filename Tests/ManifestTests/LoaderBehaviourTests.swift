@@ -1,6 +1,6 @@
 import Diagnostics
 import Foundation
-import JSONSchema
+import JSON
 import Manifest
 import XCTest
 

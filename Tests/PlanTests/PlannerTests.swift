@@ -1,5 +1,6 @@
+import Bundles
 import Foundation
-import JSONSchema
+import JSON
 import Manifest
 import Plan
 import XCTest

@@ -1,5 +1,5 @@
 import Foundation
-import JSONSchema
+import JSON
 
 /// The parts of a bundle's `record.json` that planning needs: the bundles are the state, there is no central file.
 public struct RecordSummary: Sendable {

@@ -1,6 +1,4 @@
-import Crypto
 import Foundation
-import JSONSchema
 
 /// Canonical JSON: object keys sorted, no whitespace, integers as integers — so reformatting a manifest (comments,
 /// key order, quoting style that resolves to the same value) never changes its fingerprint.
@@ -55,28 +53,3 @@ public enum CanonicalJSON {
     }
 }
 
-/// SHA-256 helpers.
-public enum Digest {
-    /// Hex SHA-256 of bytes.
-    public static func sha256(_ data: Data) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
-    }
-
-    /// Hex SHA-256 of a string's UTF-8.
-    public static func sha256(_ s: String) -> String { sha256(Data(s.utf8)) }
-
-    /// Hex SHA-256 of a file, streamed in 1 MiB chunks.
-    public static func sha256(file path: String) throws -> String {
-        guard let h = FileHandle(forReadingAtPath: path) else {
-            throw CocoaError(.fileReadNoSuchFile, userInfo: [NSFilePathErrorKey: path])
-        }
-        defer { try? h.close() }
-        var hasher = SHA256()
-        while true {
-            let chunk = h.readData(ofLength: 1 << 20)
-            if chunk.isEmpty { break }
-            hasher.update(data: chunk)
-        }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
-    }
-}

@@ -1,5 +1,5 @@
 import Foundation
-import JSONSchema
+import JSON
 import Manifest
 
 /// Everything that decides a manifest's artifact, gathered so that two runs can be compared part by part.

@@ -38,18 +38,6 @@ extension JSONValue {
         return items[index]
     }
 
-    /// The value at a path of keys and indices (as found in `SchemaViolation.instancePath`), or `nil` if absent.
-    public func value(at path: [PathComponent]) -> JSONValue? {
-        var current = self
-        for component in path {
-            switch component {
-            case .key(let k): guard let next = current[k] else { return nil }; current = next
-            case .index(let i): guard let next = current[i] else { return nil }; current = next
-            }
-        }
-        return current
-    }
-
     /// The JSON Schema type name of this value: "null", "boolean", "integer", "number", "string", "array" or "object".
     /// Integral doubles (e.g. `1.0`) report "integer", as JSON Schema requires.
     public var typeName: String {
@@ -65,7 +53,7 @@ extension JSONValue {
     }
 
     /// The numeric value as `Double` for `.int`/`.double`, otherwise `nil`.
-    var numberValue: Double? {
+    public var numberValue: Double? {
         switch self {
         case .int(let i): return Double(i)
         case .double(let d): return d
@@ -73,7 +61,7 @@ extension JSONValue {
         }
     }
 
-    static func isIntegral(_ d: Double) -> Bool { d.isFinite && d.rounded(.towardZero) == d }
+    public static func isIntegral(_ d: Double) -> Bool { d.isFinite && d.rounded(.towardZero) == d }
 }
 
 // MARK: - Equality and hashing (JSON Schema semantics)
@@ -249,7 +237,7 @@ extension JSONValue {
         }
     }
 
-    static func format(_ d: Double) -> String {
+    public static func format(_ d: Double) -> String {
         guard d.isFinite else { return "null" }
         return d.description   // shortest round-trip: "1.0", "0.1", "1e+20"
     }

@@ -1,6 +1,7 @@
 import Foundation
+import JSON
 import XCTest
-@testable import JSONSchema
+@testable import JSON
 
 final class JSONValueTests: XCTestCase {
 
@@ -45,7 +46,7 @@ final class JSONValueTests: XCTestCase {
         XCTAssertEqual(value["mid"], .string("x"))
         XCTAssertNil(value["missing"])
         XCTAssertNil(JSONValue.int(3)["x"])
-        XCTAssertEqual(value.value(at: [.key("alpha"), .key("inner"), .index(0)]), .bool(true))
+        XCTAssertEqual(value["alpha"]?["inner"]?[0], .bool(true))
         // A repeated key keeps its first position; the last value wins.
         XCTAssertEqual(try parse(#"{"a": 1, "b": 2, "a": 3}"#).serialized(pretty: false), #"{"a":3,"b":2}"#)
     }

@@ -16,9 +16,14 @@ public struct BundleStore: Sendable {
     /// `<root>/.tsexport/staging`.
     public var stagingRoot: URL { stateDir.appendingPathComponent("staging") }
 
-    /// A new, empty staging folder for a manifest.
+    /// The staging folder of a manifest (or of one of its deploys): one fixed path per name, so the plan can name
+    /// it; only the holder of the output root's lock uses it.
+    public func stagingURL(name: String) -> URL { stagingRoot.appendingPathComponent("\(name).staging") }
+
+    /// A new, empty staging folder at `stagingURL(name:)` (a leftover one is removed first).
     public func makeStaging(name: String) throws -> URL {
-        let dir = stagingRoot.appendingPathComponent("\(name).\(UUID().uuidString.prefix(8).lowercased())")
+        let dir = stagingURL(name: name)
+        try? FileManager.default.removeItem(at: dir)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         return dir
     }
@@ -53,6 +58,17 @@ public struct BundleStore: Sendable {
         if fd >= 0 { fsync(fd); close(fd) }
     }
 
+    /// Moves one staged file over `destination` with a rename (atomic on one file system).
+    public func installFile(_ file: URL, at destination: URL) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+        Self.fsyncTree(file.deletingLastPathComponent())
+        guard rename(file.path, destination.path) == 0 else {
+            throw BundleError("cannot move \(file.lastPathComponent) into \(destination.deletingLastPathComponent().path): \(String(cString: strerror(errno)))")
+        }
+        Self.fsyncParent(destination)
+    }
+
     /// Moves a complete staging folder to `destination`. An existing bundle is swapped with the new one in one
     /// atomic step (renameat2 RENAME_EXCHANGE), so at every moment the destination holds the old complete bundle or
     /// the new complete one; where the file system cannot exchange, the old one is moved aside first.
@@ -82,4 +98,10 @@ public struct BundleStore: Sendable {
         if let old { try? fm.removeItem(at: old) }
         tidy()
     }
+}
+
+/// A bundle that cannot be read or written, in one sentence.
+public struct BundleError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -78,14 +78,6 @@ public struct Diagnostic: Error, Hashable, Codable, Sendable {
     }
 }
 
-/// Several diagnostics thrown together, so a user fixes every problem in one round.
-public struct DiagnosticsError: Error, Sendable {
-    /// Every problem found.
-    public var diagnostics: [Diagnostic]
-    /// Wraps a list of diagnostics.
-    public init(_ diagnostics: [Diagnostic]) { self.diagnostics = diagnostics }
-}
-
 extension Array where Element == Diagnostic {
     /// Whether any of them is an error (warnings alone do not fail a command).
     public var hasErrors: Bool { contains { $0.severity == .error } }

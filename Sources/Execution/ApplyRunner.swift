@@ -4,19 +4,22 @@ import Foundation
 import Manifest
 import Plan
 
-/// One manifest to export.
+/// One plan entry to run, with where its manifest's fields were written (for positioned diagnostics).
 public struct ExportItem: Sendable {
-    /// The manifest.
-    public var manifest: Manifest
-    /// Its plan entry.
+    /// The plan entry: its steps carry the requests that are sent.
     public var entry: PlanEntry
+    /// The manifest's field positions.
+    public var locations: FieldLocations
+    /// The hardware target, checked against the worker's hello before anything loads.
+    public var hardware: String
     /// Its fingerprint inputs (versions are added from the worker).
     public var fingerprint: FingerprintInputs
 
     /// Creates an item.
-    public init(manifest: Manifest, entry: PlanEntry, fingerprint: FingerprintInputs) {
-        self.manifest = manifest
+    public init(entry: PlanEntry, locations: FieldLocations, hardware: String, fingerprint: FingerprintInputs) {
         self.entry = entry
+        self.locations = locations
+        self.hardware = hardware
         self.fingerprint = fingerprint
     }
 }
@@ -91,18 +94,18 @@ public final class ApplyRunner: @unchecked Sendable {
                 while let (index, anyFailed) = state.take() {
                     let skip = anyFailed && !keepGoing
                     let item = items[index]
-                    let m = item.manifest
+                    let name = item.entry.name
                     var outcome: ExportOutcome
                     if skip {
-                        outcome = ExportOutcome(name: m.name, action: item.entry.action, status: "not run", seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [])
-                    } else if case .some(.some(let why)) = hello.targets[m.target.hardware] {
-                        let d = Diagnostic.error("\(m.name): target \(m.target.hardware) is not available in this runtime: \(why)",
-                                                 at: m.locations.location(of: "spec.target.hardware"), field: "spec.target.hardware")
-                        outcome = ExportOutcome(name: m.name, action: item.entry.action, status: "failed", seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [d])
+                        outcome = ExportOutcome(name: name, action: item.entry.action, status: .notRun, seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [])
+                    } else if case .some(.some(let why)) = hello.targets[item.hardware] {
+                        let d = Diagnostic.error("\(name): target \(item.hardware) is not available in this runtime: \(why)",
+                                                 at: item.locations.location(of: "spec.target.hardware"), field: "spec.target.hardware")
+                        outcome = ExportOutcome(name: name, action: item.entry.action, status: .failed, seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [d])
                     } else {
-                        progress.stage(m.name, "start", seconds: nil)
-                        outcome = exporter.export(m, entry: item.entry, fingerprint: item.fingerprint, isLast: state.isDrained)
-                        progress.finished(m.name, status: outcome.status == "ok" ? "\(item.entry.action.rawValue)d" : outcome.status, seconds: outcome.seconds)
+                        progress.stage(name, "start", seconds: nil)
+                        outcome = exporter.export(item, isLast: state.isDrained)
+                        progress.finished(name, status: outcome.status == .ok ? "\(item.entry.action.rawValue)d" : outcome.status.rawValue, seconds: outcome.seconds)
                     }
                     report(outcome.diagnostics)
                     state.put(index, outcome)
@@ -112,7 +115,7 @@ public final class ApplyRunner: @unchecked Sendable {
         }
         group.wait()
         return state.outcomes.enumerated().map { i, o in
-            o ?? ExportOutcome(name: items[i].manifest.name, action: items[i].entry.action, status: "not run", seconds: 0, bundle: items[i].entry.bundle, record: nil, diagnostics: [])
+            o ?? ExportOutcome(name: items[i].entry.name, action: items[i].entry.action, status: .notRun, seconds: 0, bundle: items[i].entry.bundle, record: nil, diagnostics: [])
         }
     }
 }
@@ -150,6 +153,6 @@ private final class SharedQueue: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         outcomes[index] = outcome
-        if outcome.status == "failed" { failed = true }
+        if outcome.status == .failed { failed = true }
     }
 }

@@ -114,6 +114,21 @@ struct DocumentValidator {
         return ""
     }
 
+    /// `trace.envelope` as written; the schema has checked its shape.
+    static func envelope(_ v: JSONValue?) -> Envelope {
+        func range(_ r: JSONValue?) -> SizeRange? {
+            guard let a = r?.arrayValue, a.count == 2, let lo = a[0].intValue, let hi = a[1].intValue else { return nil }
+            return SizeRange(lo, hi)
+        }
+        var dims: [String: [Int: SizeRange]] = [:]
+        for (name, byIndex) in v?["dims"]?.objectValue ?? [] {
+            for (index, r) in byIndex.objectValue ?? [] {
+                if let i = Int(index), let r = range(r) { dims[name, default: [:]][i] = r }
+            }
+        }
+        return Envelope(batch: range(v?["batch"]), sequence: range(v?["sequence"]), decoderSequence: range(v?["decoder_sequence"]), dims: dims)
+    }
+
     /// Decodes a document the schema accepted; defaults come from the contract.
     private func decode(_ v: JSONValue, _ locations: FieldLocations, documentIndex: Int) -> Manifest {
         let metadata = v["metadata"]
@@ -169,6 +184,7 @@ struct DocumentValidator {
                 tensors: tensors),
             trace: .init(
                 strict: trace?["strict"]?.boolValue ?? true,
+                envelope: Self.envelope(trace?["envelope"]),
                 checkShapes: trace?["check_shapes"]?.arrayValue?.map { $0.arrayValue?.compactMap(\.intValue) ?? [] } ?? [],
                 atol: trace?["tolerance"]?["atol"]?.doubleValue ?? defaults.atol,
                 rtol: trace?["tolerance"]?["rtol"]?.doubleValue ?? defaults.rtol,

@@ -40,6 +40,68 @@ public struct TensorSpec: Hashable, Sendable {
     public var high: Double?
 }
 
+/// An inclusive size range `[min, max]` of one dimension.
+public struct SizeRange: Hashable, Sendable, Codable, CustomStringConvertible {
+    public var min: Int
+    public var max: Int
+
+    /// Creates a range.
+    public init(_ min: Int, _ max: Int) {
+        self.min = min
+        self.max = max
+    }
+
+    /// Whether a size lies in it.
+    public func contains(_ size: Int) -> Bool { size >= min && size <= max }
+
+    /// `[1, 8]`.
+    public var description: String { "[\(min), \(max)]" }
+
+    public init(from decoder: Decoder) throws {
+        var c = try decoder.unkeyedContainer()
+        min = try c.decode(Int.self)
+        max = try c.decode(Int.self)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.unkeyedContainer()
+        try c.encode(min)
+        try c.encode(max)
+    }
+}
+
+/// `spec.trace.envelope`: the shapes the artifact must serve. A dimension left out (nil) follows the default rule.
+public struct Envelope: Hashable, Sendable {
+    /// Dimension 0 of every input tensor.
+    public var batch: SizeRange?
+    /// Dimension 1 of token-shaped inputs that are not decoder inputs.
+    public var sequence: SizeRange?
+    /// Dimension 1 of `decoder_*` inputs.
+    public var decoderSequence: SizeRange?
+    /// Other dimensions: tensor name → dimension index → range, in the order written.
+    public var dims: [String: [Int: SizeRange]]
+
+    /// Creates an envelope.
+    public init(batch: SizeRange? = nil, sequence: SizeRange? = nil, decoderSequence: SizeRange? = nil, dims: [String: [Int: SizeRange]] = [:]) {
+        self.batch = batch
+        self.sequence = sequence
+        self.decoderSequence = decoderSequence
+        self.dims = dims
+    }
+
+    /// Whether the manifest declares anything.
+    public var isEmpty: Bool { batch == nil && sequence == nil && decoderSequence == nil && dims.isEmpty }
+}
+
+/// The sequence group a tensor's dimension 1 belongs to: decoder inputs have a length of their own.
+public enum SequenceGroup: String, Sendable, Codable {
+    case sequence
+    case decoderSequence = "decoder_sequence"
+
+    /// `decoder_input_ids`, `decoder_attention_mask`, … are decoder inputs.
+    public static func of(tensor name: String) -> SequenceGroup { name.hasPrefix("decoder_") ? .decoderSequence : .sequence }
+}
+
 /// A deployment of the bundle.
 public enum DeployTarget: Hashable, Sendable {
     /// The bundle folder itself.
@@ -88,6 +150,8 @@ public struct Manifest: Sendable {
     /// Tracing options.
     public struct Trace: Sendable {
         public var strict: Bool
+        /// `trace.envelope` as written (each dimension nil when left out: the default rule applies to it).
+        public var envelope: Envelope
         public var checkShapes: [[Int]]
         public var atol: Double
         public var rtol: Double

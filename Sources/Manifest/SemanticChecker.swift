@@ -6,16 +6,16 @@ import JSON
 struct SemanticChecker {
     let manifest: Manifest
     let options: ValidationOptions
-    private var out: [Diagnostic] = []
+    var out: [Diagnostic] = []
 
     init(manifest: Manifest, options: ValidationOptions) {
         self.manifest = manifest
         self.options = options
     }
 
-    private var loc: FieldLocations { manifest.locations }
+    var loc: FieldLocations { manifest.locations }
 
-    private mutating func error(_ field: String, _ message: String, key: Bool = false) {
+    mutating func error(_ field: String, _ message: String, key: Bool = false) {
         out.append(.error(message, at: key ? loc.keyLocation(of: field) : loc.location(of: field), field: field))
     }
 
@@ -26,6 +26,7 @@ struct SemanticChecker {
         checkConfig(config)
         checkText()
         checkTensors(vocabSize: config["vocab_size"]?.intValue)
+        checkEnvelope(maxPositions: config["max_position_embeddings"]?.intValue ?? config["n_positions"]?.intValue)
         checkOutputPaths()
         checkTargetCombinations()
         return out.sorted { ($0.location ?? loc.location(of: "")) < ($1.location ?? loc.location(of: "")) }
@@ -192,17 +193,19 @@ struct SemanticChecker {
                 dims.append((i, 1, inputs.padTo, inputs.padTo != nil ? "spec.inputs.pad_to" : "\(base).from"))
             }
         }
-        // All tensors agree on batch and sequence length.
-        for axis in 0..<2 {
-            let name = axis == 0 ? "batch size" : "sequence length"
+        // All tensors agree on batch size; within a sequence group (decoder_* inputs have their own), on length.
+        for axis in 0..<3 {
+            let name = axis == 0 ? "batch size" : axis == 1 ? "sequence length" : "decoder sequence length"
+            let group: SequenceGroup = axis == 2 ? .decoderSequence : .sequence
             var reference: (index: Int, value: Int, field: String)?
             for d in dims {
+                if axis > 0 && SequenceGroup.of(tensor: inputs.tensors[d.index].name) != group { continue }
                 guard let value = axis == 0 ? d.batch : d.seq else { continue }
                 if let r = reference {
                     if r.value != value {
                         let a = inputs.tensors[d.index].name, b = inputs.tensors[r.index].name
                         out.append(.error(
-                            "tensor '\(a)' has \(name) \(value), but '\(b)' has \(r.value); all tensors must agree",
+                            "tensor '\(a)' has \(name) \(value), but '\(b)' has \(r.value); \(axis < 2 ? "all tensors must agree" : "all decoder_* tensors must agree")",
                             at: loc.location(of: d.field), field: d.field,
                             notes: [.init(message: "'\(b)' has \(name) \(r.value) here", location: loc.location(of: r.field))]))
                     }

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// What apply would do, as plain data: `plan`, `apply --dry-run` and `--json` all render this value, and `apply`
 /// executes it. Building it never starts a process.
@@ -75,13 +76,18 @@ public struct PlanStep: Codable, Hashable, Sendable {
     public var inputs: [String]
     /// What it writes, as absolute paths under the output root.
     public var outputs: [String]
+    /// The exact worker request this step sends (`op` and its fields), nil for steps that run in Swift alone.
+    /// Deploy requests carry the batch settings of the envelope as planned; a default envelope that verification
+    /// shrinks lowers them.
+    public var request: JSONValue?
 
     /// Creates a step.
-    public init(kind: Kind, description: String, inputs: [String], outputs: [String]) {
+    public init(kind: Kind, description: String, inputs: [String], outputs: [String], request: JSONValue? = nil) {
         self.kind = kind
         self.description = description
         self.inputs = inputs
         self.outputs = outputs
+        self.request = request
     }
 }
 
@@ -103,14 +109,24 @@ public struct PlanEntry: Codable, Hashable, Sendable {
     public var fingerprint: String
     /// The steps apply will run (empty when up to date).
     public var steps: [PlanStep]
+
+    /// The step of a kind, if planned.
+    public func step(_ kind: PlanStep.Kind) -> PlanStep? { steps.first { $0.kind == kind } }
     /// Problems that will stop apply for this manifest before any model is loaded (a target the runtime lacks).
     public var blockers: [String]
+    /// The serving envelope and the points verification checks (nil when up to date).
+    public var envelope: EnvelopePlan?
+    /// The folder the manifest's relative paths resolved against (recorded, so bench can rebuild the eager model).
+    public var manifestDirectory: String?
+    /// 0-based index of the document in its file.
+    public var documentIndex: Int = 0
 
     /// Creates an entry.
     public init(
         name: String, file: String, line: Int, action: PlanAction, reasons: [PlanReason], bundle: String,
-        fingerprint: String, steps: [PlanStep], blockers: [String] = []
+        fingerprint: String, steps: [PlanStep], blockers: [String] = [], envelope: EnvelopePlan? = nil
     ) {
+        self.envelope = envelope
         self.name = name
         self.file = file
         self.line = line

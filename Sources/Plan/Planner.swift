@@ -6,9 +6,15 @@ import Manifest
 /// The version of the worker protocol and code that this tsexport ships; part of every fingerprint.
 public enum WorkerInfo {
     /// Must equal `WORKER_VERSION` in the worker's `__init__.py` (a test checks it).
-    public static let version = "1.0.0"
+    public static let version = "2.0.0"
     /// The protocol version spoken over the JSON lines.
-    public static let protocolVersion = 1
+    public static let protocolVersion = 2
+}
+
+/// The version of tsexport itself, recorded in every bundle.
+public enum ToolInfo {
+    /// Semantic version.
+    public static let version = "0.2.0"
 }
 
 /// What the planner is told about the world; gathering it reads files, planning itself is pure.
@@ -72,10 +78,15 @@ public struct Planner: Sendable {
             if let missing = input.unavailableTargets?[m.target.hardware] {
                 blockers.append(missing)
             }
-            return PlanEntry(
+            let envelope = action == .upToDate ? nil : EnvelopePlanner.plan(m)
+            var entry = PlanEntry(
                 name: m.name, file: m.file, line: m.locations.location(of: "metadata.name").line,
                 action: action, reasons: reasons, bundle: bundle.path, fingerprint: fp.fingerprint,
-                steps: action == .upToDate ? [] : steps(m, bundle: bundle, root: root), blockers: blockers)
+                steps: envelope.map { steps(m, bundle: bundle, root: root, envelope: $0, fingerprint: fp) } ?? [], blockers: blockers,
+                envelope: envelope)
+            entry.manifestDirectory = m.directory.path
+            entry.documentIndex = m.documentIndex
+            return entry
         }
         return Plan(outputRoot: root.path, entries: entries)
     }
@@ -98,7 +109,32 @@ public struct Planner: Sendable {
 
     static func short(_ hash: String) -> String { String(hash.prefix(12)) }
 
-    func steps(_ m: Manifest, bundle: URL, root: URL) -> [PlanStep] {
+    /// What the bundle's record starts from (the worker lays its fields over it). The executor replaces
+    /// `fingerprint` and `versions` with the running worker's when they differ from what was planned.
+    static func extraRecord(_ m: Manifest, fingerprint fp: FingerprintInputs) -> JSONValue {
+        let versions = JSONValue.object(
+            [("tsexport", .string(ToolInfo.version)), ("worker", .string(WorkerInfo.version))]
+                + ["python", "torch", "transformers"].map { ($0, fp.versions[$0].map(JSONValue.string) ?? .null) })
+        return .object([
+            ("format", .string("tsexport-bundle/1")), ("name", .string(m.name)),
+            ("fingerprint", .string(fp.fingerprint)), ("versions", versions),
+            ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize))])),
+            ("dtype", .string(m.model.dtype)), ("tolerance", WorkerRequests.tolerance(m)),
+        ])
+    }
+
+    /// Where a deploy entry goes: a Triton model folder `<repository>/<name>` or a `.mar` in the store.
+    public static func deployDestination(_ d: DeployTarget, name: String, root: URL) -> URL? {
+        switch d {
+        case .directory: return nil
+        case .triton(let repo): return root.appendingPathComponent(OutputPaths.normalise(repo)).appendingPathComponent(name)
+        case .torchserve(let store): return root.appendingPathComponent(OutputPaths.normalise(store)).appendingPathComponent("\(name).mar")
+        }
+    }
+
+    func steps(_ m: Manifest, bundle: URL, root: URL, envelope: EnvelopePlan, fingerprint: FingerprintInputs) -> [PlanStep] {
+        let store = BundleStore(root: root)
+        let staging = store.stagingURL(name: m.name)
         var steps: [PlanStep] = []
         let source: String
         var loadInputs: [String] = []
@@ -117,43 +153,49 @@ public struct Planner: Sendable {
         var traceInputs: [String] = []
         if let t = m.inputs.tokenizer { traceInputs.append(t.isLocal ? t.reference : "hub:\(t.reference)") }
         let names = m.inputs.tensors.map { "\($0.name) (\($0.from.rawValue))" }.joined(separator: ", ")
-        let how: String
-        switch m.target.hardware {
-        case "inf1": how = "torch.neuron.trace"
-        case "inf2": how = "torch_neuronx.trace"
-        default: how = "torch.jit.trace"
-        }
-        var traceDesc = "\(how) on \(m.target.hardware) with \(names)"
-        traceDesc += m.trace.strict ? ", strict" : ", warnings recorded"
+        var traceDesc = "\(WorkerRequests.traceAPI(hardware: m.target.hardware)) on \(m.target.hardware) with \(names)"
+        traceDesc += m.trace.strict ? ", strict (tracer warnings must be covered by the envelope)" : ", warnings recorded"
         if m.model.torchscript { traceDesc += ", tuple outputs, tied weights untied" }
         if m.target.optimize != "none" { traceDesc += ", then \(m.target.optimize)" }
-        steps.append(PlanStep(kind: .trace, description: traceDesc, inputs: traceInputs, outputs: []))
+        let job = WorkerRequests.exportJob(m, envelope: envelope, stagingDir: staging, extraRecord: Self.extraRecord(m, fingerprint: fingerprint))
+        steps.append(PlanStep(kind: .trace, description: traceDesc, inputs: traceInputs, outputs: [],
+                              request: .object([("op", "export"), ("job", job)])))
 
         steps.append(PlanStep(
             kind: .serialize, description: "torch.jit.save with the record embedded; staged, then moved into place",
             inputs: [], outputs: Self.bundleFiles.map { bundle.appendingPathComponent($0).path }))
 
-        let shapes = m.trace.checkShapes.map { "[\($0.map(String.init).joined(separator: ", "))]" }
-        var verifyDesc = "reload model.pt in a fresh process, compare with the eager model at the traced shape"
-        if !shapes.isEmpty { verifyDesc += " and at \(shapes.joined(separator: ", "))" }
+        let points = envelope.points.map { p in
+            "\(p.name) " + envelope.axes.map { a in "\(a.name)=\((p.sizes[a.name] ?? nil).map(String.init) ?? "traced")" }.joined(separator: " ")
+        }
+        var verifyDesc = "reload model.pt in a fresh process, compare with the eager model over the envelope: \(envelope.summary)"
         verifyDesc += " (atol \(m.trace.atol), rtol \(m.trace.rtol))"
-        steps.append(PlanStep(kind: .verify, description: verifyDesc, inputs: [bundle.appendingPathComponent("model.pt").path], outputs: [bundle.appendingPathComponent("record.json").path]))
+        if !points.isEmpty { verifyDesc += "\n              points " + points.joined(separator: "; ") }
+        steps.append(PlanStep(kind: .verify, description: verifyDesc, inputs: [bundle.appendingPathComponent("model.pt").path],
+                              outputs: [bundle.appendingPathComponent("record.json").path],
+                              request: .object([("op", "verify_bundle")] + (WorkerRequests.verify(m, bundle: staging).objectValue ?? []))))
 
-        for d in m.output.deploy {
-            switch d {
-            case .directory:
+        let maxBatch = WorkerRequests.maxBatchSize(batch: envelope.axes.first { $0.name == "batch" })
+        let variable = envelope.axes.contains { $0.name != "batch" && ($0.max == nil || $0.max != $0.min) }
+        for (i, d) in m.output.deploy.enumerated() {
+            guard let dest = Self.deployDestination(d, name: m.name, root: root) else {
                 steps.append(PlanStep(kind: .deploy, description: "directory: the bundle itself", inputs: [], outputs: [bundle.path]))
-            case .triton(let repo):
-                let dir = root.appendingPathComponent(OutputPaths.normalise(repo)).appendingPathComponent(m.name)
+                continue
+            }
+            let request = JSONValue.object([("op", "deploy")] + (WorkerRequests.deploy(
+                kind: d.kind, bundle: staging, dest: store.stagingURL(name: "\(m.name).deploy-\(i)"), name: m.name,
+                maxBatchSize: maxBatch, variableDims: variable).objectValue ?? []))
+            switch d {
+            case .directory: break
+            case .triton:
                 steps.append(PlanStep(
-                    kind: .deploy, description: "triton: model repository entry, platform pytorch_libtorch",
+                    kind: .deploy, description: "triton: model repository entry, platform pytorch_libtorch, max_batch_size \(maxBatch)",
                     inputs: [bundle.appendingPathComponent("model.pt").path],
-                    outputs: [dir.appendingPathComponent("config.pbtxt").path, dir.appendingPathComponent("1/model.pt").path]))
-            case .torchserve(let store):
-                let mar = root.appendingPathComponent(OutputPaths.normalise(store)).appendingPathComponent("\(m.name).mar")
+                    outputs: [dest.appendingPathComponent("config.pbtxt").path, dest.appendingPathComponent("1/model.pt").path], request: request))
+            case .torchserve:
                 steps.append(PlanStep(
                     kind: .deploy, description: "torchserve: .mar archive made by torch-model-archiver",
-                    inputs: [bundle.appendingPathComponent("model.pt").path], outputs: [mar.path]))
+                    inputs: [bundle.appendingPathComponent("model.pt").path], outputs: [dest.path], request: request))
             }
         }
         return steps

@@ -38,12 +38,12 @@ public struct Apply: ParsableCommand {
         }
         let manifests = Dictionary(selected.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var outcomes: [ExportOutcome] = plan.entries.filter { $0.action == .upToDate }.map {
-            ExportOutcome(name: $0.name, action: .upToDate, status: "up to date", seconds: 0, bundle: $0.bundle, record: nil, diagnostics: [])
+            ExportOutcome(name: $0.name, action: .upToDate, status: .upToDate, seconds: 0, bundle: $0.bundle, record: nil, diagnostics: [])
         }
         let items = plan.entries.filter { $0.action != .upToDate }.compactMap { e -> ExportItem? in
             guard let m = manifests[e.name], let fp = planned.fingerprints[m.name] else { return nil }
             // The exporter replaces the versions with those of the worker that does the export.
-            return ExportItem(manifest: m, entry: e, fingerprint: fp)
+            return ExportItem(entry: e, locations: m.locations, hardware: m.target.hardware, fingerprint: fp)
         }
         if !items.isEmpty {
             // Python starts only now: the manifests are valid and something needs doing.
@@ -87,7 +87,7 @@ public struct Apply: ParsableCommand {
         } else {
             console.out(ApplyReport.table(outcomes, wall: wall, base: FileManager.default.currentDirectoryPath))
         }
-        return outcomes.contains { $0.status == "failed" || $0.status == "not run" } ? ExitStatus.failure : ExitStatus.success
+        return outcomes.contains { $0.status == .failed || $0.status == .notRun } ? ExitStatus.failure : ExitStatus.success
     }
 }
 
@@ -102,14 +102,14 @@ enum ApplyReport {
                 err = String(format: "%.1e", worst)
             }
             let bundle = o.bundle.hasPrefix(base + "/") ? String(o.bundle.dropFirst(base.count + 1)) : o.bundle
-            rows.append([o.name, o.action.rawValue, o.status, o.seconds > 0 ? String(format: "%.1fs", o.seconds) : "-", err, bundle])
+            rows.append([o.name, o.action.rawValue, o.status.rawValue, o.seconds > 0 ? String(format: "%.1fs", o.seconds) : "-", err, bundle])
         }
         let widths = (0..<rows[0].count).map { i in rows.map { $0[i].count }.max() ?? 0 }
         var lines = rows.map { r in r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
-        let count = { (s: String) in outcomes.filter { $0.status == s }.count }
-        let created = outcomes.filter { $0.status == "ok" && $0.action == .create }.count
-        let rebuilt = outcomes.filter { $0.status == "ok" && $0.action == .rebuild }.count
-        lines.append("Apply: \(created) created, \(rebuilt) rebuilt, \(count("up to date")) up to date, \(count("failed")) failed, \(count("not run")) not run in \(String(format: "%.1f", wall)) s.")
+        let count = { (s: ExportOutcome.Status) in outcomes.filter { $0.status == s }.count }
+        let created = outcomes.filter { $0.status == .ok && $0.action == .create }.count
+        let rebuilt = outcomes.filter { $0.status == .ok && $0.action == .rebuild }.count
+        lines.append("Apply: \(created) created, \(rebuilt) rebuilt, \(count(.upToDate)) up to date, \(count(.failed)) failed, \(count(.notRun)) not run in \(String(format: "%.1f", wall)) s.")
         return lines.joined(separator: "\n")
     }
 
@@ -117,7 +117,7 @@ enum ApplyReport {
         [
             "wall_seconds": wall,
             "manifests": outcomes.map { o -> [String: Any] in
-                var d: [String: Any] = ["name": o.name, "action": o.action.rawValue, "status": o.status, "seconds": o.seconds, "bundle": o.bundle,
+                var d: [String: Any] = ["name": o.name, "action": o.action.rawValue, "status": o.status.rawValue, "seconds": o.seconds, "bundle": o.bundle,
                                         "diagnostics": DiagnosticPrinter.json(o.diagnostics)]
                 if let r = o.record, let obj = try? JSONSerialization.jsonObject(with: Data(r.serialized(pretty: false).utf8)) { d["record"] = obj }
                 return d

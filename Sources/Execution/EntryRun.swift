@@ -1,0 +1,154 @@
+import Bundles
+import Diagnostics
+import Foundation
+import JSON
+import Manifest
+import Plan
+
+/// One plan entry being executed: the export request, verification in the fresh worker, the envelope verdict, the
+/// record, the deploys. Every request sent is the one the plan step carries (the record's runtime versions are the
+/// running worker's).
+struct EntryRun {
+    let entry: PlanEntry
+    let locations: FieldLocations
+    var fingerprint: FingerprintInputs
+    let staging: URL
+    let workers: WorkerPair
+    let store: BundleStore
+    let progress: ProgressSink
+    /// Warnings for the user, positioned in the manifest.
+    var warnings: [Diagnostic] = []
+
+    func fields(_ step: PlanStep.Kind) throws -> [(String, JSONValue)] {
+        guard let r = entry.step(step)?.request?.objectValue else {
+            throw WorkerFailure(stage: step.rawValue, code: "bad_request", message: "the plan has no \(step.rawValue) request", field: nil, detail: nil)
+        }
+        return r.filter { $0.0 != "op" }
+    }
+
+    mutating func warn(_ field: String?, _ message: String) {
+        warnings.append(.warning("\(entry.name): \(message)", at: locations.location(of: field ?? "metadata.name"), field: field))
+    }
+
+    /// The export job with the running worker's versions in its record.
+    func job(hello: WorkerHello, fingerprint fp: FingerprintInputs) throws -> JSONValue {
+        guard var job = try fields(.trace).first(where: { $0.0 == "job" })?.1.objectValue else {
+            throw WorkerFailure(stage: "trace", code: "bad_request", message: "the plan's export request has no job", field: nil, detail: nil)
+        }
+        let versions = JSONValue.object(
+            [("tsexport", .string(ToolInfo.version)), ("worker", .string(hello.workerVersion))]
+                + ["python", "torch", "transformers"].map { ($0, hello.versions[$0].map(JSONValue.string) ?? .null) })
+        if let i = job.firstIndex(where: { $0.0 == "extra_record" }), var extra = job[i].1.objectValue {
+            extra = extra.map { k, v in k == "fingerprint" ? (k, .string(fp.fingerprint)) : k == "versions" ? (k, versions) : (k, v) }
+            job[i].1 = .object(extra)
+        }
+        return .object(job)
+    }
+
+    mutating func execute(isLast: Bool, deployments: inout [StagedDeploy]) throws -> JSONValue {
+        let worker = try workers.ensureExporter()
+        for (k, v) in worker.hello.versions { fingerprint.versions[k] = v }
+        let job = try job(hello: worker.hello, fingerprint: fingerprint)
+        let name = entry.name, progress = self.progress, workers = self.workers
+        let data = try worker.request("export", [("job", job)]) { p in
+            progress.stage(name, p.stage, seconds: p.status == "done" ? (p.elapsedMs ?? 0) / 1000 : nil)
+            if p.stage == "load" && p.status == "done" { workers.startVerifierInBackground() }
+        }
+        if isLast { workers.retireExporter() }
+
+        // Verify in a process that did not trace the model: only the saved file is exercised.
+        let verifyStart = Date()
+        progress.stage(name, "verify", seconds: nil)
+        let verdict = try workers.verifier().request("verify_bundle", try fields(.verify))
+        let verifyMs = Date().timeIntervalSince(verifyStart) * 1000
+        progress.stage(name, "verify", seconds: verifyMs / 1000)
+        for w in data["warnings"]?.arrayValue ?? [] {
+            guard let message = w["message"]?.stringValue else { continue }
+            warn(w["field"]?.stringValue, message)
+        }
+
+        var judge = VerificationJudge(entry: entry, data: data, verdict: verdict)
+        let envelope = try judge.judge()
+        for w in judge.warnings { warn(w.field, w.message) }
+        if let ranges = envelope.resealRanges {
+            // A default envelope narrowed: the artifact's guard is rewritten to refuse what did not verify.
+            progress.stage(name, "guard", seconds: nil)
+            _ = try workers.verifier().request("guard", [("dir", .string(staging.path)), ("ranges", ranges)])
+        }
+
+        let modelSHA = try Digest.sha256(file: staging.appendingPathComponent("model.pt").path)
+        if envelope.resealRanges == nil, let reported = verdict["sha256"]?.stringValue, reported != modelSHA {
+            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "model.pt changed while it was being verified", field: nil, detail: nil)
+        }
+        var record = RecordAssembly(entry: entry, fingerprint: fingerprint, job: job, data: data)
+        record.add("model_sha256", .string(modelSHA))
+        if let size = (try? FileManager.default.attributesOfItem(atPath: staging.appendingPathComponent("model.pt").path))?[.size] as? Int {
+            record.add("model_bytes", .int(size))
+        }
+        record.add("envelope", envelope.record)
+        record.add("parity", judge.parity(envelope: envelope))
+        let deployed = try deploy(envelope: envelope, deployments: &deployments)
+        if !deployed.isEmpty { record.add("deployments", .array(deployed)) }
+        var timings = data["timings_ms"]?.objectValue ?? []
+        timings.append(("verify", .double(verifyMs)))
+        record.add("timings_ms", .object(timings))
+        record.add("created_at", .string(ISO8601DateFormatter().string(from: Date())))
+        let value = record.value
+        try Data((value.serialized(pretty: true) + "\n").utf8).write(to: staging.appendingPathComponent(RecordSummary.fileName))
+        return value
+    }
+
+    /// Deploys the staged bundle for every planned deploy step, into staging folders; the batch settings follow the
+    /// verified envelope.
+    func deploy(envelope: JudgedEnvelope, deployments: inout [StagedDeploy]) throws -> [JSONValue] {
+        var results: [JSONValue] = []
+        let deploySteps = entry.steps.filter { $0.kind == .deploy && $0.request != nil }
+        for (i, step) in deploySteps.enumerated() {
+            guard var request = step.request?.objectValue, let kind = step.request?["kind"]?.stringValue,
+                  let dest = step.request?["dest"]?.stringValue
+            else { continue }
+            request = request.filter { $0.0 != "op" }.map { k, v in
+                k == "max_batch_size" ? (k, .int(envelope.maxBatchSize)) : k == "variable_dims" ? (k, .bool(envelope.variableDims)) : (k, v)
+            }
+            let destination = URL(fileURLWithPath: kind == "triton" ? (step.outputs.first.map { ($0 as NSString).deletingLastPathComponent } ?? dest) : (step.outputs.first ?? dest))
+            let stagingDest = try store.makeStaging(name: URL(fileURLWithPath: dest).deletingPathExtension().lastPathComponent)
+            deployments.append(StagedDeploy(kind: kind, staging: stagingDest, destination: destination))
+            progress.stage(entry.name, "deploy \(kind)", seconds: nil)
+            let start = Date()
+            do {
+                let data = try workers.verifier().request("deploy", request)
+                results.append(.object([("kind", .string(kind)), ("path", .string(destination.path)), ("details", data)]))
+            } catch var f as WorkerFailure {
+                let index = entry.steps.filter { $0.kind == .deploy }.firstIndex { $0 == step } ?? i
+                f.field = f.field ?? "spec.output.deploy[\(index)]"
+                throw f
+            }
+            progress.stage(entry.name, "deploy \(kind)", seconds: Date().timeIntervalSince(start))
+        }
+        return results
+    }
+}
+
+/// The record: the plan's extra record, the worker's fields, then what Swift verified.
+struct RecordAssembly {
+    private var fields: [(String, JSONValue)]
+
+    init(entry: PlanEntry, fingerprint: FingerprintInputs, job: JSONValue, data: JSONValue) {
+        fields = job["extra_record"]?.objectValue ?? []
+        fields.append(("manifest_file", .string(entry.file)))
+        if let dir = entry.manifestDirectory { fields.append(("manifest_dir", .string(dir))) }
+        fields.append(("document_index", .int(entry.documentIndex)))
+        fields.append(("fingerprint_inputs", fingerprint.json))
+        if let bytes = FileManager.default.contents(atPath: entry.file) {
+            fields.append(("manifest_sha256", .string(Digest.sha256(bytes))))
+        }
+        for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device",
+                    "attn_implementation", "adjusted_config", "warnings", "artifacts", "generation"] {
+            if let v = data[key] { fields.append((key, v)) }
+        }
+    }
+
+    mutating func add(_ key: String, _ value: JSONValue) { fields.append((key, value)) }
+
+    var value: JSONValue { .object(fields) }
+}

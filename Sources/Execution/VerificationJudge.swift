@@ -1,0 +1,155 @@
+import Foundation
+import JSON
+import Plan
+
+/// The envelope as judged: what the record states and what deploys and the guard need.
+struct JudgedEnvelope {
+    /// The record's `envelope` object.
+    var record: JSONValue
+    /// New guard ranges when a default envelope was narrowed (nil: the guard written at export stands).
+    var resealRanges: JSONValue?
+    /// Triton's max_batch_size: the verified batch maximum when the batch may vary from 1, else 0.
+    var maxBatchSize: Int
+    /// Whether a non-batch dimension varies (Triton's -1 dims).
+    var variableDims: Bool
+}
+
+/// Joins the export's cases with the fresh process's results and applies the contract: the traced shape must
+/// match; check shapes under strict must match; a declared envelope is a promise; a default one narrows; strict
+/// tracer warnings must be covered by a match at every point.
+struct VerificationJudge {
+    let entry: PlanEntry
+    let data: JSONValue
+    let verdict: JSONValue
+    var warnings: [(field: String?, message: String)] = []
+
+    init(entry: PlanEntry, data: JSONValue, verdict: JSONValue) {
+        self.entry = entry
+        self.data = data
+        self.verdict = verdict
+    }
+
+    var cases: [JSONValue] {
+        let exported = Dictionary((data["cases"]?.arrayValue ?? []).compactMap { c in c["case"]?.stringValue.map { ($0, c) } }, uniquingKeysWith: { a, _ in a })
+        return (verdict["cases"]?.arrayValue ?? []).map { v in
+            guard let name = v["case"]?.stringValue, let e = exported[name], var o = v.objectValue else { return v }
+            if o.first(where: { $0.0 == "sizes" }) == nil, let sizes = e["sizes"] { o.append(("sizes", sizes)) }
+            return .object(o)
+        }
+    }
+
+    static func why(_ c: JSONValue, tolerance: JSONValue?) -> String {
+        c["error"]?.stringValue
+            ?? "max abs error \(c["max_abs_error"]?.doubleValue ?? .nan), max rel error \(c["max_rel_error"]?.doubleValue ?? .nan) (atol \(tolerance?["atol"]?.doubleValue ?? .nan), rtol \(tolerance?["rtol"]?.doubleValue ?? .nan))"
+    }
+
+    static func shapeText(_ sizes: [String: Int], axes: [AxisPlan], fallback: JSONValue?) -> String {
+        if axes.isEmpty { return CanonicalJSON.text(fallback ?? .null) }
+        return axes.map { "\($0.name) \(sizes[$0.name].map(String.init) ?? "?")" }.joined(separator: ", ")
+    }
+
+    mutating func judge() throws -> JudgedEnvelope {
+        let plan = entry.envelope ?? EnvelopePlan(axes: [], tensors: [], points: [], padMasks: false)
+        let tolerance = entry.step(.verify)?.request?["tolerance"]
+        let strict = entry.step(.trace)?.request?["job"]?["trace"]?["strict"]?.boolValue ?? true
+        let all = cases
+        func sizes(_ c: JSONValue) -> [String: Int] {
+            var out: [String: Int] = [:]
+            for (k, v) in c["sizes"]?.objectValue ?? [] { if let i = v.intValue { out[k] = i } }
+            return out
+        }
+        let traced = all.first { $0["case"]?.stringValue == "traced" }.map(sizes) ?? [:]
+        var results: [PointResult] = []
+        for c in all {
+            let name = c["case"]?.stringValue ?? "?"
+            let passed = c["passed"] == .bool(true)
+            let shape = CanonicalJSON.text(c["shape"] ?? .null)
+            if name == "traced" || name.hasSuffix(".traced") {
+                if !passed {
+                    throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                        message: "the saved artifact does not match the eager model at the traced shape \(shape): \(Self.why(c, tolerance: tolerance))", field: "spec.trace.tolerance", detail: nil)
+                }
+                if name != "traced" { continue }
+            } else if name.contains(".") {
+                // A split artifact's case (encoder.*, decoder_step.*): those artifacts are fixed-shape.
+                if !passed {
+                    throw WorkerFailure(stage: "verify", code: "verify_failed", message: "the \(name.split(separator: ".")[0]) artifact differs from the eager model at \(shape): \(Self.why(c, tolerance: tolerance))", field: "spec.trace.split", detail: nil)
+                }
+                continue
+            }
+            let point = plan.points.first { $0.name == name }
+            if let point, point.role == EnvelopePoint.Role.check, !passed, strict {
+                throw WorkerFailure(stage: "verify", code: "verify_failed", message: "the artifact differs from the eager model at check shape \(shape): \(Self.why(c, tolerance: tolerance)); with strict: true this fails the export (set strict: false to keep an artifact valid only where it verified)", field: "spec.trace.check_shapes[\(point.checkIndex ?? 0)]", detail: nil)
+            }
+            let s = sizes(c)
+            results.append(PointResult(name: name, sizes: s, passed: passed, why: passed ? nil : Self.why(c, tolerance: tolerance),
+                                       shapeText: Self.shapeText(s, axes: plan.axes, fallback: c["shape"])))
+        }
+        let hasMask = plan.tensors.contains { $0.name.hasSuffix("attention_mask") }
+        let batchFails = results.contains { !$0.passed && $0.sizes["batch"] != traced["batch"] }
+        let hint = batchFails && !hasMask
+            ? "add an attention_mask input tensor (spec.inputs.tensors): without one the trace keeps the traced batch size in its position and mask arithmetic"
+            : nil
+        let decision = EnvelopeVerdict.decide(plan: plan, traced: traced, results: results, hint: hint)
+        let tracerWarnings = data["tracer_warnings"]?.arrayValue ?? []
+        let box: VerifiedEnvelope
+        var narrowed = false
+        switch decision {
+        case .broken(let field, let message):
+            throw WorkerFailure(stage: "verify", code: "envelope_failed", message: message + "; nothing was written", field: field, detail: nil)
+        case .verified(let b):
+            box = b
+        case .narrowed(let b, let w):
+            if strict && !tracerWarnings.isEmpty {
+                let first = tracerWarnings.first?.stringValue ?? ""
+                throw WorkerFailure(stage: "verify", code: "strict_violation", message: "the tracer warned \(tracerWarnings.count) time\(tracerWarnings.count == 1 ? "" : "s") (the first: \(first)) and the artifact does not match the eager model at every envelope point (\(w.first?.message ?? "")); strict: true refuses it: declare an envelope that verifies, or set strict: false to keep the narrowed envelope \(b.text)", field: "spec.trace.strict", detail: nil)
+            }
+            box = b
+            narrowed = true
+            warnings += w.map { (Optional($0.field), $0.message) }
+        }
+        if !strict, let first = tracerWarnings.first?.stringValue {
+            warnings.append(("spec.trace.strict", "the tracer warned \(tracerWarnings.count) time\(tracerWarnings.count == 1 ? "" : "s") (recorded in record.json); the first: \(first)"))
+        }
+        let inside = results.filter { (r: PointResult) in box.contains(r.sizes) }
+        let covered = inside.allSatisfy { (r: PointResult) in r.passed }
+        let warningVerdict: JSONValue = tracerWarnings.isEmpty ? .null : .string(
+            covered ? "covered: the artifact matched the eager model at all \(inside.count) points of the recorded envelope"
+                    : "not covered: some points of the recorded envelope did not match")
+        let ranges = JSONValue.object(box.ranges.map { ($0.0, .array([.int($0.1), .int($0.2)])) })
+        let axesRecord: [JSONValue] = plan.axes.map { (a: AxisPlan) -> JSONValue in
+            let hi: JSONValue = a.max.map(JSONValue.int) ?? .int(traced[a.name] ?? a.min)
+            return .object([("name", .string(a.name)), ("declared", .bool(a.declared)), ("planned", .array([.int(a.min), hi]))])
+        }
+        let tensorsRecord: [JSONValue] = plan.tensors.map { (t: TensorAxes) -> JSONValue in
+            .object([("name", .string(t.name)), ("axes", .array(t.axes.map { $0.map(JSONValue.string) ?? .null }))])
+        }
+        let pointsRecord: [JSONValue] = results.map { (r: PointResult) -> JSONValue in
+            let sizes: [(String, JSONValue)] = r.sizes.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.int($0.value)) }
+            return .object([
+                ("case", .string(r.name)), ("sizes", .object(sizes)), ("passed", .bool(r.passed)),
+                ("inside", .bool(box.contains(r.sizes))), ("error", r.why.map(JSONValue.string) ?? .null),
+            ])
+        }
+        let record = JSONValue.object([
+            ("axes", .array(axesRecord)), ("tensors", .array(tensorsRecord)), ("verified", ranges),
+            ("narrowed", .bool(narrowed)), ("points", .array(pointsRecord)),
+            ("tracer_warnings_verdict", warningVerdict), ("enforced", .bool(true)),
+        ])
+        let batch = box.ranges.first { $0.0 == "batch" }
+        let maxBatch = batch.map { $0.1 == 1 && $0.2 > 1 ? $0.2 : 0 } ?? 0
+        let variable = box.ranges.contains { $0.0 != "batch" && $0.1 != $0.2 }
+        return JudgedEnvelope(record: record, resealRanges: narrowed ? ranges : nil, maxBatchSize: maxBatch, variableDims: variable)
+    }
+
+    /// The record's `parity` object: the tolerance, every case, and a verdict that says what was verified.
+    func parity(envelope: JudgedEnvelope) -> JSONValue {
+        let box = envelope.record["verified"]?.objectValue ?? []
+        let text = box.isEmpty ? "the traced shape" : box.map { "\($0.0) \(CanonicalJSON.text($0.1))" }.joined(separator: ", ")
+        let narrowed = envelope.record["narrowed"] == .bool(true)
+        return .object([
+            ("tolerance", entry.step(.verify)?.request?["tolerance"] ?? .null), ("cases", .array(cases)),
+            ("verdict", .string((narrowed ? "valid in the narrowed envelope " : "valid across the envelope ") + text)),
+        ])
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+
+/// The two workers of one export slot: a warm exporting worker, and a verifying worker that never traced the
+/// model (a fresh process), started in the background once the first model is loaded so its imports overlap
+/// tracing instead of competing with the exporter's own imports for the cores.
+final class WorkerPair: @unchecked Sendable {
+    let python: String
+    let runner: ProcessRunner
+    let progress: ProgressSink
+    private(set) var exporter: WorkerClient?
+    private var verifierStart: DispatchGroup?
+    private var verifierResult: Result<WorkerClient, Error>?
+    /// Exporting workers sent away early (see `retireExporter`), reaped in `stop()`.
+    private var retiring: [WorkerClient] = []
+
+    init(python: String, runner: ProcessRunner, progress: ProgressSink) {
+        self.python = python
+        self.runner = runner
+        self.progress = progress
+    }
+
+    /// Starts the exporting worker and returns its hello.
+    func start() throws -> WorkerHello {
+        let w = try WorkerClient(python: python, runner: runner)
+        exporter = w
+        return w.hello
+    }
+
+    /// The exporting worker, started anew when the previous one died.
+    func ensureExporter() throws -> WorkerClient {
+        if let w = exporter { return w }
+        progress.message("starting a new Python worker")
+        let w = try WorkerClient(python: python, runner: runner)
+        exporter = w
+        return w
+    }
+
+    func startVerifierInBackground() {
+        guard verifierStart == nil else { return }
+        let group = DispatchGroup()
+        group.enter()
+        verifierStart = group
+        let python = self.python, runner = self.runner
+        DispatchQueue.global().async { [self] in
+            let r = Result { try WorkerClient(python: python, runner: runner) }
+            self.verifierResult = r
+            group.leave()
+        }
+    }
+
+    /// The verifying worker (waits for its start).
+    func verifier() throws -> WorkerClient {
+        startVerifierInBackground()
+        verifierStart?.wait()
+        switch verifierResult {
+        case .success(let w)?: return w
+        case .failure(let e)?: throw e
+        case nil: throw WorkerCrash(description: "the verifying worker did not start", stderrTail: "")
+        }
+    }
+
+    /// Sends the exporting worker away now: the traced model's memory is gone before the saved one is loaded.
+    func retireExporter() {
+        guard let w = exporter else { return }
+        w.beginShutdown()
+        retiring.append(w)
+        exporter = nil
+    }
+
+    /// Kills the exporting worker after it crashed or spoke out of protocol.
+    func killExporter() {
+        exporter?.kill()
+        exporter = nil
+    }
+
+    /// Stops every worker.
+    func stop() {
+        exporter?.shutdown()
+        exporter = nil
+        retiring.forEach { $0.shutdown() }
+        retiring = []
+        if verifierStart != nil, let w = try? verifier() { w.shutdown() }
+        verifierResult = nil
+        verifierStart = nil
+    }
+}

@@ -1,0 +1,72 @@
+import Diagnostics
+
+/// `spec.trace.envelope`: ranges in order, the traced shape and the check shapes inside, lengths the model's
+/// positions can hold, and `dims` naming real tensors and dimensions.
+extension SemanticChecker {
+    mutating func checkEnvelope(maxPositions: Int?) {
+        let e = manifest.trace.envelope
+        let traced = StaticShapes(manifest)
+        let base = "spec.trace.envelope"
+        let named: [(String, String, SizeRange?, Int?)] = [
+            ("batch", "batch size", e.batch, traced.batch),
+            ("sequence", "sequence length", e.sequence, traced.sequence),
+            ("decoder_sequence", "decoder sequence length", e.decoderSequence, traced.decoderSequence),
+        ]
+        for (key, what, range, tracedSize) in named {
+            guard let r = range else { continue }
+            let field = "\(base).\(key)"
+            if r.min > r.max {
+                error(field, "\(key) range \(r) has min \(r.min) above max \(r.max); write [min, max]")
+                continue
+            }
+            if let t = tracedSize, !r.contains(t) {
+                error(field, "the traced \(what) \(t) is outside the envelope's \(key) \(r); trace at a shape inside the envelope (the guide: trace with inputs as large as the largest expected)")
+            }
+            if key == "sequence" && !traced.hasSequence {
+                error(field, "no input tensor has a sequence dimension (dimension 1 of a non-decoder tensor); remove \(key)")
+            }
+            if key == "decoder_sequence" && !traced.hasDecoderSequence {
+                error(field, "decoder_sequence applies to decoder_* input tensors, and the manifest has none")
+            }
+            if key != "batch", let p = maxPositions, r.max > p {
+                error("\(field)[1]", "\(key) max \(r.max) is beyond the model's \(p) positions (max_position_embeddings); the model cannot serve longer inputs")
+            }
+        }
+        for (i, shape) in manifest.trace.checkShapes.enumerated() where shape.count == 2 {
+            let field = "spec.trace.check_shapes[\(i)]"
+            if let b = e.batch, !b.contains(shape[0]) {
+                error(field, "check shape [\(shape[0]), \(shape[1])] has batch \(shape[0]), outside the envelope's batch \(b)")
+            } else if let s = e.sequence, !s.contains(shape[1]) {
+                error(field, "check shape [\(shape[0]), \(shape[1])] has sequence length \(shape[1]), outside the envelope's sequence \(s)")
+            } else if let p = maxPositions, shape[1] > p {
+                error(field, "check shape [\(shape[0]), \(shape[1])] is longer than the model's \(p) positions (max_position_embeddings)")
+            }
+        }
+        if let t = traced.sequence, let p = maxPositions, t > p {
+            let field = manifest.inputs.padTo != nil ? "spec.inputs.pad_to" : "spec.inputs.tensors"
+            error(field, "the traced sequence length \(t) is beyond the model's \(p) positions (max_position_embeddings)")
+        }
+        let names = manifest.inputs.tensors.map(\.name)
+        for (name, byIndex) in e.dims.sorted(by: { $0.key < $1.key }) {
+            let field = "\(base).dims.\(name)"
+            guard let ti = names.firstIndex(of: name) else {
+                error(field, "dims names '\(name)', which is not an input tensor (inputs: \(names.joined(separator: ", ")))", key: true)
+                continue
+            }
+            for (index, r) in byIndex.sorted(by: { $0.key < $1.key }) {
+                let f = "\(field).\(index)"
+                if index < 2 {
+                    error(f, "dimension \(index) is the \(index == 0 ? "batch" : "sequence") dimension; set envelope.\(index == 0 ? "batch" : SequenceGroup.of(tensor: name).rawValue) instead", key: true)
+                } else if r.min > r.max {
+                    error(f, "range \(r) has min \(r.min) above max \(r.max); write [min, max]")
+                } else if let shape = traced.shapes[ti] {
+                    if index >= shape.count {
+                        error(f, "tensor '\(name)' has \(shape.count) dimensions; there is no dimension \(index)", key: true)
+                    } else if !r.contains(shape[index]) {
+                        error(f, "the traced size \(shape[index]) of '\(name)' dimension \(index) is outside the envelope's \(r)")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import JSON
+import Manifest
+
+/// The worker requests a plan step sends, built from the manifest with every default and policy already resolved.
+/// The worker (protocol 2) has no defaults of its own: every key is present, nullable ones as null.
+public enum WorkerRequests {
+    /// The trace API the worker calls, by hardware (inf1: torch.neuron.trace, inf2: torch_neuronx.trace).
+    public static func traceAPI(hardware: String) -> String {
+        switch hardware {
+        case "inf1": return "torch.neuron.trace"
+        case "inf2": return "torch_neuronx.trace"
+        default: return "torch.jit.trace"
+        }
+    }
+
+    /// The tolerance object both the export (split checks) and verification use.
+    public static func tolerance(_ m: Manifest) -> JSONValue {
+        .object([("atol", .double(m.trace.atol)), ("rtol", .double(m.trace.rtol))])
+    }
+
+    /// The revision the tokenizer is loaded at: the model's when the tokenizer is the pretrained model itself.
+    public static func tokenizerRevision(_ m: Manifest) -> String? {
+        guard let t = m.inputs.tokenizer, let p = m.model.pretrained, t == p else { return nil }
+        return m.model.revision
+    }
+
+    /// `job.model`: also what `bench` sends to rebuild the eager model.
+    public static func model(_ m: Manifest) -> JSONValue {
+        func opt(_ s: String?) -> JSONValue { s.map(JSONValue.string) ?? .null }
+        return .object([
+            ("class", .string(m.model.className)),
+            ("pretrained", opt(m.model.pretrained?.reference)),
+            ("pretrained_is_local", .bool(m.model.pretrained?.isLocal ?? false)),
+            ("revision", opt(m.model.revision)),
+            ("config", .object(m.model.config)),
+            ("torchscript", .bool(m.model.torchscript)),
+            ("seed", .int(m.model.seed)),
+            ("dtype", .string(m.model.dtype)),
+            ("attn_implementation", .string(m.model.attnImplementation)),
+            ("trust_remote_code", .bool(m.model.trustRemoteCode)),
+            ("allow_pickle", .bool(m.model.allowPickle)),
+        ])
+    }
+
+    /// The `export` request's job.
+    public static func exportJob(_ m: Manifest, envelope: EnvelopePlan, stagingDir: URL, extraRecord: JSONValue) -> JSONValue {
+        func opt(_ s: String?) -> JSONValue { s.map(JSONValue.string) ?? .null }
+        func optNum(_ d: Double?) -> JSONValue { d.map(JSONValue.double) ?? .null }
+        let tensors: [JSONValue] = m.inputs.tensors.map { t in
+            .object([
+                ("name", .string(t.name)), ("from", .string(t.from.rawValue)), ("dtype", .string(t.dtype)),
+                ("shape", t.shape.map { .array($0.map(JSONValue.int)) } ?? .null),
+                ("values", t.values ?? .null), ("low", optNum(t.low)), ("high", optNum(t.high)),
+            ])
+        }
+        return .object([
+            ("name", .string(m.name)),
+            ("model", model(m)),
+            ("inputs", .object([
+                ("tokenizer", opt(m.inputs.tokenizer?.reference)),
+                ("tokenizer_is_local", .bool(m.inputs.tokenizer?.isLocal ?? false)),
+                ("tokenizer_revision", opt(tokenizerRevision(m))),
+                ("text", opt(m.inputs.text)),
+                ("add_special_tokens", .bool(m.inputs.addSpecialTokens)),
+                ("mask", .array(m.inputs.mask.map(JSONValue.int))),
+                ("pad_to", m.inputs.padTo.map(JSONValue.int) ?? .null),
+                ("tensors", .array(tensors)),
+            ])),
+            ("trace", .object([
+                ("api", .string(traceAPI(hardware: m.target.hardware))),
+                ("strict", .bool(m.trace.strict)),
+                ("check_shapes", .array(m.trace.checkShapes.map { .array($0.map(JSONValue.int)) })),
+                ("split", m.trace.split.map { .object([("kind", .string($0.kind)), ("max_length", .int($0.maxLength))]) } ?? .null),
+                ("tolerance", tolerance(m)),
+                ("envelope", envelope.json),
+            ])),
+            ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize))])),
+            ("staging_dir", .string(stagingDir.path)),
+            ("extra_record", extraRecord),
+        ])
+    }
+
+    /// The `verify_bundle` request.
+    public static func verify(_ m: Manifest, bundle: URL) -> JSONValue {
+        .object([("dir", .string(bundle.path)), ("tolerance", tolerance(m))])
+    }
+
+    /// The `deploy` request. `maxBatchSize` and `variableDims` come from the verified envelope.
+    public static func deploy(kind: String, bundle: URL, dest: URL, name: String, maxBatchSize: Int, variableDims: Bool) -> JSONValue {
+        .object([
+            ("kind", .string(kind)), ("bundle", .string(bundle.path)), ("dest", .string(dest.path)), ("name", .string(name)),
+            ("max_batch_size", .int(maxBatchSize)), ("variable_dims", .bool(variableDims)), ("version", .string("1.0")),
+        ])
+    }
+
+    /// Triton's `max_batch_size` for an envelope: its batch maximum when the batch may vary, else 0 (no batching).
+    public static func maxBatchSize(batch: AxisPlan?) -> Int {
+        guard let b = batch, let hi = b.max, hi > b.min || b.min > 1 else { return 0 }
+        return b.min == 1 ? hi : 0
+    }
+}

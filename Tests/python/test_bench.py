@@ -1,5 +1,6 @@
-"""The bench op: both sides' percentiles per shape, the padding comparison, the report and its numbers, and a bundle
-whose pretrained folder moved. No assertion depends on how fast anything ran."""
+"""The bench op (bench.py, bench_eager.py, bench_timing.py): both sides' percentiles per shape, the padding
+comparison, the report and its numbers, and a bundle whose eager model the request says cannot be rebuilt. No
+assertion depends on how fast anything ran."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import Any
 
 import pytest
 import torch
-from workerkit import TINY_BERT, Worker, make_job, random_ids, run_export
+from workerkit import TINY_BERT, Worker, bench_request, make_job, random_ids, run_export
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENIZER = REPO / "specs" / "tokenizers" / "tiny-bert"
 GUIDE_TEXT = "[CLS] Who was Jim Henson ? [SEP] Jim Henson was a puppeteer [SEP]"
 STAT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "runs")
+# bundle folder -> the eager model the Swift side would send for it (the export job's model keys)
+EAGER: dict[str, dict[str, Any]] = {}
 
 
 def export_bundle(
@@ -31,18 +34,35 @@ def export_bundle(
              "manifest_file": manifest_file}
     if manifest_dir is not None:
         extra["manifest_dir"] = manifest_dir
-    data = run_export(make_job(bundle, cls=model["class"], config=model.get("config"), model=job_model,
-                               extra_record=extra, **job))
+    export_job = make_job(bundle, cls=model["class"], config=model.get("config"), model=job_model,
+                          extra_record=extra, **job)
+    data = run_export(export_job)
+    EAGER[str(bundle)] = {**export_job["model"], "attn_implementation": data["attn_implementation"]}
     record = {**extra, **{k: data[k] for k in ("model_class", "input_signature", "output_signature", "cases")},
               "attn_implementation": data["attn_implementation"]}
     (bundle / "record.json").write_text(json.dumps(record))
     return data
 
 
+def recorded_shapes(bundle: str) -> list[list[int]]:
+    """The recorded cases' shapes, traced first: what `tsexport bench` sends without --lengths."""
+    record = json.loads((Path(bundle) / "record.json").read_text())
+    shapes: list[list[int]] = []
+    for case in record["cases"]:
+        if case["shape"] not in shapes:
+            shapes.append(case["shape"])
+    return shapes
+
+
 def run_bench(**fields: Any) -> dict[str, Any]:
+    """Bench in-process with a full request: the recorded shapes and the exported model's eager side unless given."""
     from tsexport_worker.bench import bench, parse_bench_request
 
-    return bench(parse_bench_request({"runs": 3, "warmup": 1, **fields}))
+    bundle = fields.pop("dir")
+    defaults: dict[str, Any] = {"shapes": recorded_shapes(bundle)}
+    if "eager" not in fields:
+        defaults["eager"] = {"model": EAGER[bundle]}
+    return bench(parse_bench_request(bench_request(bundle, **{**defaults, **fields})))
 
 
 class ReportParser(html.parser.HTMLParser):
@@ -217,7 +237,7 @@ def save_tiny_pretrained(folder: Path) -> None:
     BertModel(BertConfig(**TINY_BERT)).save_pretrained(str(folder))
 
 
-def test_a_moved_pretrained_folder_benches_the_artifact_alone(tmp_path: Path) -> None:
+def test_a_pretrained_eager_model_is_loaded_from_the_requests_path(tmp_path: Path) -> None:
     manifests = tmp_path / "manifests"
     save_tiny_pretrained(manifests / "models" / "tiny")
     bundle = tmp_path / "out" / "bundle"
@@ -227,25 +247,29 @@ def test_a_moved_pretrained_folder_benches_the_artifact_alone(tmp_path: Path) ->
         manifest_file="manifests/tiny.yaml", files={"spec.model.pretrained/config.json": "x"},
         tensors=[random_ids([1, 9])], check_shapes=[[1, 5]],
     )
-    # Found through the request's manifest_dir: both sides, and the rebuilt model is the exported one.
-    data = run_bench(dir=str(bundle), manifest_dir=str(manifests))
+    # The request names the folder (the Swift side resolved it): both sides, and the rebuilt model is the exported one.
+    data = run_bench(dir=str(bundle))
     assert data["eager"]["available"] is True, data["eager"]
     assert data["eager"]["pretrained"] == str(manifests / "models" / "tiny")
-    assert data["eager"]["manifest_dir_from"] == "request"
     assert data["eager"]["reference_max_abs_error"] == pytest.approx(0.0, abs=1e-5)
 
-    # Without a manifest folder the relative path cannot be resolved: said so, artifact still measured.
+    # The folder moved after the request was made: the load fails here, said so, the artifact still measured.
+    shutil.move(str(manifests / "models"), str(tmp_path / "elsewhere"))
     data = run_bench(dir=str(bundle))
     assert data["eager"]["available"] is False
-    assert "--manifest-dir" in data["eager"]["reason"]
+    assert data["eager"]["reason"].startswith("the eager model could not be rebuilt: ")
+    assert all(row["eager"] is None for row in data["shapes"])
 
-    # The folder moved: the artifact alone, and why.
-    shutil.move(str(manifests / "models"), str(tmp_path / "elsewhere"))
+
+def test_an_eager_model_the_request_says_is_missing_benches_the_artifact_alone(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    export_bundle(bundle, {"class": "BertModel", "config": TINY_BERT}, tensors=[random_ids([1, 9])],
+                  check_shapes=[[1, 5]])
+    reason = f"the pretrained folder {tmp_path / 'models' / 'tiny'} does not exist; it may have moved since the export"
     report = bundle / "bench.html"
-    data = run_bench(dir=str(bundle), manifest_dir=str(manifests), report=str(report))
+    data = run_bench(dir=str(bundle), eager=None, eager_missing=reason, report=str(report))
     eager = data["eager"]
-    assert eager["available"] is False
-    assert "does not exist" in eager["reason"] and str(manifests / "models" / "tiny") in eager["reason"]
+    assert eager == {"available": False, "reason": reason}
     for row in data["shapes"]:
         assert row["eager"] is None
         assert all(key in row["artifact"] for key in STAT_KEYS)
@@ -255,27 +279,14 @@ def test_a_moved_pretrained_folder_benches_the_artifact_alone(tmp_path: Path) ->
     assert "eager model not measured" in text and "does not exist" in text
 
 
-def test_the_record_manifest_dir_is_used(tmp_path: Path) -> None:
-    manifests = tmp_path / "m"
-    save_tiny_pretrained(manifests / "tiny")
-    bundle = tmp_path / "bundle"
-    export_bundle(
-        bundle, {"class": "BertModel", "pretrained": "tiny"},
-        job_model={"pretrained": str(manifests / "tiny"), "pretrained_is_local": True},
-        manifest_dir=str(manifests), files={"spec.model.pretrained/config.json": "x"},
-        tensors=[random_ids([1, 6])],
-    )
-    data = run_bench(dir=str(bundle))
-    assert data["eager"]["available"] is True and data["eager"]["manifest_dir_from"] == "record manifest_dir"
-
-
 def test_bench_over_the_protocol(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     export_bundle(bundle, {"class": "BertModel", "config": TINY_BERT}, tensors=[random_ids([1, 6])])
     worker = Worker()
     try:
-        progress, message = worker.request("bench", dir=str(bundle), runs=2, warmup=0, threads=1,
-                                           report=str(bundle / "bench.html"))
+        full = bench_request(bundle, shapes=[[1, 6]], runs=2, warmup=0, threads=1, report=str(bundle / "bench.html"),
+                             eager={"model": EAGER[str(bundle)]})
+        progress, message = worker.request("bench", **full)
         assert message["type"] == "result", message
         assert [(p["stage"], p["status"]) for p in progress] == [
             ("load", "start"), ("load", "done"), ("bench", "start"), ("bench", "done"),
@@ -284,11 +295,11 @@ def test_bench_over_the_protocol(tmp_path: Path) -> None:
         assert row["shape"] == [1, 6] and row["artifact"]["runs"] == 2 and row["eager"]["runs"] == 2
         check_report_matches(bundle / "bench.html", message["data"])
 
-        _, bad = worker.request("bench", dir=str(bundle), runs=0)
+        _, bad = worker.request("bench", **{**full, "runs": 0})
         assert (bad["type"], bad["code"], bad["field"]) == ("error", "bad_request", "runs")
-        _, relative = worker.request("bench", dir="bundle")
+        _, relative = worker.request("bench", **{**full, "dir": "bundle"})
         assert (relative["code"], relative["field"]) == ("bad_request", "dir")
-        _, missing = worker.request("bench", dir=str(tmp_path / "nothing"))
+        _, missing = worker.request("bench", **{**full, "dir": str(tmp_path / "nothing")})
         assert (missing["code"], missing["stage"]) == ("load_failed", "bench")
         assert "model.pt" in missing["message"]
     finally:
@@ -296,7 +307,7 @@ def test_bench_over_the_protocol(tmp_path: Path) -> None:
 
 
 def test_percentiles_interpolate_between_ranks() -> None:
-    from tsexport_worker.bench import percentile, summarize
+    from tsexport_worker.bench_timing import percentile, summarize
 
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == pytest.approx(50.5)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from workerkit import TINY_BERT, Worker, make_job, random_ids, run_python, worker_env
+from workerkit import TINY_BERT, Worker, bench_request, deploy_request, make_job, random_ids, run_python
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_hello_comes_first_with_versions_and_targets(exported: dict) -> None:
     hello = exported["hello"]
     assert hello["type"] == "hello"
-    assert hello["protocol"] == 1
-    assert hello["worker_version"] == "1.0.0"
+    assert hello["protocol"] == 2
+    assert hello["worker_version"] == "2.0.0"
     assert hello["python"].count(".") == 2
     assert hello["torch"].startswith("2.")
     assert hello["transformers"].startswith("5.")
@@ -98,7 +98,9 @@ def test_verify_bundle_in_a_second_worker_process(exported: dict) -> None:
     progress, answer = worker.request(
         "verify_bundle", dir=str(exported["staging"]), tolerance={"atol": 1e-5, "rtol": 1e-4}
     )
-    missing = worker.request("verify_bundle", dir=str(exported["staging"] / "nope"))[1]
+    missing = worker.request(
+        "verify_bundle", dir=str(exported["staging"] / "nope"), tolerance={"atol": 1e-5, "rtol": 1e-4}
+    )[1]
     assert worker.close() == 0  # end of stdin ends it
     assert [(m["stage"], m["status"]) for m in progress] == [("verify", "start"), ("verify", "done")]
     assert answer["ok"] is True
@@ -109,27 +111,12 @@ def test_verify_bundle_in_a_second_worker_process(exported: dict) -> None:
     assert missing["code"] == "verify_failed" and "model.pt" in missing["message"]
 
 
-def test_verify_bundle_one_shot_cli(exported: dict) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-u", "-m", "tsexport_worker", "verify-bundle", str(exported["staging"]),
-         "--atol", "1e-6", "--rtol", "1e-5"],
-        capture_output=True, text=True, timeout=120, env=worker_env(),
-    )
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1, proc.stdout
-    message = json.loads(lines[0])
-    assert message["type"] == "result" and message["id"] == 0
-    assert message["data"]["tolerance"] == {"atol": 1e-6, "rtol": 1e-5}
-    assert message["data"]["passed"] is True
-    assert proc.returncode == 0
-
-
 def test_verify_never_imports_transformers(exported: dict) -> None:
     proc = run_python(
         """
         import sys
         from tsexport_worker.verify import verify_bundle
-        data = verify_bundle(sys.argv[1])
+        data = verify_bundle(sys.argv[1], 1e-5, 1e-4)
         assert data["passed"], data
         print("transformers" in sys.modules)
         """,
@@ -155,3 +142,176 @@ def test_anything_printed_to_stdout_lands_on_stderr() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ['{"type":"result","id":1,"ok":true,"data":{"text":"café"}}']
     assert "python noise" in proc.stderr and "C-level noise" in proc.stderr
+
+
+def test_unexpected_exceptions_are_internal_and_the_worker_answers(tmp_path: Path, monkeypatch: Any) -> None:
+    from tsexport_worker import export as export_module
+    from tsexport_worker.__main__ import answer
+    from tsexport_worker.protocol import Channel
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(export_module, "write_reference", broken)
+    stream = io.StringIO()
+    keep_going = answer(json.dumps({"id": 7, "op": "export", "job": make_job(tmp_path)}), Channel(stream))
+    messages = [json.loads(line) for line in stream.getvalue().splitlines()]
+    final = messages[-1]
+    assert keep_going is True
+    assert [m["type"] for m in messages].count("error") == 1 and final["type"] == "error"
+    assert (final["id"], final["code"], final["stage"]) == (7, "internal", "reference")
+    assert "RuntimeError: disk on fire" in final["message"] and "disk on fire" in final["detail"]
+
+
+def test_a_job_with_a_bad_value_is_bad_request(tmp_path: Path) -> None:
+    from tsexport_worker.errors import WorkerError
+    from tsexport_worker.protocol import parse_job
+
+    job = make_job(tmp_path)
+    job["model"]["dtype"] = "float64"
+    with pytest.raises(WorkerError) as caught:
+        parse_job(job)
+    assert (caught.value.code, caught.value.field) == ("bad_request", "spec.model.dtype")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Protocol 2: every key of every request is required, and no other key is accepted
+
+
+def _without(body: dict[str, Any], path: str) -> dict[str, Any]:
+    """A deep copy of `body` without the key at the dotted path (`model.seed`, `inputs.tensors[0].dtype`)."""
+    copy = json.loads(json.dumps(body))
+    *parents, last = path.split(".")
+    node: Any = copy
+    for part in parents:
+        name, _, index = part.partition("[")
+        node = node[name]
+        if index:
+            node = node[int(index.rstrip("]"))]
+    del node[last]
+    return copy
+
+
+JOB_FIELDS = [
+    ("name", "job.name"), ("staging_dir", "job.staging_dir"), ("extra_record", "job.extra_record"),
+    ("model", "job.model"), ("inputs", "job.inputs"), ("trace", "job.trace"), ("target", "job.target"),
+    *[(f"model.{k}", f"spec.model.{k}") for k in (
+        "class", "pretrained", "pretrained_is_local", "revision", "config", "torchscript", "seed", "dtype",
+        "attn_implementation", "trust_remote_code", "allow_pickle")],
+    *[(f"inputs.{k}", f"spec.inputs.{k}") for k in (
+        "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to",
+        "tensors")],
+    *[(f"inputs.tensors[0].{k}", f"spec.inputs.tensors[0].{k}") for k in (
+        "name", "from", "dtype", "shape", "values", "low", "high")],
+    *[(f"trace.{k}", f"spec.trace.{k}") for k in ("api", "strict", "check_shapes", "split", "tolerance", "envelope")],
+    ("trace.tolerance.atol", "spec.trace.tolerance.atol"), ("trace.tolerance.rtol", "spec.trace.tolerance.rtol"),
+    ("target.hardware", "spec.target.hardware"), ("target.optimize", "spec.target.optimize"),
+]
+
+
+@pytest.mark.parametrize(("path", "field"), JOB_FIELDS)
+def test_an_export_job_missing_a_field_is_bad_request_naming_it(tmp_path: Path, path: str, field: str) -> None:
+    from tsexport_worker.errors import WorkerError
+    from tsexport_worker.protocol import parse_job
+
+    with pytest.raises(WorkerError) as caught:
+        parse_job(_without(make_job(tmp_path), path))
+    assert (caught.value.code, caught.value.field) == ("bad_request", field), caught.value.message
+    assert f"`{field}`" in caught.value.message and "missing" in caught.value.message
+
+
+def test_split_keys_are_required_and_a_nullable_key_must_be_present(tmp_path: Path) -> None:
+    from tsexport_worker.errors import WorkerError
+    from tsexport_worker.protocol import parse_job
+
+    job = make_job(tmp_path, split={"kind": "encoder-decoder"})
+    with pytest.raises(WorkerError) as caught:
+        parse_job(job)
+    assert (caught.value.code, caught.value.field) == ("bad_request", "spec.trace.split.max_length")
+    job = make_job(tmp_path)
+    job["model"]["attn_implementation"] = None  # required and never null
+    with pytest.raises(WorkerError) as caught:
+        parse_job(job)
+    assert (caught.value.code, caught.value.field) == ("bad_request", "spec.model.attn_implementation")
+
+
+@pytest.mark.parametrize(("where", "field"), [
+    ((), "job.surprise"), (("model",), "spec.model.surprise"), (("inputs",), "spec.inputs.surprise"),
+    (("trace",), "spec.trace.surprise"), (("target",), "spec.target.surprise"),
+])
+def test_an_unknown_key_is_bad_request_naming_it(tmp_path: Path, where: tuple[str, ...], field: str) -> None:
+    from tsexport_worker.errors import WorkerError
+    from tsexport_worker.protocol import parse_job
+
+    job = make_job(tmp_path)
+    node = job
+    for key in where:
+        node = node[key]
+    node["surprise"] = 1
+    with pytest.raises(WorkerError) as caught:
+        parse_job(job)
+    assert (caught.value.code, caught.value.field) == ("bad_request", field)
+
+
+def _full_requests(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    bundle = str(tmp_path / "bundle")
+    return {
+        "probe": {},
+        "shutdown": {},
+        "export": {"job": make_job(tmp_path / "staging")},
+        "verify_bundle": {"dir": bundle, "tolerance": {"atol": 1e-5, "rtol": 1e-4}},
+        "deploy": deploy_request("triton", bundle, tmp_path / "dest"),
+        "bench": bench_request(bundle),
+    }
+
+
+REQUEST_FIELDS = [
+    ("export", "job", "job"),
+    ("verify_bundle", "dir", "dir"), ("verify_bundle", "tolerance", "tolerance"),
+    ("verify_bundle", "tolerance.atol", "tolerance.atol"), ("verify_bundle", "tolerance.rtol", "tolerance.rtol"),
+    *[("deploy", k, k) for k in ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "version")],
+    *[("bench", k, k) for k in ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")],
+    ("export", "job.model.seed", "spec.model.seed"),
+]
+
+
+def test_every_op_refuses_a_missing_field_over_the_protocol(tmp_path: Path) -> None:
+    """For each op: a request without one of its keys is answered bad_request with the key's path, and an unknown
+    key is refused the same way; the worker stays up and answers the full request after."""
+    full = _full_requests(tmp_path)
+    worker = Worker()
+    try:
+        for op, path, field in REQUEST_FIELDS:
+            _, answer = worker.request(op, **_without(full[op], path))
+            assert (answer["type"], answer["code"], answer["field"]) == ("error", "bad_request", field), (op, answer)
+            assert answer["stage"] is None
+        for op, body in full.items():
+            if op == "shutdown":
+                continue
+            _, answer = worker.request(op, **body, surprise=True)
+            assert (answer["code"], answer["field"]) == ("bad_request", "surprise"), (op, answer)
+        _, answer = worker.request("probe")
+        assert answer["type"] == "result"
+    finally:
+        assert worker.close() == 0
+
+
+def test_the_bench_eager_model_and_its_reason_are_checked(tmp_path: Path) -> None:
+    from tsexport_worker.bench import parse_bench_request
+    from tsexport_worker.errors import WorkerError
+
+    model = make_job(tmp_path)["model"]
+    for body, field in [
+        (bench_request(tmp_path, eager=None, eager_missing=None), "eager_missing"),
+        (bench_request(tmp_path, eager={"model": model}, eager_missing="why"), "eager_missing"),
+        (bench_request(tmp_path, eager={"model": {**model, "seed": None}}), "eager.model.seed"),
+        (bench_request(tmp_path, eager={"model": {k: v for k, v in model.items() if k != "dtype"}}),
+         "eager.model.dtype"),
+        (bench_request(tmp_path, eager={"model": model, "extra": 1}), "eager.extra"),
+        (bench_request(tmp_path, shapes=None), "shapes"),
+    ]:
+        with pytest.raises(WorkerError) as caught:
+            parse_bench_request(body)
+        assert (caught.value.code, caught.value.field) == ("bad_request", field)
+    parsed = parse_bench_request(bench_request(tmp_path, eager={"model": model}))
+    assert parsed.eager is not None and parsed.eager.attn_implementation == "eager" and parsed.eager_missing is None

@@ -21,5 +21,5 @@ def test_requirements_pin_the_tested_versions() -> None:
 def test_worker_version_constant() -> None:
     import tsexport_worker
 
-    assert tsexport_worker.WORKER_VERSION == "1.0.0"
-    assert tsexport_worker.PROTOCOL_VERSION == 1
+    assert tsexport_worker.WORKER_VERSION == "2.0.0"
+    assert tsexport_worker.PROTOCOL_VERSION == 2

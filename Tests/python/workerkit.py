@@ -26,6 +26,18 @@ TINY_DISTILBERT: dict[str, Any] = {
 TINY_ROBERTA: dict[str, Any] = {**TINY_BERT, "max_position_embeddings": 80}
 TINY_GPT2: dict[str, Any] = {"vocab_size": 100, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
 
+# Tiny encoder-decoder configs for the split tests (and the cache refusals).
+S2S = {"vocab_size": 100, "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+       "decoder_attention_heads": 4, "encoder_ffn_dim": 37, "decoder_ffn_dim": 37, "max_position_embeddings": 64}
+
+# A larger init_std than the default 0.02 so a tiny random model's tokens depend on its input (rows differ).
+SPLIT_MODELS: dict[str, dict[str, Any]] = {
+    "MarianMTModel": {**S2S, "pad_token_id": 99, "decoder_start_token_id": 99, "eos_token_id": 0, "init_std": 0.5},
+    "BartForConditionalGeneration": {**S2S, "init_std": 0.5},
+    "T5ForConditionalGeneration": {"vocab_size": 100, "d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2,
+                                   "num_heads": 4, "decoder_start_token_id": 0, "initializer_factor": 25.0},
+}
+
 GUIDE_TEXT = "[CLS] Who was Jim Henson ? [SEP] Jim Henson was a puppeteer [SEP]"
 GUIDE_IDS = [101, 2040, 2001, 3958, 27227, 1029, 102, 3958, 103, 2001, 1037, 13997, 11510, 102]
 GUIDE_SEGMENTS = [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
@@ -44,6 +56,18 @@ def random_ids(shape: list[int], low: int = 3) -> dict[str, Any]:
     return {"name": "input_ids", "from": "random", "shape": shape, "low": low}
 
 
+TENSOR_DEFAULTS: dict[str, Any] = {"dtype": "int64", "shape": None, "values": None, "low": None, "high": None}
+TRACE_APIS = {"cpu": "torch.jit.trace", "cuda": "torch.jit.trace", "inf1": "torch.neuron.trace",
+              "inf2": "torch_neuronx.trace"}
+DTYPE_TOLERANCE = {"float16": (1e-2, 1e-2), "bfloat16": (5e-2, 5e-2)}
+TOLERANCE = (1e-5, 1e-4)
+
+
+def full_tensor(tensor: dict[str, Any]) -> dict[str, Any]:
+    """A tensor entry with every key protocol 2 requires (the manifest's defaults, as the Swift side fills them)."""
+    return {**TENSOR_DEFAULTS, **tensor}
+
+
 def make_job(
     staging: Path | str,
     cls: str = "BertModel",
@@ -54,29 +78,61 @@ def make_job(
     inputs: dict[str, Any] | None = None,
     strict: bool = False,
     check_shapes: list[list[int]] | None = None,
+    split: dict[str, Any] | None = None,
+    tolerance: dict[str, float] | None = None,
     hardware: str = "cpu",
     optimize: str = "none",
     extra_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An export job as the Swift side sends it (the manifest's defaults filled in: eager attention)."""
+    """An export job as the Swift side sends it: every key of protocol 2 (the manifest's defaults filled in: eager
+    attention, the trace API of the hardware, the dtype's default tolerance)."""
+    model_keys = {
+        "class": cls, "pretrained": None, "pretrained_is_local": False, "revision": None,
+        "config": TINY_BERT if config is None else config, "torchscript": True, "seed": 0,
+        "dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False, "allow_pickle": False,
+        **(model or {}),
+    }
+    atol, rtol = DTYPE_TOLERANCE.get(model_keys["dtype"], TOLERANCE)
+    inputs_keys = {
+        "tokenizer": None, "tokenizer_is_local": False, "tokenizer_revision": None, "text": None,
+        "add_special_tokens": False, "mask": [], "pad_to": None,
+        "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
+    }
+    inputs_keys["tensors"] = [full_tensor(t) for t in inputs_keys["tensors"]]
     return {
         "name": "test-model",
-        "model": {
-            "class": cls, "pretrained": None, "pretrained_is_local": False, "revision": None,
-            "config": TINY_BERT if config is None else config, "torchscript": True, "seed": 0,
-            "dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False, "allow_pickle": False,
-            **(model or {}),
-        },
-        "inputs": {
-            "tokenizer": None, "tokenizer_is_local": False, "text": None, "add_special_tokens": False, "mask": [],
-            "pad_to": None,
-            "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
-        },
-        "trace": {"strict": strict, "check_shapes": check_shapes or []},
+        "model": model_keys,
+        "inputs": inputs_keys,
+        "trace": {"api": TRACE_APIS[hardware], "strict": strict, "check_shapes": check_shapes or [], "split": split,
+                  "tolerance": tolerance if tolerance is not None else {"atol": atol, "rtol": rtol},
+                  "envelope": None},
         "target": {"hardware": hardware, "optimize": optimize},
         "staging_dir": str(staging),
         "extra_record": extra_record if extra_record is not None else {"fingerprint": "test"},
     }
+
+
+def eager_model(job: dict[str, Any]) -> dict[str, Any]:
+    """A bench request's `eager.model`: the export job's model keys, as the Swift side rebuilds them from a record."""
+    return dict(job["model"])
+
+
+def bench_request(bundle: Path | str, **fields: Any) -> dict[str, Any]:
+    """A bench request with every key of protocol 2 (artifact only unless `eager` is given)."""
+    body: dict[str, Any] = {
+        "dir": str(bundle), "shapes": [[1, 14]], "runs": 3, "warmup": 1, "threads": None, "report": None,
+        "eager": None, "eager_missing": "no eager model in this test",
+    }
+    body.update(fields)
+    if body["eager"] is not None and "eager_missing" not in fields:
+        body["eager_missing"] = None
+    return body
+
+
+def deploy_request(kind: str, bundle: Path | str, dest: Path | str, **fields: Any) -> dict[str, Any]:
+    """A deploy request with every key of protocol 2."""
+    return {"kind": kind, "bundle": str(bundle), "dest": str(dest), "name": "tiny-bert", "max_batch_size": 0,
+            "variable_dims": False, "version": "1.0", **fields}
 
 
 def run_export(job: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ The Swift side decides; this package does what a job says and reports over a JSO
 
 from __future__ import annotations
 
-WORKER_VERSION = "1.0.0"
-PROTOCOL_VERSION = 1
+WORKER_VERSION = "2.0.0"
+PROTOCOL_VERSION = 2
 
 __all__ = ["PROTOCOL_VERSION", "WORKER_VERSION"]

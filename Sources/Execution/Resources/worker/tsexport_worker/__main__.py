@@ -1,4 +1,4 @@
-"""`python -u -m tsexport_worker serve` (the protocol loop) and `... verify-bundle DIR` (one-shot verify)."""
+"""`python -u -m tsexport_worker serve`: the protocol loop."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import IO, Any
 
 from . import probe
 from .errors import WorkerError, describe, traceback_tail
-from .protocol import Channel, Request, parse_job, parse_request
+from .protocol import BENCH_KEYS, Channel, ProgressFn, Request, parse_job, parse_request, parse_tolerance, request_body
 
 
 def protocol_stream() -> IO[str]:
@@ -34,54 +34,45 @@ def require_in_stage(stage: str, *names: str) -> None:
         raise
 
 
+def _progress(request: Request, channel: Channel) -> ProgressFn:
+    def progress(stage: str, status: str, elapsed_ms: int | None) -> None:
+        assert request.id is not None
+        channel.progress(request.id, stage, status, elapsed_ms)
+
+    return progress
+
+
 def handle(request: Request, channel: Channel) -> dict[str, Any]:
-    """Run one request; raises WorkerError on failure."""
-    if request.op == "probe":
-        return probe.hello_fields()
+    """Run one request; raises WorkerError on failure. Every key of a request is required, none other allowed."""
+    if request.op in ("probe", "shutdown"):
+        request_body(request, ())
+        return probe.hello_fields() if request.op == "probe" else {}
     if request.op == "export":
-        job = parse_job(request.body.get("job"))
+        job = parse_job(request_body(request, ("job",))["job"])
         require_in_stage("load", "torch", "transformers", "safetensors")
         from .export import export  # imports torch and safetensors: only now that they are known to exist
 
-        def progress(stage: str, status: str, elapsed_ms: int | None) -> None:
-            assert request.id is not None
-            channel.progress(request.id, stage, status, elapsed_ms)
-
-        return export(job, progress)
+        return export(job, _progress(request, channel))
     if request.op == "verify_bundle":
-        bundle = request.body.get("dir")
-        if not isinstance(bundle, str):
-            raise WorkerError(None, "bad_request", "verify_bundle needs `dir`, the bundle's absolute path")
-        tolerance = request.body.get("tolerance") or {}
-        if not isinstance(tolerance, dict):
-            raise WorkerError(None, "bad_request", "`tolerance` must be an object with atol and rtol")
+        body = request_body(request, ("dir", "tolerance"))
+        bundle = body["dir"]
+        if not isinstance(bundle, str) or not os.path.isabs(bundle):
+            raise WorkerError(None, "bad_request", "verify_bundle needs `dir`, the bundle's absolute path", field="dir")
+        tolerance = parse_tolerance(body["tolerance"], "tolerance")
         require_in_stage("verify", "torch", "safetensors")
         from .verify import verify_bundle
 
-        def verify_progress(stage: str, status: str, elapsed_ms: int | None) -> None:
-            assert request.id is not None
-            channel.progress(request.id, stage, status, elapsed_ms)
-
-        return verify_bundle(bundle, tolerance.get("atol"), tolerance.get("rtol"), verify_progress)
+        return verify_bundle(bundle, tolerance.atol, tolerance.rtol, _progress(request, channel))
     if request.op == "bench":
+        request_body(request, BENCH_KEYS)  # before torch is required: a bad request is answered as one
         require_in_stage("bench", "torch", "safetensors")  # transformers only for the eager side
         from .bench import bench, parse_bench_request
 
-        def bench_progress(stage: str, status: str, elapsed_ms: int | None) -> None:
-            assert request.id is not None
-            channel.progress(request.id, stage, status, elapsed_ms)
-
-        return bench(parse_bench_request(request.body), bench_progress)
+        return bench(parse_bench_request(request.body), _progress(request, channel))
     if request.op == "deploy":
         from .deploy import deploy, parse_deploy  # needs neither torch nor transformers
 
-        def deploy_progress(stage: str, status: str, elapsed_ms: int | None) -> None:
-            assert request.id is not None
-            channel.progress(request.id, stage, status, elapsed_ms)
-
-        return deploy(parse_deploy(request.body), deploy_progress)
-    if request.op == "shutdown":
-        return {}
+        return deploy(parse_deploy(request.body), _progress(request, channel))
     raise WorkerError(
         None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle, deploy, bench or shutdown"
     )
@@ -135,36 +126,12 @@ def serve() -> int:
             os._exit(0)
 
 
-def verify_once(bundle: str, atol: float | None, rtol: float | None) -> int:
-    """One `result` (or `error`) line with id 0; exit 0 when every case passed, 1 otherwise."""
-    channel = Channel(protocol_stream())
-    try:
-        require_in_stage("verify", "torch", "safetensors")
-        from .verify import verify_bundle
-
-        data = verify_bundle(os.path.abspath(bundle), atol, rtol)
-    except WorkerError as error:
-        channel.error(0, error)
-        return 1
-    except Exception as exc:  # noqa: BLE001
-        channel.error(0, WorkerError("verify", "internal", describe(exc), detail=traceback_tail(exc)))
-        return 1
-    channel.result(0, data)
-    return 0 if data["passed"] else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tsexport_worker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="speak the JSON-lines protocol on stdin/stdout")
-    verify = commands.add_parser("verify-bundle", help="re-check a bundle's model.pt against its reference outputs")
-    verify.add_argument("dir")
-    verify.add_argument("--atol", type=float, default=None)
-    verify.add_argument("--rtol", type=float, default=None)
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return serve()
-    return verify_once(args.dir, args.atol, args.rtol)
+    parser.parse_args(argv)
+    return serve()
 
 
 if __name__ == "__main__":

@@ -1,46 +1,36 @@
 """The bench op: latency percentiles and peak memory of a bundle's artifact and of the eager model it came from.
 
-The artifact is `model.pt` (torch.jit.load); the eager model is rebuilt from the bundle's record
-(`fingerprint_inputs.manifest.spec.model`) the way the export loaded it, with the attention implementation the
-export recorded. A bundle whose eager model cannot be rebuilt is benched on the artifact side alone, with the reason.
+The artifact is `model.pt` (torch.jit.load); the eager model is the request's `eager.model`, loaded the way the
+export loaded it (bench_eager.py); when the request says it cannot be rebuilt (`eager: null`, `eager_missing`: why),
+the artifact is benched alone, with that reason. Measurements are bench_timing.py's.
 
 Inputs per shape: the bundle's own sample inputs where a recorded case has that shape, else tensors of that
 [batch, sequence] whose values are drawn (seeded) from the traced sample inputs, like check shapes. For a padded
 trace (its traced attention mask holds zeros), `padding` compares the padded artifact at its traced length, with
 L real tokens, with the eager model on the same L tokens unpadded.
-
-Peak memory: the resident set high-water mark (VmHWM in /proc/self/status), reset before each measurement by
-writing 5 to /proc/self/clear_refs, minus the resident set just before it (after freed heap memory was returned
-with malloc_trim). It covers the whole process (allocator caches, torch's thread pools), not only tensors.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
-import math
 import os
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from . import probe
+from . import probe, torchjit
+from .bench_eager import Eager, rebuild_eager
+from .bench_timing import memory_method, status_kib, timed, trim_heap
+from .bundle import MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device
 from .errors import WorkerError, describe, traceback_tail
-from .outputs import flatten
-from .protocol import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE, ModelSpec, ProgressFn, no_progress
+from .protocol import BENCH_KEYS, ModelSpec, ProgressFn, check_keys, no_progress, parse_model
 
-RECORD_FILE = "record.json"
-REPORT_FILE = "bench.html"
 STAGE = "bench"
-DEFAULT_RUNS = 50
-DEFAULT_WARMUP = 5
 DRAW_SEED = 20_240
 
 
@@ -51,28 +41,27 @@ DRAW_SEED = 20_240
 @dataclass(frozen=True)
 class BenchRequest:
     dir: str
-    shapes: list[list[int]] | None = None
-    runs: int = DEFAULT_RUNS
-    warmup: int = DEFAULT_WARMUP
-    threads: int | None = None
-    manifest_dir: str | None = None
-    report: str | None = None
-    allow_remote_code: bool = False
-    allow_pickle: bool = False
+    shapes: list[list[int]]
+    runs: int
+    warmup: int
+    threads: int | None
+    report: str | None
+    eager: ModelSpec | None
+    eager_missing: str | None
 
 
-def _int_field(body: dict[str, Any], key: str, default: int | None, minimum: int) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return default
+def _int_field(body: dict[str, Any], key: str, minimum: int, nullable: bool = False) -> int | None:
+    value = body[key]
+    if value is None and nullable:
+        return None
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise WorkerError(None, "bad_request", f"`{key}` must be an integer ≥ {minimum}, not {value!r}", field=key)
     return value
 
 
-def _str_field(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is None:
+def _path_field(body: dict[str, Any], key: str, nullable: bool) -> str | None:
+    value = body[key]
+    if value is None and nullable:
         return None
     if not isinstance(value, str) or not os.path.isabs(value):
         raise WorkerError(None, "bad_request", f"`{key}` must be an absolute path, not {value!r}", field=key)
@@ -80,141 +69,49 @@ def _str_field(body: dict[str, Any], key: str) -> str | None:
 
 
 def parse_bench_request(body: dict[str, Any]) -> BenchRequest:
-    """The bench request's fields; `bad_request` naming the first bad one."""
-    bundle = _str_field(body, "dir")
-    if bundle is None:
-        raise WorkerError(None, "bad_request", "bench needs `dir`, the bundle's absolute path", field="dir")
-    shapes = body.get("shapes")
-    if shapes is not None:
-        ok = isinstance(shapes, list) and shapes and all(
-            isinstance(s, list) and len(s) == 2
-            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s)
-            for s in shapes
+    """The bench request's fields (every one required, no other); `bad_request` naming the first bad one."""
+    fields = {key: value for key, value in body.items() if key not in ("id", "op")}
+    check_keys(fields, None, BENCH_KEYS)
+    bundle = _path_field(fields, "dir", nullable=False)
+    assert bundle is not None
+    shapes = fields["shapes"]
+    ok = isinstance(shapes, list) and bool(shapes) and all(
+        isinstance(s, list) and len(s) == 2
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s)
+        for s in shapes
+    )
+    if not ok:
+        raise WorkerError(
+            None, "bad_request", "`shapes` must be a non-empty list of [batch, sequence] sizes", field="shapes"
         )
-        if not ok:
+    eager_raw, missing = fields["eager"], fields["eager_missing"]
+    eager: ModelSpec | None = None
+    if eager_raw is not None:
+        if not isinstance(eager_raw, dict):
+            raise WorkerError(None, "bad_request", "`eager` must be null or {\"model\": …}", field="eager")
+        check_keys(eager_raw, "eager", ("model",))
+        eager = parse_model(eager_raw["model"], "eager.model")
+        if missing is not None:
             raise WorkerError(
-                None, "bad_request", "`shapes` must be a non-empty list of [batch, sequence] sizes", field="shapes"
+                None, "bad_request", "`eager_missing` must be null when `eager` is given", field="eager_missing"
             )
-    flags = {}
-    for key in ("allow_remote_code", "allow_pickle"):
-        value = body.get(key, False)
-        if not isinstance(value, bool):
-            raise WorkerError(None, "bad_request", f"`{key}` must be true or false", field=key)
-        flags[key] = value
+    elif not isinstance(missing, str) or not missing:
+        raise WorkerError(
+            None, "bad_request", "`eager_missing` must say why when `eager` is null (a sentence)", field="eager_missing"
+        )
+    runs = _int_field(fields, "runs", 1)
+    warmup = _int_field(fields, "warmup", 0)
+    assert runs is not None and warmup is not None
     return BenchRequest(
         dir=bundle,
-        shapes=[list(s) for s in shapes] if shapes is not None else None,
-        runs=_int_field(body, "runs", DEFAULT_RUNS, 1) or DEFAULT_RUNS,
-        warmup=_int_field(body, "warmup", DEFAULT_WARMUP, 0) or 0,
-        threads=_int_field(body, "threads", None, 1),
-        manifest_dir=_str_field(body, "manifest_dir"),
-        report=_str_field(body, "report"),
-        **flags,
+        shapes=[list(s) for s in shapes],
+        runs=runs,
+        warmup=warmup,
+        threads=_int_field(fields, "threads", 1, nullable=True),
+        report=_path_field(fields, "report", nullable=True),
+        eager=eager,
+        eager_missing=missing,
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Memory and timing
-
-
-def _status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _trim_heap() -> None:
-    """Give freed heap memory back to the system (glibc), so the next resident-set delta starts low."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current resident set (Linux ≥ 4.0); False when that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def memory_method() -> str | None:
-    """How peak memory is measured here: `vmhwm_reset`, `vmhwm_growth` (no reset: only growth beyond the process's
-    earlier peak shows), or None (no /proc)."""
-    if _status_kib("VmHWM") is None:
-        return None
-    return "vmhwm_reset" if _reset_peak() else "vmhwm_growth"
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not sorted_values:
-        return math.nan
-    rank = p / 100 * (len(sorted_values) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
-
-
-def _ms(value: float) -> float:
-    return round(value, 6)
-
-
-def summarize(samples_ms: list[float]) -> dict[str, Any]:
-    ordered = sorted(samples_ms)
-    return {
-        "p50_ms": _ms(percentile(ordered, 50)),
-        "p90_ms": _ms(percentile(ordered, 90)),
-        "p99_ms": _ms(percentile(ordered, 99)),
-        "mean_ms": _ms(sum(ordered) / len(ordered)),
-        "min_ms": _ms(ordered[0]),
-        "max_ms": _ms(ordered[-1]),
-        "runs": len(ordered),
-    }
-
-
-def measure(call: Callable[[], Any], runs: int, warmup: int, device: str, method: str | None) -> dict[str, Any]:
-    """Latency over `runs` calls after `warmup` calls, and the peak resident set while they ran."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    _trim_heap()
-    if method == "vmhwm_reset":
-        _reset_peak()
-    before_kib = _status_kib("VmRSS")
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times: list[float] = []
-    with torch.no_grad():
-        for _ in range(warmup):
-            call()
-        sync()
-        for _ in range(runs):
-            started = time.perf_counter_ns()
-            call()
-            sync()
-            times.append((time.perf_counter_ns() - started) / 1e6)
-    stats = summarize(times)
-    peak_kib = _status_kib("VmHWM")
-    stats["peak_rss_bytes"] = peak_kib * 1024 if peak_kib is not None else None
-    stats["peak_rss_delta_bytes"] = (
-        max(0, peak_kib - before_kib) * 1024 if peak_kib is not None and before_kib is not None else None
-    )
-    if device == "cuda":
-        stats["peak_cuda_bytes"] = int(torch.cuda.max_memory_allocated())
-    return stats
-
-
-def timed(call: Callable[[], Any], runs: int, warmup: int, device: str, method: str | None) -> dict[str, Any]:
-    """`measure`, with a failure at this shape kept as an `error` (the request goes on)."""
-    try:
-        return measure(call, runs, warmup, device, method)
-    except Exception as exc:  # noqa: BLE001 - e.g. a trace that cannot run at this batch size
-        return {"error": describe(exc)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,30 +157,15 @@ def load_bundle(bundle: str) -> Bundle:
     for path in (model_path, sample_path):
         if not os.path.isfile(path):
             raise WorkerError(STAGE, "load_failed", f"{bundle} is not a complete bundle: it lacks {os.path.basename(path)}")
-    record: dict[str, Any] = {}
-    record_path = os.path.join(bundle, RECORD_FILE)
-    if os.path.isfile(record_path):
-        try:
-            with open(record_path, encoding="utf-8") as handle:
-                loaded = json.load(handle)
-            record = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError) as exc:
-            raise WorkerError(STAGE, "load_failed", f"could not read {record_path}: {describe(exc)}") from exc
+    record = read_record(bundle, STAGE, "load_failed")
+    device = "cuda" if recorded_device(record) == "cuda" and torch.cuda.is_available() else "cpu"
     try:
-        _trim_heap()
-        rss_before = _status_kib("VmRSS")
+        trim_heap()
+        rss_before = status_kib("VmRSS")
         started = time.perf_counter()
-        extra = {RECORD_NAME: ""}
-        module = torch.jit.load(model_path, map_location="cpu", _extra_files=extra)
-        embedded = json.loads(extra[RECORD_NAME]) if extra[RECORD_NAME] else {}
-        record = {**(embedded if isinstance(embedded, dict) else {}), **record}  # record.json wins
-        wanted = (record.get("target") or {}).get("device", "cpu")
-        device = "cuda" if wanted == "cuda" and torch.cuda.is_available() else "cpu"
-        if device != "cpu":
-            module = torch.jit.load(model_path, map_location=device)
-        module.eval()
+        module = torchjit.load(model_path, device)
         load_ms = (time.perf_counter() - started) * 1000
-        rss_after = _status_kib("VmRSS")
+        rss_after = status_kib("VmRSS")
         samples = load_file(sample_path)
         reference_path = os.path.join(bundle, REFERENCE_FILE)
         references = load_file(reference_path) if os.path.isfile(reference_path) else {}
@@ -309,144 +191,10 @@ def load_bundle(bundle: str) -> Bundle:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The eager model
-
-
-class EagerMissing(Exception):
-    """Why the eager model cannot be rebuilt (a sentence for the user)."""
-
-
 def manifest_spec(record: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `spec` the record holds (`fingerprint_inputs.manifest.spec`), {} when it holds none."""
     spec = (((record.get("fingerprint_inputs") or {}).get("manifest") or {}).get("spec")) or {}
     return spec if isinstance(spec, dict) else {}
-
-
-def manifest_folder(record: dict[str, Any], given: str | None) -> tuple[str | None, str]:
-    """The manifest's folder and how it was found: the request's `manifest_dir`, the record's `manifest_dir`, or
-    the folder of an absolute `manifest_file`."""
-    if given:
-        return given, "request"
-    recorded = record.get("manifest_dir")
-    if isinstance(recorded, str) and os.path.isabs(recorded):
-        return recorded, "record manifest_dir"
-    file = record.get("manifest_file")
-    if isinstance(file, str) and os.path.isabs(file):
-        return os.path.dirname(file), "record manifest_file"
-    return None, "unknown"
-
-
-def _pretrained_was_local(record: dict[str, Any], value: str) -> bool:
-    files = (record.get("fingerprint_inputs") or {}).get("files") or {}
-    if any(str(key).startswith("spec.model.pretrained/") for key in files):
-        return True
-    return value.startswith(("/", "./", "../", "~"))
-
-
-def eager_spec(record: dict[str, Any], request: BenchRequest) -> tuple[ModelSpec, dict[str, Any]]:
-    """The ModelSpec the export loaded, from the record; EagerMissing when it cannot be rebuilt."""
-    model = manifest_spec(record).get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("class"), str):
-        raise EagerMissing("the record has no manifest model (fingerprint_inputs.manifest.spec.model)")
-    info: dict[str, Any] = {}
-    pretrained = model.get("pretrained")
-    local = False
-    if isinstance(pretrained, str):
-        folder, how = manifest_folder(record, request.manifest_dir)
-        if _pretrained_was_local(record, pretrained):
-            local = True
-            expanded = os.path.expanduser(pretrained)
-            if not os.path.isabs(expanded):
-                if folder is None:
-                    raise EagerMissing(
-                        f"spec.model.pretrained {pretrained!r} is relative to the manifest's folder, which the record "
-                        f"does not give (manifest_file {record.get('manifest_file')!r} is relative to the folder the "
-                        "apply ran in); pass --manifest-dir"
-                    )
-                expanded = os.path.normpath(os.path.join(folder, expanded))
-            if not os.path.isdir(expanded):
-                raise EagerMissing(
-                    f"the pretrained folder {expanded} (spec.model.pretrained {pretrained!r}"
-                    + (f", resolved against {folder}" if not os.path.isabs(os.path.expanduser(pretrained)) else "")
-                    + ") does not exist; it may have moved since the export"
-                )
-            pretrained = expanded
-        info.update(pretrained=pretrained, manifest_dir=folder, manifest_dir_from=how)
-    if model.get("trust_remote_code") and not request.allow_remote_code:
-        raise EagerMissing("the model sets trust_remote_code: true; rebuilding it needs --allow-remote-code")
-    if model.get("allow_pickle") and not request.allow_pickle:
-        raise EagerMissing("the model sets allow_pickle: true; rebuilding it needs --allow-pickle")
-    attention = record.get("attn_implementation") or model.get("attn_implementation") or "eager"
-    config = dict(model.get("config") or {})
-    config.pop("attn_implementation", None)  # the recorded implementation decides
-    spec = ModelSpec(
-        class_name=model["class"],
-        pretrained=pretrained if isinstance(pretrained, str) else None,
-        pretrained_is_local=local,
-        revision=model.get("revision") if isinstance(model.get("revision"), str) else None,
-        config=config,
-        torchscript=bool(model.get("torchscript", True)),
-        seed=int(model.get("seed", 0)),
-        dtype=str(model.get("dtype", "float32")),
-        attn_implementation=str(attention),
-        trust_remote_code=bool(model.get("trust_remote_code", False)),
-        allow_pickle=bool(model.get("allow_pickle", False)),
-    )
-    info["attn_implementation"] = spec.attn_implementation
-    return spec, info
-
-
-@dataclass
-class Eager:
-    available: bool
-    reason: str | None = None
-    call: Callable[[list[torch.Tensor]], Any] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def rebuild_eager(bundle: Bundle, request: BenchRequest) -> Eager:
-    """The eager model as the export loaded it; unavailable (with the reason) when that fails."""
-    try:
-        spec, info = eager_spec(bundle.record, request)
-    except EagerMissing as missing:
-        return Eager(False, str(missing))
-    if "transformers" in probe.missing_packages():
-        return Eager(False, "transformers cannot be imported in this Python runtime", info=info)
-    from .export import ForwardWrapper, load_model
-
-    _trim_heap()
-    rss_before = _status_kib("VmRSS")
-    started = time.perf_counter()
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            loaded = load_model(spec)
-    except WorkerError as error:
-        return Eager(False, f"the eager model could not be rebuilt: {error.message}", info=info)
-    except Exception as exc:  # noqa: BLE001
-        return Eager(False, f"the eager model could not be rebuilt: {describe(exc)}", info=info)
-    model = loaded.model.to(bundle.device)
-    info["load_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    rss_after = _status_kib("VmRSS")
-    info["load_rss_delta_bytes"] = (rss_after - rss_before) * 1024 if rss_after and rss_before else None
-    wrapper = ForwardWrapper(model, bundle.names, tuple_outputs=spec.torchscript).eval()
-    info["model_class"] = type(model).__name__
-    # Is it the model the artifact came from? Compare with the recorded reference outputs at the traced shape.
-    expected = [bundle.references[k] for k in sorted(
-        (k for k in bundle.references if k.startswith("traced/output_")), key=lambda k: int(k.rsplit("_", 1)[1])
-    )]
-    if expected:
-        try:
-            with torch.no_grad():
-                actual = [t for _, t in flatten(wrapper.call_model(*[t.to(bundle.device) for t in bundle.traced]))]
-            errors = [
-                float((a.detach().cpu().double() - e.double()).abs().max()) if a.shape == e.shape else math.inf
-                for a, e in zip(actual, expected, strict=False)
-            ]
-            info["reference_max_abs_error"] = max(errors) if errors and len(actual) == len(expected) else None
-        except Exception as exc:  # noqa: BLE001
-            info["reference_max_abs_error"] = None
-            info["reference_error"] = describe(exc)
-    return Eager(True, None, call=lambda args: wrapper.call_model(*args), info=info)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -553,25 +301,15 @@ def padded_inputs(bundle: Bundle, padding: Padding, unpadded: list[torch.Tensor]
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The op
-
-
-def default_shapes(bundle: Bundle) -> list[list[int]]:
-    shapes: list[list[int]] = []
-    for case in bundle.cases:
-        shape = case.get("shape")
-        if isinstance(shape, list) and len(shape) == 2 and shape not in shapes:
-            shapes.append(list(shape))
-    return shapes or [bundle.traced_shape]
-
 
 def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str, Any]:
     """Run the bench request; returns the protocol's `result.data` (and writes the report when asked)."""
     progress("load", "start", None)
     started = time.perf_counter()
     bundle = load_bundle(request.dir)
-    eager = rebuild_eager(bundle, request)
+    eager = rebuild_eager(
+        request.eager, request.eager_missing, bundle.names, bundle.traced, bundle.references, bundle.device
+    )
     progress("load", "done", round((time.perf_counter() - started) * 1000))
 
     previous_threads = torch.get_num_threads()
@@ -581,7 +319,7 @@ def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str
     started = time.perf_counter()
     try:
         torch.set_num_threads(threads)
-        shapes = request.shapes or default_shapes(bundle)
+        shapes = request.shapes
         rows = []
         for k, shape in enumerate(shapes):
             found = bundle.case_inputs(shape)
@@ -591,11 +329,10 @@ def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str
                 case, args = None, draw_inputs(bundle.traced, shape, DRAW_SEED + k)
             args = [t.to(bundle.device) for t in args]
             row: dict[str, Any] = {"shape": shape, "case": case, "inputs": "sample" if case else "drawn"}
-            row["artifact"] = timed(lambda a=args: bundle.module(*a), request.runs, request.warmup, bundle.device,
-                                    method)
+            row["artifact"] = timed(partial(bundle.module, *args), request.runs, request.warmup, bundle.device, method)
             row["eager"] = (
-                timed(lambda a=args: eager.call(a), request.runs, request.warmup, bundle.device, method)  # type: ignore[misc]
-                if eager.available else None
+                timed(partial(eager.call, args), request.runs, request.warmup, bundle.device, method)
+                if eager.call is not None else None
             )
             rows.append(row)
         padding_data = bench_padding(bundle, eager, shapes, request, method)
@@ -652,10 +389,10 @@ def bench_padding(
         rows.append({
             "length": length,
             "batch": batch,
-            "artifact": timed(lambda a=padded: bundle.module(*a), request.runs, request.warmup, bundle.device, method),
+            "artifact": timed(partial(bundle.module, *padded), request.runs, request.warmup, bundle.device, method),
             "eager": (
-                timed(lambda a=unpadded: eager.call(a), request.runs, request.warmup, bundle.device, method)  # type: ignore[misc]
-                if eager.available else None
+                timed(partial(eager.call, unpadded), request.runs, request.warmup, bundle.device, method)
+                if eager.call is not None else None
             ),
         })
     return {

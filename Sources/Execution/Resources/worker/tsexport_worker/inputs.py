@@ -262,18 +262,13 @@ def check_agreement(specs: list[TensorSpec], tensors: list[torch.Tensor]) -> Non
                 )
 
 
-def build(
-    spec: InputsSpec,
-    model: torch.nn.Module,
-    seed: int,
-    tokenizer_revision: str | None = None,
-    trust_remote_code: bool = False,
-) -> BuiltInputs:
-    """Bind, tokenise, build and check every input of the job, in manifest order."""
+def build(spec: InputsSpec, model: torch.nn.Module, seed: int, trust_remote_code: bool) -> BuiltInputs:
+    """Bind, tokenise, build and check every input of the job, in manifest order (the tokenizer at the job's
+    `tokenizer_revision`, as given)."""
     bind(spec.tensors, model)
     text = None
     if any(t.source == "text" for t in spec.tensors):
-        tokenizer = load_tokenizer(spec.tokenizer, tokenizer_revision, trust_remote_code)
+        tokenizer = load_tokenizer(spec.tokenizer, spec.tokenizer_revision, trust_remote_code)
         text = tokenize(spec, tokenizer)
     generator = torch.Generator().manual_seed(seed)
     vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
+from .bundle import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE  # noqa: F401  (re-exported)
 from .errors import WorkerError
 
 OPS = ("probe", "export", "verify_bundle", "deploy", "bench", "shutdown")
-# The bundle's files, and the name of the record embedded in model.pt through `_extra_files`
-RECORD_NAME = "tsexport/record.json"
-MODEL_FILE = "model.pt"
-SAMPLE_FILE = "sample_inputs.safetensors"
-REFERENCE_FILE = "reference_outputs.safetensors"
 STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify", "deploy", "bench")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
+TRACE_APIS = ("torch.jit.trace", "torch.neuron.trace", "torch_neuronx.trace")
+SPLIT_KINDS = ("encoder-decoder",)
 OPTIMIZE = ("none", "freeze", "optimize_for_inference")
 MODEL_DTYPES = ("float32", "float16", "bfloat16")
 TENSOR_DTYPES = ("int64", "int32", "float32", "float16", "bfloat16", "bool")
@@ -74,7 +73,7 @@ class Channel:
         self.send(error.to_message(request_id))
 
 
-ProgressFn = Callable[[str, str, "int | None"], None]
+ProgressFn = Callable[[str, str, int | None], None]
 
 
 def no_progress(stage: str, status: str, elapsed_ms: int | None) -> None:
@@ -103,32 +102,55 @@ def parse_request(line: str) -> Request:
     return Request(id=request_id, op=op if isinstance(op, str) else repr(op), body=body)
 
 
+def check_keys(data: dict[str, Any], path: str | None, keys: tuple[str, ...]) -> None:
+    """Protocol 2 has no defaults: every key is required (a nullable one present, possibly null) and an unknown key
+    is refused. `bad_request` naming the first key at fault by its path (`path.key`, or `key` at the top)."""
+    missing = [f"{path}.{key}" if path else key for key in keys if key not in data]
+    if missing:
+        names = ", ".join(f"`{where}`" for where in missing)
+        raise WorkerError(
+            None, "bad_request", f"{names} {'is' if len(missing) == 1 else 'are'} missing (protocol 2 requires every key)",
+            field=missing[0],
+        )
+    for key in data:
+        if key not in keys:
+            where = f"{path}.{key}" if path else str(key)
+            raise WorkerError(
+                None, "bad_request", f"`{where}` is not a key of this request (expected {', '.join(keys)})", field=where
+            )
+
+
+def request_body(request: Request, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The request's fields other than `id` and `op`, checked to be exactly `keys`."""
+    check_keys(request.body, None, ("id", "op", *keys))
+    return {key: request.body[key] for key in keys}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The export job
 
 
-class _Reader:
-    """Typed access to one JSON object of the job, reporting the manifest path of a bad value."""
+class Reader:
+    """Typed access to one JSON object of a request whose keys must be exactly `keys`, reporting the path of a
+    missing, unknown or bad value (manifest paths for the export job: `spec.model.dtype`)."""
 
-    def __init__(self, data: Any, path: str) -> None:
+    def __init__(self, data: Any, path: str, keys: tuple[str, ...]) -> None:
         if not isinstance(data, dict):
             raise WorkerError(None, "bad_request", f"`{path}` must be an object", field=path)
-        self.data = data
+        check_keys(data, path, keys)
+        self.data: dict[str, Any] = data
         self.path = path
 
     def field(self, key: str) -> str:
         return f"{self.path}.{key}"
 
-    def get(self, key: str, kinds: tuple[type, ...], default: Any = None, required: bool = False) -> Any:
-        if key not in self.data or self.data[key] is None:
-            if required:
-                raise WorkerError(None, "bad_request", f"`{self.field(key)}` is required", field=self.field(key))
-            return default
+    def _typed(self, key: str, kinds: tuple[type, ...], nullable: bool) -> Any:
         value = self.data[key]
-        if isinstance(value, bool) and bool not in kinds:
-            ok = False
-        else:
-            ok = isinstance(value, kinds)
+        if value is None:
+            if nullable:
+                return None
+            raise WorkerError(None, "bad_request", f"`{self.field(key)}` must not be null", field=self.field(key))
+        ok = not (isinstance(value, bool) and bool not in kinds) and isinstance(value, kinds)
         if not ok:
             names = " or ".join(kind.__name__ for kind in kinds)
             raise WorkerError(
@@ -136,8 +158,49 @@ class _Reader:
             )
         return value
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.get(key, (str,), default)
+    def text(self, key: str) -> str:
+        return str(self._typed(key, (str,), False))
+
+    def opt_text(self, key: str) -> str | None:
+        value = self._typed(key, (str,), True)
+        return None if value is None else str(value)
+
+    def flag(self, key: str) -> bool:
+        return bool(self._typed(key, (bool,), False))
+
+    def integer(self, key: str) -> int:
+        return int(self._typed(key, (int,), False))
+
+    def opt_integer(self, key: str) -> int | None:
+        value = self._typed(key, (int,), True)
+        return None if value is None else int(value)
+
+    def number(self, key: str) -> float:
+        return float(self._typed(key, (int, float), False))
+
+    def opt_number(self, key: str) -> float | None:
+        value = self._typed(key, (int, float), True)
+        return None if value is None else float(value)
+
+    def array(self, key: str) -> list[Any]:
+        return list(self._typed(key, (list,), False))
+
+    def opt_array(self, key: str) -> list[Any] | None:
+        value = self._typed(key, (list,), True)
+        return None if value is None else list(value)
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        return dict(self._typed(key, (dict,), False))
+
+    def opt_mapping(self, key: str) -> dict[str, Any] | None:
+        value = self._typed(key, (dict,), True)
+        return None if value is None else dict(value)
+
+    def raw(self, key: str) -> Any:
+        return self.data[key]
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.text(key)
         if value not in choices:
             raise WorkerError(
                 None,
@@ -145,22 +208,38 @@ class _Reader:
                 f"`{self.field(key)}` is {value!r}; expected one of {', '.join(choices)}",
                 field=self.field(key),
             )
-        return str(value)
+        return value
+
+
+MODEL_KEYS = (
+    "class", "pretrained", "pretrained_is_local", "revision", "config", "torchscript", "seed", "dtype",
+    "attn_implementation", "trust_remote_code", "allow_pickle",
+)
+TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high")
+INPUTS_KEYS = (
+    "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to", "tensors",
+)
+TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope")
+SPLIT_KEYS = ("kind", "max_length")
+TOLERANCE_KEYS = ("atol", "rtol")
+TARGET_KEYS = ("hardware", "optimize")
+BENCH_KEYS = ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")
+JOB_KEYS = ("name", "model", "inputs", "trace", "target", "staging_dir", "extra_record")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     class_name: str
-    pretrained: str | None = None
-    pretrained_is_local: bool = False
-    revision: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    torchscript: bool = True
-    seed: int = 0
-    dtype: str = "float32"
-    attn_implementation: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
+    pretrained: str | None
+    pretrained_is_local: bool
+    revision: str | None
+    config: dict[str, Any]
+    torchscript: bool
+    seed: int
+    dtype: str
+    attn_implementation: str
+    trust_remote_code: bool
+    allow_pickle: bool
 
 
 @dataclass(frozen=True)
@@ -168,11 +247,11 @@ class TensorSpec:
     index: int
     name: str
     source: str
-    dtype: str = "int64"
-    shape: list[int] | None = None
-    values: Any = None
-    low: float | None = None
-    high: float | None = None
+    dtype: str
+    shape: list[int] | None
+    values: Any
+    low: float | None
+    high: float | None
 
     @property
     def path(self) -> str:
@@ -182,24 +261,44 @@ class TensorSpec:
 @dataclass(frozen=True)
 class InputsSpec:
     tensors: list[TensorSpec]
-    tokenizer: str | None = None
-    text: str | None = None
-    add_special_tokens: bool = False
-    mask: list[int] = field(default_factory=list)
-    pad_to: int | None = None
+    tokenizer: str | None
+    tokenizer_is_local: bool
+    tokenizer_revision: str | None
+    text: str | None
+    add_special_tokens: bool
+    mask: list[int]
+    pad_to: int | None
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """`spec.trace.split`: which extra artifacts to export (only `encoder-decoder` for now) and at what length."""
+
+    kind: str
+    max_length: int
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
 
 
 @dataclass(frozen=True)
 class TraceSpec:
-    strict: bool = True
-    check_shapes: list[list[int]] = field(default_factory=list)
-    split: dict[str, Any] | None = None
+    api: str
+    strict: bool
+    check_shapes: list[list[int]]
+    split: SplitSpec | None
+    tolerance: Tolerance
+    # The serving envelope the Swift side planned (axes, tensors, points, pad_masks), or null; carried as given.
+    envelope: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    hardware: str = "cpu"
-    optimize: str = "none"
+    hardware: str
+    optimize: str
 
 
 @dataclass(frozen=True)
@@ -210,114 +309,150 @@ class Job:
     trace: TraceSpec
     target: TargetSpec
     staging_dir: str
-    extra_record: dict[str, Any] = field(default_factory=dict)
+    extra_record: dict[str, Any]
 
 
 def _int_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
-def _parse_model(data: Any) -> ModelSpec:
-    r = _Reader(data, "spec.model")
-    config = r.get("config", (dict,), {})
+def parse_model(data: Any, path: str = "spec.model") -> ModelSpec:
+    """The model of an export job (or of a bench request's `eager`, under another path)."""
+    r = Reader(data, path, MODEL_KEYS)
     return ModelSpec(
-        class_name=r.get("class", (str,), required=True),
-        pretrained=r.get("pretrained", (str,)),
-        pretrained_is_local=r.get("pretrained_is_local", (bool,), False),
-        revision=r.get("revision", (str,)),
-        config=dict(config),
-        torchscript=r.get("torchscript", (bool,), True),
-        seed=r.get("seed", (int,), 0),
-        dtype=r.choice("dtype", MODEL_DTYPES, "float32"),
-        attn_implementation=r.get("attn_implementation", (str,)),
-        trust_remote_code=r.get("trust_remote_code", (bool,), False),
-        allow_pickle=r.get("allow_pickle", (bool,), False),
+        class_name=r.text("class"),
+        pretrained=r.opt_text("pretrained"),
+        pretrained_is_local=r.flag("pretrained_is_local"),
+        revision=r.opt_text("revision"),
+        config=r.mapping("config"),
+        torchscript=r.flag("torchscript"),
+        seed=r.integer("seed"),
+        dtype=r.choice("dtype", MODEL_DTYPES),
+        attn_implementation=r.text("attn_implementation"),
+        trust_remote_code=r.flag("trust_remote_code"),
+        allow_pickle=r.flag("allow_pickle"),
     )
 
 
 def _parse_tensor(index: int, data: Any) -> TensorSpec:
-    r = _Reader(data, f"spec.inputs.tensors[{index}]")
-    source = r.get("from", (str,), required=True)
-    if source not in SOURCES:
-        raise WorkerError(
-            None, "bad_request", f"`{r.field('from')}` is {source!r}; expected one of {', '.join(SOURCES)}",
-            field=r.field("from"),
-        )
-    shape = r.get("shape", (list,))
+    r = Reader(data, f"spec.inputs.tensors[{index}]", TENSOR_KEYS)
+    source = r.choice("from", SOURCES)
+    shape = r.opt_array("shape")
     if shape is not None and not (_int_list(shape) and all(d >= 0 for d in shape)):
         raise WorkerError(None, "bad_request", f"`{r.field('shape')}` must be a list of sizes", field=r.field("shape"))
     if source in ("random", "zeros", "ones") and shape is None:
         raise WorkerError(
             None, "bad_request", f"`{r.field('shape')}` is required for from: {source}", field=r.field("shape")
         )
-    values = r.get("values", (list, int, float, bool))
+    values = r.raw("values")
+    if values is not None and not (isinstance(values, (list, int, float))):
+        raise WorkerError(
+            None, "bad_request", f"`{r.field('values')}` must be list or int or float or bool, not {values!r}",
+            field=r.field("values"),
+        )
     if source == "values" and values is None:
         raise WorkerError(
             None, "bad_request", f"`{r.field('values')}` is required for from: values", field=r.field("values")
         )
     return TensorSpec(
         index=index,
-        name=r.get("name", (str,), required=True),
+        name=r.text("name"),
         source=source,
-        dtype=r.choice("dtype", TENSOR_DTYPES, "int64"),
+        dtype=r.choice("dtype", TENSOR_DTYPES),
         shape=shape,
         values=values,
-        low=r.get("low", (int, float)),
-        high=r.get("high", (int, float)),
+        low=r.opt_number("low"),
+        high=r.opt_number("high"),
     )
 
 
 def _parse_inputs(data: Any) -> InputsSpec:
-    r = _Reader(data, "spec.inputs")
-    tensors = r.get("tensors", (list,), required=True)
+    r = Reader(data, "spec.inputs", INPUTS_KEYS)
+    tensors = r.array("tensors")
     if not tensors:
         raise WorkerError(
             None, "bad_request", "`spec.inputs.tensors` needs at least one tensor", field=r.field("tensors")
         )
-    mask = r.get("mask", (list,), [])
+    mask = r.array("mask")
     if not _int_list(mask):
         raise WorkerError(None, "bad_request", "`spec.inputs.mask` must be a list of positions", field=r.field("mask"))
     return InputsSpec(
         tensors=[_parse_tensor(i, t) for i, t in enumerate(tensors)],
-        tokenizer=r.get("tokenizer", (str,)),
-        text=r.get("text", (str,)),
-        add_special_tokens=r.get("add_special_tokens", (bool,), False),
+        tokenizer=r.opt_text("tokenizer"),
+        tokenizer_is_local=r.flag("tokenizer_is_local"),
+        tokenizer_revision=r.opt_text("tokenizer_revision"),
+        text=r.opt_text("text"),
+        add_special_tokens=r.flag("add_special_tokens"),
         mask=list(mask),
-        pad_to=r.get("pad_to", (int,)),
+        pad_to=r.opt_integer("pad_to"),
     )
 
 
+def parse_split(raw: Any) -> SplitSpec | None:
+    """`spec.trace.split`: null or {kind, max_length}; `bad_request` with its manifest path when wrong."""
+    if raw is None:
+        return None
+    r = Reader(raw, "spec.trace.split", SPLIT_KEYS)
+    kind = r.choice("kind", SPLIT_KINDS)
+    max_length = r.integer("max_length")
+    if max_length < 2:
+        raise WorkerError(
+            None, "bad_request", "`spec.trace.split.max_length` must be at least 2 (the start token and one more)",
+            field="spec.trace.split.max_length",
+        )
+    return SplitSpec(kind=kind, max_length=max_length)
+
+
+def parse_tolerance(data: Any, path: str) -> Tolerance:
+    """{atol, rtol}, both numbers ≥ 0."""
+    r = Reader(data, path, TOLERANCE_KEYS)
+    values = {}
+    for key in TOLERANCE_KEYS:
+        value = r.number(key)
+        if not (math.isfinite(value) and value >= 0):
+            raise WorkerError(None, "bad_request", f"`{r.field(key)}` must be a number ≥ 0", field=r.field(key))
+        values[key] = value
+    return Tolerance(atol=values["atol"], rtol=values["rtol"])
+
+
 def _parse_trace(data: Any) -> TraceSpec:
-    r = _Reader(data if data is not None else {}, "spec.trace")
-    shapes = r.get("check_shapes", (list,), [])
+    r = Reader(data, "spec.trace", TRACE_KEYS)
+    shapes = r.array("check_shapes")
     for i, shape in enumerate(shapes):
         if not (_int_list(shape) and len(shape) == 2 and all(d > 0 for d in shape)):
             raise WorkerError(
                 None, "bad_request", f"`spec.trace.check_shapes[{i}]` must be [batch, sequence]",
                 field=f"spec.trace.check_shapes[{i}]",
             )
-    return TraceSpec(strict=r.get("strict", (bool,), True), check_shapes=[list(s) for s in shapes], split=r.get("split", (dict,)))
+    return TraceSpec(
+        api=r.choice("api", TRACE_APIS),
+        strict=r.flag("strict"),
+        check_shapes=[list(s) for s in shapes],
+        split=parse_split(r.raw("split")),
+        tolerance=parse_tolerance(r.raw("tolerance"), r.field("tolerance")),
+        envelope=r.opt_mapping("envelope"),
+    )
 
 
 def _parse_target(data: Any) -> TargetSpec:
-    r = _Reader(data if data is not None else {}, "spec.target")
-    return TargetSpec(hardware=r.choice("hardware", HARDWARE, "cpu"), optimize=r.choice("optimize", OPTIMIZE, "none"))
+    r = Reader(data, "spec.target", TARGET_KEYS)
+    return TargetSpec(hardware=r.choice("hardware", HARDWARE), optimize=r.choice("optimize", OPTIMIZE))
 
 
 def parse_job(data: Any) -> Job:
-    """The export job of a request; `bad_request` with the manifest path of the first bad value."""
+    """The export job of a request; `bad_request` with the manifest path of the first missing, unknown or bad key."""
     if not isinstance(data, dict):
-        raise WorkerError(None, "bad_request", "an export request needs `job`, an object")
-    staging = data.get("staging_dir")
-    if not isinstance(staging, str) or not staging:
-        raise WorkerError(None, "bad_request", "the job needs `staging_dir`, an absolute path")
-    r = _Reader(data, "job")
+        raise WorkerError(None, "bad_request", "an export request needs `job`, an object", field="job")
+    r = Reader(data, "job", JOB_KEYS)
+    staging = r.text("staging_dir")
+    if not os.path.isabs(staging):
+        raise WorkerError(None, "bad_request", "`job.staging_dir` must be an absolute path", field="job.staging_dir")
     return Job(
-        name=r.get("name", (str,), "model"),
-        model=_parse_model(r.data.get("model")),
-        inputs=_parse_inputs(r.data.get("inputs")),
-        trace=_parse_trace(r.data.get("trace")),
-        target=_parse_target(r.data.get("target")),
+        name=r.text("name"),
+        model=parse_model(r.raw("model")),
+        inputs=_parse_inputs(r.raw("inputs")),
+        trace=_parse_trace(r.raw("trace")),
+        target=_parse_target(r.raw("target")),
         staging_dir=staging,
-        extra_record=dict(r.get("extra_record", (dict,), {})),
+        extra_record=r.mapping("extra_record"),
     )

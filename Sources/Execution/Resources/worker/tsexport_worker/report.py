@@ -98,8 +98,8 @@ def _nice_step(span: float, ticks: int = 5) -> float:
     power = 10 ** math.floor(math.log10(raw))
     for factor in (1, 2, 2.5, 5, 10):
         if factor * power >= raw:
-            return factor * power
-    return 10 * power
+            return float(factor * power)
+    return float(10 * power)
 
 
 def _num(value: float) -> str:
@@ -123,7 +123,7 @@ def svg_plot(series: list[dict[str, Any]], title: str, x_label: str) -> str:
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(value: float) -> float:
-        return round(LEFT + plot_w * value / x_max, 2)
+        return float(round(LEFT + plot_w * value / x_max, 2))
 
     def y(value: float) -> float:
         return round(TOP + plot_h * (1 - value / y_max), 2)

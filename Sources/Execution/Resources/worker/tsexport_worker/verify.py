@@ -5,7 +5,6 @@ Needs torch and safetensors only; it never imports transformers, so it exercises
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -16,19 +15,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from .bundle import MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device, sha256_file
 from .errors import WorkerError, describe
 from .outputs import flatten
-from .protocol import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE, ProgressFn, no_progress
+from .protocol import ProgressFn, no_progress
+from . import torchjit
 
 TINY = float(torch.finfo(torch.float32).tiny)
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def compare(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> tuple[float, float, bool]:
@@ -48,13 +41,6 @@ def compare(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: flo
     return float(diff.max()), float(relative.max()), passed
 
 
-def _read_record(module_path: str, device: str) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    extra = {RECORD_NAME: ""}
-    module = torch.jit.load(module_path, map_location=device, _extra_files=extra)
-    module.eval()
-    raw = extra[RECORD_NAME]
-    record = json.loads(raw) if raw else {}
-    return module, record if isinstance(record, dict) else {}
 
 
 def _case_order(name: str) -> tuple[int, int]:
@@ -112,8 +98,7 @@ def failure_hint(record: dict[str, Any]) -> str:
 
 
 def _device(record: dict[str, Any]) -> str:
-    wanted = (record.get("target") or {}).get("device", "cpu")
-    return "cuda" if wanted == "cuda" and torch.cuda.is_available() else "cpu"
+    return "cuda" if recorded_device(record) == "cuda" and torch.cuda.is_available() else "cpu"
 
 
 def run_case(
@@ -157,13 +142,9 @@ def _count(references: dict[str, torch.Tensor], case: str) -> int:
     return sum(1 for key in references if key.startswith(f"{case}/output_"))
 
 
-def verify_bundle(
-    bundle: str, atol: float | None = None, rtol: float | None = None, progress: ProgressFn = no_progress
-) -> dict[str, Any]:
-    """Per-case parity of the bundle's model.pt against its reference outputs, plus the sha256 of model.pt.
-
-    A tolerance left out comes from the record's `tolerance` (when the Swift side put one there), else 1e-5/1e-4.
-    """
+def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = no_progress) -> dict[str, Any]:
+    """Per-case parity of the bundle's model.pt against its reference outputs at the request's tolerance, plus the
+    sha256 of model.pt."""
     progress("verify", "start", None)
     started = time.perf_counter()
     model_path = os.path.join(bundle, MODEL_FILE)
@@ -172,11 +153,10 @@ def verify_bundle(
     for path in (model_path, sample_path, reference_path):
         if not os.path.isfile(path):
             raise WorkerError("verify", "verify_failed", f"the bundle lacks {os.path.basename(path)} ({path})")
+    record = read_record(bundle, "verify", "verify_failed")
+    device = _device(record)
     try:
-        module, record = _read_record(model_path, "cpu")
-        device = _device(record)
-        if device != "cpu":
-            module, record = _read_record(model_path, device)
+        module = torchjit.load(model_path, device)
         samples = load_file(sample_path)
         references = load_file(reference_path)
     except Exception as exc:  # noqa: BLE001
@@ -186,11 +166,7 @@ def verify_bundle(
     if not input_names:
         with safe_open(sample_path, framework="pt") as handle:
             input_names = json.loads((handle.metadata() or {}).get("tsexport.inputs", "[]"))
-    recorded = record.get("tolerance") or {}
-    tolerance = (
-        float(atol if atol is not None else recorded.get("atol", 1e-5)),
-        float(rtol if rtol is not None else recorded.get("rtol", 1e-4)),
-    )
+    tolerance = (float(atol), float(rtol))
     results = [run_case(module, case, input_names, samples, references, tolerance, device) for case in cases]
     hint = failure_hint(record)
     for result in results:
@@ -199,7 +175,7 @@ def verify_bundle(
     artifact_sha: dict[str, str] = {}
     for artifact in _artifacts(sample_path):
         results += verify_artifact(bundle, artifact, record, samples, references, tolerance, device, artifact_sha)
-    data = {
+    data: dict[str, Any] = {
         "cases": results,
         "passed": all(case["passed"] for case in results),
         "tolerance": {"atol": tolerance[0], "rtol": tolerance[1]},
@@ -239,7 +215,7 @@ def verify_artifact(
                  "max_rel_error": None, "passed": False,
                  "error": f"{file} sha256 {sha} differs from the one recorded in model.pt"} for c in cases]
     try:
-        module, _ = _read_record(path, device)
+        module = torchjit.load(path, device)
     except Exception as exc:  # noqa: BLE001
         raise WorkerError("verify", "verify_failed", f"could not read {file}: {describe(exc)}") from exc
     names = [str(n) for n in artifact.get("inputs") or []]

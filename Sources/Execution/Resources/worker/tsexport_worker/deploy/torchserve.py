@@ -1,0 +1,109 @@
+"""Deploy kind `torchserve`: a .mar made by the real torch-model-archiver with tsexport's handler."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from typing import Any
+
+from .. import WORKER_VERSION
+from ..bundle import RECORD_FILE, sha256_file
+from ..errors import WorkerError, describe
+from .common import FAILED, STAGE, Bundle, DeployRequest, check_sha, failed
+
+SIGNATURE_FILE = "tsexport_signature.json"
+HANDLER_FILE = "torchserve_handler.py"
+ARCHIVER_MODULE = "model_archiver.model_packaging"
+
+
+def handler_path() -> str:
+    """The handler beside the package's modules (tsexport_worker/torchserve_handler.py)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), HANDLER_FILE)
+
+
+def archiver_version() -> str | None:
+    try:
+        import importlib.metadata
+
+        return importlib.metadata.version("torch-model-archiver")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def deploy_torchserve(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
+    try:
+        found = importlib.util.find_spec("model_archiver") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise WorkerError(
+            STAGE, "missing_dependency",
+            "deploy kind torchserve needs torch-model-archiver in the Python runtime (pip install "
+            "torch-model-archiver), or let tsexport use its managed runtime, which has it",
+        )
+    sha = sha256_file(bundle.model_path)
+    check_sha(bundle, sha)
+    signature = {
+        "name": request.name,
+        "input_signature": bundle.inputs,
+        "output_signature": bundle.outputs,
+        "hardware": bundle.hardware,
+        "device": bundle.device,
+        "model_sha256": sha,
+        "worker_version": WORKER_VERSION,
+    }
+    mar = os.path.join(request.dest, f"{request.name}.mar")
+    try:
+        os.makedirs(request.dest, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tsexport-mar-", dir=request.dest) as scratch:
+            # Extra files are passed comma-separated: copies under names without commas, whatever the bundle's path.
+            extra = [os.path.join(scratch, SIGNATURE_FILE)]
+            with open(extra[0], "w", encoding="utf-8") as handle:
+                json.dump(signature, handle, indent=2, sort_keys=True)
+            record_path = os.path.join(bundle.dir, RECORD_FILE)
+            if os.path.isfile(record_path):
+                extra.append(os.path.join(scratch, RECORD_FILE))
+                shutil.copyfile(record_path, extra[-1])
+            argv = [
+                sys.executable, "-m", ARCHIVER_MODULE,
+                "--model-name", request.name,
+                "--version", request.version,
+                "--serialized-file", bundle.model_path,
+                "--handler", handler_path(),
+                "--extra-files", ",".join(extra),
+                "--export-path", request.dest,
+                "--archive-format", "default",
+                "--force",
+            ]
+            done = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=scratch, check=False
+            )
+    except OSError as exc:
+        raise failed(f"the TorchServe archive cannot be written in {request.dest}: {describe(exc)}", exc) from exc
+    if done.returncode != 0 or not os.path.isfile(mar):
+        tail = "\n".join((done.stderr or done.stdout or "").strip().splitlines()[-12:])
+        last = tail.splitlines()[-1] if tail else f"exit status {done.returncode}"
+        raise WorkerError(
+            STAGE, FAILED, f"torch-model-archiver failed: {last}", detail=f"argv: {argv}\n{tail}"
+        )
+    try:
+        with zipfile.ZipFile(mar) as archive:
+            manifest = json.loads(archive.read("MAR-INF/MANIFEST.json").decode("utf-8"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise failed(f"torch-model-archiver wrote an unreadable archive: {describe(exc)}", exc) from exc
+    return {
+        "kind": "torchserve",
+        "files": [os.path.basename(mar)],
+        "mar": os.path.basename(mar),
+        "model_sha256": sha,
+        "manifest": manifest,
+        "handler": HANDLER_FILE,
+        "archiver_version": archiver_version(),
+        "warnings": [],
+    }

@@ -1,0 +1,163 @@
+"""Deploy kind `triton`: a Triton model repository entry for the pytorch_libtorch backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from .. import WORKER_VERSION
+from ..bundle import MODEL_FILE, copy_hashed
+from ..errors import WorkerError, describe
+from .common import STAGE, Bundle, DeployRequest, case_shapes, check_sha, failed
+
+# record dtype (torch dtype without "torch.") -> Triton ModelConfig DataType
+TRITON_TYPES = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+    "bfloat16": "TYPE_BF16",
+}
+
+
+def triton_name(record_name: str, index: int) -> str:
+    """`<name>__<index>`: Triton's pytorch_libtorch naming convention, with the record's name kept readable.
+
+    TorchScript keeps no tensor names (a traced forward(*args) takes argument_1, argument_2, ...), so the backend
+    binds config inputs and outputs by the `__<index>` suffix. The name part is the record's, with characters other
+    than letters, digits and '_' and any run of underscores turned into one '_', so it never holds a second "__".
+    """
+    base = re.sub(r"_{2,}", "_", re.sub(r"[^A-Za-z0-9_]", "_", record_name)).strip("_")
+    return f"{base or 'tensor'}__{index}"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def triton_dims(
+    bundle: Bundle, request: DeployRequest, warnings: list[dict[str, Any]]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """The config dims of every input and output: the recorded shapes, -1 where the cases vary (variable_dims), the
+    batch dimension left out when max_batch_size > 0."""
+    traced = ([s["shape"] for s in bundle.inputs], [s["shape"] for s in bundle.outputs])
+    cases = case_shapes(bundle) if request.variable_dims else [traced]
+    traced_in, traced_out = cases[0]
+
+    def merged(position: int, side: int) -> list[int]:
+        shapes = [case[side][position] for case in cases]
+        first = shapes[0]
+        if any(len(shape) != len(first) for shape in shapes):
+            return list(first)  # ranks disagree: keep the traced shape, it is the one known to work
+        return [d if all(shape[k] == d for shape in shapes) else -1 for k, d in enumerate(first)]
+
+    dims_in = [merged(i, 0) for i in range(len(traced_in))]
+    dims_out = [merged(i, 1) for i in range(len(traced_out))]
+    if request.max_batch_size > 0:
+        batch = traced_in[0][0] if traced_in[0] else None
+        for signature, shapes in ((bundle.inputs, traced_in), (bundle.outputs, traced_out)):
+            for spec, shape in zip(signature, shapes, strict=True):
+                if not shape or shape[0] != batch:
+                    raise WorkerError(
+                        STAGE, "bad_request",
+                        f"max_batch_size {request.max_batch_size} needs every input and output to lead with the "
+                        f"batch dimension ({batch}); {spec['name']} has shape {shape}",
+                    )
+        dims_in = [d[1:] for d in dims_in]
+        dims_out = [d[1:] for d in dims_out]
+    if request.variable_dims and len(cases) == 1:
+        warnings.append({
+            "code": "fixed_dims",
+            "message": "variable_dims was asked for but the bundle records no other case with reference outputs; "
+            "the dims are the traced shapes",
+        })
+    return dims_in, dims_out
+
+
+def _tensor_entry(name: str, record_name: str, data_type: str, dims: list[int]) -> list[str]:
+    lines = ["  {", f"    # record: {json.dumps(record_name)}", f"    name: {_quote(name)}"]
+    lines.append(f"    data_type: {data_type}")
+    if dims:
+        lines.append(f"    dims: [ {', '.join(str(d) for d in dims)} ]")
+    else:  # a 0-d tensor: Triton needs at least one dim; [1] reshaped to a scalar
+        lines += ["    dims: [ 1 ]", "    reshape: { shape: [ ] }"]
+    lines.append("  }")
+    return lines
+
+
+def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
+    if bundle.hardware in ("inf1", "inf2"):
+        raise failed(
+            f"the bundle was traced for {bundle.hardware} (Neuron); Triton's pytorch_libtorch backend cannot load "
+            "Neuron-compiled TorchScript (serve it with Triton's python backend on a Neuron instance instead)"
+        )
+    nested = [s["name"] for s in bundle.outputs if "." in s["name"]]
+    if nested:
+        raise failed(
+            f"the module returns nested tuples ({', '.join(nested[:3])}); Triton's pytorch_libtorch backend serves "
+            "only a tensor or a flat tuple of tensors"
+        )
+    warnings: list[dict[str, Any]] = []
+    dims_in, dims_out = triton_dims(bundle, request, warnings)
+    entries: dict[str, list[dict[str, Any]]] = {"input": [], "output": []}
+    for side, signature, dims in (("input", bundle.inputs, dims_in), ("output", bundle.outputs, dims_out)):
+        for index, (spec, shape) in enumerate(zip(signature, dims, strict=True)):
+            data_type = TRITON_TYPES.get(spec["dtype"])
+            if data_type is None:
+                raise failed(f"{side} {spec['name']} has dtype {spec['dtype']}, which Triton has no type for")
+            if data_type == "TYPE_BF16":
+                warnings.append({
+                    "code": "bf16_io",
+                    "message": f"{side} {spec['name']} is bfloat16 (TYPE_BF16); older pytorch_libtorch backends "
+                    "accept only BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32 and FP64",
+                })
+            entries[side].append({
+                "name": triton_name(spec["name"], index), "record_name": spec["name"], "data_type": data_type,
+                "dims": shape,
+            })
+    instance_kind = "KIND_GPU" if bundle.device.startswith("cuda") else "KIND_CPU"
+    sha = bundle.record.get("model_sha256")
+    lines = [
+        f"# Written by tsexport (worker {WORKER_VERSION}) from the bundle {bundle.dir}.",
+        "# TorchScript keeps no tensor names: inputs and outputs are bound by the pytorch_libtorch backend's",
+        "# <name>__<index> convention, in the record's order; each entry's comment names the record's tensor.",
+        f"name: {_quote(request.name)}",
+        'platform: "pytorch_libtorch"',
+        f"max_batch_size: {request.max_batch_size}",
+    ]
+    for side in ("input", "output"):
+        lines.append(f"{side} [")
+        blocks = [_tensor_entry(e["name"], e["record_name"], e["data_type"], e["dims"]) for e in entries[side]]
+        for i, block in enumerate(blocks):
+            if i < len(blocks) - 1:
+                block[-1] += ","
+            lines += block
+        lines.append("]")
+    lines += ["instance_group [", "  {", f"    kind: {instance_kind}", "    count: 1", "  }", "]"]
+    version_dir = os.path.join(request.dest, "1")
+    try:
+        os.makedirs(version_dir, exist_ok=True)
+        copied = copy_hashed(bundle.model_path, os.path.join(version_dir, MODEL_FILE))
+        check_sha(bundle, copied)
+        with open(os.path.join(request.dest, "config.pbtxt"), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+    except OSError as exc:
+        raise failed(f"the Triton model entry cannot be written in {request.dest}: {describe(exc)}", exc) from exc
+    return {
+        "kind": "triton",
+        "files": ["config.pbtxt", f"1/{MODEL_FILE}"],
+        "model_sha256": sha if isinstance(sha, str) else copied,
+        "platform": "pytorch_libtorch",
+        "max_batch_size": request.max_batch_size,
+        "inputs": entries["input"],
+        "outputs": entries["output"],
+        "instance_kind": instance_kind,
+        "warnings": warnings,
+    }

@@ -1,0 +1,83 @@
+"""The reference stage: sample inputs and eager reference outputs at the traced shape and every check shape, written
+as the bundle's two safetensors files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import save_file
+
+from . import inputs
+from .bundle import REFERENCE_FILE, SAMPLE_FILE
+from .errors import describe
+from .outputs import flatten
+from .protocol import Job
+from .trace import ForwardWrapper
+
+if TYPE_CHECKING:
+    from .split import SplitResult
+
+
+def cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu").contiguous().clone()
+
+
+def traced_shape(tensors: list[torch.Tensor]) -> list[int]:
+    """[batch, sequence] of the agreed inputs (fewer entries when no input has those dimensions)."""
+    shape: list[int] = []
+    for dim in (0, 1):
+        sizes = [int(t.shape[dim]) for t in tensors if t.dim() > dim]
+        if not sizes:
+            break
+        shape.append(sizes[0])
+    return shape
+
+
+def write_reference(
+    staging: str,
+    built: inputs.BuiltInputs,
+    traced_outputs: list[tuple[str, torch.Tensor]],
+    wrapper: ForwardWrapper,
+    job: Job,
+    device: str,
+    split: SplitResult | None = None,
+) -> list[dict[str, Any]]:
+    """Sample inputs and eager reference outputs for the traced shape and every check shape (and the split
+    artifacts' cases, named `<role>.<case>`, listed in the `tsexport.artifacts` metadata)."""
+    samples: dict[str, torch.Tensor] = {}
+    references: dict[str, torch.Tensor] = {}
+    cases: list[dict[str, Any]] = [{"case": "traced", "shape": traced_shape(built.tensors)}]
+    for name, tensor in zip(built.names, built.tensors, strict=True):
+        samples[f"traced/{name}"] = cpu_copy(tensor)
+    for i, (_, tensor) in enumerate(traced_outputs):
+        references[f"traced/output_{i}"] = cpu_copy(tensor)
+    vocab_size = getattr(getattr(wrapper.model, "config", None), "vocab_size", None)
+    for k, shape in enumerate(job.trace.check_shapes):
+        case = f"check{k}"
+        entry: dict[str, Any] = {"case": case, "shape": list(shape)}
+        remade = inputs.remake(built, shape, job.model.seed + 1 + k, vocab_size)
+        for name, tensor in zip(built.names, remade, strict=True):
+            samples[f"{case}/{name}"] = cpu_copy(tensor)
+        try:
+            with torch.no_grad():
+                outputs = flatten(wrapper.call_model(*[t.to(device) for t in remade]))
+            for i, (_, tensor) in enumerate(outputs):
+                references[f"{case}/output_{i}"] = cpu_copy(tensor)
+        except Exception as exc:  # noqa: BLE001 - the eager model itself cannot run at this shape
+            entry["error"] = f"the eager model failed at shape {shape}: {describe(exc)}"
+        cases.append(entry)
+    metadata = {"tsexport.cases": json.dumps(cases), "tsexport.inputs": json.dumps(built.names)}
+    if split is not None:
+        for part in split.artifacts:
+            samples.update(part.samples)
+            references.update(part.references)
+        metadata["tsexport.artifacts"] = json.dumps(
+            [{"role": p.role, "file": p.file, "inputs": p.input_names, "cases": p.cases} for p in split.artifacts]
+        )
+    save_file(samples, os.path.join(staging, SAMPLE_FILE), metadata=metadata)
+    save_file(references, os.path.join(staging, REFERENCE_FILE), metadata=metadata)
+    return cases

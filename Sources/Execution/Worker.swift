@@ -30,6 +30,15 @@ public struct WorkerFailure: Error, Sendable {
     public var field: String?
     /// Exception type and traceback tail, for --verbose.
     public var detail: String?
+
+    /// Creates a failure.
+    public init(stage: String, code: String, message: String, field: String?, detail: String?) {
+        self.stage = stage
+        self.code = code
+        self.message = message
+        self.field = field
+        self.detail = detail
+    }
 }
 
 /// The worker died or spoke out of protocol.

@@ -33,10 +33,13 @@ public struct Verify: ParsableCommand {
         var reports: [[String: Any]] = []
         for b in records {
             let (dir, record, abs) = (b.dir, b.record, b.url.path)
-            let tolerance = record["parity"]?["tolerance"] ?? record["tolerance"] ?? .object([("atol", .double(1e-5)), ("rtol", .double(1e-4))])
             var ok = true
             var lines: [String] = []
             do {
+                // The tolerance the bundle was verified with; the record always states it.
+                guard let tolerance = record["parity"]?["tolerance"] ?? record["tolerance"] else {
+                    throw WorkerFailure(stage: "verify", code: "verify_failed", message: "record.json states no tolerance (parity.tolerance); rebuild the bundle with tsexport apply", field: nil, detail: nil)
+                }
                 let result = try worker.request("verify_bundle", [("dir", .string(abs)), ("tolerance", tolerance)])
                 let sha = result["sha256"]?.stringValue
                 if let recorded = record["model_sha256"]?.stringValue, sha != recorded {

@@ -49,15 +49,20 @@ public struct Bench: ParsableCommand {
         return values
     }
 
-    /// The shapes to measure: `[traced batch, L]` for each length, else the recorded cases' shapes (traced first);
-    /// nil lets the worker take the bundle's cases.
+    /// The shapes to measure: `[traced batch, L]` for each length, else the recorded cases' shapes (traced first),
+    /// else the traced shape from `input_signature[0].shape[:2]`; nil when the record gives none of these.
     public static func shapes(record: JSONValue, lengths: [Int]?) -> [[Int]]? {
         var recorded: [[Int]] = []
         for c in record["cases"]?.arrayValue ?? [] {
             guard let s = c["shape"]?.arrayValue?.compactMap(\.intValue), s.count == 2, !recorded.contains(s) else { continue }
             recorded.append(s)
         }
-        guard let lengths else { return recorded.isEmpty ? nil : recorded }
+        guard let lengths else {
+            if !recorded.isEmpty { return recorded }
+            guard let dims = record["input_signature"]?[0]?["shape"]?.arrayValue, dims.count >= 2,
+                  let b = dims[0].intValue, let l = dims[1].intValue, b >= 1, l >= 1 else { return nil }
+            return [[b, l]]
+        }
         let batch = recorded.first?.first ?? record["input_signature"]?[0]?["shape"]?[0]?.intValue ?? 1
         var out: [[Int]] = []
         for l in lengths where !out.contains([batch, l]) { out.append([batch, l]) }
@@ -129,16 +134,19 @@ public struct Bench: ParsableCommand {
         var reports: [JSONValue] = []
         for b in records {
             let (dir, url, record) = (b.dir, b.url, b.record)
-            var fields: [(String, JSONValue)] = [
-                ("dir", .string(url.path)), ("runs", .int(cmd.runs)), ("warmup", .int(cmd.warmup)),
-                ("threads", cmd.threads.map { .int($0) } ?? .null),
-                ("manifest_dir", manifestDirectory(record: record, bundle: url, flag: cmd.manifestDir, cwd: cwd).map { .string($0) } ?? .null),
-                ("report", cmd.noReport ? .null : .string(url.appendingPathComponent(reportFile).path)),
-                ("allow_remote_code", .bool(cmd.allowRemoteCode)), ("allow_pickle", .bool(cmd.allowPickle)),
-            ]
-            if let shapes = shapes(record: record, lengths: lengths) {
-                fields.append(("shapes", .array(shapes.map { .array($0.map { .int($0) }) })))
+            guard let shapes = shapes(record: record, lengths: lengths) else {
+                let message = "the record gives no shape to measure (no cases, no input_signature[0].shape of two or more sizes); pass --lengths"
+                bad = true
+                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(false)), ("error", .string(message))]))
+                console.err("\(dir): error: \(message)")
+                continue
             }
+            let eager = eagerDecision(
+                record: record, manifestDir: manifestDirectory(record: record, bundle: url, flag: cmd.manifestDir, cwd: cwd),
+                allowRemoteCode: cmd.allowRemoteCode, allowPickle: cmd.allowPickle)
+            let fields = requestFields(
+                bundle: url, shapes: shapes, runs: cmd.runs, warmup: cmd.warmup, threads: cmd.threads,
+                report: cmd.noReport ? nil : url.appendingPathComponent(reportFile), eager: eager)
             console.err("tsexport: benchmarking \(dir) (\(cmd.runs) runs after \(cmd.warmup) warm-up per shape and side)")
             do {
                 let result = try worker.request("bench", fields)

@@ -24,7 +24,15 @@ public struct BundleStore: Sendable {
     public func makeStaging(name: String) throws -> URL {
         let dir = stagingURL(name: name)
         try? FileManager.default.removeItem(at: dir)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        // Another slot's `tidy()` may remove the (momentarily empty) staging root between the two mkdirs: retry.
+        for attempt in 0..<5 {
+            do {
+                try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+                return dir
+            } catch where attempt < 4 {
+                continue
+            }
+        }
         return dir
     }
 

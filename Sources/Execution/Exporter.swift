@@ -93,7 +93,7 @@ public final class Exporter: @unchecked Sendable {
             outcome.diagnostics.append(Self.diagnostic(for: f, name: entry.name, locations))
         } catch let c as WorkerCrash {
             store.discard(staging)
-            workers.killExporter()
+            workers.recoverFromCrash()
             let tail = c.stderrTail.split(separator: "\n").suffix(5).joined(separator: "\n")
             outcome.diagnostics.append(.error("\(entry.name): \(c.description)" + (tail.isEmpty ? "" : "; the worker's last words:\n\(tail)"),
                                               at: nameAt, field: "metadata.name"))

@@ -134,12 +134,12 @@ struct VerificationJudge {
         let record = JSONValue.object([
             ("axes", .array(axesRecord)), ("tensors", .array(tensorsRecord)), ("verified", ranges),
             ("narrowed", .bool(narrowed)), ("points", .array(pointsRecord)),
-            ("tracer_warnings_verdict", warningVerdict), ("enforced", .bool(true)),
+            ("tracer_warnings_verdict", warningVerdict), ("enforced", data["guarded"] ?? .bool(false)),
         ])
         let batch = box.ranges.first { $0.0 == "batch" }
         let maxBatch = batch.map { $0.1 == 1 && $0.2 > 1 ? $0.2 : 0 } ?? 0
         let variable = box.ranges.contains { $0.0 != "batch" && $0.1 != $0.2 }
-        return JudgedEnvelope(record: record, resealRanges: narrowed ? ranges : nil, maxBatchSize: maxBatch, variableDims: variable)
+        return JudgedEnvelope(record: record, resealRanges: narrowed ? .some(ranges) : nil, maxBatchSize: maxBatch, variableDims: variable)
     }
 
     /// The record's `parity` object: the tolerance, every case, and a verdict that says what was verified.

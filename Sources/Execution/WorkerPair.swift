@@ -67,10 +67,17 @@ final class WorkerPair: @unchecked Sendable {
         exporter = nil
     }
 
-    /// Kills the exporting worker after it crashed or spoke out of protocol.
-    func killExporter() {
+    /// After a worker crashed or spoke out of protocol: kills the exporting worker and kills the verifier too (either
+    /// may be the one that died), so the next manifest gets fresh ones.
+    func recoverFromCrash() {
         exporter?.kill()
         exporter = nil
+        if let group = verifierStart {
+            group.wait()
+            if case .success(let v)? = verifierResult { v.kill() }
+            verifierResult = nil
+            verifierStart = nil
+        }
     }
 
     /// Stops every worker.

@@ -69,12 +69,25 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
         from .bench import bench, parse_bench_request
 
         return bench(parse_bench_request(request.body), _progress(request, channel))
+    if request.op == "guard":
+        body = request_body(request, ("dir", "ranges"))
+        bundle, ranges = body["dir"], body["ranges"]
+        if not isinstance(bundle, str) or not os.path.isabs(bundle):
+            raise WorkerError(None, "bad_request", "guard needs `dir`, the bundle's absolute path", field="dir")
+        if not isinstance(ranges, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v) for v in ranges.values()
+        ):
+            raise WorkerError(None, "bad_request", f"guard needs `ranges`, axis → [min, max], not {ranges!r}", field="ranges")
+        require_in_stage("guard", "torch")
+        from .envelope import reseal
+
+        return reseal(bundle, ranges)
     if request.op == "deploy":
         from .deploy import deploy, parse_deploy  # needs neither torch nor transformers
 
         return deploy(parse_deploy(request.body), _progress(request, channel))
     raise WorkerError(
-        None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle, deploy, bench or shutdown"
+        None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle, guard, deploy, bench or shutdown"
     )
 
 

@@ -18,7 +18,9 @@ import torch
 
 from . import PROTOCOL_VERSION, WORKER_VERSION, inputs, probe
 from .bundle import MODEL_FILE, RECORD_NAME
+from .envelope import Envelope, guard_inputs
 from .errors import WorkerError, describe, traceback_tail
+from .guard import wrap
 from .load import load_model
 from .outputs import signature
 from .protocol import Job, ProgressFn, no_progress
@@ -88,6 +90,12 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             eager_outputs = run_eager(wrapper, example, job.model)
             traced, tracer_warnings = trace_module(wrapper, example, job.trace.strict, job.trace.api)
             traced = optimize(traced, job.target.optimize)
+            plan = Envelope.parse(job.trace.envelope)
+            guarded = plan is not None and job.trace.api == "torch.jit.trace"
+            if plan is not None and guarded:
+                # model.pt refuses shapes outside the planned envelope (narrowed later by the `guard` op if needed)
+                ranges = plan.ranges(plan.traced_sizes(built))
+                traced = wrap(traced, guard_inputs(plan, built, ranges))
             split_result: SplitResult | None = None
             if split_spec is not None:
                 split_result = trace_split(model, built, example, job, split_spec, device)
@@ -155,6 +163,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         "attn_implementation": attn_implementation,
         "hardware": job.target.hardware,
         "device": device,
+        "guarded": guarded,
         "versions": versions,
         "timings_ms": stages.timings_ms,
     }

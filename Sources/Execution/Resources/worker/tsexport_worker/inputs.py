@@ -244,8 +244,12 @@ def check_agreement(specs: list[TensorSpec], tensors: list[torch.Tensor]) -> Non
 
     The yardstick is a text-derived tensor when there is one (the text is what the user means), else the first.
     """
-    for dim, dim_name in enumerate(DIM_NAMES):
-        having = [(spec, t) for spec, t in zip(specs, tensors, strict=True) if t.dim() > dim]
+    groups = [(0, DIM_NAMES[0], None), (1, DIM_NAMES[1], False), (1, "decoder sequence length", True)]
+    for dim, dim_name, decoder in groups:
+        having = [
+            (spec, t) for spec, t in zip(specs, tensors, strict=True)
+            if t.dim() > dim and (decoder is None or spec.name.startswith("decoder_") == decoder)
+        ]
         if not having:
             continue
         reference = next(((s, t) for s, t in having if s.source == "text"), having[0])

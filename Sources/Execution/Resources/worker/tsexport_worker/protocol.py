@@ -17,8 +17,8 @@ from typing import IO, Any
 from .bundle import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE  # noqa: F401  (re-exported)
 from .errors import WorkerError
 
-OPS = ("probe", "export", "verify_bundle", "deploy", "bench", "shutdown")
-STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify", "deploy", "bench")
+OPS = ("probe", "export", "verify_bundle", "guard", "deploy", "bench", "shutdown")
+STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify", "guard", "deploy", "bench")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 TRACE_APIS = ("torch.jit.trace", "torch.neuron.trace", "torch_neuronx.trace")
 SPLIT_KINDS = ("encoder-decoder",)

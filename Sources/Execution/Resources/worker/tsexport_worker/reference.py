@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from . import inputs
 from .bundle import REFERENCE_FILE, SAMPLE_FILE
+from .envelope import Envelope, inputs_at
 from .errors import describe
 from .outputs import flatten
 from .protocol import Job
@@ -56,10 +57,24 @@ def write_reference(
     for i, (_, tensor) in enumerate(traced_outputs):
         references[f"traced/output_{i}"] = cpu_copy(tensor)
     vocab_size = getattr(getattr(wrapper.model, "config", None), "vocab_size", None)
-    for k, shape in enumerate(job.trace.check_shapes):
-        case = f"check{k}"
-        entry: dict[str, Any] = {"case": case, "shape": list(shape)}
-        remade = inputs.remake(built, shape, job.model.seed + 1 + k, vocab_size)
+    plan = Envelope.parse(job.trace.envelope)
+    traced = plan.traced_sizes(built) if plan is not None else {}
+    cases[0]["sizes"] = traced
+    work: list[tuple[str, list[torch.Tensor], dict[str, Any]]] = []
+    if plan is None:
+        for k, shape in enumerate(job.trace.check_shapes):
+            entry: dict[str, Any] = {"case": f"check{k}", "shape": list(shape)}
+            work.append((f"check{k}", inputs.remake(built, shape, job.model.seed + 1 + k, vocab_size), entry))
+    else:
+        for k, point in enumerate(plan.points):
+            if point.case == "traced":
+                continue
+            sizes = plan.resolve(point, traced)
+            remade = inputs_at(plan, built, sizes, job.model.seed + 1 + k, vocab_size)
+            entry = {"case": point.case, "shape": traced_shape(remade), "sizes": sizes}
+            work.append((point.case, remade, entry))
+    for case, remade, entry in work:
+        shape = entry["shape"]
         for name, tensor in zip(built.names, remade, strict=True):
             samples[f"{case}/{name}"] = cpu_copy(tensor)
         try:

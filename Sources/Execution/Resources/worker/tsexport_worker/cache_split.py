@@ -1,0 +1,703 @@
+"""Generation with a key/value cache outside Python (issue 12): traced artifacts whose cache is explicit tensors.
+
+Decoder-only (GPT2LMHeadModel): `prefill.pt` runs the left-padded prompt and returns the first logits and the cache,
+`step.pt` runs one token against the cache and returns the next logits and the updated cache. Encoder-decoder
+(MarianMTModel, BART): `encoder.pt` returns the encoder states and the cross-attention keys/values, `step.pt` runs one
+decoder token against the self-attention cache. Both kinds also get `full.pt`, the uncached model over the whole
+fixed buffer (the reference a loop compares a cached step with, and the baseline of the speed comparison).
+
+The cache is a fixed buffer, [layers, batch, heads, max_length, head_dim], so every shape is static: a step writes its
+key/value at `cache_position` (index_copy_ inside transformers' own StaticCache, whose layers are given the buffer
+tensors) and attends over the buffer through an explicit attention mask. Every attention mask handed to the model is a
+ready 4D additive mask built here, so none of transformers' data-dependent mask shortcuts (sdpa's is_causal skip, the
+padding checks) are baked into a trace.
+
+`trace_cached` writes the artifacts and returns the interface (recorded as "tsexport/generation.json" inside each
+.pt). `greedy` / `greedy_with_drift` run the loop from the artifacts with torch alone (this module imports no
+transformers at import time, so a verifier process can use it without transformers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, cast
+
+import torch
+
+GENERATION_NAME = "tsexport/generation.json"
+INTERFACE_VERSION = 1
+PREFILL_FILE = "prefill.pt"
+STEP_FILE = "step.pt"
+ENCODER_FILE = "encoder.pt"
+FULL_FILE = "full.pt"
+KINDS = ("decoder-only", "encoder-decoder")
+# Generation settings that greedy generate() would apply and this loop does not, with their no-op values.
+UNAPPLIED_DEFAULTS: dict[str, Any] = {
+    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "sequence_bias": None, "exponential_decay_length_penalty": None,
+    "guidance_scale": None, "remove_invalid_values": False,
+}
+# A drift above this between a cached step's logits and the uncached model's is reported as drift.
+DRIFT_TOLERANCE = 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Masks and caches.
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean [B, 1, Q, K] mask as the additive float mask transformers' attention takes (0 = attend). A fully
+    masked row gets a uniform softmax, never NaN, so padding never poisons the cache."""
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    low = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, low)
+
+
+def _key_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, K] 0/1 key mask -> [B, 1, 1, K] additive (every query sees the same keys)."""
+    return _additive(mask[:, None, None, :] != 0, dtype)
+
+
+def _causal_mask(key_valid: torch.Tensor, query_slots: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Queries at buffer slots `query_slots` [Q] attend keys at slots <= their own that `key_valid` [B, K] marks."""
+    slots = torch.arange(key_valid.shape[1], device=key_valid.device)
+    causal = slots[None, :] <= query_slots[:, None]  # [Q, K]
+    return _additive(causal[None, None, :, :] & (key_valid[:, None, None, :] != 0), dtype)
+
+
+def _static_cache(model: torch.nn.Module, max_length: int, keys: torch.Tensor, values: torch.Tensor,
+                  cache_position: torch.Tensor) -> Any:
+    """transformers' StaticCache over explicit buffers: layer l holds keys[l] / values[l] (cloned: the caller's
+    tensors are never written) and writes the next key/value at `cache_position` [1]."""
+    from transformers import StaticCache
+
+    config = cast(Any, model).config
+    cache: Any = StaticCache(config=config, max_cache_len=max_length)
+    if len(cache.layers) != keys.shape[0]:
+        raise ValueError(f"the model has {len(cache.layers)} cache layers, the buffer {keys.shape[0]}")
+    for index, layer in enumerate(cache.layers):
+        layer.keys = keys[index].clone()
+        layer.values = values[index].clone()
+        layer.device = keys.device
+        layer.batch_size, layer.num_heads = int(keys.shape[1]), int(keys.shape[2])
+        layer.k_head_dim = layer.v_head_dim = int(keys.shape[4])
+        layer.cumulative_length = cache_position.clone()
+        layer.is_initialized = True
+    return cache
+
+
+def _stacked(cache: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.stack([layer.keys for layer in cache.layers]),
+            torch.stack([layer.values for layer in cache.layers]))
+
+
+def _cache_shape(model: torch.nn.Module) -> tuple[int, int, int]:
+    """(layers, heads, head_dim) of the decoder's self-attention cache."""
+    # The flat encoder-decoder configs (Marian, BART) name the decoder's sizes decoder_*; transformers 5.24's
+    # get_text_config(decoder=True) copy of them keeps decoder_* at the class defaults, so read the config itself.
+    config = cast(Any, model).config
+    if not getattr(config, "is_encoder_decoder", False):
+        config = config.get_text_config(decoder=True)
+    layers = getattr(config, "decoder_layers", None) or getattr(config, "num_hidden_layers")
+    heads = getattr(config, "decoder_attention_heads", None) or getattr(config, "num_attention_heads")
+    hidden = getattr(config, "d_model", None) or getattr(config, "hidden_size")
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    return int(layers), int(heads), int(head_dim)
+
+
+def _model_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The traced modules.
+
+
+class DecoderOnlyPrefill(torch.nn.Module):
+    """(input_ids [B,P], attention_mask [B,P]) -> (logits [B,V] at the last prompt slot, past_keys, past_values
+    [L,B,H,max_length,D], the prompt in slots 0..P-1). Prompts are left-padded: position ids count real tokens."""
+
+    def __init__(self, model: torch.nn.Module, max_length: int) -> None:
+        super().__init__()
+        self.model = model
+        self.max_length = max_length
+        self.layers, self.heads, self.head_dim = _cache_shape(model)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dtype = _model_dtype(self.model)
+        batch, length = input_ids.shape[0], input_ids.shape[1]
+        slots = torch.arange(length, device=input_ids.device)
+        position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        buffer_mask = torch.zeros((batch, self.max_length), dtype=attention_mask.dtype, device=input_ids.device)
+        buffer_mask = buffer_mask.index_copy(1, slots, attention_mask)
+        empty = torch.zeros((self.layers, batch, self.heads, self.max_length, self.head_dim), dtype=dtype,
+                            device=input_ids.device)
+        start = torch.zeros((1,), dtype=torch.long, device=input_ids.device)
+        cache = _static_cache(self.model, self.max_length, empty, empty, start)
+        output = self.model(input_ids=input_ids, attention_mask=_causal_mask(buffer_mask, slots, dtype),
+                            position_ids=position_ids, cache=cache, use_cache=True)
+        keys, values = _stacked(cache)
+        return output.logits[:, -1], keys, values
+
+
+class DecoderOnlyStep(torch.nn.Module):
+    """(input_ids [B,1], position_ids [B,1], cache_position [1], attention_mask [B,max_length], past_keys,
+    past_values) -> (logits [B,V], past_keys, past_values) with the token's key/value written at cache_position."""
+
+    def __init__(self, model: torch.nn.Module, max_length: int) -> None:
+        super().__init__()
+        self.model = model
+        self.max_length = max_length
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache_position: torch.Tensor,
+                attention_mask: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dtype = _model_dtype(self.model)
+        cache = _static_cache(self.model, self.max_length, past_keys, past_values, cache_position)
+        output = self.model(input_ids=input_ids, attention_mask=_causal_mask(attention_mask, cache_position, dtype),
+                            position_ids=position_ids, cache=cache, use_cache=True)
+        keys, values = _stacked(cache)
+        return output.logits[:, -1], keys, values
+
+
+class DecoderOnlyFull(torch.nn.Module):
+    """The uncached reference: (input_ids [B,max_length], attention_mask [B,max_length], cache_position [1]) ->
+    (logits [B,V] at cache_position), the whole buffer recomputed."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_position: torch.Tensor
+                ) -> tuple[torch.Tensor]:
+        dtype = _model_dtype(self.model)
+        slots = torch.arange(input_ids.shape[1], device=input_ids.device)
+        position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        output = self.model(input_ids=input_ids, attention_mask=_causal_mask(attention_mask, slots, dtype),
+                            position_ids=position_ids, use_cache=False)
+        return (output.logits.index_select(1, cache_position)[:, 0],)
+
+
+class EncoderWithCross(torch.nn.Module):
+    """(input_ids [B,S], attention_mask [B,S]) -> (encoder_hidden_states [B,S,d], cross_keys, cross_values
+    [L,B,H,S,D]): the cross-attention keys/values come from one decoder call on a dummy token with an empty
+    EncoderDecoderCache (the decoder's own projections fill its cross-attention cache)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        dtype = _model_dtype(self.model)
+        model = cast(Any, self.model)
+        encoder_mask = _key_mask(attention_mask, dtype)
+        hidden = model.get_encoder()(input_ids=input_ids, attention_mask=encoder_mask)[0]
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        dummy = torch.zeros((input_ids.shape[0], 1), dtype=torch.long, device=input_ids.device)
+        self_mask = torch.zeros((input_ids.shape[0], 1, 1, 1), dtype=dtype, device=input_ids.device)
+        model.get_decoder()(input_ids=dummy, attention_mask=self_mask, encoder_hidden_states=hidden,
+                            encoder_attention_mask=encoder_mask, cache=cache, use_cache=True)
+        cross: Any = cache.cross_attention_cache
+        return (hidden, torch.stack([layer.keys for layer in cross.layers]),
+                torch.stack([layer.values for layer in cross.layers]))
+
+
+class EncoderDecoderStep(torch.nn.Module):
+    """(decoder_input_ids [B,1], cache_position [1], decoder_attention_mask [B,max_length], past_keys, past_values
+    [L,B,H,max_length,D], cross_keys, cross_values [L,B,H,S,D], encoder_hidden_states [B,S,d], attention_mask [B,S])
+    -> (logits [B,V], past_keys, past_values). The decoder's positions come from the cache's length, which the
+    StaticCache holds as cache_position."""
+
+    def __init__(self, model: torch.nn.Module, max_length: int) -> None:
+        super().__init__()
+        self.model = model
+        self.max_length = max_length
+
+    def forward(self, decoder_input_ids: torch.Tensor, cache_position: torch.Tensor,
+                decoder_attention_mask: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor,
+                cross_keys: torch.Tensor, cross_values: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        dtype = _model_dtype(self.model)
+        self_cache = _static_cache(self.model, self.max_length, past_keys, past_values, cache_position)
+        cross_cache = DynamicCache([(cross_keys[i], cross_values[i]) for i in range(cross_keys.shape[0])])
+        cache = EncoderDecoderCache(self_cache, cross_cache)
+        output = self.model(
+            encoder_outputs=(encoder_hidden_states,), attention_mask=_key_mask(attention_mask, dtype),
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=_causal_mask(decoder_attention_mask, cache_position, dtype),
+            cache=cache, use_cache=True,
+        )
+        keys, values = _stacked(self_cache)
+        return output.logits[:, -1], keys, values
+
+
+class EncoderDecoderFull(torch.nn.Module):
+    """The uncached reference: (decoder_input_ids [B,max_length], encoder_hidden_states, attention_mask [B,S],
+    cache_position [1]) -> (logits [B,V] at cache_position), the right-padded buffer recomputed (causal)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                attention_mask: torch.Tensor, cache_position: torch.Tensor) -> tuple[torch.Tensor]:
+        dtype = _model_dtype(self.model)
+        slots = torch.arange(decoder_input_ids.shape[1], device=decoder_input_ids.device)
+        ones = torch.ones_like(decoder_input_ids)
+        output = self.model(
+            encoder_outputs=(encoder_hidden_states,), attention_mask=_key_mask(attention_mask, dtype),
+            decoder_input_ids=decoder_input_ids, decoder_attention_mask=_causal_mask(ones, slots, dtype),
+            use_cache=False,
+        )
+        return (output.logits.index_select(1, cache_position)[:, 0],)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The interface.
+
+
+def _token_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+def generation_rules(model: torch.nn.Module, kind: str) -> dict[str, Any]:
+    """The ids and rules of greedy generation, read from the model's generation_config (then its config)."""
+    config = getattr(model, "config", None)
+    generation = getattr(model, "generation_config", None)
+
+    def pick(name: str) -> Any:
+        value = getattr(generation, name, None) if generation is not None else None
+        return value if value is not None else getattr(config, name, None)
+
+    suppress = _token_ids(pick("suppress_tokens"))
+    unapplied: dict[str, Any] = {}
+    for words in pick("bad_words_ids") or []:
+        if len(words) == 1:
+            suppress.append(int(words[0]))  # generate() bans a one-token bad word at every step
+        else:
+            unapplied.setdefault("bad_words_ids", []).append(list(words))
+    for name, neutral in UNAPPLIED_DEFAULTS.items():
+        value = getattr(generation, name, neutral) if generation is not None else neutral
+        if value is not None and value != neutral:
+            unapplied[name] = value
+    eos = _token_ids(pick("eos_token_id"))
+    pad = pick("pad_token_id")
+    start = None
+    if kind == "encoder-decoder":
+        start = pick("decoder_start_token_id")
+        if start is None:
+            start = pick("bos_token_id")
+        if start is None:
+            raise ValueError("the model has no decoder_start_token_id (nor bos_token_id) to start decoding with")
+    return {
+        "decoder_start_token_id": None if start is None else int(start),
+        "eos_token_ids": eos,
+        "pad_token_id": int(pad) if pad is not None else (eos[0] if eos else 0),
+        "pad_token_id_from_config": pad is not None,
+        "forced_bos_token_id": pick("forced_bos_token_id"),
+        "forced_eos_token_id": pick("forced_eos_token_id"),
+        "suppress_token_ids": sorted(set(suppress)),
+        "begin_suppress_token_ids": _token_ids(pick("begin_suppress_tokens")),
+        "min_length": int(pick("min_length") or 0),
+        "min_new_tokens": int(pick("min_new_tokens") or 0),
+        "unapplied_settings": unapplied,
+    }
+
+
+def _tensor(name: str, shape: Sequence[str | int], dtype: str, note: str = "") -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": dtype}
+    if note:
+        entry["note"] = note
+    return entry
+
+
+KV = ["layers", "batch", "heads", "max_length", "head_dim"]
+CROSS = ["layers", "batch", "heads", "source_length", "head_dim"]
+
+DECODER_ONLY_LOOP = [
+    "prompts are LEFT-padded with pad_token_id to P = the longest prompt; attention_mask [B, max_length] int64 is 1 "
+    "on real prompt tokens (slots 0..P-1), 0 on padding and on slots not yet written",
+    "logits, past_keys, past_values = prefill(input_ids [B,P], attention_mask[:, :P])",
+    "cur_len = P; finished = [False] * B; for i in 0 .. max_new_tokens - 1:",
+    "  apply the logits rules (below) at cur_len; token = argmax(logits, -1) (first maximum); token[finished] = "
+    "pad_token_id; emit token; finished |= token in eos_token_ids; cur_len += 1",
+    "  stop when every row is finished or i == max_new_tokens - 1; else slot = P + i: attention_mask[:, slot] = 1; "
+    "position_ids[b] = (real prompt tokens of row b) + i; logits, past_keys, past_values = step(token[:, None], "
+    "position_ids[:, None], [slot], attention_mask, past_keys, past_values)",
+    "the buffer must hold P + max_new_tokens - 1 <= max_length slots",
+]
+ENCODER_DECODER_LOOP = [
+    "encoder_hidden_states, cross_keys, cross_values = encoder(input_ids [B,S], attention_mask [B,S]) (right- or "
+    "left-padded sources both work: the mask hides padding)",
+    "past_keys = past_values = zeros [L,B,H,max_length,D] float32; decoder_attention_mask = zeros [B,max_length] "
+    "int64; token = [decoder_start_token_id] * B; cur_len = 1; finished = [False] * B",
+    "for t in 0 .. max_new_tokens - 1: decoder_attention_mask[:, t] = 1; logits, past_keys, past_values = "
+    "step(token[:, None], [t], decoder_attention_mask, past_keys, past_values, cross_keys, cross_values, "
+    "encoder_hidden_states, attention_mask)",
+    "  apply the logits rules (below) at cur_len; token = argmax(logits, -1); token[finished] = pad_token_id; "
+    "emit token; finished |= token in eos_token_ids; cur_len += 1; stop when every row is finished",
+    "the buffer must hold max_new_tokens <= max_length slots",
+]
+LOGITS_RULES = [
+    "prompt_length = P (decoder-only, padding included) or 1 (encoder-decoder: the start token); max_total = "
+    "prompt_length + max_new_tokens; cur_len = tokens so far (prompt_length + emitted)",
+    "in generate()'s order: suppress_token_ids (bad words of one token included) -> -inf at every step; if cur_len "
+    "< min_length or cur_len - prompt_length < min_new_tokens: eos_token_ids -> -inf",
+    "if forced_bos_token_id is not null and cur_len == 1: every logit -inf but forced_bos_token_id (0); if "
+    "forced_eos_token_id is not null and cur_len == max_total - 1: every logit -inf but forced_eos_token_id",
+    "begin_suppress_token_ids -> -inf when cur_len == begin_index, begin_index = prompt_length, plus 1 when "
+    "prompt_length == 1 and forced_bos_token_id is not null",
+    "a finished row emits pad_token_id; the output rows have equal length, as generate()'s sequences do (after the "
+    "prompt, after the start token)",
+]
+
+
+def interface(kind: str, max_length: int, rules: dict[str, Any], shapes: dict[str, Any]) -> dict[str, Any]:
+    """The description recorded in record.json and in each .pt as tsexport/generation.json."""
+    f32, i64 = "float32", "int64"
+    if kind == "decoder-only":
+        artifacts = {
+            "prefill": {
+                "file": PREFILL_FILE,
+                "inputs": [_tensor("input_ids", ["batch", "prompt_length"], i64, "left-padded"),
+                           _tensor("attention_mask", ["batch", "prompt_length"], i64, "0 on padding")],
+                "outputs": [_tensor("logits", ["batch", "vocab"], f32, "for the token after the prompt"),
+                            _tensor("past_keys", KV, f32, "prompt in slots 0..prompt_length-1, zeros after"),
+                            _tensor("past_values", KV, f32)],
+            },
+            "step": {
+                "file": STEP_FILE,
+                "inputs": [_tensor("input_ids", ["batch", 1], i64, "the last emitted token"),
+                           _tensor("position_ids", ["batch", 1], i64, "the row's count of real tokens before it"),
+                           _tensor("cache_position", [1], i64, "the buffer slot it is written to"),
+                           _tensor("attention_mask", ["batch", "max_length"], i64,
+                                   "1 on every filled slot, cache_position included"),
+                           _tensor("past_keys", KV, f32), _tensor("past_values", KV, f32)],
+                "outputs": [_tensor("logits", ["batch", "vocab"], f32),
+                            _tensor("past_keys", KV, f32, "the input buffer with cache_position written"),
+                            _tensor("past_values", KV, f32)],
+            },
+            "full": {
+                "file": FULL_FILE, "role": "reference (uncached; drift checks and speed baseline)",
+                "inputs": [_tensor("input_ids", ["batch", "max_length"], i64, "prompt left-padded, then the "
+                                   "emitted tokens, then anything (masked)"),
+                           _tensor("attention_mask", ["batch", "max_length"], i64, "as the step's"),
+                           _tensor("cache_position", [1], i64, "the slot whose next-token logits are returned")],
+                "outputs": [_tensor("logits", ["batch", "vocab"], f32)],
+            },
+        }
+        connections = [
+            {"from": "prefill.output.past_keys", "to": "step.input.past_keys"},
+            {"from": "prefill.output.past_values", "to": "step.input.past_values"},
+            {"from": "step.output.past_keys", "to": "step.input.past_keys"},
+            {"from": "step.output.past_values", "to": "step.input.past_values"},
+        ]
+        loop = DECODER_ONLY_LOOP
+        padding = "left"
+    else:
+        artifacts = {
+            "encoder": {
+                "file": ENCODER_FILE,
+                "inputs": [_tensor("input_ids", ["batch", "source_length"], i64),
+                           _tensor("attention_mask", ["batch", "source_length"], i64, "0 on padding")],
+                "outputs": [_tensor("encoder_hidden_states", ["batch", "source_length", "d_model"], f32),
+                            _tensor("cross_keys", CROSS, f32), _tensor("cross_values", CROSS, f32)],
+            },
+            "step": {
+                "file": STEP_FILE,
+                "inputs": [_tensor("decoder_input_ids", ["batch", 1], i64, "the last token (start token first)"),
+                           _tensor("cache_position", [1], i64, "its decoder position and buffer slot"),
+                           _tensor("decoder_attention_mask", ["batch", "max_length"], i64,
+                                   "1 on slots 0..cache_position"),
+                           _tensor("past_keys", KV, f32), _tensor("past_values", KV, f32),
+                           _tensor("cross_keys", CROSS, f32), _tensor("cross_values", CROSS, f32),
+                           _tensor("encoder_hidden_states", ["batch", "source_length", "d_model"], f32),
+                           _tensor("attention_mask", ["batch", "source_length"], i64, "the encoder's")],
+                "outputs": [_tensor("logits", ["batch", "vocab"], f32),
+                            _tensor("past_keys", KV, f32, "the input buffer with cache_position written"),
+                            _tensor("past_values", KV, f32)],
+            },
+            "full": {
+                "file": FULL_FILE, "role": "reference (uncached; drift checks and speed baseline)",
+                "inputs": [_tensor("decoder_input_ids", ["batch", "max_length"], i64,
+                                   "start token, emitted tokens, then anything (causal)"),
+                           _tensor("encoder_hidden_states", ["batch", "source_length", "d_model"], f32),
+                           _tensor("attention_mask", ["batch", "source_length"], i64),
+                           _tensor("cache_position", [1], i64, "the slot whose next-token logits are returned")],
+                "outputs": [_tensor("logits", ["batch", "vocab"], f32)],
+            },
+        }
+        connections = [
+            {"from": "encoder.output.encoder_hidden_states", "to": "step.input.encoder_hidden_states"},
+            {"from": "encoder.output.cross_keys", "to": "step.input.cross_keys"},
+            {"from": "encoder.output.cross_values", "to": "step.input.cross_values"},
+            {"from": "encoder.input.attention_mask", "to": "step.input.attention_mask"},
+            {"from": "step.output.past_keys", "to": "step.input.past_keys"},
+            {"from": "step.output.past_values", "to": "step.input.past_values"},
+        ]
+        loop = ENCODER_DECODER_LOOP
+        padding = "any (encoder attention_mask)"
+    return {
+        "interface_version": INTERFACE_VERSION,
+        "kind": kind,
+        "strategy": "greedy",
+        "cache": "static",
+        "max_length": max_length,
+        "prompt_padding": padding,
+        **shapes,
+        **rules,
+        "artifacts": artifacts,
+        "files": [entry["file"] for entry in artifacts.values()],
+        "connections": connections,
+        "loop": loop,
+        "logits_rules": LOGITS_RULES,
+        "drift_tolerance": DRIFT_TOLERANCE,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tracing.
+
+
+def _jit_trace(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
+    traced: Any = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
+    return cast(torch.jit.ScriptModule, traced)
+
+
+def _left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), length), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, length - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, length - len(prompt):] = 1
+    return ids, mask
+
+
+def _example(example_prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, P] ids (or [P]) with a mask whose last row is left-padded by a third, so padding is in the trace."""
+    ids = example_prompt.reshape(-1, example_prompt.shape[-1]).to(torch.long)
+    mask = torch.ones_like(ids)
+    if ids.shape[0] > 1 and ids.shape[1] > 2:
+        mask[-1, : ids.shape[1] // 3] = 0
+    return ids, mask
+
+
+def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_prompt: torch.Tensor,
+                 out_dir: str) -> dict[str, Any]:
+    """Trace the cached artifacts of `model` at a fixed cache length, write them into `out_dir` (each embedding
+    the interface as tsexport/generation.json) and return the interface with the artifact file names."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    config = cast(Any, model).config
+    if bool(getattr(config, "is_encoder_decoder", False)) != (kind == "encoder-decoder"):
+        raise ValueError(f"{type(model).__name__} is {'' if kind == 'decoder-only' else 'not '}an encoder-decoder "
+                         f"model; kind {kind!r} does not fit it")
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise ValueError(f"max_length {max_length} exceeds the model's {limit} positions")
+    model = model.eval()
+    rules = generation_rules(model, kind)
+    layers, heads, head_dim = _cache_shape(model)
+    vocab = int(config.vocab_size)
+    ids, mask = _example(example_prompt)
+    batch, length = ids.shape
+    if kind == "decoder-only" and length >= max_length:
+        raise ValueError(f"the example prompt ({length} tokens) must be shorter than max_length {max_length}")
+    dtype = _model_dtype(model)
+    kv = torch.zeros((layers, batch, heads, max_length, head_dim), dtype=dtype)
+    slot = torch.tensor([min(length, max_length - 1)], dtype=torch.long)
+    buffer_mask = torch.zeros((batch, max_length), dtype=torch.long)
+    buffer_mask[:, : int(slot) + 1] = 1
+    modules: dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, ...]]] = {}
+    with torch.no_grad():
+        if kind == "decoder-only":
+            buffer_mask[:, :length] = mask
+            prefill = DecoderOnlyPrefill(model, max_length)
+            _, keys, values = prefill(ids, mask)
+            position_ids = mask.sum(-1, keepdim=True)
+            token = ids[:, -1:]
+            modules["prefill"] = (prefill, (ids, mask))
+            modules["step"] = (DecoderOnlyStep(model, max_length),
+                               (token, position_ids, slot, buffer_mask, keys, values))
+            full_ids = torch.full((batch, max_length), rules["pad_token_id"], dtype=torch.long)
+            full_ids[:, :length] = ids
+            modules["full"] = (DecoderOnlyFull(model), (full_ids, buffer_mask, slot))
+        else:
+            encoder = EncoderWithCross(model)
+            hidden, cross_k, cross_v = encoder(ids, mask)
+            start = torch.full((batch, 1), int(rules["decoder_start_token_id"]), dtype=torch.long)
+            modules["encoder"] = (encoder, (ids, mask))
+            modules["step"] = (EncoderDecoderStep(model, max_length),
+                               (start, slot, buffer_mask, kv, kv, cross_k, cross_v, hidden, mask))
+            full_ids = torch.full((batch, max_length), rules["pad_token_id"], dtype=torch.long)
+            full_ids[:, 0] = int(rules["decoder_start_token_id"])
+            modules["full"] = (EncoderDecoderFull(model), (full_ids, hidden, mask, slot))
+        shapes: dict[str, Any] = {"layers": layers, "heads": heads, "head_dim": head_dim, "vocab_size": vocab,
+                  "cache_dtype": str(dtype).replace("torch.", "")}
+        description = interface(kind, max_length, rules, shapes)
+        os.makedirs(out_dir, exist_ok=True)
+        traced_report: dict[str, Any] = {}
+        extra = {GENERATION_NAME: json.dumps(description, sort_keys=True).encode()}
+        for role, (module, example) in modules.items():
+            eager = module(*example)
+            traced = _jit_trace(module, example)
+            got = traced(*example)
+            error = max(float((a.double() - b.double()).abs().max()) for a, b in zip(got, eager, strict=True))
+            if error > DRIFT_TOLERANCE:
+                raise RuntimeError(f"the traced {role} differs from the eager model at its own example "
+                                   f"(max abs error {error:.3g})")
+            file = cast(dict[str, Any], description["artifacts"][role])["file"]
+            torch.jit.save(traced, os.path.join(out_dir, file), _extra_files=extra)
+            traced_report[role] = {"file": file, "max_abs_error_at_example": error}
+    with open(os.path.join(out_dir, "generation.json"), "w", encoding="utf-8") as handle:
+        json.dump(description, handle, indent=1, sort_keys=True)
+    return {**description, "traced": traced_report}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop, with torch alone.
+
+
+def _load(path: str) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    extra = {GENERATION_NAME: ""}
+    module: Any = torch.jit.load(path, map_location="cpu", _extra_files=extra)  # type: ignore[no-untyped-call]
+    module.eval()
+    return cast(torch.jit.ScriptModule, module), cast(dict[str, Any], json.loads(extra[GENERATION_NAME]))
+
+
+def load_artifacts(artifacts_dir: str) -> tuple[dict[str, Any], dict[str, torch.jit.ScriptModule]]:
+    """The interface (read from step.pt's embedded generation.json) and every artifact it names."""
+    _, spec = _load(os.path.join(artifacts_dir, STEP_FILE))
+    modules = {role: _load(os.path.join(artifacts_dir, entry["file"]))[0]
+               for role, entry in spec["artifacts"].items()}
+    return spec, modules
+
+
+class LogitsRules:
+    """generate()'s greedy logits processors, as the interface records them."""
+
+    def __init__(self, spec: dict[str, Any], prompt_length: int, max_new_tokens: int) -> None:
+        self.spec = spec
+        self.prompt_length = prompt_length
+        self.max_total = prompt_length + max_new_tokens
+        forced_bos = spec["forced_bos_token_id"]
+        self.begin_index = prompt_length + (1 if prompt_length == 1 and forced_bos is not None else 0)
+
+    def apply(self, logits: torch.Tensor, cur_len: int) -> torch.Tensor:
+        spec = self.spec
+        logits = logits.clone()
+        low = float("-inf")
+        eos = spec["eos_token_ids"]
+        if eos and (cur_len < spec["min_length"] or cur_len - self.prompt_length < spec["min_new_tokens"]):
+            logits[:, eos] = low
+        if spec["forced_bos_token_id"] is not None and cur_len == 1:
+            logits[:] = low
+            logits[:, int(spec["forced_bos_token_id"])] = 0
+        if spec["forced_eos_token_id"] is not None and cur_len == self.max_total - 1:
+            logits[:] = low
+            logits[:, _token_ids(spec["forced_eos_token_id"])] = 0
+        if spec["suppress_token_ids"]:
+            logits[:, spec["suppress_token_ids"]] = low
+        if spec["begin_suppress_token_ids"] and cur_len == self.begin_index:
+            logits[:, spec["begin_suppress_token_ids"]] = low
+        return logits
+
+
+def _drift(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max())
+
+
+def greedy_with_drift(artifacts_dir: str, prompt_ids: list[list[int]], max_new_tokens: int,
+                      check: bool = True) -> tuple[list[list[int]], list[float]]:
+    """Greedy generation from the artifacts (torch.jit.load only), and, when `check`, each step's max abs error
+    between the cached logits and full.pt's (uncached) logits for the same sequence."""
+    spec, modules = load_artifacts(artifacts_dir)
+    max_length, pad = int(spec["max_length"]), int(spec["pad_token_id"])
+    eos = torch.tensor(spec["eos_token_ids"] or [-1], dtype=torch.long)
+    batch = len(prompt_ids)
+    emitted: list[torch.Tensor] = []
+    drifts: list[float] = []
+    finished = torch.zeros(batch, dtype=torch.bool)
+    with torch.no_grad():
+        if spec["kind"] == "decoder-only":
+            ids, mask = _left_pad(prompt_ids, pad)
+            length = ids.shape[1]
+            if length + max_new_tokens - 1 > max_length:
+                raise ValueError(f"{length} prompt slots + {max_new_tokens - 1} fed tokens exceed max_length "
+                                 f"{max_length}")
+            buffer_ids = torch.full((batch, max_length), pad, dtype=torch.long)
+            buffer_ids[:, :length] = ids
+            buffer_mask = torch.zeros((batch, max_length), dtype=torch.long)
+            buffer_mask[:, :length] = mask
+            logits, keys, values = modules["prefill"](ids, mask)
+            real = mask.sum(-1)
+            rules = LogitsRules(spec, length, max_new_tokens)
+            for i in range(max_new_tokens):
+                if check:
+                    drifts.append(_drift(logits, modules["full"](
+                        buffer_ids, buffer_mask, torch.tensor([length + i - 1]))[0]))
+                token = rules.apply(logits, length + i).argmax(-1)
+                token[finished] = pad
+                emitted.append(token)
+                finished |= torch.isin(token, eos)
+                if bool(finished.all()) or i == max_new_tokens - 1:
+                    break
+                slot = length + i
+                buffer_ids[:, slot] = token
+                buffer_mask[:, slot] = 1
+                logits, keys, values = modules["step"](
+                    token[:, None], (real + i)[:, None], torch.tensor([slot]), buffer_mask, keys, values)
+        else:
+            if max_new_tokens > max_length:
+                raise ValueError(f"{max_new_tokens} new tokens exceed max_length {max_length}")
+            ids, mask = _left_pad(prompt_ids, pad)
+            hidden, cross_k, cross_v = modules["encoder"](ids, mask)
+            shape = (int(spec["layers"]), batch, int(spec["heads"]), max_length, int(spec["head_dim"]))
+            keys = torch.zeros(shape, dtype=hidden.dtype)
+            values = torch.zeros(shape, dtype=hidden.dtype)
+            decoder_mask = torch.zeros((batch, max_length), dtype=torch.long)
+            buffer_ids = torch.full((batch, max_length), pad, dtype=torch.long)
+            token = torch.full((batch,), int(spec["decoder_start_token_id"]), dtype=torch.long)
+            rules = LogitsRules(spec, 1, max_new_tokens)
+            for t in range(max_new_tokens):
+                position = torch.tensor([t])
+                decoder_mask[:, t] = 1
+                buffer_ids[:, t] = token
+                logits, keys, values = modules["step"](token[:, None], position, decoder_mask, keys, values,
+                                                       cross_k, cross_v, hidden, mask)
+                if check:
+                    drifts.append(_drift(logits, modules["full"](buffer_ids, hidden, mask, position)[0]))
+                token = rules.apply(logits, 1 + t).argmax(-1)
+                token[finished] = pad
+                emitted.append(token)
+                finished |= torch.isin(token, eos)
+                if bool(finished.all()):
+                    break
+    tokens = torch.stack(emitted, 1) if emitted else torch.zeros((batch, 0), dtype=torch.long)
+    return [[int(v) for v in row] for row in tokens.tolist()], drifts
+
+
+def greedy(artifacts_dir: str, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Greedy generation from the artifacts alone: the new tokens of each row (after the prompt for decoder-only,
+    after the start token for encoder-decoder), equal-length rows padded after eos as generate()'s are."""
+    return greedy_with_drift(artifacts_dir, prompt_ids, max_new_tokens, check=False)[0]
+
+
+def max_drift(artifacts_dir: str, prompt_ids: list[list[int]], max_new_tokens: int) -> float:
+    """The largest per-step difference between the cached step's logits and the uncached model's."""
+    drifts = greedy_with_drift(artifacts_dir, prompt_ids, max_new_tokens, check=True)[1]
+    return max(drifts) if drifts else 0.0

@@ -32,11 +32,12 @@ extension SemanticChecker {
                 error("\(field)[1]", "\(key) max \(r.max) is beyond the model's \(p) positions (max_position_embeddings); the model cannot serve longer inputs")
             }
         }
+        func valid(_ r: SizeRange?) -> SizeRange? { r.flatMap { $0.min <= $0.max ? $0 : nil } }
         for (i, shape) in manifest.trace.checkShapes.enumerated() where shape.count == 2 {
             let field = "spec.trace.check_shapes[\(i)]"
-            if let b = e.batch, !b.contains(shape[0]) {
+            if let b = valid(e.batch), !b.contains(shape[0]) {
                 error(field, "check shape [\(shape[0]), \(shape[1])] has batch \(shape[0]), outside the envelope's batch \(b)")
-            } else if let s = e.sequence, !s.contains(shape[1]) {
+            } else if let s = valid(e.sequence), !s.contains(shape[1]) {
                 error(field, "check shape [\(shape[0]), \(shape[1])] has sequence length \(shape[1]), outside the envelope's sequence \(s)")
             } else if let p = maxPositions, shape[1] > p {
                 error(field, "check shape [\(shape[0]), \(shape[1])] is longer than the model's \(p) positions (max_position_embeddings)")

@@ -15,6 +15,14 @@ public struct AxisPlan: Codable, Hashable, Sendable {
     /// Whether the manifest declared this range (a promise) or tsexport chose it (the default rule).
     public var declared: Bool
 
+    public init(name: String, min: Int, max: Int?, traced: Int?, declared: Bool) {
+        self.name = name
+        self.min = min
+        self.max = max
+        self.traced = traced
+        self.declared = declared
+    }
+
     /// `[1, 8]`, `[1, traced]`.
     public var rangeText: String { "[\(min), \(max.map(String.init) ?? "traced")]" }
 

@@ -166,7 +166,7 @@ public struct Planner: Sendable {
             inputs: [], outputs: Self.bundleFiles.map { bundle.appendingPathComponent($0).path }))
 
         let points = envelope.points.map { p in
-            "\(p.name) " + envelope.axes.map { a in "\(a.name)=\((p.sizes[a.name] ?? nil).map(String.init) ?? "traced")" }.joined(separator: " ")
+            "\(p.name) " + envelope.axes.map { a in "\(a.name)=\(((p.sizes[a.name] ?? nil) ?? a.traced).map(String.init) ?? "traced")" }.joined(separator: " ")
         }
         var verifyDesc = "reload model.pt in a fresh process, compare with the eager model over the envelope: \(envelope.summary)"
         verifyDesc += " (atol \(m.trace.atol), rtol \(m.trace.rtol))"

@@ -114,7 +114,11 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(e.steps[0].description, "load BertModel, random initialisation from config (seed 0), dtype float32")
         XCTAssertEqual(e.steps[0].inputs, [])
         XCTAssertTrue(e.steps[1].description.hasPrefix("torch.jit.trace on cpu with input_ids (values), token_type_ids (values), "), e.steps[1].description)
-        XCTAssertTrue(e.steps[3].description.contains(" and at [1, 7], [2, 14] "), e.steps[3].description)
+        // The default envelope: from 1 to the largest of the traced shape [1, 14] and the check shapes.
+        XCTAssertTrue(e.steps[3].description.hasPrefix(
+            "reload model.pt in a fresh process, compare with the eager model over the envelope: batch [1, 2] (default), sequence [1, 14] (default); 7 points (atol 1e-05, rtol 0.0001)"),
+            e.steps[3].description)
+        XCTAssertEqual(e.envelope?.points.filter { $0.role == .check }.map(\.name), ["check0", "check1"])
     }
 
     func testTheTokenizerSpecReadsItsTokenizerFolder() throws {
@@ -132,22 +136,37 @@ final class PlannerTests: XCTestCase {
         let r = Self.root.path, b = r + "/out/small-bundle"
         XCTAssertEqual(e.bundle, b, "output.dir is normalised lexically")
         XCTAssertEqual(e.line, 4)
-        XCTAssertEqual(e.steps, [
-            PlanStep(kind: .load, description: "load BertModel, random initialisation from config (seed 7), dtype float32", inputs: [], outputs: []),
-            PlanStep(kind: .trace,
-                     description: "torch.jit.trace on cpu with input_ids (values), attention_mask (ones), strict, tuple outputs, tied weights untied",
-                     inputs: [], outputs: []),
-            PlanStep(kind: .serialize, description: "torch.jit.save with the record embedded; staged, then moved into place", inputs: [],
-                     outputs: [b + "/model.pt", b + "/record.json", b + "/sample_inputs.safetensors", b + "/reference_outputs.safetensors"]),
-            PlanStep(kind: .verify,
-                     description: "reload model.pt in a fresh process, compare with the eager model at the traced shape and at [1, 7], [2, 3] (atol 1e-05, rtol 0.0001)",
-                     inputs: [b + "/model.pt"], outputs: [b + "/record.json"]),
-            PlanStep(kind: .deploy, description: "directory: the bundle itself", inputs: [], outputs: [b]),
-            PlanStep(kind: .deploy, description: "triton: model repository entry, platform pytorch_libtorch", inputs: [b + "/model.pt"],
-                     outputs: [r + "/build/triton/small/config.pbtxt", r + "/build/triton/small/1/model.pt"]),
-            PlanStep(kind: .deploy, description: "torchserve: .mar archive made by torch-model-archiver", inputs: [b + "/model.pt"],
-                     outputs: [r + "/build/model-store/small.mar"]),
+        let descriptions = e.steps.map(\.description)
+        XCTAssertEqual(descriptions[0], "load BertModel, random initialisation from config (seed 7), dtype float32")
+        XCTAssertEqual(descriptions[1], "torch.jit.trace on cpu with input_ids (values), attention_mask (ones), strict (tracer warnings must be covered by the envelope), tuple outputs, tied weights untied")
+        XCTAssertEqual(descriptions[2], "torch.jit.save with the record embedded; staged, then moved into place")
+        XCTAssertTrue(descriptions[3].hasPrefix("reload model.pt in a fresh process, compare with the eager model over the envelope: batch [1, 2] (default), sequence [1, 7] (default); "), descriptions[3])
+        XCTAssertEqual(Array(descriptions[4...]), [
+            "directory: the bundle itself",
+            "triton: model repository entry, platform pytorch_libtorch, max_batch_size 2",
+            "torchserve: .mar archive made by torch-model-archiver",
         ])
+        XCTAssertEqual(e.steps.map(\.inputs), [[], [], [], [b + "/model.pt"], [], [b + "/model.pt"], [b + "/model.pt"]])
+        XCTAssertEqual(e.steps.map(\.outputs), [
+            [], [], [b + "/model.pt", b + "/record.json", b + "/sample_inputs.safetensors", b + "/reference_outputs.safetensors"],
+            [b + "/record.json"], [b],
+            [r + "/build/triton/small/config.pbtxt", r + "/build/triton/small/1/model.pt"], [r + "/build/model-store/small.mar"],
+        ])
+        // The exact requests: every default resolved, every path absolute.
+        let staging = r + "/.tsexport/staging/small.staging"
+        XCTAssertEqual(e.steps.map { $0.request?["op"]?.stringValue }, [nil, "export", nil, "verify_bundle", nil, "deploy", "deploy"])
+        let job = try XCTUnwrap(e.steps[1].request?["job"])
+        XCTAssertEqual(job["staging_dir"], .string(staging))
+        XCTAssertEqual(job["trace"]?["api"], "torch.jit.trace")
+        XCTAssertEqual(job["trace"]?["tolerance"], .object([("atol", .double(1e-5)), ("rtol", .double(1e-4))]))
+        XCTAssertEqual(job["model"]?["attn_implementation"], "eager")
+        XCTAssertEqual(job["inputs"]?["tokenizer_revision"], .null)
+        XCTAssertEqual(job["trace"]?["envelope"]?["pad_masks"], .bool(true))
+        XCTAssertEqual(e.steps[3].request, .object([("op", "verify_bundle"), ("dir", .string(staging)),
+                                                      ("tolerance", .object([("atol", .double(1e-5)), ("rtol", .double(1e-4))]))]))
+        XCTAssertEqual(e.steps[5].request?["max_batch_size"], 2)
+        XCTAssertEqual(e.steps[5].request?["variable_dims"], .bool(true))
+        XCTAssertEqual(e.steps[5].request?["dest"], .string(r + "/.tsexport/staging/small.deploy-1.staging"))
     }
 
     func testHubAndLocalSourcesAndTargetsInTheStepDescriptions() throws {
@@ -169,9 +188,13 @@ final class PlannerTests: XCTestCase {
         let e = try XCTUnwrap(plan([m]).entries.first)
         XCTAssertEqual(e.steps[0], PlanStep(kind: .load, description: "load AutoModel, pretrained weights from the hub id prajjwal1/bert-tiny at revision main, dtype bfloat16",
                                             inputs: ["hub:prajjwal1/bert-tiny@main"], outputs: []))
-        XCTAssertEqual(e.steps[1], PlanStep(kind: .trace, description: "torch_neuronx.trace on inf2 with input_ids (text), warnings recorded",
-                                            inputs: [Self.specs.path + "/tokenizers/tiny-bert"], outputs: []))
-        XCTAssertTrue(e.steps[3].description.hasSuffix("at the traced shape (atol 0.05, rtol 0.05)"), "bfloat16 default tolerances: \(e.steps[3].description)")
+        XCTAssertEqual(e.steps[1].description, "torch_neuronx.trace on inf2 with input_ids (text), warnings recorded")
+        XCTAssertEqual(e.steps[1].inputs, [Self.specs.path + "/tokenizers/tiny-bert"])
+        XCTAssertEqual(e.steps[1].request?["job"]?["trace"]?["api"], "torch_neuronx.trace")
+        XCTAssertEqual(e.steps[1].request?["job"]?["trace"]?["tolerance"], .object([("atol", .double(5e-2)), ("rtol", .double(5e-2))]), "bfloat16 default tolerances")
+        // The tokenizer is a local folder, not the hub model: no revision; a text tensor's length is the traced one.
+        XCTAssertEqual(e.steps[1].request?["job"]?["inputs"]?["tokenizer_revision"], .null)
+        XCTAssertTrue(e.steps[3].description.contains("batch [1, 1] (default), sequence [1, traced] (default); 2 points (atol 0.05, rtol 0.05)"), e.steps[3].description)
     }
 
     // MARK: - create / up to date / rebuild
@@ -353,18 +376,19 @@ final class PlannerTests: XCTestCase {
                 because spec.model.seed: 6 → 7
                 blocked: torch is missing
                 load      load BertModel, random initialisation from config (seed 7), dtype float32
-                trace     torch.jit.trace on cpu with input_ids (values), attention_mask (ones), strict, tuple outputs, tied weights untied
+                trace     torch.jit.trace on cpu with input_ids (values), attention_mask (ones), strict (tracer warnings must be covered by the envelope), tuple outputs, tied weights untied
                 serialize torch.jit.save with the record embedded; staged, then moved into place
                           writes out/small-bundle/model.pt
                           writes out/small-bundle/record.json
                           writes out/small-bundle/sample_inputs.safetensors
                           writes out/small-bundle/reference_outputs.safetensors
-                verify    reload model.pt in a fresh process, compare with the eager model at the traced shape and at [1, 7], [2, 3] (atol 1e-05, rtol 0.0001)
+                verify    reload model.pt in a fresh process, compare with the eager model over the envelope: batch [1, 2] (default), sequence [1, 7] (default); 10 points (atol 1e-05, rtol 0.0001)
+                          points traced batch=1 sequence=3; p1 batch=1 sequence=1; p2 batch=1 sequence=7; p3 batch=2 sequence=1; p4 batch=2 sequence=3; p5 batch=2 sequence=7; p6 batch=2 sequence=2; p7 batch=1 sequence=4; check0 batch=1 sequence=7; check1 batch=2 sequence=3
                           reads  out/small-bundle/model.pt
                           writes out/small-bundle/record.json
                 deploy    directory: the bundle itself
                           writes out/small-bundle
-                deploy    triton: model repository entry, platform pytorch_libtorch
+                deploy    triton: model repository entry, platform pytorch_libtorch, max_batch_size 2
                           reads  out/small-bundle/model.pt
                           writes build/triton/small/config.pbtxt
                           writes build/triton/small/1/model.pt
@@ -398,7 +422,7 @@ final class PlannerTests: XCTestCase {
         let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         XCTAssertEqual(Set(o.keys), ["outputRoot", "entries"])
         let entries = try XCTUnwrap(o["entries"] as? [[String: Any]])
-        XCTAssertEqual(Set(entries[0].keys), ["name", "file", "line", "action", "reasons", "bundle", "fingerprint", "steps", "blockers"])
+        XCTAssertEqual(Set(entries[0].keys), ["name", "file", "line", "action", "reasons", "bundle", "fingerprint", "steps", "blockers", "envelope", "manifestDirectory", "documentIndex"])
         XCTAssertEqual(entries.last?["action"] as? String, "rebuild")
         let reason = try XCTUnwrap((entries.last?["reasons"] as? [[String: Any]])?.first)
         XCTAssertEqual(reason["kind"] as? String, "field")

@@ -621,11 +621,15 @@ def _drift(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max())
 
 
-def greedy_with_drift(artifacts_dir: str, prompt_ids: list[list[int]], max_new_tokens: int,
+Loaded = tuple[dict[str, Any], dict[str, torch.jit.ScriptModule]]
+
+
+def greedy_with_drift(artifacts: str | Loaded, prompt_ids: list[list[int]], max_new_tokens: int,
                       check: bool = True) -> tuple[list[list[int]], list[float]]:
-    """Greedy generation from the artifacts (torch.jit.load only), and, when `check`, each step's max abs error
-    between the cached logits and full.pt's (uncached) logits for the same sequence."""
-    spec, modules = load_artifacts(artifacts_dir)
+    """Greedy generation from the artifacts (a directory, or what load_artifacts returned; torch.jit only), and,
+    when `check`, each step's max abs error between the cached step's logits and full.pt's (uncached) logits for
+    the same sequence: a cached step that drifts from the model shows there."""
+    spec, modules = load_artifacts(artifacts) if isinstance(artifacts, str) else artifacts
     max_length, pad = int(spec["max_length"]), int(spec["pad_token_id"])
     eos = torch.tensor(spec["eos_token_ids"] or [-1], dtype=torch.long)
     batch = len(prompt_ids)
@@ -691,7 +695,7 @@ def greedy_with_drift(artifacts_dir: str, prompt_ids: list[list[int]], max_new_t
     return [[int(v) for v in row] for row in tokens.tolist()], drifts
 
 
-def greedy(artifacts_dir: str, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+def greedy(artifacts_dir: str | Loaded, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
     """Greedy generation from the artifacts alone: the new tokens of each row (after the prompt for decoder-only,
     after the start token for encoder-decoder), equal-length rows padded after eos as generate()'s are."""
     return greedy_with_drift(artifacts_dir, prompt_ids, max_new_tokens, check=False)[0]
@@ -701,3 +705,75 @@ def max_drift(artifacts_dir: str, prompt_ids: list[list[int]], max_new_tokens: i
     """The largest per-step difference between the cached step's logits and the uncached model's."""
     drifts = greedy_with_drift(artifacts_dir, prompt_ids, max_new_tokens, check=True)[1]
     return max(drifts) if drifts else 0.0
+
+
+def greedy_uncached(artifacts: str | Loaded, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """The same loop with full.pt alone (the whole buffer recomputed every step): the speed baseline, and a second
+    route to the same tokens."""
+    spec, modules = load_artifacts(artifacts) if isinstance(artifacts, str) else artifacts
+    max_length, pad = int(spec["max_length"]), int(spec["pad_token_id"])
+    eos = torch.tensor(spec["eos_token_ids"] or [-1], dtype=torch.long)
+    batch = len(prompt_ids)
+    emitted: list[torch.Tensor] = []
+    finished = torch.zeros(batch, dtype=torch.bool)
+    buffer_ids = torch.full((batch, max_length), pad, dtype=torch.long)
+    with torch.no_grad():
+        ids, mask = _left_pad(prompt_ids, pad)
+        if spec["kind"] == "decoder-only":
+            start = ids.shape[1]
+            buffer_ids[:, :start] = ids
+            buffer_mask = torch.zeros((batch, max_length), dtype=torch.long)
+            buffer_mask[:, :start] = mask
+        else:
+            start = 1
+            buffer_ids[:, 0] = int(spec["decoder_start_token_id"])
+            hidden = modules["encoder"](ids, mask)[0]
+        if start + max_new_tokens - 1 > max_length:
+            raise ValueError(f"{start} + {max_new_tokens - 1} slots exceed max_length {max_length}")
+        rules = LogitsRules(spec, start, max_new_tokens)
+        for i in range(max_new_tokens):
+            position = torch.tensor([start + i - 1])
+            if spec["kind"] == "decoder-only":
+                logits = modules["full"](buffer_ids, buffer_mask, position)[0]
+            else:
+                logits = modules["full"](buffer_ids, hidden, mask, position)[0]
+            token = rules.apply(logits, start + i).argmax(-1)
+            token[finished] = pad
+            emitted.append(token)
+            finished |= torch.isin(token, eos)
+            if bool(finished.all()) or i == max_new_tokens - 1:
+                break
+            buffer_ids[:, start + i] = token
+            if spec["kind"] == "decoder-only":
+                buffer_mask[:, start + i] = 1
+    return [[int(v) for v in row] for row in torch.stack(emitted, 1).tolist()]
+
+
+def tokens_per_second(artifacts_dir: str, prompt_ids: list[list[int]], max_new_tokens: int, repeats: int = 3,
+                      threads: int | None = 1) -> dict[str, Any]:
+    """Generated tokens per second (best of `repeats`), cached (prefill/encoder + step) against uncached (full.pt
+    over the whole buffer every step), at `threads` intra-op threads. The eos rule is left on: pick prompts and a
+    model that do not stop early, or compare the token counts reported."""
+    import time
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        result: dict[str, Any] = {"threads": torch.get_num_threads(), "max_new_tokens": max_new_tokens}
+        loaded = load_artifacts(artifacts_dir)
+        for name, run in (("cached", greedy), ("uncached", greedy_uncached)):
+            run(loaded, prompt_ids, max_new_tokens)  # warm-up (the first TorchScript runs optimise)
+            best = float("inf")
+            count = 0
+            for _ in range(repeats):
+                begin = time.perf_counter()
+                tokens = run(loaded, prompt_ids, max_new_tokens)
+                best = min(best, time.perf_counter() - begin)
+                count = sum(len(row) for row in tokens)
+            result[f"{name}_tokens"] = count
+            result[f"{name}_tokens_per_s"] = count / best
+        result["speedup"] = result["cached_tokens_per_s"] / result["uncached_tokens_per_s"]
+        return result
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,233 @@
+"""Generation with a key/value cache outside Python (cache_split.py, issue 12): the cached artifacts of a tiny GPT-2
+(prefill.pt + step.pt) and of tiny Marian / BART (encoder.pt + step.pt) against model.generate(), token for token;
+the loop in a process without transformers; the libtorch example; drift detection."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from workerkit import run_python
+
+from tsexport_worker import cache_split
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_LENGTH = 64
+NEW_TOKENS = 12
+GPT2: dict[str, Any] = {"vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128,
+                        "bos_token_id": 1, "eos_token_id": 82, "pad_token_id": 0, "initializer_range": 0.5}
+# Left-padded in a batch: rows of 5, 2, 9 and 1 tokens; with seed 0 two rows reach eos (82) early, two do not.
+GPT2_PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [42] * 9, [3]]
+S2S: dict[str, Any] = {"vocab_size": 99, "d_model": 32, "encoder_layers": 2, "decoder_layers": 2,
+                       "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 37,
+                       "decoder_ffn_dim": 37, "max_position_embeddings": 128, "init_std": 0.2,
+                       "scale_embedding": True}
+# Marian: pad = decoder start = 98, eos 0 (forced at the last step, as Marian's config asks) and 14 (reached early
+# by one row with seed 0).
+MARIAN = {**S2S, "pad_token_id": 98, "decoder_start_token_id": 98, "eos_token_id": [0, 14],
+          "forced_eos_token_id": 0}
+S2S_PROMPTS = [[5, 6, 7, 8, 9, 0], [10, 11, 30, 40, 50, 0], [42, 43, 44, 45, 46, 0], [7, 0]]
+
+
+def _model(cls: str, config: dict[str, Any]) -> torch.nn.Module:
+    import transformers
+
+    torch.manual_seed(0)
+    config_cls = {"GPT2LMHeadModel": transformers.GPT2Config, "MarianMTModel": transformers.MarianConfig,
+                  "BartForConditionalGeneration": transformers.BartConfig}[cls]
+    model: torch.nn.Module = getattr(transformers, cls)(config_cls(**config)).eval()
+    return model
+
+
+def _generate(model: torch.nn.Module, prompts: list[list[int]], pad: int, new_tokens: int) -> list[list[int]]:
+    """model.generate(greedy) on the left-padded prompts: the tokens after the prompt (after the start token)."""
+    ids, mask = cache_split._left_pad(prompts, pad)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,  # type: ignore[operator]
+                             max_new_tokens=new_tokens)
+    skip = 1 if model.config.is_encoder_decoder else ids.shape[1]  # type: ignore[union-attr]
+    return [[int(v) for v in row] for row in out[:, skip:].tolist()]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.nn.Module, str, dict[str, Any]]]:
+    """The three tiny models, each traced once: name -> (model, artifacts dir, the returned interface)."""
+    out = {}
+    models = {"gpt2": ("GPT2LMHeadModel", GPT2, "decoder-only", torch.tensor([[4, 5, 6, 7, 8, 9], [9, 8, 7, 6, 5, 4]])),
+              "marian": ("MarianMTModel", MARIAN, "encoder-decoder", torch.tensor([[5, 6, 7, 8, 9, 0]] * 2)),
+              "bart": ("BartForConditionalGeneration", S2S, "encoder-decoder", torch.tensor([[5, 6, 7, 8, 9, 2]] * 2))}
+    for name, (cls, config, kind, example) in models.items():
+        model = _model(cls, config)
+        directory = str(tmp_path_factory.mktemp(name))
+        description = cache_split.trace_cached(model, kind, MAX_LENGTH, example, directory)
+        out[name] = (model, directory, description)
+    return out
+
+
+def _prompt_sets(name: str) -> list[list[list[int]]]:
+    prompts = GPT2_PROMPTS if name == "gpt2" else S2S_PROMPTS
+    return [prompts, *[[p] for p in prompts], prompts[:2]]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "marian", "bart"])
+def test_cached_greedy_matches_generate(exported: dict[str, Any], name: str) -> None:
+    model, directory, description = exported[name]
+    pad = description["pad_token_id"]
+    for prompts in _prompt_sets(name):
+        want = _generate(model, prompts, pad, NEW_TOKENS)
+        got, drifts = cache_split.greedy_with_drift(directory, prompts, NEW_TOKENS)
+        assert got == want, prompts
+        assert max(drifts) < cache_split.DRIFT_TOLERANCE
+        assert cache_split.greedy_uncached(directory, prompts, NEW_TOKENS) == want
+
+
+def test_the_tests_cover_early_eos_padding_and_distinct_rows(exported: dict[str, Any]) -> None:
+    """The fixtures are not degenerate: some rows stop early (pad after eos), others run to the end; rows differ."""
+    for name in ("gpt2", "marian"):
+        model, _, description = exported[name]
+        rows = _generate(model, GPT2_PROMPTS if name == "gpt2" else S2S_PROMPTS, description["pad_token_id"],
+                         NEW_TOKENS)
+        eos = set(description["eos_token_ids"])
+        stopped = [row for row in rows if eos & set(row[:-1])]
+        assert stopped and len(stopped) < len(rows), rows
+        assert len({tuple(row) for row in rows}) > 1, rows
+
+
+def test_interface_is_returned_and_embedded(exported: dict[str, Any]) -> None:
+    _, directory, description = exported["gpt2"]
+    assert description["files"] == ["prefill.pt", "step.pt", "full.pt"]
+    assert sorted(os.listdir(directory)) == ["full.pt", "generation.json", "prefill.pt", "step.pt"]
+    step = description["artifacts"]["step"]
+    assert [t["name"] for t in step["inputs"]] == ["input_ids", "position_ids", "cache_position", "attention_mask",
+                                                   "past_keys", "past_values"]
+    assert [t["name"] for t in step["outputs"]] == ["logits", "past_keys", "past_values"]
+    assert (description["layers"], description["heads"], description["head_dim"]) == (2, 4, 8)
+    assert description["eos_token_ids"] == [82] and description["pad_token_id"] == 0
+    embedded = {k: v for k, v in description.items() if k != "traced"}
+    for file in description["files"]:
+        extra = {cache_split.GENERATION_NAME: ""}
+        torch.jit.load(os.path.join(directory, file), _extra_files=extra)  # type: ignore[no-untyped-call]
+        assert json.loads(extra[cache_split.GENERATION_NAME]) == embedded
+    marian = exported["marian"][2]
+    assert marian["files"] == ["encoder.pt", "step.pt", "full.pt"]
+    assert marian["decoder_start_token_id"] == 98 and marian["forced_eos_token_id"] == 0
+    assert marian["eos_token_ids"] == [0, 14]
+
+
+def test_step_writes_only_its_slot(exported: dict[str, Any]) -> None:
+    """The step returns the input buffer with exactly cache_position's keys/values written; the inputs are untouched."""
+    _, directory, description = exported["gpt2"]
+    spec, modules = cache_split.load_artifacts(directory)
+    ids, mask = cache_split._left_pad([[5, 6, 7], [8, 9]], 0)
+    with torch.no_grad():
+        _, keys, values = modules["prefill"](ids, mask)
+        assert keys.shape == (2, 2, 4, MAX_LENGTH, 8) and bool((keys[:, :, :, 3:] == 0).all())
+        buffer = torch.zeros(2, MAX_LENGTH, dtype=torch.long)
+        buffer[:, :3] = mask
+        buffer[:, 3] = 1
+        before = keys.clone()
+        _, new_keys, _ = modules["step"](torch.tensor([[10], [11]]), torch.tensor([[3], [2]]), torch.tensor([3]),
+                                         buffer, keys, values)
+    assert torch.equal(keys, before)
+    changed = (new_keys != keys).flatten(0, 2).any(0).any(-1)
+    assert changed.nonzero().flatten().tolist() == [3]
+
+
+def test_generation_without_transformers_in_the_process(exported: dict[str, Any]) -> None:
+    """The loop needs torch alone: a fresh process that cannot import transformers gives generate()'s tokens."""
+    code = """
+        import json, sys
+        sys.modules["transformers"] = None  # any import of it fails
+        from tsexport_worker.cache_split import greedy, max_drift
+        runs = json.loads(sys.argv[1])
+        out = [[greedy(d, p, n), max_drift(d, p, n)] for d, p, n in runs]
+        del sys.modules["transformers"]
+        assert "transformers" not in sys.modules
+        print(json.dumps({"out": out, "modules": sorted(m for m in sys.modules if m.startswith("transformers"))}))
+    """
+    runs, want = [], []
+    for name, prompts in (("gpt2", GPT2_PROMPTS), ("marian", S2S_PROMPTS), ("bart", S2S_PROMPTS)):
+        model, directory, description = exported[name]
+        runs.append([directory, prompts, NEW_TOKENS])
+        want.append(_generate(model, prompts, description["pad_token_id"], NEW_TOKENS))
+    proc = run_python(code, json.dumps(runs))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["modules"] == []
+    assert [tokens for tokens, _ in result["out"]] == want
+    assert all(drift < cache_split.DRIFT_TOLERANCE for _, drift in result["out"])
+
+
+def _corrupt(directory: str, target: str, artifact: str) -> str:
+    """A copy of the artifacts with one weight of `artifact` scaled (its embedded interface kept)."""
+    shutil.copytree(directory, target)
+    path = os.path.join(target, artifact)
+    extra = {cache_split.GENERATION_NAME: ""}
+    module: Any = torch.jit.load(path, _extra_files=extra)  # type: ignore[no-untyped-call]
+    name, weight = next((n, p) for n, p in module.named_parameters()
+                        if p.dim() == 2 and ("transformer.h.1." in n or "decoder.layers.1." in n))
+    with torch.no_grad():
+        weight.mul_(1.5)
+    torch.jit.save(module, path, _extra_files=extra)
+    return name
+
+
+@pytest.mark.parametrize("name", ["gpt2", "marian"])
+def test_a_drifting_step_is_detected(exported: dict[str, Any], tmp_path: Path, name: str) -> None:
+    _, directory, _ = exported[name]
+    prompts = GPT2_PROMPTS if name == "gpt2" else S2S_PROMPTS
+    clean = cache_split.max_drift(directory, prompts, NEW_TOKENS)
+    assert clean < cache_split.DRIFT_TOLERANCE
+    corrupted = str(tmp_path / "corrupt")
+    _corrupt(directory, corrupted, "step.pt")
+    drift = cache_split.max_drift(corrupted, prompts, NEW_TOKENS)
+    assert drift > 10 * cache_split.DRIFT_TOLERANCE, drift
+
+
+def test_speed_measurement_runs(exported: dict[str, Any]) -> None:
+    _, directory, _ = exported["gpt2"]
+    result = cache_split.tokens_per_second(directory, [[5, 6, 7]], 8, repeats=1)
+    assert result["threads"] == 1 and result["cached_tokens"] == result["uncached_tokens"] > 0
+    assert result["cached_tokens_per_s"] > 0 and result["uncached_tokens_per_s"] > 0
+
+
+def test_refusals() -> None:
+    model = _model("GPT2LMHeadModel", GPT2)
+    with pytest.raises(ValueError, match="kind"):
+        cache_split.trace_cached(model, "seq2seq", 16, torch.tensor([[5, 6]]), "/nonexistent")
+    with pytest.raises(ValueError, match="not an encoder-decoder"):
+        cache_split.trace_cached(model, "encoder-decoder", 16, torch.tensor([[5, 6]]), "/nonexistent")
+    with pytest.raises(ValueError, match="positions"):
+        cache_split.trace_cached(model, "decoder-only", 256, torch.tensor([[5, 6]]), "/nonexistent")
+
+
+@pytest.fixture(scope="session")
+def generate_binary(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """examples/generate built once per session against this Python's torch."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    out = str(tmp_path_factory.mktemp("generate") / "generate")
+    proc = subprocess.run(["bash", str(REPO / "examples" / "generate" / "build.sh"), sys.executable, out],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("name", ["gpt2", "marian", "bart"])
+def test_cpp_example_matches_generate(exported: dict[str, Any], generate_binary: str, name: str) -> None:
+    model, directory, description = exported[name]
+    for prompt in GPT2_PROMPTS if name == "gpt2" else S2S_PROMPTS:
+        want = _generate(model, [prompt], description["pad_token_id"], NEW_TOKENS)[0]
+        proc = subprocess.run([generate_binary, directory, str(NEW_TOKENS), *map(str, prompt)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = proc.stdout.strip().splitlines()
+        assert len(lines) == 1
+        assert [int(v) for v in lines[0].split()] == want, prompt

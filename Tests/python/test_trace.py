@@ -28,13 +28,14 @@ def test_a_wrong_input_dtype_is_forward_failed(tmp_path: Path) -> None:
     assert error.code == "forward_failed"
 
 
-def test_strict_tracing_refuses_the_tracer_warnings_of_sdpa_attention(tmp_path: Path) -> None:
-    # Measured: BertModel with sdpa attention on transformers 5.24 warns twice (a shape turned into a bool).
-    error = export_error(make_job(tmp_path, model={"attn_implementation": "sdpa"}, strict=True))
-    assert (error.code, error.stage, error.field) == ("strict_violation", "trace", "spec.trace.strict")
-    assert "2 TracerWarning(s)" in error.message
-    assert "sdpa_attention.py" in error.message
-    assert not (tmp_path / "model.pt").exists()
+def test_strict_tracing_records_the_tracer_warnings_of_sdpa_attention_for_swift_to_judge(tmp_path: Path) -> None:
+    # Measured: BertModel with sdpa attention on transformers 5.24 warns twice (a shape turned into a bool). The
+    # worker decides nothing: under strict it records them; the Swift side fails the apply unless the artifact
+    # matched at every envelope point.
+    data = run_export(make_job(tmp_path, model={"attn_implementation": "sdpa"}, strict=True))
+    assert len(data["tracer_warnings"]) == 2
+    assert all("sdpa_attention.py" in w for w in data["tracer_warnings"])
+    assert (tmp_path / "model.pt").exists()
 
 
 def test_dict_outputs_under_strict_fail_when_torchscript_is_false(tmp_path: Path) -> None:
@@ -100,6 +101,6 @@ def test_strict_tracing_passes_where_no_tracer_warning_is_raised(tmp_path: Path)
 
 def test_strict_tracing_with_an_attention_mask_warns_even_with_eager_attention(tmp_path: Path) -> None:
     tensors = [random_ids([1, 14]), {"name": "attention_mask", "from": "ones", "shape": [1, 14]}]
-    error = export_error(make_job(tmp_path, tensors=tensors, strict=True))
-    assert error.code == "strict_violation"
-    assert "1 TracerWarning(s)" in error.message and "masking_utils.py" in error.message
+    data = run_export(make_job(tmp_path, tensors=tensors, strict=True))
+    assert len(data["tracer_warnings"]) == 1 and "masking_utils.py" in data["tracer_warnings"][0]
+

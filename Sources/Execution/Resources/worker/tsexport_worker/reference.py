@@ -59,7 +59,8 @@ def write_reference(
     vocab_size = getattr(getattr(wrapper.model, "config", None), "vocab_size", None)
     plan = Envelope.parse(job.trace.envelope)
     traced = plan.traced_sizes(built) if plan is not None else {}
-    cases[0]["sizes"] = traced
+    if plan is not None:
+        cases[0]["sizes"] = traced
     work: list[tuple[str, list[torch.Tensor], dict[str, Any]]] = []
     if plan is None:
         for k, shape in enumerate(job.trace.check_shapes):

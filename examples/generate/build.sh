@@ -16,7 +16,7 @@ fi
 TORCH_DIR="$("$PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 ABI="$("$PYTHON" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')"
 mkdir -p "$(dirname "$OUT")"
-g++ -std=c++17 -O2 -D_GLIBCXX_USE_CXX11_ABI="$ABI" \
+g++ -std=c++17 -O2 -Wno-c++20-extensions -D_GLIBCXX_USE_CXX11_ABI="$ABI" \
   -I"$TORCH_DIR/include" -I"$TORCH_DIR/include/torch/csrc/api/include" \
   "$HERE/main.cpp" -o "$OUT" \
   -L"$TORCH_DIR/lib" -Wl,-rpath,"$TORCH_DIR/lib" -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 -Wl,--as-needed

@@ -75,14 +75,12 @@ def _static_cache(model: torch.nn.Module, max_length: int, keys: torch.Tensor, v
 
     config = cast(Any, model).config
     cache: Any = StaticCache(config=config, max_cache_len=max_length)
-    if len(cache.layers) != keys.shape[0]:
-        raise ValueError(f"the model has {len(cache.layers)} cache layers, the buffer {keys.shape[0]}")
     for index, layer in enumerate(cache.layers):
         layer.keys = keys[index].clone()
         layer.values = values[index].clone()
         layer.device = keys.device
-        layer.batch_size, layer.num_heads = int(keys.shape[1]), int(keys.shape[2])
-        layer.k_head_dim = layer.v_head_dim = int(keys.shape[4])
+        layer.batch_size, layer.num_heads = keys.shape[1], keys.shape[2]
+        layer.k_head_dim = layer.v_head_dim = keys.shape[4]
         layer.cumulative_length = cache_position.clone()
         layer.is_initialized = True
     return cache
@@ -471,9 +469,22 @@ def interface(kind: str, max_length: int, rules: dict[str, Any], shapes: dict[st
 # Tracing.
 
 
-def _jit_trace(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
-    traced: Any = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
-    return cast(torch.jit.ScriptModule, traced)
+def _jit_trace(module: torch.nn.Module, example: tuple[torch.Tensor, ...]
+               ) -> tuple[torch.jit.ScriptModule, list[str]]:
+    """torch.jit.trace, and the TracerWarnings it gave ("file:line: message", deduplicated)."""
+    import warnings
+
+    tracer_warning = cast("type[Warning]", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", tracer_warning)
+        traced: Any = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
+    found: list[str] = []
+    for w in caught:
+        if issubclass(w.category, tracer_warning):
+            line = f"{os.path.basename(w.filename)}:{w.lineno}: {str(w.message).split('. ')[0]}"
+            if line not in found:
+                found.append(line)
+    return cast(torch.jit.ScriptModule, traced), found
 
 
 def _left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -512,6 +523,11 @@ def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_pro
     model = model.eval()
     rules = generation_rules(model, kind)
     layers, heads, head_dim = _cache_shape(model)
+    cache_layers = len(_static_cache(model, max_length, torch.zeros((layers, 1, heads, 1, head_dim)),
+                                     torch.zeros((layers, 1, heads, 1, head_dim)), torch.zeros(1)).layers)
+    if cache_layers != layers:
+        raise ValueError(f"transformers' StaticCache has {cache_layers} layers for {type(model).__name__}, its "
+                         f"config {layers}")
     vocab = int(config.vocab_size)
     ids, mask = _example(example_prompt)
     batch, length = ids.shape
@@ -554,7 +570,7 @@ def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_pro
         extra = {GENERATION_NAME: json.dumps(description, sort_keys=True).encode()}
         for role, (module, example) in modules.items():
             eager = module(*example)
-            traced = _jit_trace(module, example)
+            traced, tracer_warnings = _jit_trace(module, example)
             got = traced(*example)
             error = max(float((a.double() - b.double()).abs().max()) for a, b in zip(got, eager, strict=True))
             if error > DRIFT_TOLERANCE:
@@ -562,7 +578,8 @@ def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_pro
                                    f"(max abs error {error:.3g})")
             file = cast(dict[str, Any], description["artifacts"][role])["file"]
             torch.jit.save(traced, os.path.join(out_dir, file), _extra_files=extra)
-            traced_report[role] = {"file": file, "max_abs_error_at_example": error}
+            traced_report[role] = {"file": file, "max_abs_error_at_example": error,
+                                   "tracer_warnings": tracer_warnings}
     with open(os.path.join(out_dir, "generation.json"), "w", encoding="utf-8") as handle:
         json.dump(description, handle, indent=1, sort_keys=True)
     return {**description, "traced": traced_report}

@@ -74,7 +74,10 @@ final class FamilyTests: XCTestCase {
             let split = name == "family-marian" ? ["decoder_step.pt", "encoder.pt"] : []
             XCTAssertEqual(Harness.tree(bundle), (split + ApplyEndToEndTests.bundleFiles).sorted(), name)
             let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
-            XCTAssertEqual(record["parity"]?["verdict"], "valid at every checked shape", name)
+            XCTAssertTrue(record["parity"]?["verdict"]?.stringValue?.hasPrefix("valid across the envelope ") == true, "\(name): \(String(describing: record["parity"]?["verdict"]))")
+            XCTAssertEqual(record["envelope"]?["narrowed"], .bool(false), name)
+            XCTAssertEqual(record["envelope"]?["points"]?.arrayValue?.allSatisfy { $0["passed"] == .bool(true) }, true, name)
+            XCTAssertEqual(record["envelope"]?["enforced"], .bool(true), "\(name): model.pt carries the envelope guard")
             if case .string(let cls)? = record["model_class"] { classes.insert(cls) }
         }
         for required in ["BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
@@ -134,7 +137,8 @@ final class FamilyTests: XCTestCase {
             let bundle = root.appendingPathComponent("build/\(name)")
             let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
             XCTAssertEqual(record["model_class"], .string(cls), name)
-            XCTAssertEqual(record["parity"]?["verdict"], "valid at every checked shape", name)
+            XCTAssertTrue(record["parity"]?["verdict"]?.stringValue?.hasPrefix("valid across the envelope ") == true, name)
+            XCTAssertEqual(record["envelope"]?["narrowed"], .bool(false), name)
         }
         let cmp = try Harness.compare(bundle: root.appendingPathComponent("build/minilm-auto"), manifestDir: dir)
         XCTAssertLessThan(cmp["max_abs_error"]?.doubleValue ?? 1, 1e-4)

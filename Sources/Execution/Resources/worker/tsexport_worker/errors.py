@@ -8,6 +8,7 @@ from typing import Any
 ERROR_CODES = frozenset(
     {
         "missing_dependency",
+        "export_failed",
         "unknown_class",
         "bad_config",
         "load_failed",

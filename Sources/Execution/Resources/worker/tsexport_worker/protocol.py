@@ -18,7 +18,7 @@ from .bundle import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE  # noqa
 from .errors import WorkerError
 
 OPS = ("probe", "export", "verify_bundle", "guard", "deploy", "bench", "shutdown")
-STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify", "guard", "deploy", "bench")
+STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify", "guard", "export_aoti", "deploy", "bench")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 TRACE_APIS = ("torch.jit.trace", "torch.neuron.trace", "torch_neuronx.trace")
 SPLIT_KINDS = ("encoder-decoder",)

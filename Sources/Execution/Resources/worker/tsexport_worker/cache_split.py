@@ -39,6 +39,21 @@ UNAPPLIED_DEFAULTS: dict[str, Any] = {
     "encoder_no_repeat_ngram_size": 0, "sequence_bias": None, "exponential_decay_length_penalty": None,
     "guidance_scale": None, "remove_invalid_values": False,
 }
+# The TracerWarnings transformers 5.24 gives on these traces, each reviewed as harmless (by location, since the
+# messages are generic); any other warning is reported under "unexplained_tracer_warnings".
+EXPLAINED_TRACER_WARNINGS: dict[str, str] = {
+    "sdpa_attention.py:148": "is_causal = q_length > 1 and attention_mask is None ...: every mask here is an explicit "
+    "4D mask, so is_causal is False whatever the shape",
+    "sdpa_attention.py:153": "is_causal.item() of that same always-False value",
+    "cache_utils.py:422": "StaticLayer's initial cumulative_length constant, replaced by the cache_position input",
+    "cache_utils.py:115": "DynamicLayer's empty initial keys (concatenated with the real ones)",
+    "cache_utils.py:116": "DynamicLayer's empty initial values (concatenated with the real ones)",
+    "cache_utils.py:148": "DynamicLayer.get_seq_length's emptiness test: the cross-attention cache is never empty in "
+    "the step (source_length >= 1)",
+    "cache_utils.py:2309": "EncoderDecoderCache.is_updated: True in the step (cross keys/values given), False in "
+    "the encoder (computed there): fixed by construction",
+    "functional.py:2595": "nn.functional.embedding's padding_idx range check (a constant)",
+}
 # A drift above this between a cached step's logits and the uncached model's is reported as drift.
 DRIFT_TOLERANCE = 1e-3
 
@@ -578,8 +593,11 @@ def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_pro
                                    f"(max abs error {error:.3g})")
             file = cast(dict[str, Any], description["artifacts"][role])["file"]
             torch.jit.save(traced, os.path.join(out_dir, file), _extra_files=extra)
-            traced_report[role] = {"file": file, "max_abs_error_at_example": error,
-                                   "tracer_warnings": tracer_warnings}
+            traced_report[role] = {
+                "file": file, "max_abs_error_at_example": error, "tracer_warnings": tracer_warnings,
+                "unexplained_tracer_warnings": [w for w in tracer_warnings
+                                                if w.split(": ")[0] not in EXPLAINED_TRACER_WARNINGS],
+            }
     with open(os.path.join(out_dir, "generation.json"), "w", encoding="utf-8") as handle:
         json.dump(description, handle, indent=1, sort_keys=True)
     return {**description, "traced": traced_report}

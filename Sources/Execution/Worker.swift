@@ -152,7 +152,11 @@ public final class WorkerClient: @unchecked Sendable {
         throw crash("the Python worker died during \(op)")
     }
 
+    /// Whether this worker died or spoke out of protocol (it is not used again).
+    public private(set) var crashed = false
+
     private func crash(_ what: String) -> WorkerCrash {
+        crashed = true
         let status = child.wait()
         return WorkerCrash(description: "\(what) (\(Self.describe(status: status)))", stderrTail: child.stderrTail)
     }

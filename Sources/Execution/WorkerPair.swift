@@ -67,16 +67,18 @@ final class WorkerPair: @unchecked Sendable {
         exporter = nil
     }
 
-    /// After a worker crashed or spoke out of protocol: kills the exporting worker and kills the verifier too (either
-    /// may be the one that died), so the next manifest gets fresh ones.
+    /// After a worker crashed or spoke out of protocol: kills the exporting worker and drops the verifier when it is
+    /// the one that died, so the next manifest gets a fresh one.
     func recoverFromCrash() {
         exporter?.kill()
         exporter = nil
         if let group = verifierStart {
             group.wait()
-            if case .success(let v)? = verifierResult { v.kill() }
-            verifierResult = nil
-            verifierStart = nil
+            if case .success(let v)? = verifierResult, v.crashed {
+                v.kill()
+                verifierResult = nil
+                verifierStart = nil
+            }
         }
     }
 

@@ -54,11 +54,15 @@ final class SpecsApplyTests: XCTestCase {
         XCTAssertEqual(record["input_signature"]?[0]?["name"], "input_ids")
         XCTAssertEqual(record["input_signature"]?[1]?["name"], "token_type_ids")
         XCTAssertEqual(record["input_signature"]?[0]?["shape"], [1, 14])
-        XCTAssertEqual(record["parity"]?["verdict"], "valid at every checked shape")
-        let cases = record["parity"]?["cases"]
-        XCTAssertEqual(cases?[0]?["case"], "traced")
-        XCTAssertEqual(cases?[2]?["shape"], [2, 14])
-        for i in 0..<3 { XCTAssertEqual(cases?[i]?["passed"], true) }
+        // The default envelope: batch [1, 2] and sequence [1, 14] from the traced shape and the check shapes.
+        XCTAssertEqual(record["parity"]?["verdict"], "valid across the envelope batch [1,2], sequence [1,14]")
+        XCTAssertEqual(record["envelope"]?["verified"], .object([("batch", [1, 2]), ("sequence", [1, 14])]))
+        let cases = record["parity"]?["cases"]?.arrayValue ?? []
+        XCTAssertEqual(cases.first?["case"], "traced")
+        XCTAssertEqual(cases.first { $0["case"] == "check1" }?["shape"], [2, 14])
+        XCTAssertEqual(cases.first { $0["case"] == "check0" }?["shape"], [1, 7])
+        XCTAssertGreaterThanOrEqual(cases.count, 5, "the traced shape, the grid, interior points and both check shapes")
+        for c in cases { XCTAssertEqual(c["passed"], true, "\(c)") }
         XCTAssertEqual(record["versions"]?["transformers"], "5.24.0")
         XCTAssertNotNil(record["model_sha256"])
 

@@ -1,6 +1,14 @@
 import Foundation
 import JSON
 
+/// The bundle's file names.
+public enum BundleLayout {
+    /// The TorchScript program (always).
+    public static let modelFile = "model.pt"
+    /// The AOTInductor package (with `formats: [torchscript, aoti]`).
+    public static let aotiFile = "model.pt2"
+}
+
 /// The parts of a bundle's `record.json` that planning needs: the bundles are the state, there is no central file.
 public struct RecordSummary: Sendable {
     /// The fingerprint the bundle was built with.
@@ -50,6 +58,7 @@ public struct RecordSummary: Sendable {
         let fm = FileManager.default
         var expected = bundleFiles
         expected += (record["artifacts"]?.arrayValue ?? []).compactMap { $0["file"]?.stringValue }
+        if let aoti = record["aoti"]?["file"]?.stringValue { expected.append(aoti) }
         if let missing = expected.first(where: { !fm.fileExists(atPath: bundle.appendingPathComponent($0).path) }) {
             summary.incomplete = "\(missing) is missing from the bundle"
         } else if let bytes = record["model_bytes"]?.intValue,

@@ -86,6 +86,13 @@ struct EntryRun {
             record.add("model_bytes", .int(size))
         }
         record.add("envelope", envelope.record)
+        if var aoti = envelope.aoti?.objectValue {
+            let path = staging.appendingPathComponent(BundleLayout.aotiFile).path
+            if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int {
+                aoti = aoti.map { k, v in k == "bytes" ? (k, .int(size)) : (k, v) }
+            }
+            record.add("aoti", .object(aoti))
+        }
         record.add("parity", judge.parity(envelope: envelope))
         let deployed = try deploy(envelope: envelope, deployments: &deployments)
         if !deployed.isEmpty { record.add("deployments", .array(deployed)) }

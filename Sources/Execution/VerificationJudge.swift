@@ -12,6 +12,8 @@ struct JudgedEnvelope {
     var maxBatchSize: Int
     /// Whether a non-batch dimension varies (Triton's -1 dims).
     var variableDims: Bool
+    /// The record's `aoti` object when model.pt2 was built and verified.
+    var aoti: JSONValue?
 }
 
 /// Joins the export's cases with the fresh process's results and applies the contract: the traced shape must
@@ -136,10 +138,41 @@ struct VerificationJudge {
             ("narrowed", .bool(narrowed)), ("points", .array(pointsRecord)),
             ("tracer_warnings_verdict", warningVerdict), ("enforced", data["guarded"] ?? .bool(false)),
         ])
+        let aoti = try judgeAOTI(box: box, results: results, tolerance: tolerance)
         let batch = box.ranges.first { $0.0 == "batch" }
         let maxBatch = batch.map { $0.1 == 1 && $0.2 > 1 ? $0.2 : 0 } ?? 0
         let variable = box.ranges.contains { $0.0 != "batch" && $0.1 != $0.2 }
-        return JudgedEnvelope(record: record, resealRanges: narrowed ? .some(ranges) : nil, maxBatchSize: maxBatch, variableDims: variable)
+        return JudgedEnvelope(record: record, resealRanges: narrowed ? .some(ranges) : nil, maxBatchSize: maxBatch, variableDims: variable, aoti: aoti)
+    }
+
+    /// model.pt2 (formats: aoti) must match the eager model at every point of the verified envelope, like model.pt.
+    func judgeAOTI(box: VerifiedEnvelope, results: [PointResult], tolerance: JSONValue?) throws -> JSONValue? {
+        guard let built = data["aoti"], built != .null else { return nil }
+        guard let verified = verdict["aoti"] else {
+            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "model.pt2 was built but not verified", field: "spec.output.formats", detail: nil)
+        }
+        let sizes = Dictionary(results.map { ($0.name, $0.sizes) }, uniquingKeysWith: { a, _ in a })
+        var cases: [JSONValue] = []
+        for c in verified["cases"]?.arrayValue ?? [] {
+            let name = c["case"]?.stringValue ?? "?"
+            let inside = sizes[name].map(box.contains) ?? (name == "traced")
+            if inside && c["passed"] != .bool(true) {
+                let shape = sizes[name].map { Self.shapeText($0, axes: entry.envelope?.axes ?? [], fallback: c["shape"]) } ?? CanonicalJSON.text(c["shape"] ?? .null)
+                throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                    message: "model.pt2 (AOTInductor) does not match the eager model at \(shape), inside the envelope: \(Self.why(c, tolerance: tolerance))",
+                                    field: "spec.output.formats", detail: nil)
+            }
+            var o = c.objectValue ?? []
+            o.append(("inside", .bool(inside)))
+            cases.append(.object(o))
+        }
+        var record = built.objectValue ?? []
+        record.removeAll { $0.0 == "path" }
+        record.insert(("file", .string("model.pt2")), at: 0)
+        record.append(("sha256", verified["sha256"] ?? .null))
+        record.append(("cases", .array(cases)))
+        record.append(("input_checks", .string("model.pt2 checks input shapes against its dynamic dims only when AOTI_RUNTIME_CHECK_INPUTS=1 is set in the loading process")))
+        return .object(record)
     }
 
     /// The record's `parity` object: the tolerance, every case, and a verdict that says what was verified.

@@ -79,6 +79,8 @@ public final class WorkerClient: @unchecked Sendable {
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["TOKENIZERS_PARALLELISM"] = env["TOKENIZERS_PARALLELISM"] ?? "false"
         env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+        // AOTInductor's compile cache lives with tsexport's: a repeated .pt2 compile of the same graph is reused.
+        env["TORCHINDUCTOR_CACHE_DIR"] = env["TORCHINDUCTOR_CACHE_DIR"] ?? RuntimeCache.folder(environment: base).appendingPathComponent("inductor").path
         return env
     }
 

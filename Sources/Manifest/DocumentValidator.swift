@@ -157,7 +157,7 @@ struct DocumentValidator {
         let deploy: [DeployTarget] = (output?["deploy"]?.arrayValue ?? []).compactMap { d in
             switch d["kind"]?.stringValue {
             case "directory": return .directory
-            case "triton": return .triton(repository: d["repository"]?.stringValue ?? "")
+            case "triton": return .triton(repository: d["repository"]?.stringValue ?? "", format: d["format"]?.stringValue ?? "torchscript")
             case "torchserve": return .torchserve(store: d["store"]?.stringValue ?? "")
             default: return nil
             }
@@ -194,6 +194,7 @@ struct DocumentValidator {
                 optimize: target?["optimize"]?.stringValue ?? "none"),
             output: .init(
                 dir: output?["dir"]?.stringValue ?? "build/\(name)",
+                formats: output?["formats"]?.arrayValue?.compactMap(\.stringValue) ?? ["torchscript"],
                 deploy: deploy),
             document: v, locations: locations, directory: directory)
     }

@@ -106,8 +106,9 @@ public enum SequenceGroup: String, Sendable, Codable {
 public enum DeployTarget: Hashable, Sendable {
     /// The bundle folder itself.
     case directory
-    /// A Triton model repository entry under the given root-relative folder.
-    case triton(repository: String)
+    /// A Triton model repository entry under the given root-relative folder, serving `model.pt` (torchscript) or
+    /// `model.pt2` (aoti).
+    case triton(repository: String, format: String = "torchscript")
     /// A TorchServe .mar archive in the given root-relative model store.
     case torchserve(store: String)
 
@@ -167,6 +168,8 @@ public struct Manifest: Sendable {
     public struct Output: Sendable {
         /// Relative to the output root.
         public var dir: String
+        /// `torchscript` (model.pt) and optionally `aoti` (model.pt2), in the order written.
+        public var formats: [String] = ["torchscript"]
         public var deploy: [DeployTarget]
     }
 

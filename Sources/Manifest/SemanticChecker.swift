@@ -273,6 +273,18 @@ struct SemanticChecker {
     private mutating func checkTargetCombinations() {
         let hw = manifest.target.hardware
         let neuron = hw == "inf1" || hw == "inf2"
+        let formats = manifest.output.formats
+        if !formats.contains("torchscript") {
+            error("spec.output.formats", "formats must include torchscript: model.pt is the bundle's artifact (add aoti beside it: [torchscript, aoti])")
+        }
+        if formats.contains("aoti") && neuron {
+            error("spec.output.formats", "aoti compiles with AOTInductor for CPU and CUDA; target \(hw) is compiled by the Neuron SDK (remove aoti, or use hardware cpu or cuda)")
+        }
+        for (i, d) in manifest.output.deploy.enumerated() {
+            if case .triton(_, let format) = d, format == "aoti", !formats.contains("aoti") {
+                error("spec.output.deploy[\(i)].format", "format: aoti serves model.pt2, which spec.output.formats does not build; add aoti there")
+            }
+        }
         if neuron && manifest.target.optimize != "none" {
             error("spec.target.optimize",
                   "optimize: \(manifest.target.optimize) works on torch.jit traces; target \(hw) is compiled by the Neuron SDK, which optimises its own graph (use optimize: none)")
@@ -297,7 +309,7 @@ struct SemanticChecker {
             let field: String, path: String
             switch d {
             case .directory: continue
-            case .triton(let repo): (field, path) = ("spec.output.deploy[\(i)].repository", repo)
+            case .triton(let repo, _): (field, path) = ("spec.output.deploy[\(i)].repository", repo)
             case .torchserve(let store): (field, path) = ("spec.output.deploy[\(i)].store", store)
             }
             if case .failure(let r) = OutputPaths.resolve(path, root: root, realRoot: options.realOutputRoot) {

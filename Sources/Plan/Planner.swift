@@ -127,9 +127,14 @@ public struct Planner: Sendable {
     public static func deployDestination(_ d: DeployTarget, name: String, root: URL) -> URL? {
         switch d {
         case .directory: return nil
-        case .triton(let repo): return root.appendingPathComponent(OutputPaths.normalise(repo)).appendingPathComponent(name)
+        case .triton(let repo, _): return root.appendingPathComponent(OutputPaths.normalise(repo)).appendingPathComponent(name)
         case .torchserve(let store): return root.appendingPathComponent(OutputPaths.normalise(store)).appendingPathComponent("\(name).mar")
         }
+    }
+
+    func format(of d: DeployTarget) -> String {
+        if case .triton(_, let f) = d { return f }
+        return "torchscript"
     }
 
     func steps(_ m: Manifest, bundle: URL, root: URL, envelope: EnvelopePlan, fingerprint: FingerprintInputs) -> [PlanStep] {
@@ -161,9 +166,11 @@ public struct Planner: Sendable {
         steps.append(PlanStep(kind: .trace, description: traceDesc, inputs: traceInputs, outputs: [],
                               request: .object([("op", "export"), ("job", job)])))
 
+        let aoti = m.output.formats.contains("aoti")
         steps.append(PlanStep(
-            kind: .serialize, description: "torch.jit.save with the record embedded; staged, then moved into place",
-            inputs: [], outputs: Self.bundleFiles.map { bundle.appendingPathComponent($0).path }))
+            kind: .serialize,
+            description: "torch.jit.save with the record embedded" + (aoti ? "; torch.export over the envelope and AOTInductor into model.pt2" : "") + "; staged, then moved into place",
+            inputs: [], outputs: (Self.bundleFiles + (aoti ? [BundleLayout.aotiFile] : [])).map { bundle.appendingPathComponent($0).path }))
 
         let points = envelope.points.map { p in
             "\(p.name) " + envelope.axes.map { a in "\(a.name)=\(((p.sizes[a.name] ?? nil) ?? a.traced).map(String.init) ?? "traced")" }.joined(separator: " ")
@@ -184,14 +191,16 @@ public struct Planner: Sendable {
             }
             let request = JSONValue.object([("op", "deploy")] + (WorkerRequests.deploy(
                 kind: d.kind, bundle: staging, dest: store.stagingURL(name: "\(m.name).deploy-\(i)"), name: m.name,
-                maxBatchSize: maxBatch, variableDims: variable).objectValue ?? []))
+                maxBatchSize: maxBatch, variableDims: variable, format: format(of: d)).objectValue ?? []))
             switch d {
             case .directory: break
-            case .triton:
+            case .triton(_, let format):
+                let file = format == "aoti" ? BundleLayout.aotiFile : "model.pt"
+                let platform = format == "aoti" ? "torch_aoti" : "pytorch_libtorch"
                 steps.append(PlanStep(
-                    kind: .deploy, description: "triton: model repository entry, platform pytorch_libtorch, max_batch_size \(maxBatch)",
-                    inputs: [bundle.appendingPathComponent("model.pt").path],
-                    outputs: [dest.appendingPathComponent("config.pbtxt").path, dest.appendingPathComponent("1/model.pt").path], request: request))
+                    kind: .deploy, description: "triton: model repository entry, platform \(platform), max_batch_size \(maxBatch)",
+                    inputs: [bundle.appendingPathComponent(file).path],
+                    outputs: [dest.appendingPathComponent("config.pbtxt").path, dest.appendingPathComponent("1/\(file)").path], request: request))
             case .torchserve:
                 steps.append(PlanStep(
                     kind: .deploy, description: "torchserve: .mar archive made by torch-model-archiver",

@@ -76,6 +76,7 @@ public enum WorkerRequests {
                 ("envelope", envelope.json),
             ])),
             ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize))])),
+            ("formats", .array(m.output.formats.map(JSONValue.string))),
             ("staging_dir", .string(stagingDir.path)),
             ("extra_record", extraRecord),
         ])
@@ -87,10 +88,11 @@ public enum WorkerRequests {
     }
 
     /// The `deploy` request. `maxBatchSize` and `variableDims` come from the verified envelope.
-    public static func deploy(kind: String, bundle: URL, dest: URL, name: String, maxBatchSize: Int, variableDims: Bool) -> JSONValue {
+    public static func deploy(kind: String, bundle: URL, dest: URL, name: String, maxBatchSize: Int, variableDims: Bool, format: String) -> JSONValue {
         .object([
             ("kind", .string(kind)), ("bundle", .string(bundle.path)), ("dest", .string(dest.path)), ("name", .string(name)),
             ("max_batch_size", .int(maxBatchSize)), ("variable_dims", .bool(variableDims)), ("version", .string("1.0")),
+            ("format", .string(format)),
         ])
     }
 

@@ -204,3 +204,34 @@ def test_deploy_over_the_protocol(bundle: Path, tmp_path: Path) -> None:
     assert (bad["type"], bad["code"], bad["stage"]) == ("error", "bad_request", None)
     assert probe["type"] == "result"
     assert not (tmp_path / "x").exists()
+
+
+def test_triton_aoti_entry_serves_model_pt2_by_position_at_batch_1(
+    bundle: Path, tmp_path: Path, model_config_pb2: ModuleType
+) -> None:
+    # The deploy copies model.pt2's bytes; a stand-in file is enough for the config (the Swift end-to-end test
+    # deploys a real AOTInductor package).
+    package = bundle / "model.pt2"
+    package.write_bytes(b"stand-in for an AOTInductor package")
+    try:
+        dest = tmp_path / "aoti"
+        data = deploy("triton", bundle, dest, format="aoti", max_batch_size=4, variable_dims=True)
+        assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == ["1/model.pt2", "config.pbtxt"]
+        config = parse_config(model_config_pb2, dest / "config.pbtxt")
+        # Triton's pytorch_backend README: PT2 archives serve batch 1 only for now (no batching): max_batch_size 0.
+        assert (config.name, config.backend, config.platform, config.max_batch_size) == ("tiny-bert", "pytorch", "torch_aoti", 0)
+        assert [e.name for e in config.input] == ["INPUT__0", "INPUT__1"]
+        assert [e.name for e in config.output] == ["OUTPUT__0", "OUTPUT__1"]
+        assert [list(e.dims) for e in config.input] == [[1, -1], [1, -1]], "batch 1, the checked sequence lengths vary"
+        assert list(config.output[0].dims) == [1, -1, SMALL["hidden_size"]]
+        assert sha256(dest / "1" / "model.pt2") == data["model_sha256"] == sha256(package)
+        assert (data["platform"], data["max_batch_size"], data["files"]) == ("torch_aoti", 0, ["config.pbtxt", "1/model.pt2"])
+    finally:
+        package.unlink()
+
+
+def test_triton_aoti_needs_the_package_and_only_triton_serves_it(bundle: Path, tmp_path: Path) -> None:
+    error = deploy_error("triton", bundle, tmp_path / "a", format="aoti")
+    assert "model.pt2" in error.message and "spec.output.formats" in error.message
+    error = deploy_error("torchserve", bundle, tmp_path / "b", format="aoti")
+    assert (error.code, error.field) == ("bad_request", "format")

@@ -91,7 +91,9 @@ def test_every_family_exports_and_verifies_at_every_check_shape(families: dict) 
         assert result["passed"], (name, result["cases"])
         assert len(result["cases"]) == 1 + len(doc["spec"]["trace"]["check_shapes"])
         assert data["model_class"] == doc["spec"]["model"]["class"]
-        if doc["spec"]["trace"].get("strict", True):
+        # Strict families outside the measured table below trace clean; those in it warn, and under strict the
+        # Swift side accepts them only when the artifact matched at every envelope point.
+        if doc["spec"]["trace"].get("strict", True) and name not in EXPECTED_WARNING_SOURCES:
             assert data["tracer_warnings"] == [], name
 
 

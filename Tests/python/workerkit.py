@@ -107,6 +107,7 @@ def make_job(
                   "tolerance": tolerance if tolerance is not None else {"atol": atol, "rtol": rtol},
                   "envelope": None},
         "target": {"hardware": hardware, "optimize": optimize},
+        "formats": ["torchscript"],
         "staging_dir": str(staging),
         "extra_record": extra_record if extra_record is not None else {"fingerprint": "test"},
     }
@@ -132,7 +133,7 @@ def bench_request(bundle: Path | str, **fields: Any) -> dict[str, Any]:
 def deploy_request(kind: str, bundle: Path | str, dest: Path | str, **fields: Any) -> dict[str, Any]:
     """A deploy request with every key of protocol 2."""
     return {"kind": kind, "bundle": str(bundle), "dest": str(dest), "name": "tiny-bert", "max_batch_size": 0,
-            "variable_dims": False, "version": "1.0", **fields}
+            "variable_dims": False, "version": "1.0", "format": "torchscript", **fields}
 
 
 def run_export(job: dict[str, Any]) -> dict[str, Any]:

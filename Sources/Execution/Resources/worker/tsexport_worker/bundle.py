@@ -19,6 +19,7 @@ from .errors import WorkerError, describe, traceback_tail
 # The name of the record embedded in model.pt through `_extra_files`, and the bundle's files
 RECORD_NAME = "tsexport/record.json"
 MODEL_FILE = "model.pt"
+AOTI_FILE = "model.pt2"
 RECORD_FILE = "record.json"
 SAMPLE_FILE = "sample_inputs.safetensors"
 REFERENCE_FILE = "reference_outputs.safetensors"

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from . import PROTOCOL_VERSION, WORKER_VERSION, inputs, probe
-from .bundle import MODEL_FILE, RECORD_NAME
+from .aoti import export_aoti
+from .bundle import AOTI_FILE, MODEL_FILE, RECORD_NAME
 from .envelope import Envelope, guard_inputs
 from .errors import WorkerError, describe, traceback_tail
 from .guard import wrap
@@ -146,6 +147,13 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
                 ) from exc
         with stages.stage("reference"):
             cases = write_reference(job.staging_dir, built, eager_outputs, wrapper, job, device, split_result)
+        aoti: dict[str, Any] | None = None
+        if "aoti" in job.formats:
+            # torch.export over the envelope, AOTInductor into model.pt2 (progress stage export_aoti, timed)
+            traced_sizes = plan.traced_sizes(built) if plan is not None else {}
+            aoti = export_aoti(wrapper, example, built.names, plan, traced_sizes,
+                               os.path.join(job.staging_dir, AOTI_FILE), progress)
+            stages.timings_ms["export_aoti"] = round(1000 * (aoti["export_seconds"] + aoti["compile_seconds"]))
     extra: dict[str, Any] = {}
     if split_result is not None:
         extra = {"artifacts": artifacts, "generation": split_result.generation}
@@ -164,6 +172,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         "hardware": job.target.hardware,
         "device": device,
         "guarded": guarded,
+        "aoti": aoti,
         "versions": versions,
         "timings_ms": stages.timings_ms,
     }

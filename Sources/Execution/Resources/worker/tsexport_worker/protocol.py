@@ -17,7 +17,7 @@ from typing import IO, Any
 from .bundle import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE  # noqa: F401  (re-exported)
 from .errors import WorkerError
 
-OPS = ("probe", "export", "verify_bundle", "guard", "deploy", "bench", "shutdown")
+OPS = ("probe", "export", "verify_bundle", "guard", "inspect", "deploy", "bench", "shutdown")
 STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify", "guard", "export_aoti", "deploy", "bench")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 TRACE_APIS = ("torch.jit.trace", "torch.neuron.trace", "torch_neuronx.trace")
@@ -224,7 +224,8 @@ SPLIT_KEYS = ("kind", "max_length")
 TOLERANCE_KEYS = ("atol", "rtol")
 TARGET_KEYS = ("hardware", "optimize")
 BENCH_KEYS = ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")
-JOB_KEYS = ("name", "model", "inputs", "trace", "target", "staging_dir", "extra_record")
+JOB_KEYS = ("name", "model", "inputs", "trace", "target", "formats", "staging_dir", "extra_record")
+FORMATS = ("torchscript", "aoti")
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,8 @@ class Job:
     inputs: InputsSpec
     trace: TraceSpec
     target: TargetSpec
+    # The artifacts to write: "torchscript" (model.pt) and optionally "aoti" (model.pt2).
+    formats: list[str]
     staging_dir: str
     extra_record: dict[str, Any]
 
@@ -453,6 +456,16 @@ def parse_job(data: Any) -> Job:
         inputs=_parse_inputs(r.raw("inputs")),
         trace=_parse_trace(r.raw("trace")),
         target=_parse_target(r.raw("target")),
+        formats=_parse_formats(r.raw("formats")),
         staging_dir=staging,
         extra_record=r.mapping("extra_record"),
     )
+
+
+def _parse_formats(value: Any) -> list[str]:
+    if not (isinstance(value, list) and value and all(isinstance(v, str) and v in FORMATS for v in value)):
+        raise WorkerError(
+            None, "bad_request", f"`spec.output.formats` must be a non-empty list of {', '.join(FORMATS)}",
+            field="spec.output.formats",
+        )
+    return list(value)

@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from .bundle import MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device, sha256_file
+from .bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device, sha256_file
 from .errors import WorkerError, describe
 from .outputs import flatten
 from .protocol import ProgressFn, no_progress
@@ -172,6 +172,18 @@ def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = 
     for result in results:
         if result.get("error") and result["case"] != "traced" and not result["error"].startswith("no reference"):
             result["error"] += hint
+    aoti_path = os.path.join(bundle, AOTI_FILE)
+    aoti: dict[str, Any] | None = None
+    if os.path.isfile(aoti_path):
+        # model.pt2 at every case, against the same eager references (the package runs on the CPU it was built for)
+        from .aoti import load_aoti  # torch._inductor only when there is a package
+
+        try:
+            package = load_aoti(aoti_path)
+        except Exception as exc:  # noqa: BLE001
+            raise WorkerError("verify", "verify_failed", f"could not load {AOTI_FILE}: {describe(exc)}") from exc
+        aoti_cases = [run_case(package, case, input_names, samples, references, tolerance, device) for case in cases]
+        aoti = {"cases": aoti_cases, "passed": all(c["passed"] for c in aoti_cases), "sha256": sha256_file(aoti_path)}
     artifact_sha: dict[str, str] = {}
     for artifact in _artifacts(sample_path):
         results += verify_artifact(bundle, artifact, record, samples, references, tolerance, device, artifact_sha)
@@ -183,6 +195,8 @@ def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = 
     }
     if artifact_sha:
         data["artifacts_sha256"] = artifact_sha
+    if aoti is not None:
+        data["aoti"] = aoti
     progress("verify", "done", round((time.perf_counter() - started) * 1000))
     return data
 

@@ -19,7 +19,8 @@ STAGE = "deploy"
 # One of the protocol's existing codes; the files written are the deploy's serialized form.
 FAILED = "serialize_failed"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
-REQUEST_KEYS = ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "version")
+REQUEST_KEYS = ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "version", "format")
+FORMATS = ("torchscript", "aoti")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -35,6 +36,8 @@ class DeployRequest:
     max_batch_size: int
     variable_dims: bool
     version: str
+    # Which artifact a triton deploy serves: torchscript (model.pt) or aoti (model.pt2).
+    format: str = "torchscript"
 
 
 def _bad(message: str, field: str) -> WorkerError:
@@ -68,7 +71,10 @@ def parse_deploy(body: dict[str, Any]) -> DeployRequest:
     version = fields.get("version")
     if not isinstance(version, str) or not NAME_PATTERN.fullmatch(version):
         raise _bad(f"deploy `version` must be a version string such as 1.0, not {version!r}", "version")
-    return DeployRequest(str(kind), paths["bundle"], paths["dest"], name, max_batch, variable, version)
+    artifact = fields.get("format")
+    if artifact not in FORMATS or (artifact == "aoti" and kind != "triton"):
+        raise _bad(f"deploy `format` is {artifact!r}; expected torchscript, or aoti for a triton deploy", "format")
+    return DeployRequest(str(kind), paths["bundle"], paths["dest"], name, max_batch, variable, version, str(artifact))
 
 
 # ---------------------------------------------------------------------------------------------------------------

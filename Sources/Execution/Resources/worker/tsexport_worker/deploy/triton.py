@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from typing import Any
 
 from .. import WORKER_VERSION
-from ..bundle import MODEL_FILE, copy_hashed
+from ..bundle import AOTI_FILE, MODEL_FILE, copy_hashed
 from ..errors import WorkerError, describe
 from .common import STAGE, Bundle, DeployRequest, case_shapes, check_sha, failed
 
@@ -105,7 +106,15 @@ def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
             "only a tensor or a flat tuple of tensors"
         )
     warnings: list[dict[str, Any]] = []
+    aoti = request.format == "aoti"
+    if aoti:
+        # Triton's pytorch_backend README (AOT Inductor, beta since 26.03): batch sizes above 1 and sequence batching
+        # are not available for PT2 archives yet, so the config has max_batch_size 0 and the batch dimension at 1.
+        request = dataclasses.replace(request, max_batch_size=0)
     dims_in, dims_out = triton_dims(bundle, request, warnings)
+    if aoti:
+        dims_in = [[1, *d[1:]] if d else d for d in dims_in]
+        dims_out = [[1, *d[1:]] if d else d for d in dims_out]
     entries: dict[str, list[dict[str, Any]]] = {"input": [], "output": []}
     for side, signature, dims in (("input", bundle.inputs, dims_in), ("output", bundle.outputs, dims_out)):
         for index, (spec, shape) in enumerate(zip(signature, dims, strict=True)):
@@ -119,17 +128,26 @@ def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
                     "accept only BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32 and FP64",
                 })
             entries[side].append({
-                "name": triton_name(spec["name"], index), "record_name": spec["name"], "data_type": data_type,
+                "name": f"{side.upper()}__{index}" if aoti else triton_name(spec["name"], index), "record_name": spec["name"], "data_type": data_type,
                 "dims": shape,
             })
     instance_kind = "KIND_GPU" if bundle.device.startswith("cuda") else "KIND_CPU"
     sha = bundle.record.get("model_sha256")
-    lines = [
-        f"# Written by tsexport (worker {WORKER_VERSION}) from the bundle {bundle.dir}.",
+    platform = "torch_aoti" if aoti else "pytorch_libtorch"
+    artifact = AOTI_FILE if aoti else MODEL_FILE
+    header = [
+        "# model.pt2 (AOTInductor): inputs and outputs are bound by position, INPUT__<i> / OUTPUT__<i>, in the",
+        "# record's order; Triton's PT2 support (beta) serves batch 1 only for now, so max_batch_size is 0.",
+    ] if aoti else [
         "# TorchScript keeps no tensor names: inputs and outputs are bound by the pytorch_libtorch backend's",
         "# <name>__<index> convention, in the record's order; each entry's comment names the record's tensor.",
+    ]
+    lines = [
+        f"# Written by tsexport (worker {WORKER_VERSION}) from the bundle {bundle.dir}.",
+        *header,
         f"name: {_quote(request.name)}",
-        'platform: "pytorch_libtorch"',
+        *(['backend: "pytorch"'] if aoti else []),
+        f"platform: {_quote(platform)}",
         f"max_batch_size: {request.max_batch_size}",
     ]
     for side in ("input", "output"):
@@ -144,17 +162,23 @@ def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
     version_dir = os.path.join(request.dest, "1")
     try:
         os.makedirs(version_dir, exist_ok=True)
-        copied = copy_hashed(bundle.model_path, os.path.join(version_dir, MODEL_FILE))
-        check_sha(bundle, copied)
+        if aoti:
+            source = os.path.join(bundle.dir, AOTI_FILE)
+            if not os.path.isfile(source):
+                raise failed(f"format: aoti needs {AOTI_FILE} in the bundle; add aoti to spec.output.formats")
+            copied = copy_hashed(source, os.path.join(version_dir, AOTI_FILE))
+        else:
+            copied = copy_hashed(bundle.model_path, os.path.join(version_dir, MODEL_FILE))
+            check_sha(bundle, copied)
         with open(os.path.join(request.dest, "config.pbtxt"), "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
     except OSError as exc:
         raise failed(f"the Triton model entry cannot be written in {request.dest}: {describe(exc)}", exc) from exc
     return {
         "kind": "triton",
-        "files": ["config.pbtxt", f"1/{MODEL_FILE}"],
-        "model_sha256": sha if isinstance(sha, str) else copied,
-        "platform": "pytorch_libtorch",
+        "files": ["config.pbtxt", f"1/{artifact}"],
+        "model_sha256": copied if aoti else (sha if isinstance(sha, str) else copied),
+        "platform": platform,
         "max_batch_size": request.max_batch_size,
         "inputs": entries["input"],
         "outputs": entries["output"],

@@ -82,12 +82,18 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
         from .envelope import reseal
 
         return reseal(bundle, ranges)
+    if request.op == "inspect":
+        from .inspect_model import KEYS, inspect_folder, parse_inspect
+
+        source, class_name, task = parse_inspect(request_body(request, KEYS))
+        require_in_stage("load", "torch", "transformers")
+        return inspect_folder(source, class_name, task)
     if request.op == "deploy":
         from .deploy import deploy, parse_deploy  # needs neither torch nor transformers
 
         return deploy(parse_deploy(request.body), _progress(request, channel))
     raise WorkerError(
-        None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle, guard, deploy, bench or shutdown"
+        None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle, guard, inspect, deploy, bench or shutdown"
     )
 
 

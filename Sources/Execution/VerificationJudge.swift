@@ -14,6 +14,8 @@ struct JudgedEnvelope {
     var variableDims: Bool
     /// The record's `aoti` object when model.pt2 was built and verified.
     var aoti: JSONValue?
+    /// The record's `generation_check` when cached generation artifacts were verified.
+    var generation: JSONValue?
 }
 
 /// Joins the export's cases with the fresh process's results and applies the contract: the traced shape must
@@ -139,10 +141,38 @@ struct VerificationJudge {
             ("tracer_warnings_verdict", warningVerdict), ("enforced", data["guarded"] ?? .bool(false)),
         ])
         let aoti = try judgeAOTI(box: box, results: results, tolerance: tolerance)
+        let generation = try judgeGeneration(tolerance: tolerance)
         let batch = box.ranges.first { $0.0 == "batch" }
         let maxBatch = batch.map { $0.1 == 1 && $0.2 > 1 ? $0.2 : 0 } ?? 0
         let variable = box.ranges.contains { $0.0 != "batch" && $0.1 != $0.2 }
-        return JudgedEnvelope(record: record, resealRanges: narrowed ? .some(ranges) : nil, maxBatchSize: maxBatch, variableDims: variable, aoti: aoti)
+        return JudgedEnvelope(record: record, resealRanges: narrowed ? .some(ranges) : nil, maxBatchSize: maxBatch, variableDims: variable, aoti: aoti, generation: generation)
+    }
+
+    /// The largest drift a cached step may show against the uncached model (full.pt): the tolerance's atol
+    /// scaled to logits, at least 1e-3.
+    static func driftLimit(_ tolerance: JSONValue?) -> Double { max(1e-3, 100 * (tolerance?["atol"]?.doubleValue ?? 1e-5)) }
+
+    /// Cached generation: the greedy loop over the artifacts alone must give generate()'s tokens on every recorded
+    /// prompt, and the cached step must not drift from the uncached model.
+    func judgeGeneration(tolerance: JSONValue?) throws -> JSONValue? {
+        guard let g = verdict["generation"] else { return nil }
+        let limit = Self.driftLimit(tolerance)
+        for p in g["prompts"]?.arrayValue ?? [] where p["equal"] != .bool(true) {
+            throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                message: "the greedy loop over the cached artifacts gives \(CanonicalJSON.text(p["tokens"] ?? .null)) where generate() gives \(CanonicalJSON.text(p["expected"] ?? .null)) for the prompt \(CanonicalJSON.text(p["prompt"] ?? .null)) (max drift of the cached step from the uncached model \(p["max_drift"]?.doubleValue ?? .nan))",
+                                field: "spec.trace.split", detail: nil)
+        }
+        if g["passed"] != .bool(true) {
+            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "the cached generation artifacts were not verified on any prompt", field: "spec.trace.split", detail: nil)
+        }
+        if let drift = g["max_drift"]?.doubleValue, drift > limit {
+            throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                message: "the cached step drifts from the uncached model: max abs logit error \(drift) (limit \(limit)); the cache does not reproduce the model",
+                                field: "spec.trace.split.cache", detail: nil)
+        }
+        var o = g.objectValue ?? []
+        o.append(("drift_limit", .double(limit)))
+        return .object(o)
     }
 
     /// model.pt2 (formats: aoti) must match the eager model at every point of the verified envelope, like model.pt.

@@ -188,7 +188,7 @@ struct DocumentValidator {
                 checkShapes: trace?["check_shapes"]?.arrayValue?.map { $0.arrayValue?.compactMap(\.intValue) ?? [] } ?? [],
                 atol: trace?["tolerance"]?["atol"]?.doubleValue ?? defaults.atol,
                 rtol: trace?["tolerance"]?["rtol"]?.doubleValue ?? defaults.rtol,
-                split: trace?["split"].map { ($0["kind"]?.stringValue ?? "encoder-decoder", $0["max_length"]?.intValue ?? 64) }),
+                split: trace?["split"].map { ($0["kind"]?.stringValue ?? "encoder-decoder", $0["max_length"]?.intValue ?? 64, $0["cache"]?.boolValue ?? false) }),
             target: .init(
                 hardware: target?["hardware"]?.stringValue ?? "cpu",
                 optimize: target?["optimize"]?.stringValue ?? "none"),

@@ -1,8 +1,36 @@
 import Diagnostics
+import JSON
 
 /// `spec.trace.envelope`: ranges in order, the traced shape and the check shapes inside, lengths the model's
 /// positions can hold, and `dims` naming real tensors and dimensions.
 extension SemanticChecker {
+    /// `spec.trace.split`: lengths the positions hold, targets that can run it, and settings the greedy loop applies.
+    mutating func checkSplit(maxPositions: Int?, config: [String: JSONValue]) {
+        guard let split = manifest.trace.split else { return }
+        let hw = manifest.target.hardware
+        if hw == "inf1" || hw == "inf2" {
+            error("spec.trace.split", "split artifacts are traced with torch.jit.trace for cpu and cuda; target \(hw) is compiled by the Neuron SDK (remove split, or use hardware cpu or cuda)")
+        }
+        if let p = maxPositions, split.maxLength > p {
+            error("spec.trace.split.max_length", "max_length \(split.maxLength) is beyond the model's \(p) positions (max_position_embeddings); the cache cannot hold longer sequences")
+        }
+        if !manifest.inputs.tensors.contains(where: { $0.name == "input_ids" }) {
+            error("spec.inputs.tensors", "spec.trace.split generates from the input_ids tensor (the prompt or the source), which is missing")
+        }
+        // The loop is greedy: sampling or beam settings in the config would make it differ from generate().
+        let greedyOnly: [(String, (JSONValue) -> Bool)] = [
+            ("do_sample", { $0.boolValue == true }), ("num_beams", { ($0.intValue ?? 1) > 1 }),
+            ("num_beam_groups", { ($0.intValue ?? 1) > 1 }), ("penalty_alpha", { $0 != .null }),
+            ("repetition_penalty", { ($0.doubleValue ?? 1) != 1 }), ("no_repeat_ngram_size", { ($0.intValue ?? 0) > 0 }),
+        ]
+        for (key, applies) in greedyOnly {
+            if let v = manifest.model.config.first(where: { $0.0 == key })?.1, applies(v) {
+                error("spec.model.config.\(key)", "\(key) is a generation setting the exported greedy loop does not apply (do_sample false, num_beams 1, no penalties); remove it, or it would differ from generate()")
+            }
+        }
+        _ = config
+    }
+
     mutating func checkEnvelope(maxPositions: Int?) {
         let e = manifest.trace.envelope
         let traced = StaticShapes(manifest)

@@ -156,8 +156,8 @@ public struct Manifest: Sendable {
         public var checkShapes: [[Int]]
         public var atol: Double
         public var rtol: Double
-        /// `trace.split`: also export the encoder and one decoder step (kind, max decoder length).
-        public var split: (kind: String, maxLength: Int)?
+        /// `trace.split`: also export generation artifacts (kind, max length, whether the cache is explicit).
+        public var split: (kind: String, maxLength: Int, cache: Bool)?
     }
     /// The hardware target.
     public struct Target: Sendable {

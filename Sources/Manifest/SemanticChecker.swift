@@ -26,7 +26,9 @@ struct SemanticChecker {
         checkConfig(config)
         checkText()
         checkTensors(vocabSize: config["vocab_size"]?.intValue)
-        checkEnvelope(maxPositions: config["max_position_embeddings"]?.intValue ?? config["n_positions"]?.intValue)
+        let maxPositions = config["max_position_embeddings"]?.intValue ?? config["n_positions"]?.intValue
+        checkEnvelope(maxPositions: maxPositions)
+        checkSplit(maxPositions: maxPositions, config: config)
         checkOutputPaths()
         checkTargetCombinations()
         return out.sorted { ($0.location ?? loc.location(of: "")) < ($1.location ?? loc.location(of: "")) }

@@ -26,7 +26,7 @@ from .load import load_model
 from .outputs import signature
 from .protocol import Job, ProgressFn, no_progress
 from .reference import write_reference
-from .split import SplitResult, check_split_model, save_split, trace_split
+from .split import SplitResult, check_split_model, export_cached, save_split, trace_split
 from .trace import ForwardWrapper, optimize, run_eager, trace_module
 
 __all__ = ["Stages", "export", "load_model", "write_reference"]
@@ -86,7 +86,8 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             example = [t.to(device) for t in built.tensors]
         with stages.stage("trace"):
             wrapper = ForwardWrapper(model, built.names, tuple_outputs=job.model.torchscript).eval()
-            if split_spec is not None:
+            cached = split_spec is not None and (split_spec.cache or split_spec.kind == "decoder-only")
+            if split_spec is not None and not cached:
                 check_split_model(model, split_spec, built.names, job.target.hardware)
             eager_outputs = run_eager(wrapper, example, job.model)
             traced, tracer_warnings = trace_module(wrapper, example, job.trace.strict, job.trace.api)
@@ -98,7 +99,10 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
                 ranges = plan.ranges(plan.traced_sizes(built))
                 traced = wrap(traced, guard_inputs(plan, built, ranges))
             split_result: SplitResult | None = None
-            if split_spec is not None:
+            cached_result: dict[str, Any] | None = None
+            if split_spec is not None and cached:
+                cached_result = export_cached(model, built, split_spec, job.staging_dir)
+            elif split_spec is not None:
                 split_result = trace_split(model, built, example, job, split_spec, device)
         if split_result is not None:
             loaded.warnings += split_result.warnings
@@ -133,6 +137,10 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
                 artifacts = save_split(split_result, job, {**job.extra_record, **worker_record})
                 worker_record["artifacts"] = artifacts
                 worker_record["generation"] = split_result.generation
+            if cached_result is not None:
+                artifacts = cached_result["artifacts"]
+                worker_record["artifacts"] = artifacts
+                worker_record["generation"] = cached_result["generation"]
             record = {**job.extra_record, **worker_record}
             try:
                 torch.jit.save(
@@ -157,6 +165,8 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if split_result is not None:
         extra = {"artifacts": artifacts, "generation": split_result.generation}
+    if cached_result is not None:
+        extra = {"artifacts": artifacts, "generation": cached_result["generation"]}
     return {
         **extra,
         "input_signature": input_signature,

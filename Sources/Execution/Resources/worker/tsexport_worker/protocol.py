@@ -21,7 +21,7 @@ OPS = ("probe", "export", "verify_bundle", "guard", "inspect", "deploy", "bench"
 STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify", "guard", "export_aoti", "deploy", "bench")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 TRACE_APIS = ("torch.jit.trace", "torch.neuron.trace", "torch_neuronx.trace")
-SPLIT_KINDS = ("encoder-decoder",)
+SPLIT_KINDS = ("encoder-decoder", "decoder-only")
 OPTIMIZE = ("none", "freeze", "optimize_for_inference")
 MODEL_DTYPES = ("float32", "float16", "bfloat16")
 TENSOR_DTYPES = ("int64", "int32", "float32", "float16", "bfloat16", "bool")
@@ -220,7 +220,7 @@ INPUTS_KEYS = (
     "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to", "tensors",
 )
 TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope")
-SPLIT_KEYS = ("kind", "max_length")
+SPLIT_KEYS = ("kind", "max_length", "cache")
 TOLERANCE_KEYS = ("atol", "rtol")
 TARGET_KEYS = ("hardware", "optimize")
 BENCH_KEYS = ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")
@@ -277,6 +277,8 @@ class SplitSpec:
 
     kind: str
     max_length: int
+    # Key/value cache as explicit tensors in and out of the step (prefill/encoder + step + full, cache_split.py).
+    cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -403,7 +405,7 @@ def parse_split(raw: Any) -> SplitSpec | None:
             None, "bad_request", "`spec.trace.split.max_length` must be at least 2 (the start token and one more)",
             field="spec.trace.split.max_length",
         )
-    return SplitSpec(kind=kind, max_length=max_length)
+    return SplitSpec(kind=kind, max_length=max_length, cache=r.flag("cache"))
 
 
 def parse_tolerance(data: Any, path: str) -> Tolerance:

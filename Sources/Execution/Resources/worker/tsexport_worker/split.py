@@ -465,3 +465,55 @@ def save_split(result: SplitResult, job: Job, record: dict[str, Any]) -> list[di
             "tracer_warnings": part.tracer_warnings, "cases": part.cases,
         })
     return described
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cached generation (split.cache: true, or kind decoder-only): prefill/encoder + step + full, cache_split.py
+
+
+def export_cached(model: torch.nn.Module, built: inputs.BuiltInputs, split: SplitSpec, staging: str) -> dict[str, Any]:
+    """Trace the cached artifacts into `staging` and record generate()'s greedy tokens on prompts made from the
+    traced input_ids (the whole first row, its first half, a third), which the verifying process must reproduce from
+    the artifacts alone. Returns the record's `generation` object and the artifacts (for bundle completeness)."""
+    from .cache_split import trace_cached
+
+    if "input_ids" not in built.names:
+        raise WorkerError("trace", "bad_request", "spec.trace.split: the prompt is the input_ids tensor, which is missing",
+                          field="spec.inputs.tensors")
+    ids = built.tensors[built.names.index("input_ids")].to("cpu", torch.long)
+    config = getattr(model, "config", None)
+    encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+    if encoder_decoder != (split.kind == "encoder-decoder"):
+        raise WorkerError(
+            "trace", "bad_config",
+            f"spec.trace.split.kind is {split.kind}, but {type(model).__name__} is "
+            f"{'an encoder-decoder' if encoder_decoder else 'a decoder-only'} model",
+            field="spec.trace.split.kind",
+        )
+    try:
+        description = trace_cached(model, split.kind, split.max_length, ids[:1], staging)
+    except ValueError as exc:
+        raise WorkerError("trace", "bad_config", f"spec.trace.split: {exc}", field="spec.trace.split") from exc
+    row = [int(v) for v in ids[0].tolist()]
+    prompts = [row, row[: max(1, len(row) // 2)], row[: max(1, len(row) // 3)]]
+    reference = []
+    for prompt in prompts:
+        if split.kind == "decoder-only":
+            new_tokens = min(8, split.max_length - len(prompt) + 1)
+        else:
+            new_tokens = min(8, split.max_length)
+        prompt_ids = torch.tensor([prompt], dtype=torch.long)
+        with torch.no_grad():
+            out = model.generate(  # type: ignore[operator]
+                input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=False, num_beams=1,
+                max_new_tokens=new_tokens, use_cache=True,
+            )
+        skip = 1 if encoder_decoder else len(prompt)
+        reference.append({"prompt": prompt, "max_new_tokens": new_tokens, "tokens": [int(v) for v in out[0, skip:].tolist()]})
+    traced = description.pop("traced", {})
+    artifacts = [{"role": role, "file": entry["file"]} for role, entry in description["artifacts"].items()]
+    artifacts.append({"role": "interface", "file": "generation.json"})
+    return {
+        "generation": {**description, "cache": True, "reference": reference, "traced": traced},
+        "artifacts": artifacts,
+    }

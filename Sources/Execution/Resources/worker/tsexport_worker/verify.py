@@ -197,6 +197,9 @@ def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = 
         data["artifacts_sha256"] = artifact_sha
     if aoti is not None:
         data["aoti"] = aoti
+    generation = record.get("generation")
+    if isinstance(generation, dict) and generation.get("cache"):
+        data["generation"] = verify_generation(bundle, generation)
     progress("verify", "done", round((time.perf_counter() - started) * 1000))
     return data
 
@@ -239,3 +242,23 @@ def verify_artifact(
         result["artifact"] = file
         results.append(result)
     return results
+
+
+def verify_generation(bundle: str, generation: dict[str, Any]) -> dict[str, Any]:
+    """The recorded generate() tokens reproduced by the greedy loop over the cached artifacts alone (torch only),
+    with each step's drift between the cached step's logits and the uncached model's (full.pt)."""
+    from .generate_loop import greedy_with_drift, load_artifacts
+
+    loaded = load_artifacts(bundle)
+    prompts = []
+    for ref in generation.get("reference", []):
+        tokens, drifts = greedy_with_drift(loaded, [list(ref["prompt"])], int(ref["max_new_tokens"]))
+        prompts.append({
+            "prompt": ref["prompt"], "expected": ref["tokens"], "tokens": tokens[0],
+            "equal": tokens[0] == ref["tokens"], "max_drift": max(drifts) if drifts else 0.0,
+        })
+    return {
+        "prompts": prompts,
+        "passed": bool(prompts) and all(p["equal"] for p in prompts),
+        "max_drift": max((p["max_drift"] for p in prompts), default=0.0),
+    }

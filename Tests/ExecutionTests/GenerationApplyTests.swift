@@ -1,0 +1,123 @@
+import Execution
+import Foundation
+import JSON
+import TSExportCLI
+import XCTest
+
+/// Cached generation through `tsexport apply`: a tiny GPT-2 (decoder-only) and a tiny Marian (encoder-decoder) with
+/// `split.cache: true`; the verifying process (no transformers) reproduces generate() from the artifacts alone, and
+/// the C++ example (examples/generate, built with g++ against the runtime's torch) prints the same tokens.
+final class GenerationApplyTests: XCTestCase {
+    static let manifests = """
+        apiVersion: tsexport/v1
+        kind: Export
+        metadata: {name: gpt2-cached}
+        spec:
+          model:
+            class: GPT2LMHeadModel
+            config: {vocab_size: 99, n_embd: 32, n_layer: 2, n_head: 4, n_positions: 128, eos_token_id: 98, bos_token_id: 98}
+          inputs:
+            tensors:
+              - {name: input_ids, from: random, shape: [1, 8], low: 1}
+              - {name: attention_mask, from: ones, shape: [1, 8]}
+          trace:
+            split: {kind: decoder-only, max_length: 32, cache: true}
+        ---
+        apiVersion: tsexport/v1
+        kind: Export
+        metadata: {name: marian-cached}
+        spec:
+          model:
+            class: MarianMTModel
+            config: {vocab_size: 99, d_model: 32, encoder_layers: 2, decoder_layers: 2, encoder_attention_heads: 4,
+                     decoder_attention_heads: 4, encoder_ffn_dim: 37, decoder_ffn_dim: 37, max_position_embeddings: 128,
+                     pad_token_id: 0, eos_token_id: 1, decoder_start_token_id: 0}
+          inputs:
+            tensors:
+              - {name: input_ids, from: random, shape: [1, 8], low: 2}
+              - {name: decoder_input_ids, from: zeros, shape: [1, 1]}
+          trace:
+            split: {kind: encoder-decoder, max_length: 16, cache: true}
+        """
+
+    func testCachedGPT2AndMarianReproduceGenerateInTheVerifierAndInCpp() throws {
+        let dir = try Harness.tempDir("generation")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("gen.yaml")
+        try Self.manifests.write(to: file, atomically: true, encoding: .utf8)
+        let root = dir.appendingPathComponent("out")
+        let (code, out) = try Harness.apply([file.path, "--output-root", root.path, "--jobs", "1"])
+        XCTAssertEqual(code, 0, out.stderr)
+
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let binary = dir.appendingPathComponent("generate").path
+        let build = try Harness.run([repo.appendingPathComponent("examples/generate/build.sh").path, Harness.python, binary])
+        XCTAssertEqual(build.status, 0, build.stderr)
+
+        for (name, files) in [("gpt2-cached", ["prefill.pt", "step.pt", "full.pt", "generation.json"]),
+                              ("marian-cached", ["encoder.pt", "step.pt", "full.pt", "generation.json"])] {
+            let bundle = root.appendingPathComponent("build/\(name)")
+            XCTAssertEqual(Harness.tree(bundle), (ApplyEndToEndTests.bundleFiles + files).sorted(), name)
+            let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
+            let check = try XCTUnwrap(record["generation_check"], name)
+            XCTAssertEqual(check["passed"], .bool(true), name)
+            XCTAssertLessThan(check["max_drift"]?.doubleValue ?? 1, 1e-4, "\(name): the cached step follows the uncached model")
+            let prompts = check["prompts"]?.arrayValue ?? []
+            XCTAssertEqual(prompts.count, 3, name)
+            for p in prompts {
+                XCTAssertEqual(p["tokens"], p["expected"], "\(name): the verifier's loop equals generate()")
+                // The C++ example prints exactly generate()'s tokens for the same prompt.
+                let ids = (p["prompt"]?.arrayValue ?? []).compactMap(\.intValue).map(String.init)
+                let n = String(record["generation"]?["reference"]?.arrayValue?.first { $0["prompt"] == p["prompt"] }?["max_new_tokens"]?.intValue ?? 0)
+                let run = try Harness.run([binary, bundle.path, n] + ids)
+                XCTAssertEqual(run.status, 0, run.stderr)
+                let expected = (p["expected"]?.arrayValue ?? []).compactMap(\.intValue).map(String.init).joined(separator: " ")
+                XCTAssertEqual(run.stdout, expected + "\n", "\(name) prompt \(ids): C++ must print generate()'s tokens, one line")
+            }
+            XCTAssertEqual(record["generation"]?["kind"]?.stringValue, name == "gpt2-cached" ? "decoder-only" : "encoder-decoder")
+        }
+    }
+
+    func testRefusalsAtTheirPositions() throws {
+        let dir = try Harness.tempDir("generation-bad")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("bad.yaml")
+        try """
+            apiVersion: tsexport/v1
+            kind: Export
+            metadata: {name: gpt2-bad}
+            spec:
+              model:
+                class: GPT2LMHeadModel
+                config: {vocab_size: 99, n_embd: 32, n_layer: 2, n_head: 4, n_positions: 64, do_sample: true}
+              inputs:
+                tensors:
+                  - {name: input_ids, from: random, shape: [1, 8]}
+              trace:
+                split: {kind: decoder-only, max_length: 128, cache: true}
+            """.write(to: file, atomically: true, encoding: .utf8)
+        let (code, out) = try Harness.apply([file.path, "--output-root", dir.appendingPathComponent("out").path])
+        XCTAssertEqual(code, 1)
+        let errors = out.stderr.split(separator: "\n").filter { $0.contains("error:") }.map(String.init)
+        XCTAssertEqual(errors, [
+            "\(file.path):7:82: error: do_sample is a generation setting the exported greedy loop does not apply (do_sample false, num_beams 1, no penalties); remove it, or it would differ from generate()",
+            "\(file.path):12:47: error: max_length 128 is beyond the model's 64 positions (max_position_embeddings); the cache cannot hold longer sequences",
+        ], out.stderr)
+    }
+}
+
+extension Harness {
+    /// Runs a program (an argv array) and returns its exit status and output.
+    static func run(_ argv: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: argv[0])
+        p.arguments = Array(argv.dropFirst())
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}

@@ -10,7 +10,8 @@ public struct TSExportCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "tsexport",
         abstract: "Export Hugging Face Transformers models to verified TorchScript bundles, described by YAML manifests.",
-        subcommands: [Validate.self, PlanCommand.self, Apply.self, Verify.self, Bench.self, Doctor.self, Schema.self])
+        version: ToolInfo.version,
+        subcommands: [Init.self, Validate.self, PlanCommand.self, Apply.self, Verify.self, Bench.self, Doctor.self, Schema.self])
 
     /// Creates the command.
     public init() {}

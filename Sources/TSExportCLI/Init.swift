@@ -1,0 +1,411 @@
+import ArgumentParser
+import Diagnostics
+import Execution
+import Foundation
+import JSON
+import Manifest
+import Plan
+
+/// `tsexport init SOURCE [-o FILE] [--task TASK] [--class NAME]`: a first manifest for a local pretrained folder.
+///
+/// The worker's `inspect` op reads the folder's config (no weights) and reports facts: the class, the forward
+/// parameters among the inputs init knows, the sizes, the tokenizer. Every choice the manifest makes from them is
+/// made here (`ManifestScaffold`), and written down next to it as a comment.
+public struct Init: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Scaffold a manifest for a local pretrained model folder (printed, or written to -o FILE).",
+        discussion: """
+            The class comes from config.json's `architectures`, from --task (an Optimum task name, mapped to its \
+            AutoModel* class) or from --class. Input tensors are named from the class's forward() signature; with a \
+            tokenizer in the folder they come from a sample sentence, else they are random. The result validates and \
+            applies as written; edit it to taste.
+            """)
+
+    @Argument(help: "A local folder holding config.json and weights (as save_pretrained writes them).")
+    public var source: String
+
+    @Option(name: [.customShort("o"), .customLong("output")], help: "Write the manifest to FILE (default: print it). pretrained: is written relative to FILE's folder.")
+    public var output: String?
+
+    @Option(help: "A task, which picks the Auto class: \(InitTasks.names.joined(separator: ", ")).")
+    public var task: String?
+
+    @Option(name: .customLong("class"), help: "A transformers model class to use instead of config.json's architectures.")
+    public var className: String?
+
+    @Option(help: "metadata.name (default: from the folder's name).")
+    public var name: String?
+
+    @Flag(help: "Overwrite FILE when it exists.")
+    public var force = false
+
+    @OptionGroup public var runtime: RuntimeOptions
+
+    public init() {}
+
+    public func run() throws {
+        let code = Init.execute(self, console: .standard)
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Runs init and returns the exit code. Every refusal that needs no Python comes before the worker starts.
+    public static func execute(_ cmd: Init, console: Console, runner: ProcessRunner = SystemProcessRunner()) -> Int32 {
+        func fail(_ message: String) -> Int32 {
+            console.err("error: \(message)")
+            return ExitStatus.failure
+        }
+        let fm = FileManager.default
+        let cwd = URL(fileURLWithPath: fm.currentDirectoryPath)
+        let source = absolute(cmd.source, cwd: cwd)
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: source.path, isDirectory: &isDir), isDir.boolValue else {
+            return fail("\(cmd.source) is not a folder (init scaffolds from a local pretrained folder, as save_pretrained writes it)")
+        }
+        guard fm.fileExists(atPath: source.appendingPathComponent("config.json").path) else {
+            return fail("\(cmd.source) has no config.json")
+        }
+        if cmd.task != nil && cmd.className != nil { return fail("give --task or --class, not both") }
+        var requestedClass = cmd.className
+        if let task = cmd.task {
+            guard let auto = InitTasks.autoClass(task) else {
+                let hint = Suggest.closest(to: task, among: InitTasks.names).map { "; did you mean \($0)?" } ?? ""
+                return fail("unknown task \(task)\(hint) (one of \(InitTasks.names.joined(separator: ", ")))")
+            }
+            requestedClass = auto
+        }
+        let file = cmd.output.map { absolute($0, cwd: cwd) }
+        if let file {
+            if fm.fileExists(atPath: file.path) && !cmd.force { return fail("\(cmd.output!) exists; pass --force to overwrite it") }
+            var parentIsDir: ObjCBool = false
+            guard fm.fileExists(atPath: file.deletingLastPathComponent().path, isDirectory: &parentIsDir), parentIsDir.boolValue else {
+                return fail("the folder of \(cmd.output!) does not exist (init writes only the file -o names)")
+            }
+        }
+        let name = cmd.name ?? ManifestScaffold.defaultName(folder: source)
+        guard ManifestScaffold.isValidName(name) else {
+            return fail("\(name) is not a valid metadata.name ([a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters); pass --name")
+        }
+
+        guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "transformers"]) else {
+            return ExitStatus.failure
+        }
+        let facts: InitFacts
+        do {
+            defer { worker.shutdown() }
+            let data = try worker.request("inspect", [
+                ("source", .string(source.path)),
+                ("class", requestedClass.map(JSONValue.string) ?? .null),
+                ("task", cmd.task.map(JSONValue.string) ?? .null),
+            ])
+            facts = try InitFacts(data)
+        } catch let f as WorkerFailure {
+            return fail(f.message)
+        } catch {
+            return fail("\(error)")
+        }
+
+        let folder = file?.deletingLastPathComponent() ?? cwd
+        let text: String
+        do {
+            text = try ManifestScaffold.render(facts, name: name, pretrained: relativePath(from: folder, to: source),
+                                               schema: schemaReference(from: folder))
+        } catch let e as ScaffoldError {
+            return fail(e.description)
+        } catch {
+            return fail("\(error)")
+        }
+
+        // What init writes must load as written: check it against the schema and the semantic rules first.
+        let (_, diagnostics) = ManifestLoader(options: ValidationOptions(outputRoot: folder, allowPickle: true)).load(
+            bytes: Data(text.utf8), file: file?.path ?? "<init>", directory: folder)
+        if diagnostics.contains(where: { $0.severity == .error }) {
+            console.report(diagnostics)
+            return fail("the scaffolded manifest does not validate (a tsexport bug; please report it with the folder's config.json)")
+        }
+
+        guard let file else {
+            console.out(text.hasSuffix("\n") ? String(text.dropLast()) : text)
+            return ExitStatus.success
+        }
+        do {
+            try Data(text.utf8).write(to: file, options: .atomic)
+        } catch {
+            return fail("could not write \(cmd.output!): \(error.localizedDescription)")
+        }
+        console.err("wrote \(cmd.output!): \(facts.className) (\(facts.resolvedClass)), inputs \(ManifestScaffold.chosenInputs(facts).joined(separator: ", ")); next: tsexport plan \(cmd.output!)")
+        return ExitStatus.success
+    }
+
+    static func absolute(_ path: String, cwd: URL) -> URL {
+        let expanded = (path as NSString).expandingTildeInPath
+        return (expanded.hasPrefix("/") ? URL(fileURLWithPath: expanded) : cwd.appendingPathComponent(expanded)).standardizedFileURL
+    }
+
+    /// `to` relative to the folder `from`, starting with `./` or `../` (so the manifest reads it as a local path).
+    static func relativePath(from: URL, to: URL) -> String {
+        let a = from.resolvingSymlinksInPath().standardizedFileURL.pathComponents
+        let b = to.resolvingSymlinksInPath().standardizedFileURL.pathComponents
+        var common = 0
+        while common < a.count, common < b.count, a[common] == b[common] { common += 1 }
+        let ups = Array(repeating: "..", count: a.count - common)
+        let rest = Array(b[common...])
+        if ups.isEmpty { return rest.isEmpty ? "." : "./" + rest.joined(separator: "/") }
+        return (ups + rest).joined(separator: "/")
+    }
+
+    /// The `$schema` of the yaml-language-server line: the repository's schemas/export.schema.json relative to the
+    /// manifest's folder when the folder is inside a checkout that has it, else the schema's published `$id`.
+    static func schemaReference(from folder: URL) -> String {
+        var dir = folder.resolvingSymlinksInPath().standardizedFileURL
+        for _ in 0..<32 {
+            let candidate = dir.appendingPathComponent("schemas/export.schema.json")
+            if FileManager.default.fileExists(atPath: candidate.path) { return relativePath(from: folder, to: candidate) }
+            let parent = dir.deletingLastPathComponent()
+            if parent.path == dir.path { break }
+            dir = parent
+        }
+        return ManifestScaffold.schemaURL
+    }
+}
+
+/// Optimum's task names and the Auto class each one means.
+public enum InitTasks {
+    public static let table: [(task: String, autoClass: String)] = [
+        ("feature-extraction", "AutoModel"),
+        ("text-classification", "AutoModelForSequenceClassification"),
+        ("token-classification", "AutoModelForTokenClassification"),
+        ("question-answering", "AutoModelForQuestionAnswering"),
+        ("fill-mask", "AutoModelForMaskedLM"),
+        ("text-generation", "AutoModelForCausalLM"),
+        ("text2text-generation", "AutoModelForSeq2SeqLM"),
+        ("image-classification", "AutoModelForImageClassification"),
+    ]
+    public static var names: [String] { table.map(\.task) }
+    public static func autoClass(_ task: String) -> String? { table.first { $0.task == task }?.autoClass }
+}
+
+/// What the worker's `inspect` op reported about the folder.
+public struct InitFacts: Sendable {
+    public var className: String
+    public var classOrigin: String
+    public var task: String?
+    public var resolvedClass: String
+    public var modelType: String?
+    public var isEncoderDecoder: Bool
+    /// Forward parameters among input_ids, attention_mask, token_type_ids, decoder_input_ids, pixel_values, in
+    /// forward's order.
+    public var inputs: [String]
+    public var forwardParameters: [String]
+    public var maxPositions: Int?
+    public var vocabSize: Int?
+    public var typeVocabSize: Int?
+    public var imageSize: Int?
+    public var numChannels: Int?
+    public var tokenizer: Bool
+    public var tokenizerPad: Bool
+    public var sampleText: String
+    public var sampleTokens: Int?
+    public var safetensors: Bool
+    public var pickle: [String]
+
+    /// Reads the `inspect` result.
+    public init(_ v: JSONValue) throws {
+        guard let cls = v["class"]?.stringValue, let resolved = v["resolved_class"]?.stringValue else {
+            throw ScaffoldError(description: "the worker's inspect answer lacks the class")
+        }
+        className = cls
+        classOrigin = v["class_origin"]?.stringValue ?? "class"
+        task = v["task"]?.stringValue
+        resolvedClass = resolved
+        modelType = v["model_type"]?.stringValue
+        isEncoderDecoder = v["is_encoder_decoder"]?.boolValue ?? false
+        inputs = (v["inputs"]?.arrayValue ?? []).compactMap(\.stringValue)
+        forwardParameters = (v["forward_parameters"]?.arrayValue ?? []).compactMap(\.stringValue)
+        maxPositions = v["max_position_embeddings"]?.intValue
+        vocabSize = v["vocab_size"]?.intValue
+        typeVocabSize = v["type_vocab_size"]?.intValue
+        imageSize = v["image_size"]?.intValue
+        numChannels = v["num_channels"]?.intValue
+        tokenizer = v["tokenizer"]?["present"]?.boolValue ?? false
+        tokenizerPad = v["tokenizer"]?["pad_token"]?.boolValue ?? false
+        sampleText = v["tokenizer"]?["sample_text"]?.stringValue ?? "Who was Jim Henson? Jim Henson was a puppeteer."
+        sampleTokens = v["tokenizer"]?["sample_tokens"]?.intValue
+        safetensors = v["weights"]?["safetensors"]?.boolValue ?? false
+        pickle = (v["weights"]?["pickle"]?.arrayValue ?? []).compactMap(\.stringValue)
+    }
+}
+
+/// Why no manifest can be scaffolded.
+public struct ScaffoldError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// The manifest text init writes, from the inspected facts. Pure: every choice is made here.
+public enum ManifestScaffold {
+    /// The schema's `$id`, for manifests outside a tsexport checkout.
+    public static let schemaURL = "https://tsexport.dev/schemas/export.schema.json"
+    /// The envelope's batch range.
+    public static let batchRange = (1, 8)
+    /// The longest sequence the envelope covers (capped by the model's positions).
+    public static let sequenceCap = 128
+
+    /// metadata.name from a folder name: lower case, other characters to `-`, at most 63.
+    public static func defaultName(folder: URL) -> String {
+        var s = ""
+        for ch in folder.lastPathComponent.lowercased() {
+            if ch.isASCII && (ch.isLetter || ch.isNumber) { s.append(ch) } else if !s.hasSuffix("-") { s.append("-") }
+        }
+        s = String(s.prefix(63))
+        while s.hasPrefix("-") { s.removeFirst() }
+        while s.hasSuffix("-") { s.removeLast() }
+        return s.isEmpty ? "model" : s
+    }
+
+    public static func isValidName(_ s: String) -> Bool {
+        guard !s.isEmpty, s.count <= 63, let f = s.first, let l = s.last else { return false }
+        let ok = s.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" }
+        return ok && f != "-" && l != "-"
+    }
+
+    /// The forward parameters the manifest gives a tensor, in forward's order: input_ids, and attention_mask with
+    /// them, when forward takes them (a decoder-only model traced without a mask serves batch 1 only), token_type_ids when the
+    /// config has segment embeddings (type_vocab_size), decoder_input_ids for encoder-decoder models, pixel_values
+    /// when there are no input_ids.
+    public static func chosenInputs(_ f: InitFacts) -> [String] {
+        f.inputs.filter { name in
+            switch name {
+            case "input_ids": return true
+            case "attention_mask": return f.inputs.contains("input_ids")
+            case "token_type_ids": return (f.typeVocabSize ?? 0) > 0
+            case "decoder_input_ids": return f.isEncoderDecoder
+            case "pixel_values": return !f.inputs.contains("input_ids")
+            default: return false
+            }
+        }
+    }
+
+    /// The sequence length the envelope reaches.
+    public static func sequenceMax(_ f: InitFacts) -> Int { min(sequenceCap, f.maxPositions ?? sequenceCap) }
+
+    /// A YAML double-quoted scalar.
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 || u.value == 0x7f { out += String(format: "\\x%02x", u.value) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+
+    /// The manifest. `pretrained` is the folder relative to the manifest's folder; `schema` the `$schema` value.
+    public static func render(_ f: InitFacts, name: String, pretrained: String, schema: String) throws -> String {
+        let inputs = chosenInputs(f)
+        guard !inputs.isEmpty else {
+            throw ScaffoldError(description: "\(f.resolvedClass).forward() takes none of input_ids, pixel_values (it takes \(f.forwardParameters.joined(separator: ", "))); write the manifest's tensors by hand")
+        }
+        guard f.safetensors || !f.pickle.isEmpty else {
+            throw ScaffoldError(description: "\(pretrained) holds no weights (*.safetensors, or pickle *.bin); save the model with save_pretrained, or write a manifest with spec.model.config for a random initialisation")
+        }
+        let seqMax = sequenceMax(f)
+        let tokens = inputs.contains { $0 != "pixel_values" }
+        // Text through the folder's tokenizer when it has one and the sample sentence fits; padded to the envelope's
+        // longest sequence when the tokenizer can pad (trace at the largest length expected).
+        let fits = f.sampleTokens.map { $0 <= seqMax } ?? false
+        let useText = f.tokenizer && inputs.contains("input_ids") && fits
+        let padTo: Int? = useText && f.tokenizerPad ? seqMax : nil
+        let length = useText ? (padTo ?? f.sampleTokens!) : seqMax
+
+        var y: [String] = []
+        y.append("# yaml-language-server: $schema=\(schema)")
+        y.append("#")
+        y.append("# Scaffolded by `tsexport init` (tsexport \(versionString)) from")
+        y.append("#   \(pretrained)")
+        y.append("# Every choice init made is explained beside it; edit to taste, then `tsexport plan` and `tsexport apply` this file.")
+        y.append("apiVersion: tsexport/v1")
+        y.append("kind: Export")
+        y.append("metadata:")
+        y.append("  name: \(name)\u{1F}names the bundle folder: build/\(name) under the output root")
+        y.append("spec:")
+        y.append("  model:")
+        let classNote: String
+        switch f.classOrigin {
+        case "task": classNote = "the task \(f.task ?? "?") (Optimum's name); resolves to \(f.resolvedClass) for this config"
+        case "architectures": classNote = "config.json's architectures[0]"
+        case "default": classNote = "config.json names no architectures: the bare model (resolves to \(f.resolvedClass))"
+        default: classNote = f.className == f.resolvedClass ? "given with --class" : "given with --class; resolves to \(f.resolvedClass)"
+        }
+        y.append("    class: \(f.className)\u{1F}\(classNote)")
+        y.append("    pretrained: \(quote(pretrained))\u{1F}config and weights, relative to this file's folder")
+        if !f.safetensors {
+            y.append("    # The folder has only pickle weights (\(f.pickle.joined(separator: ", "))), which can run code when loaded:")
+            y.append("    # apply needs --allow-pickle too. Converting them to safetensors is safer.")
+            y.append("    allow_pickle: true")
+        }
+        y.append("    # torchscript: true (the default) gives tuple outputs and unties tied weights, as the guide promises;")
+        y.append("    # dtype: float32 (the default); attn_implementation: eager (the default; sdpa traces too).")
+        y.append("  inputs:\u{1F}bound BY NAME to \(f.resolvedClass).forward(); the artifact takes them in this order")
+        if useText {
+            y.append("    tokenizer: \(quote(pretrained))\u{1F}the folder's own tokenizer")
+            y.append("    text: \(quote(f.sampleText))\u{1F}a sample sentence; any text in the model's language")
+            y.append("    add_special_tokens: true\u{1F}the tokenizer adds its own special tokens ([CLS] … [SEP] for BERT)")
+            if let padTo {
+                y.append("    pad_to: \(padTo)\u{1F}trace at the longest sequence the envelope serves (padding masked out)")
+            } else {
+                y.append("    # no pad_to: the tokenizer has no pad token, so the trace has the sentence's \(length) tokens")
+            }
+        } else if inputs.contains("input_ids") {
+            y.append("    # Random token ids, drawn in [0, vocab_size) with spec.model.seed: \(f.tokenizer ? "the sample sentence does not fit the model's positions" : "the folder has no tokenizer").")
+            y.append("    # Give `tokenizer:` and `text:` (and `from: text` below) to trace on real text.")
+        }
+        y.append("    tensors:")
+        for n in inputs {
+            switch n {
+            case "input_ids":
+                y.append(useText ? "      - {name: input_ids, from: text}"
+                    : "      - {name: input_ids, from: random, shape: [1, \(length)]}")
+            case "attention_mask":
+                y.append(useText ? "      - {name: attention_mask, from: text}\u{1F}1 for tokens, 0 for padding"
+                    : "      - {name: attention_mask, from: ones, shape: [1, \(length)]}\u{1F}with a mask the trace serves every batch size")
+            case "token_type_ids":
+                y.append("      - {name: token_type_ids, from: zeros, shape: [1, \(length)]}\u{1F}one segment; 1s mark a second one")
+            case "decoder_input_ids":
+                y.append("      - {name: decoder_input_ids, from: random, shape: [1, \(length)]}\u{1F}the decoder's tokens so far")
+            case "pixel_values":
+                let c = f.numChannels ?? 3, s = f.imageSize ?? 224
+                y.append("      - {name: pixel_values, from: random, dtype: float32, shape: [1, \(c), \(s), \(s)]}\u{1F}one normalised image")
+            default: break
+            }
+        }
+        y.append("  trace:")
+        y.append("    # The shapes model.pt serves: apply verifies the artifact against the eager model at the corners and at")
+        y.append("    # seeded points inside, records them, and model.pt refuses inputs outside. Narrow or widen it to your traffic.")
+        if tokens {
+            let why = f.maxPositions.map { $0 < sequenceCap ? "\u{1F}at most the model's \($0) positions" : "" } ?? ""
+            y.append("    envelope: {batch: [\(batchRange.0), \(batchRange.1)], sequence: [1, \(seqMax)]}\(why)")
+        } else {
+            y.append("    envelope: {batch: [\(batchRange.0), \(batchRange.1)]}\u{1F}the image size stays the traced one")
+        }
+        y.append("    # strict: true (the default): tracer warnings fail apply unless the artifact matched at every envelope point.")
+        y.append("  # target: {hardware: cpu, optimize: none} (the defaults); output: {dir: build/\(name)} (the default)")
+        return y.map(align).joined(separator: "\n") + "\n"
+    }
+
+    static var versionString: String { ToolInfo.version }
+
+    /// `code\u{1F}comment` → the code, then the comment from column 40 (or two spaces after longer code).
+    static func align(_ line: String) -> String {
+        guard let sep = line.firstIndex(of: "\u{1F}") else { return line }
+        let code = String(line[..<sep]), comment = String(line[line.index(after: sep)...])
+        let pad = max(2, commentColumn - code.count)
+        return code + String(repeating: " ", count: pad) + "# " + comment
+    }
+
+    static let commentColumn = 40
+}

@@ -111,12 +111,22 @@ public struct RuntimeResolver: Sendable {
         let tmp = dir.deletingLastPathComponent().appendingPathComponent(".\(dir.lastPathComponent).tmp-\(getpid())")
         try? FileManager.default.removeItem(at: tmp)
         try FileManager.default.createDirectory(at: tmp.deletingLastPathComponent(), withIntermediateDirectories: true)
-        progress("creating the managed Python runtime in \(dir.path) (once; pip installs the pinned torch and transformers)")
+        // The full output of venv and pip goes to a log file (kept, and named on failure); the user sees one line
+        // per step with its elapsed time.
+        let log = RuntimeCache.folder(environment: environment).appendingPathComponent("logs")
+            .appendingPathComponent("runtime-\(dir.lastPathComponent).log")
+        try FileManager.default.createDirectory(at: log.deletingLastPathComponent(), withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: log.path, contents: Data())
+        progress("creating the managed Python runtime in \(dir.path) (once; pip installs the pinned torch and transformers, a minute or two; log: \(log.path))")
+        let started = Date()
         do {
-            try run([base, "-m", "venv", tmp.path], step: "python3 -m venv")
+            let venv = try run([base, "-m", "venv", tmp.path], step: "python3 -m venv", log: log)
+            progress("  [1/2] python3 -m venv: done in \(Self.seconds(venv.elapsed))")
             let pip = [tmp.appendingPathComponent("bin/python").path, "-m", "pip", "install", "--disable-pip-version-check",
                        "--progress-bar", "off", "-r", WorkerResources.requirements.path]
-            try run(pip, step: "pip install -r requirements.txt")
+            let installed = try run(pip, step: "pip install -r requirements.txt", log: log)
+            let what = installed.packages.map { "\($0) package\($0 == 1 ? "" : "s") installed" } ?? "done"
+            progress("  [2/2] pip install -r requirements.txt: \(what) in \(Self.seconds(installed.elapsed))")
             try Data().write(to: tmp.appendingPathComponent(".complete"))
         } catch {
             try? FileManager.default.removeItem(at: tmp)
@@ -131,21 +141,43 @@ public struct RuntimeResolver: Sendable {
             if !FileManager.default.fileExists(atPath: dir.appendingPathComponent(".complete").path) { throw error }
         }
         // A venv's scripts hold its absolute path; the interpreter itself does not, so bin/python works after the move.
-        progress("managed Python runtime ready")
+        progress("managed Python runtime ready in \(Self.seconds(Date().timeIntervalSince(started)))")
         return python
     }
 
-    private func run(_ argv: [String], step: String) throws {
+    /// What one step took, and how many packages pip said it installed.
+    struct Step {
+        var elapsed: TimeInterval
+        var packages: Int?
+    }
+
+    /// Runs one step, appending its stdout and stderr to `log`; on failure the error names the step, the exit status
+    /// and the log, and quotes the end of stderr.
+    private func run(_ argv: [String], step: String, log: URL) throws -> Step {
+        let started = Date()
+        let handle = try? FileHandle(forWritingTo: log)
+        defer { try? handle?.close() }
+        func append(_ s: String) { handle?.seekToEndOfFile(); handle?.write(Data(s.utf8)) }
+        append("$ \(argv.joined(separator: " "))\n")
         let child = try runner.start(argv, environment: environment, directory: nil)
         child.closeInput()
+        var packages: Int?
         while let line = child.readLine() {
-            if line.hasPrefix("Collecting") || line.hasPrefix("Successfully") || line.hasPrefix("Installing") {
-                progress("  " + (line.components(separatedBy: " (from ").first ?? line))
+            append(line + "\n")
+            if line.hasPrefix("Successfully installed ") {
+                packages = line.split(separator: " ").count - 2
             }
         }
         let status = child.wait()
+        let stderr = child.stderrTail
+        if !stderr.isEmpty { append("--- stderr (last 16 KiB) ---\n\(stderr)\n") }
+        append("--- exit \(status) after \(Self.seconds(Date().timeIntervalSince(started))) ---\n")
         if status != 0 {
-            throw RuntimeError(description: "creating the managed runtime failed at `\(step)` (exit \(status)):\n\(child.stderrTail.suffix(2000))")
+            throw RuntimeError(description: "creating the managed runtime failed at `\(step)` (exit \(status)): the full log is \(log.path); it ends:\n\(stderr.suffix(2000))")
         }
+        return Step(elapsed: Date().timeIntervalSince(started), packages: packages)
     }
+
+    /// `2.3 s`, `84 s`.
+    static func seconds(_ t: TimeInterval) -> String { t < 10 ? String(format: "%.1f s", t) : String(format: "%.0f s", t) }
 }

@@ -219,10 +219,20 @@ public struct Bench: ParsableCommand {
             let label = shapeText(row["shape"])
             let note = row["case"]?.stringValue.map { "sample \($0)" } ?? "drawn inputs"
             lines.append(statsLine(label, "artifact", row["artifact"], note: note))
+            if let pt2 = row["aoti"], pt2 != .null {
+                let speed = ratio(pt2, row["artifact"]).map { "model.pt2/model.pt p50 \($0)" } ?? ""
+                lines.append(statsLine("", "model.pt2", pt2, note: speed))
+            }
             if row["eager"] != nil, row["eager"] != .null {
                 let speed = ratio(row["artifact"], row["eager"]).map { "artifact/eager p50 \($0)" } ?? ""
                 lines.append(statsLine("", "eager", row["eager"], note: speed))
             }
+        }
+        if let g = r["generation"], g != .null {
+            lines.append(String(format: "  generation (%@, max_length %d, %d thread%@): cached %.0f tok/s, uncached %.0f tok/s, %.2fx",
+                                g["kind"]?.stringValue ?? "?", g["max_length"]?.intValue ?? 0, g["threads"]?.intValue ?? 1,
+                                (g["threads"]?.intValue ?? 1) == 1 ? "" : "s",
+                                g["cached_tokens_per_s"]?.doubleValue ?? 0, g["uncached_tokens_per_s"]?.doubleValue ?? 0, g["speedup"]?.doubleValue ?? 0))
         }
         if let p = r["padding"], p != .null {
             let traced = p["traced_length"]?.intValue ?? 0

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from . import probe, torchjit
 from .bench_eager import Eager, rebuild_eager
 from .bench_timing import memory_method, status_kib, timed, trim_heap
-from .bundle import MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device
+from .bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device
 from .errors import WorkerError, describe, traceback_tail
 from .protocol import BENCH_KEYS, ModelSpec, ProgressFn, check_keys, no_progress, parse_model
 
@@ -312,6 +312,12 @@ def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str
     )
     progress("load", "done", round((time.perf_counter() - started) * 1000))
 
+    aoti: Any = None
+    aoti_path = os.path.join(bundle.dir, AOTI_FILE)
+    if os.path.isfile(aoti_path):
+        from .aoti import load_aoti
+
+        aoti = load_aoti(aoti_path)
     previous_threads = torch.get_num_threads()
     threads = request.threads or previous_threads
     method = memory_method()
@@ -330,12 +336,15 @@ def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str
             args = [t.to(bundle.device) for t in args]
             row: dict[str, Any] = {"shape": shape, "case": case, "inputs": "sample" if case else "drawn"}
             row["artifact"] = timed(partial(bundle.module, *args), request.runs, request.warmup, bundle.device, method)
+            if aoti is not None:  # model.pt2 (formats: aoti) on the same inputs
+                row["aoti"] = timed(partial(aoti, *args), request.runs, request.warmup, bundle.device, method)
             row["eager"] = (
                 timed(partial(eager.call, args), request.runs, request.warmup, bundle.device, method)
                 if eager.call is not None else None
             )
             rows.append(row)
         padding_data = bench_padding(bundle, eager, shapes, request, method)
+        generation = bench_generation(bundle, threads)
     finally:
         torch.set_num_threads(previous_threads)
     progress(STAGE, "done", round((time.perf_counter() - started) * 1000))
@@ -360,6 +369,8 @@ def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str
         "pad_to": (spec.get("inputs") or {}).get("pad_to"),
         "shapes": rows,
         "padding": padding_data,
+        "generation": generation,
+        "aoti": {"file": AOTI_FILE} if aoti is not None else None,
         "versions": probe.versions(),
         "report": None,
     }
@@ -401,3 +412,16 @@ def bench_padding(
         "masked": padding.mask_index is not None,
         "rows": rows,
     }
+
+
+def bench_generation(bundle: Bundle, threads: int) -> dict[str, Any] | None:
+    """Tokens per second of a cached generation bundle: the cached loop (prefill/encoder + step) against the
+    uncached one (full.pt over the whole buffer each step), on the recorded prompts."""
+    generation = bundle.record.get("generation")
+    if not (isinstance(generation, dict) and generation.get("cache") and generation.get("reference")):
+        return None
+    from .generate_loop import tokens_per_second
+
+    reference = generation["reference"][0]
+    result = tokens_per_second(bundle.dir, [list(reference["prompt"])], int(reference["max_new_tokens"]), threads=threads)
+    return {"max_length": generation.get("max_length"), "kind": generation.get("kind"), **result}

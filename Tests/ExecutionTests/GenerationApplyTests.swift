@@ -100,8 +100,8 @@ final class GenerationApplyTests: XCTestCase {
         XCTAssertEqual(code, 1)
         let errors = out.stderr.split(separator: "\n").filter { $0.contains("error:") }.map(String.init)
         XCTAssertEqual(errors, [
-            "\(file.path):7:82: error: do_sample is a generation setting the exported greedy loop does not apply (do_sample false, num_beams 1, no penalties); remove it, or it would differ from generate()",
-            "\(file.path):12:47: error: max_length 128 is beyond the model's 64 positions (max_position_embeddings); the cache cannot hold longer sequences",
+            "\(file.path):7:93: error: do_sample is a generation setting the exported greedy loop does not apply (do_sample false, num_beams 1, no penalties); remove it, or it would differ from generate()",
+            "\(file.path):12:45: error: max_length 128 is beyond the model's 64 positions (max_position_embeddings); the cache cannot hold longer sequences",
         ], out.stderr)
     }
 }

@@ -22,13 +22,15 @@ public struct Init: ParsableCommand {
             applies as written; edit it to taste.
             """)
 
-    @Argument(help: "A local folder holding config.json and weights (as save_pretrained writes them).")
+    @Argument(help: "A local folder holding config.json and weights (as save_pretrained writes them).", completion: .directory)
     public var source: String
 
-    @Option(name: [.customShort("o"), .customLong("output")], help: "Write the manifest to FILE (default: print it). pretrained: is written relative to FILE's folder.")
+    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Write the manifest to FILE (default: print it). pretrained: is written relative to FILE's folder.", valueName: "file"),
+            completion: .file(extensions: ["yaml", "yml"]))
     public var output: String?
 
-    @Option(help: "A task, which picks the Auto class: \(InitTasks.names.joined(separator: ", ")).")
+    @Option(help: ArgumentHelp("A task, which picks the Auto class: \(InitTasks.names.joined(separator: ", ")).", valueName: "task"),
+            completion: .list(InitTasks.names))
     public var task: String?
 
     @Option(name: .customLong("class"), help: "A transformers model class to use instead of config.json's architectures.")
@@ -133,7 +135,8 @@ public struct Init: ParsableCommand {
         } catch {
             return fail("could not write \(cmd.output!): \(error.localizedDescription)")
         }
-        console.err("wrote \(cmd.output!): \(facts.className) (\(facts.resolvedClass)), inputs \(ManifestScaffold.chosenInputs(facts).joined(separator: ", ")); next: tsexport plan \(cmd.output!)")
+        let cls = facts.className == facts.resolvedClass ? facts.className : "\(facts.className) (\(facts.resolvedClass))"
+        console.err("wrote \(cmd.output!): \(cls), inputs \(ManifestScaffold.chosenInputs(facts).joined(separator: ", ")); next: tsexport plan \(cmd.output!)")
         return ExitStatus.success
     }
 

@@ -60,7 +60,7 @@ final class InitTests: XCTestCase {
         let (printed, stdout) = try Self.initCommand([model, "--task", "text-classification"])
         XCTAssertEqual(printed, 0, stdout.stderr)
         XCTAssertTrue(stdout.stdout.contains("class: AutoModelForSequenceClassification"), stdout.stdout)
-        XCTAssertTrue(stdout.stdout.contains("resolves to BertForSequenceClassification"), stdout.stdout)
+        XCTAssertTrue(stdout.stdout.contains("the task text-classification (Optimum's name); resolves to BertForSequenceClassification"), stdout.stdout)
     }
 
     func testTinyRandomFamiliesApplyAsWritten() throws {

@@ -103,7 +103,9 @@ def test_families(worker: Worker, folders: dict[str, Path]) -> None:
 def test_task_and_class_resolve_auto_classes(worker: Worker, folders: dict[str, Path]) -> None:
     data = inspect(worker, folders["bert"], "AutoModelForTokenClassification", "token-classification")["data"]
     assert data["class"] == "AutoModelForTokenClassification" and data["is_auto"] is True
-    assert data["resolved_class"] == "BertForTokenClassification" and data["class_origin"] == "class"
+    assert data["resolved_class"] == "BertForTokenClassification" and data["class_origin"] == "task"
+    given = inspect(worker, folders["bert"], "BertForMaskedLM")["data"]
+    assert (given["class_origin"], given["resolved_class"]) == ("class", "BertForMaskedLM")
     bare = inspect(worker, folders["bare"])["data"]
     assert (bare["class"], bare["class_origin"], bare["resolved_class"]) == ("AutoModel", "default", "BertModel")
 

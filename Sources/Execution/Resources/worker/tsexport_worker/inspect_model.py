@@ -99,7 +99,8 @@ def inspect_folder(source: str, class_name: str | None, task: str | None) -> dic
         ) from exc
     architectures = [a for a in (getattr(config, "architectures", None) or []) if isinstance(a, str)]
     chosen = class_name or (architectures[0] if architectures else "AutoModel")
-    origin = "class" if class_name else ("task" if task else ("architectures" if architectures else "default"))
+    # The Swift side sends a task's Auto class as `class` with the task beside it: the task is why.
+    origin = "task" if task else ("class" if class_name else ("architectures" if architectures else "default"))
     cls, is_auto = resolve_class(chosen)
     resolved: type = cls
     if is_auto:

@@ -60,55 +60,9 @@ SENTENCES = [
 
 # --- measuring processes -------------------------------------------------------------------------------------------
 
-def tree_rss_kb(root: int) -> int:
-    """The summed RSS (KiB) of a process and all its descendants."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ppid = int(fields[1])
-            with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        rss[int(entry)] = int(line.split()[1])
-                        break
-            children.setdefault(ppid, []).append(int(entry))
-        except (OSError, IndexError, ValueError):
-            continue
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total
-
-
-def measure(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[float, int, str]:
-    """Wall seconds, peak summed RSS (MiB) of the process tree, and the combined output."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, tree_rss_kb(proc.pid))
-            time.sleep(0.02)
-
-    t = threading.Thread(target=sample)
-    t.start()
-    out, _ = proc.communicate()
-    wall = time.perf_counter() - start
-    done.set()
-    t.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv} failed ({proc.returncode}):\n{out[-4000:]}")
-    return wall, peak // 1024, out
+# The process-tree sampler is bench_apply's (the same measurement for every side-by-side benchmark here).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_apply import measure, tree_rss_kb  # noqa: E402,F401
 
 
 # --- the peer venv -------------------------------------------------------------------------------------------------

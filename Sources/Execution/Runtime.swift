@@ -116,7 +116,7 @@ public struct RuntimeResolver: Sendable {
         let log = RuntimeCache.folder(environment: environment).appendingPathComponent("logs")
             .appendingPathComponent("runtime-\(dir.lastPathComponent).log")
         try FileManager.default.createDirectory(at: log.deletingLastPathComponent(), withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: log.path, contents: Data())
+        _ = FileManager.default.createFile(atPath: log.path, contents: Data())
         progress("creating the managed Python runtime in \(dir.path) (once; pip installs the pinned torch and transformers, a minute or two; log: \(log.path))")
         let started = Date()
         do {

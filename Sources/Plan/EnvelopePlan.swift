@@ -188,7 +188,14 @@ public enum EnvelopePlanner {
                 let v = sizes[a.name] ?? nil
                 s[a.name] = (v != nil && v == a.traced) ? nil : v
             }
-            if role != .check, seen.contains(s) { return }
+            if seen.contains(s) {
+                // A check shape that is already a point is checked there: the point takes the check's role.
+                if role == .check, let i = out.firstIndex(where: { $0.sizes == s && $0.role != .traced && $0.role != .check }) {
+                    out[i].role = .check
+                    out[i].checkIndex = check
+                }
+                if role != .check || out.contains(where: { $0.sizes == s }) { return }
+            }
             seen.insert(s)
             let name = role == .traced ? "traced" : role == .check ? "check\(check ?? 0)" : "p\(out.count)"
             out.append(EnvelopePoint(name: name, role: role, checkIndex: check, sizes: s))

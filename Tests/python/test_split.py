@@ -14,7 +14,7 @@ import yaml
 from workerkit import TINY_BERT, TINY_GPT2, make_job, minilm_dir, random_ids, run_export, run_python
 from workerkit import SPLIT_MODELS
 
-SPLIT = {"kind": "encoder-decoder", "max_length": 16}
+SPLIT = {"kind": "encoder-decoder", "max_length": 16, "cache": False}
 
 
 def export_split(staging: Path, cls: str, config: dict[str, Any], split: dict[str, Any] | None = None,
@@ -152,12 +152,14 @@ def test_split_option_values_are_checked() -> None:
     from tsexport_worker.errors import WorkerError
     from tsexport_worker.protocol import SplitSpec, parse_split
 
-    assert parse_split({"kind": "encoder-decoder", "max_length": 64}) == SplitSpec("encoder-decoder", 64)
+    assert parse_split({"kind": "encoder-decoder", "max_length": 64, "cache": False}) == SplitSpec("encoder-decoder", 64)
+    assert parse_split({"kind": "decoder-only", "max_length": 16, "cache": True}) == SplitSpec("decoder-only", 16, True)
     assert parse_split(None) is None
-    for bad, field in [({"kind": "decoder-only", "max_length": 16}, "spec.trace.split.kind"),
-                       ({"kind": "encoder-decoder", "max_length": 1}, "spec.trace.split.max_length"),
-                       ({"kind": "encoder-decoder", "max_length": "16"}, "spec.trace.split.max_length"),
-                       ({"kind": "encoder-decoder"}, "spec.trace.split.max_length")]:
+    for bad, field in [({"kind": "beam-search", "max_length": 16, "cache": False}, "spec.trace.split.kind"),
+                       ({"kind": "encoder-decoder", "max_length": 1, "cache": False}, "spec.trace.split.max_length"),
+                       ({"kind": "encoder-decoder", "max_length": "16", "cache": False}, "spec.trace.split.max_length"),
+                       ({"kind": "encoder-decoder", "max_length": 16, "cache": "yes"}, "spec.trace.split.cache"),
+                       ({"kind": "encoder-decoder", "cache": False}, "spec.trace.split.max_length")]:
         with pytest.raises(WorkerError) as caught:
             parse_split(bad)
         assert caught.value.code == "bad_request" and caught.value.field == field

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import torch
 
-from .generate_loop import GENERATION_NAME, STEP_FILE, _left_pad, _token_ids, greedy, greedy_uncached, greedy_with_drift, load_artifacts, max_drift, tokens_per_second  # noqa: F401  (re-exported)
+from .generate_loop import GENERATION_NAME, STEP_FILE, _left_pad, _token_ids, generation_picker, suppressed_ids, greedy, greedy_uncached, greedy_with_drift, load_artifacts, max_drift, tokens_per_second  # noqa: F401  (re-exported)
 
 INTERFACE_VERSION = 1
 PREFILL_FILE = "prefill.pt"
@@ -279,24 +279,8 @@ class EncoderDecoderFull(torch.nn.Module):
 
 def generation_rules(model: torch.nn.Module, kind: str) -> dict[str, Any]:
     """The ids and rules of greedy generation, read from the model's generation_config (then its config)."""
-    config = getattr(model, "config", None)
-    generation = getattr(model, "generation_config", None)
-
-    def pick(name: str) -> Any:
-        value = getattr(generation, name, None) if generation is not None else None
-        return value if value is not None else getattr(config, name, None)
-
-    suppress = _token_ids(pick("suppress_tokens"))
-    unapplied: dict[str, Any] = {}
-    for words in pick("bad_words_ids") or []:
-        if len(words) == 1:
-            suppress.append(int(words[0]))  # generate() bans a one-token bad word at every step
-        else:
-            unapplied.setdefault("bad_words_ids", []).append(list(words))
-    for name, neutral in UNAPPLIED_DEFAULTS.items():
-        value = getattr(generation, name, neutral) if generation is not None else neutral
-        if value is not None and value != neutral:
-            unapplied[name] = value
+    pick = generation_picker(model)
+    suppress, unapplied = suppressed_ids(model, pick, UNAPPLIED_DEFAULTS)
     eos = _token_ids(pick("eos_token_id"))
     pad = pick("pad_token_id")
     start = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -31,6 +32,39 @@ def _token_ids(value: Any) -> list[int]:
     if isinstance(value, int):
         return [value]
     return [int(v) for v in value]
+
+
+def generation_picker(model: Any) -> Callable[[str], Any]:
+    """A setting from the model's generation_config, else its config (attribute reads only: no transformers)."""
+    config = getattr(model, "config", None)
+    generation = getattr(model, "generation_config", None)
+
+    def pick(name: str) -> Any:
+        value = getattr(generation, name, None) if generation is not None else None
+        return value if value is not None else getattr(config, name, None)
+
+    return pick
+
+
+def suppressed_ids(
+    model: Any, pick: Callable[[str], Any], unapplied_defaults: dict[str, Any]
+) -> tuple[list[int], dict[str, Any]]:
+    """The ids the loop always blocks (suppress_tokens and one-token bad words, which generate() bans at every step),
+    and the settings it does not apply: longer bad words, and every generation_config setting of
+    `unapplied_defaults` that differs from its no-op value."""
+    suppress = _token_ids(pick("suppress_tokens"))
+    unapplied: dict[str, Any] = {}
+    for words in pick("bad_words_ids") or []:
+        if len(words) == 1:
+            suppress.append(int(words[0]))
+        else:
+            unapplied.setdefault("bad_words_ids", []).append(list(words))
+    generation = getattr(model, "generation_config", None)
+    for name, neutral in unapplied_defaults.items():
+        value = getattr(generation, name, neutral) if generation is not None else neutral
+        if value is not None and value != neutral:
+            unapplied[name] = value
+    return suppress, unapplied
 
 
 def _load(path: str) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:

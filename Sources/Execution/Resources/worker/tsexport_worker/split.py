@@ -19,6 +19,7 @@ from . import inputs
 from .bundle import DECODER_STEP_FILE, ENCODER_FILE, RECORD_NAME, sha256_file
 from .errors import WorkerError, describe, traceback_tail
 from .outputs import signature
+from .generate_loop import _token_ids, generation_picker, suppressed_ids
 from .protocol import Job, SplitSpec
 from .reference import cpu_copy
 from .torchjit import TracerWarning
@@ -113,35 +114,11 @@ class SplitResult:
     warnings: list[dict[str, Any]]
 
 
-def _token_ids(value: Any) -> list[int]:
-    if value is None:
-        return []
-    if isinstance(value, int):
-        return [value]
-    return [int(v) for v in value]
-
-
 def generation_settings(model: torch.nn.Module, split: SplitSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The token ids and rules of greedy generation, from the model's generation config, and warnings about
     settings the recorded loop does not apply."""
-    config = getattr(model, "config", None)
-    generation = getattr(model, "generation_config", None)
-
-    def pick(name: str) -> Any:
-        value = getattr(generation, name, None) if generation is not None else None
-        return value if value is not None else getattr(config, name, None)
-
-    suppress = _token_ids(pick("suppress_tokens"))
-    unapplied: dict[str, Any] = {}
-    for words in pick("bad_words_ids") or []:
-        if len(words) == 1:
-            suppress.append(int(words[0]))  # a one-token bad word is a suppressed token
-        else:
-            unapplied.setdefault("bad_words_ids", []).append(list(words))
-    for name, neutral in UNAPPLIED_DEFAULTS.items():
-        value = getattr(generation, name, neutral) if generation is not None else neutral
-        if value is not None and value != neutral:
-            unapplied[name] = value
+    pick = generation_picker(model)
+    suppress, unapplied = suppressed_ids(model, pick, UNAPPLIED_DEFAULTS)
     start = pick("decoder_start_token_id")
     if start is None:
         start = pick("bos_token_id")

@@ -98,6 +98,11 @@ public final class ApplyRunner: @unchecked Sendable {
                     var outcome: ExportOutcome
                     if skip {
                         outcome = ExportOutcome(name: name, action: item.entry.action, status: .notRun, seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [])
+                    } else if let (index, why) = Self.unavailableDeploy(item.entry, hello: hello) {
+                        // Known from the worker's hello, before any model is loaded.
+                        let field = "spec.output.deploy[\(index)]"
+                        let d = Diagnostic.error("\(name): \(why)", at: item.locations.location(of: field), field: field)
+                        outcome = ExportOutcome(name: name, action: item.entry.action, status: .failed, seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [d])
                     } else if case .some(.some(let why)) = hello.targets[item.hardware] {
                         let d = Diagnostic.error("\(name): target \(item.hardware) is not available in this runtime: \(why)",
                                                  at: item.locations.location(of: "spec.target.hardware"), field: "spec.target.hardware")
@@ -117,6 +122,21 @@ public final class ApplyRunner: @unchecked Sendable {
         return state.outcomes.enumerated().map { i, o in
             o ?? ExportOutcome(name: items[i].entry.name, action: items[i].entry.action, status: .notRun, seconds: 0, bundle: items[i].entry.bundle, record: nil, diagnostics: [])
         }
+    }
+}
+
+extension ApplyRunner {
+    /// The first deploy of the entry that the runtime cannot do (`hello.deploy.<kind>.available` false), with the
+    /// worker's reason; nil when every one can run.
+    static func unavailableDeploy(_ entry: PlanEntry, hello: WorkerHello) -> (Int, String)? {
+        let deploys = entry.steps.filter { $0.kind == .deploy }
+        for (i, step) in deploys.enumerated() {
+            guard let kind = step.request?["kind"]?.stringValue, let status = hello.raw["deploy"]?[kind] else { continue }
+            if status["available"] == .bool(false) {
+                return (i, status["reason"]?.stringValue ?? "deploy kind \(kind) is not available in this runtime")
+            }
+        }
+        return nil
     }
 }
 

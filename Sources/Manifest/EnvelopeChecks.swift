@@ -31,6 +31,37 @@ extension SemanticChecker {
         _ = config
     }
 
+    /// The most elements one input tensor may have, at the traced shape or the envelope's largest (documented in the
+    /// README): 2^27 (134,217,728; 512 MiB of float32), far beyond any real input, and small enough that a typo such
+    /// as `shape: [100000, 100000]` is refused here instead of by the allocator.
+    static let maxTensorElements = 1 << 27
+
+    mutating func checkTensorSizes() {
+        let traced = StaticShapes(manifest)
+        let e = manifest.trace.envelope
+        for (i, t) in manifest.inputs.tensors.enumerated() {
+            guard let shape = traced.shapes[i] else { continue }
+            let field = "spec.inputs.tensors[\(i)].\(t.from == .values ? "values" : "shape")"
+            let elements = shape.reduce(1) { $0.multipliedReportingOverflow(by: max($1, 1)).partialValue }
+            if elements > Self.maxTensorElements || shape.contains(where: { $0 > Self.maxTensorElements }) {
+                error(field, "tensor '\(t.name)' has shape \(shape), \(elements) elements; the limit is \(Self.maxTensorElements) per tensor")
+                continue
+            }
+            // The largest shape the envelope lets this tensor take.
+            var largest = shape
+            if shape.count > 0, let b = e.batch, b.min <= b.max { largest[0] = max(largest[0], b.max) }
+            if shape.count > 1 {
+                let group = SequenceGroup.of(tensor: t.name) == .sequence ? e.sequence : e.decoderSequence
+                if let r = group, r.min <= r.max { largest[1] = max(largest[1], r.max) }
+            }
+            for (index, r) in e.dims[t.name] ?? [:] where index < largest.count && r.min <= r.max { largest[index] = max(largest[index], r.max) }
+            let most = largest.reduce(1) { $0.multipliedReportingOverflow(by: max($1, 1)).partialValue }
+            if most > Self.maxTensorElements {
+                error("spec.trace.envelope", "the envelope lets tensor '\(t.name)' reach shape \(largest), \(most) elements; the limit is \(Self.maxTensorElements) per tensor")
+            }
+        }
+    }
+
     mutating func checkEnvelope(maxPositions: Int?) {
         let e = manifest.trace.envelope
         let traced = StaticShapes(manifest)

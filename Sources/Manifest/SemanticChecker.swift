@@ -27,6 +27,7 @@ struct SemanticChecker {
         checkText()
         checkTensors(vocabSize: config["vocab_size"]?.intValue)
         let maxPositions = config["max_position_embeddings"]?.intValue ?? config["n_positions"]?.intValue
+        checkTensorSizes()
         checkEnvelope(maxPositions: maxPositions)
         checkSplit(maxPositions: maxPositions, config: config)
         checkOutputPaths()

@@ -91,13 +91,13 @@ final class OrchestrationTests: XCTestCase {
         """
     }
 
-    func fixture(_ names: [String]) throws -> Fixture {
+    func fixture(_ names: [String], extra: String = "") throws -> Fixture {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tsexport-orch-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         let root = dir.appendingPathComponent("out")
         let file = dir.appendingPathComponent("models.yaml")
-        let text = names.map(Self.manifestText).joined(separator: "---\n")
+        let text = names.map { Self.manifestText($0) + extra }.joined(separator: "---\n")
         try text.write(to: file, atomically: true, encoding: .utf8)
         let (manifests, diagnostics) = ManifestLoader(options: ValidationOptions(outputRoot: root)).load(bytes: Data(text.utf8), file: file.path, directory: dir)
         XCTAssertEqual(diagnostics.filter { $0.severity == .error }, [], "test manifests must be valid")
@@ -439,6 +439,27 @@ final class OrchestrationTests: XCTestCase {
             XCTAssertEqual(missing, ["torch"])
         }
         XCTAssertEqual(runner.requests.map(\.op), ["shutdown"])
+        assertEveryChildEnded(runner)
+    }
+
+    /// A deploy the runtime cannot do (no torch-model-archiver, said in the hello) fails that manifest at its deploy
+    /// entry before any model is loaded: its export request is never sent.
+    func testADeployTheRuntimeLacksIsRefusedFromTheHelloBeforeLoading() throws {
+        let f = try fixture(["served"], extra: "  output:\n    deploy: [{kind: directory}, {kind: torchserve, store: build/store}]\n")
+        var hello = StubProcessRunner.defaultHello.objectValue!
+        hello.append(("deploy", .object([
+            ("triton", .object([("available", true), ("reason", .null)])),
+            ("torchserve", .object([("available", false), ("reason", "deploy kind torchserve needs torch-model-archiver in the Python runtime")])),
+        ])))
+        let runner = StubProcessRunner(hello: .object(hello))
+        let apply = ApplyRunner(python: python, runner: runner, root: f.root, progress: RecordingProgress(), report: { _ in })
+        let outcomes = try apply.run(f.items, jobs: 1, keepGoing: false)
+        XCTAssertEqual(outcomes.map(\.status), [.failed])
+        let d = try XCTUnwrap(outcomes[0].diagnostics.first)
+        XCTAssertEqual(d.message, "served: deploy kind torchserve needs torch-model-archiver in the Python runtime")
+        XCTAssertEqual(d.field, "spec.output.deploy[1]")
+        XCTAssertEqual(d.location?.line, 16)
+        XCTAssertFalse(runner.requests.map(\.op).contains("export"), "no model is loaded")
         assertEveryChildEnded(runner)
     }
 

@@ -21,8 +21,10 @@ public struct BundleStore: Sendable {
     public func stagingURL(name: String) -> URL { stagingRoot.appendingPathComponent("\(name).staging") }
 
     /// A new, empty staging folder at `stagingURL(name:)` (a leftover one is removed first).
-    public func makeStaging(name: String) throws -> URL {
-        let dir = stagingURL(name: name)
+    public func makeStaging(name: String) throws -> URL { try makeStaging(at: stagingURL(name: name)) }
+
+    /// A new, empty staging folder at a path the plan named (a leftover one is removed first).
+    public func makeStaging(at dir: URL) throws -> URL {
         try? FileManager.default.removeItem(at: dir)
         // Another slot's `tidy()` may remove the (momentarily empty) staging root between the two mkdirs: retry.
         for attempt in 0..<5 {

@@ -35,9 +35,7 @@ struct EntryRun {
         guard var job = try fields(.trace).first(where: { $0.0 == "job" })?.1.objectValue else {
             throw WorkerFailure(stage: "trace", code: "bad_request", message: "the plan's export request has no job", field: nil, detail: nil)
         }
-        let versions = JSONValue.object(
-            [("tsexport", .string(ToolInfo.version)), ("worker", .string(hello.workerVersion))]
-                + ["python", "torch", "transformers"].map { ($0, hello.versions[$0].map(JSONValue.string) ?? .null) })
+        let versions = Planner.versionsRecord(worker: hello.workerVersion, runtime: hello.versions)
         if let i = job.firstIndex(where: { $0.0 == "extra_record" }), var extra = job[i].1.objectValue {
             extra = extra.map { k, v in k == "fingerprint" ? (k, .string(fp.fingerprint)) : k == "versions" ? (k, versions) : (k, v) }
             job[i].1 = .object(extra)
@@ -119,7 +117,7 @@ struct EntryRun {
                 k == "max_batch_size" ? (k, .int(envelope.maxBatchSize)) : k == "variable_dims" ? (k, .bool(envelope.variableDims)) : (k, v)
             }
             let destination = URL(fileURLWithPath: kind == "triton" ? (step.outputs.first.map { ($0 as NSString).deletingLastPathComponent } ?? dest) : (step.outputs.first ?? dest))
-            let stagingDest = try store.makeStaging(name: URL(fileURLWithPath: dest).deletingPathExtension().lastPathComponent)
+            let stagingDest = try store.makeStaging(at: URL(fileURLWithPath: dest))
             deployments.append(StagedDeploy(kind: kind, staging: stagingDest, destination: destination))
             progress.stage(entry.name, "deploy \(kind)", seconds: nil)
             let start = Date()

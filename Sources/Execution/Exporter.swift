@@ -71,7 +71,9 @@ public final class Exporter: @unchecked Sendable {
         let nameAt = locations.location(of: "metadata.name")
         let staging: URL
         do {
-            staging = try store.makeStaging(name: entry.name)
+            // The staging folder the plan's export request names.
+            let planned = entry.step(.trace)?.request?["job"]?["staging_dir"]?.stringValue
+            staging = try planned.map { try store.makeStaging(at: URL(fileURLWithPath: $0)) } ?? store.makeStaging(name: entry.name)
         } catch {
             outcome.diagnostics.append(.error("\(entry.name): cannot create a staging folder in \(store.stagingRoot.path): \(error.localizedDescription)", at: nameAt))
             outcome.seconds = Date().timeIntervalSince(started)

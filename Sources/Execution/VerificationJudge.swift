@@ -143,8 +143,8 @@ struct VerificationJudge {
         let aoti = try judgeAOTI(box: box, results: results, tolerance: tolerance)
         let generation = try judgeGeneration(tolerance: tolerance)
         let batch = box.ranges.first { $0.0 == "batch" }
-        let maxBatch = batch.map { $0.1 == 1 && $0.2 > 1 ? $0.2 : 0 } ?? 0
-        let variable = box.ranges.contains { $0.0 != "batch" && $0.1 != $0.2 }
+        let maxBatch = WorkerRequests.maxBatchSize(min: batch?.1, max: batch?.2)
+        let variable = WorkerRequests.variableDims(box.ranges.map { ($0.0, $0.1, $0.2) })
         return JudgedEnvelope(record: record, resealRanges: narrowed ? .some(ranges) : nil, maxBatchSize: maxBatch, variableDims: variable, aoti: aoti, generation: generation)
     }
 

@@ -112,15 +112,20 @@ public struct Planner: Sendable {
     /// What the bundle's record starts from (the worker lays its fields over it). The executor replaces
     /// `fingerprint` and `versions` with the running worker's when they differ from what was planned.
     static func extraRecord(_ m: Manifest, fingerprint fp: FingerprintInputs) -> JSONValue {
-        let versions = JSONValue.object(
-            [("tsexport", .string(ToolInfo.version)), ("worker", .string(WorkerInfo.version))]
-                + ["python", "torch", "transformers"].map { ($0, fp.versions[$0].map(JSONValue.string) ?? .null) })
+        let versions = versionsRecord(worker: WorkerInfo.version, runtime: fp.versions)
         return .object([
             ("format", .string("tsexport-bundle/1")), ("name", .string(m.name)),
             ("fingerprint", .string(fp.fingerprint)), ("versions", versions),
             ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize))])),
             ("dtype", .string(m.model.dtype)), ("tolerance", WorkerRequests.tolerance(m)),
         ])
+    }
+
+    /// The record's `versions`: tsexport's, the worker's, and the runtime's Python, torch and transformers (null
+    /// when unknown).
+    public static func versionsRecord(worker: String, runtime: [String: String]) -> JSONValue {
+        .object([("tsexport", .string(ToolInfo.version)), ("worker", .string(worker))]
+            + ["python", "torch", "transformers"].map { ($0, runtime[$0].map(JSONValue.string) ?? .null) })
     }
 
     /// Where a deploy entry goes: a Triton model folder `<repository>/<name>` or a `.mar` in the store.
@@ -182,8 +187,9 @@ public struct Planner: Sendable {
                               outputs: [bundle.appendingPathComponent("record.json").path],
                               request: .object([("op", "verify_bundle")] + (WorkerRequests.verify(m, bundle: staging).objectValue ?? []))))
 
-        let maxBatch = WorkerRequests.maxBatchSize(batch: envelope.axes.first { $0.name == "batch" })
-        let variable = envelope.axes.contains { $0.name != "batch" && ($0.max == nil || $0.max != $0.min) }
+        let batch = envelope.axes.first { $0.name == "batch" }
+        let maxBatch = WorkerRequests.maxBatchSize(min: batch?.min, max: batch?.max)
+        let variable = WorkerRequests.variableDims(envelope.axes.map { ($0.name, $0.min, $0.max) })
         for (i, d) in m.output.deploy.enumerated() {
             guard let dest = Self.deployDestination(d, name: m.name, root: root) else {
                 steps.append(PlanStep(kind: .deploy, description: "directory: the bundle itself", inputs: [], outputs: [bundle.path]))

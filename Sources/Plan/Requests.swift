@@ -97,9 +97,16 @@ public enum WorkerRequests {
         ])
     }
 
-    /// Triton's `max_batch_size` for an envelope: its batch maximum when the batch may vary, else 0 (no batching).
-    public static func maxBatchSize(batch: AxisPlan?) -> Int {
-        guard let b = batch, let hi = b.max, hi > b.min || b.min > 1 else { return 0 }
-        return b.min == 1 ? hi : 0
+    /// Triton's `max_batch_size` for a batch range: its maximum when the batch varies from 1, else 0 (no batching).
+    /// A nil maximum is the traced size, unknown before tracing: no batching is planned.
+    public static func maxBatchSize(min: Int?, max: Int?) -> Int {
+        guard min == 1, let hi = max, hi > 1 else { return 0 }
+        return hi
+    }
+
+    /// Whether a dimension other than the batch varies (Triton's -1 dims); a nil maximum is the traced size, which
+    /// may differ from the minimum.
+    public static func variableDims(_ axes: [(name: String, min: Int, max: Int?)]) -> Bool {
+        axes.contains { $0.name != "batch" && ($0.max == nil || $0.max != $0.min) }
     }
 }

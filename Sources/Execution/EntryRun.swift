@@ -93,6 +93,7 @@ struct EntryRun {
             record.add("aoti", .object(aoti))
         }
         record.add("parity", judge.parity(envelope: envelope))
+        if let q = judge.quality { record.add("quality", q) }
         let deployed = try deploy(envelope: envelope, deployments: &deployments)
         if !deployed.isEmpty { record.add("deployments", .array(deployed)) }
         var timings = data["timings_ms"]?.objectValue ?? []
@@ -149,7 +150,7 @@ struct RecordAssembly {
             fields.append(("manifest_sha256", .string(Digest.sha256(bytes))))
         }
         for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device",
-                    "attn_implementation", "adjusted_config", "warnings", "artifacts", "generation"] {
+                    "attn_implementation", "adjusted_config", "warnings", "artifacts", "generation", "quantize"] {
             if let v = data[key] { fields.append((key, v)) }
         }
     }

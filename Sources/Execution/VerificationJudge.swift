@@ -26,6 +26,8 @@ struct VerificationJudge {
     let data: JSONValue
     let verdict: JSONValue
     var warnings: [(field: String?, message: String)] = []
+    /// The record's `quality` object, once judged.
+    var quality: JSONValue?
 
     init(entry: PlanEntry, data: JSONValue, verdict: JSONValue) {
         self.entry = entry
@@ -140,12 +142,43 @@ struct VerificationJudge {
             ("narrowed", .bool(narrowed)), ("points", .array(pointsRecord)),
             ("tracer_warnings_verdict", warningVerdict), ("enforced", data["guarded"] ?? .bool(false)),
         ])
+        quality = try judgeQuality(box: box, results: results, all: all, tolerance: tolerance)
         let aoti = try judgeAOTI(box: box, results: results, tolerance: tolerance)
         let generation = try judgeGeneration(tolerance: tolerance)
         let batch = box.ranges.first { $0.0 == "batch" }
         let maxBatch = WorkerRequests.maxBatchSize(min: batch?.1, max: batch?.2)
         let variable = WorkerRequests.variableDims(box.ranges.map { ($0.0, $0.1, $0.2) })
         return JudgedEnvelope(record: record, resealRanges: narrowed ? .some(ranges) : nil, maxBatchSize: maxBatch, variableDims: variable, aoti: aoti, generation: generation)
+    }
+
+    /// The quality gate (tolerance.min_cosine) at the traced shape and every point inside the verified envelope,
+    /// for model.pt and model.pt2: a case below it fails the apply with both comparisons.
+    func judgeQuality(box: VerifiedEnvelope, results: [PointResult], all: [JSONValue], tolerance: JSONValue?) throws -> JSONValue {
+        let job = entry.step(.trace)?.request?["job"]
+        let dtype = job?["model"]?["dtype"]?.stringValue ?? "float32"
+        let quantized = (job?["target"]?["quantize"]).map { $0 != .null } ?? false
+        let reduced = job?["trace"]?["float32_reference"] == .bool(true)
+        let gate = tolerance?["min_cosine"]?.doubleValue
+        let sizes = Dictionary(results.map { ($0.name, $0.sizes) }, uniquingKeysWith: { a, _ in a })
+        let inside = { (name: String) -> Bool in name == "traced" || (sizes[name].map(box.contains) ?? false) }
+        let described = quantized ? "the int8-quantized \(dtype)" : dtype
+        let plan = entry.envelope
+        let sets: [(String, [JSONValue])] = [("model.pt", all.filter { inside($0["case"]?.stringValue ?? "") })]
+            + [("model.pt2", (verdict["aoti"]?["cases"]?.arrayValue ?? []).filter { inside($0["case"]?.stringValue ?? "") })]
+        for (artifact, cases) in sets {
+            for c in cases {
+                guard let why = QualityGate.failure(c, gate: gate, dtype: described) else { continue }
+                let name = c["case"]?.stringValue ?? "?"
+                let shape = sizes[name].map { Self.shapeText($0, axes: plan?.axes ?? [], fallback: c["shape"]) } ?? CanonicalJSON.text(c["shape"] ?? .null)
+                let help = quantized
+                    ? "the layers quantized were chosen to keep cosine \(job?["target"]?["quantize"]?["select_min_cosine"]?.doubleValue.map(QualityGate.format) ?? "?") on the traced inputs; lower spec.trace.tolerance.min_cosine if this loss is acceptable, or set quantize: none"
+                    : "use a wider dtype (float32), or lower spec.trace.tolerance.min_cosine if this loss is acceptable"
+                throw WorkerFailure(stage: "verify", code: "quality_failed",
+                                    message: "\(artifact) loses quality at \(name == "traced" ? "the traced shape " : "")\(shape): \(why); \(help); nothing was written",
+                                    field: quantized ? "spec.target.quantize" : reduced ? "spec.model.dtype" : "spec.trace.tolerance.min_cosine", detail: nil)
+            }
+        }
+        return QualityGate.record(cases: sets[0].1, gate: gate, reduced: reduced)
     }
 
     /// The largest drift a cached step may show against the uncached model (full.pt): the tolerance's atol

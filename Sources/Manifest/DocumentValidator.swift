@@ -188,10 +188,13 @@ struct DocumentValidator {
                 checkShapes: trace?["check_shapes"]?.arrayValue?.map { $0.arrayValue?.compactMap(\.intValue) ?? [] } ?? [],
                 atol: trace?["tolerance"]?["atol"]?.doubleValue ?? defaults.atol,
                 rtol: trace?["tolerance"]?["rtol"]?.doubleValue ?? defaults.rtol,
+                minCosine: trace?["tolerance"]?["min_cosine"]?.doubleValue
+                    ?? Manifest.defaultMinCosine(dtype: dtype, quantize: target?["quantize"]?.stringValue ?? "none"),
                 split: trace?["split"].map { ($0["kind"]?.stringValue ?? "encoder-decoder", $0["max_length"]?.intValue ?? 64, $0["cache"]?.boolValue ?? false) }),
             target: .init(
                 hardware: target?["hardware"]?.stringValue ?? "cpu",
-                optimize: target?["optimize"]?.stringValue ?? "none"),
+                optimize: target?["optimize"]?.stringValue ?? "none",
+                quantize: target?["quantize"]?.stringValue ?? "none"),
             output: .init(
                 dir: output?["dir"]?.stringValue ?? "build/\(name)",
                 formats: output?["formats"]?.arrayValue?.compactMap(\.stringValue) ?? ["torchscript"],

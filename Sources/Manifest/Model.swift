@@ -156,6 +156,9 @@ public struct Manifest: Sendable {
         public var checkShapes: [[Int]]
         public var atol: Double
         public var rtol: Double
+        /// The quality gate against the float32 eager model (`tolerance.min_cosine`), resolved: the manifest's value,
+        /// else 0.99 when precision is reduced (dtype float16/bfloat16 or a quantize scheme), else nil (no gate).
+        public var minCosine: Double?
         /// `trace.split`: also export generation artifacts (kind, max length, whether the cache is explicit).
         public var split: (kind: String, maxLength: Int, cache: Bool)?
     }
@@ -163,6 +166,8 @@ public struct Manifest: Sendable {
     public struct Target: Sendable {
         public var hardware: String
         public var optimize: String
+        /// `none` or `dynamic_int8`.
+        public var quantize: String = "none"
     }
     /// Where the bundle goes.
     public struct Output: Sendable {
@@ -190,6 +195,14 @@ public struct Manifest: Sendable {
     public var locations: FieldLocations
     /// The folder local `pretrained`/`tokenizer` paths resolve against.
     public var directory: URL
+
+    /// The default quality gate: 0.99 when the artifact's precision is reduced, else none.
+    public static func defaultMinCosine(dtype: String, quantize: String) -> Double? {
+        dtype != "float32" || quantize != "none" ? 0.99 : nil
+    }
+
+    /// Whether the artifact runs at less than float32 precision (and so is also compared with the float32 model).
+    public var reducedPrecision: Bool { model.dtype != "float32" || target.quantize != "none" }
 
     /// The default tolerances for a model dtype (float32: atol 1e-5, rtol 1e-4; float16: 1e-2, 1e-2; bfloat16: 5e-2, 5e-2).
     public static func defaultTolerance(dtype: String) -> (atol: Double, rtol: Double) {

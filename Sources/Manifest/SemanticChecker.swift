@@ -288,6 +288,18 @@ struct SemanticChecker {
                 error("spec.output.deploy[\(i)].format", "format: aoti serves model.pt2, which spec.output.formats does not build; add aoti there")
             }
         }
+        if manifest.target.quantize != "none" {
+            let q = manifest.target.quantize
+            if hw != "cpu" {
+                error("spec.target.quantize", "quantize: \(q) is dynamic quantization, whose int8 kernels (fbgemm/oneDNN) run on the CPU only; target \(hw) cannot run it (use hardware cpu, or quantize: none)")
+            } else if manifest.model.dtype != "float32" {
+                error("spec.target.quantize", "quantize: \(q) quantizes a float32 model; spec.model.dtype is \(manifest.model.dtype) (use dtype float32 with quantize, or quantize: none)")
+            } else if formats.contains("aoti") {
+                error("spec.target.quantize", "quantize: \(q) is not supported with formats: [aoti]: torch.export cannot carry the dynamically quantized Linear layers into model.pt2 (remove aoti, or use quantize: none)")
+            } else if manifest.trace.split != nil {
+                error("spec.target.quantize", "quantize: \(q) is not supported with spec.trace.split yet: only the single traced model is quantized and verified (remove split, or use quantize: none)")
+            }
+        }
         if neuron && manifest.target.optimize != "none" {
             error("spec.target.optimize",
                   "optimize: \(manifest.target.optimize) works on torch.jit traces; target \(hw) is compiled by the Neuron SDK, which optimises its own graph (use optimize: none)")

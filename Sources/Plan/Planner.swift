@@ -116,7 +116,8 @@ public struct Planner: Sendable {
         return .object([
             ("format", .string("tsexport-bundle/1")), ("name", .string(m.name)),
             ("fingerprint", .string(fp.fingerprint)), ("versions", versions),
-            ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize))])),
+            ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize)),
+                                ("quantize", .string(m.target.quantize))])),
             ("dtype", .string(m.model.dtype)), ("tolerance", WorkerRequests.tolerance(m)),
         ])
     }

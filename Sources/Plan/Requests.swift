@@ -15,8 +15,27 @@ public enum WorkerRequests {
     }
 
     /// The tolerance object both the export (split checks) and verification use.
+    /// `min_cosine` is the quality gate (nil: none); the worker only measures, `QualityGate` judges.
     public static func tolerance(_ m: Manifest) -> JSONValue {
-        .object([("atol", .double(m.trace.atol)), ("rtol", .double(m.trace.rtol))])
+        .object([("atol", .double(m.trace.atol)), ("rtol", .double(m.trace.rtol)),
+                 ("min_cosine", m.trace.minCosine.map(JSONValue.double) ?? .null)])
+    }
+
+    /// The cosine the quantized layers are chosen to keep on the traced inputs: halfway between the gate and 1
+    /// (0.995 for the default gate 0.99), so the margin absorbs the other verified points.
+    public static func selectionCosine(gate: Double?) -> Double {
+        1 - (1 - (gate ?? 0.99)) / 2
+    }
+
+    /// `job.target.quantize`: null, or how to quantize — which module type, how weights are quantized, and the cosine
+    /// the chosen set must keep. The worker measures each layer's sensitivity and takes the largest set of the least
+    /// sensitive layers that keeps it.
+    public static func quantize(_ m: Manifest) -> JSONValue {
+        guard m.target.quantize == "dynamic_int8" else { return .null }
+        return .object([
+            ("scheme", .string("dynamic_int8")), ("modules", .array([.string("torch.nn.Linear")])),
+            ("weights", .string("per_channel")), ("select_min_cosine", .double(selectionCosine(gate: m.trace.minCosine))),
+        ])
     }
 
     /// The revision the tokenizer is loaded at: the model's when the tokenizer is the pretrained model itself.
@@ -75,8 +94,11 @@ public enum WorkerRequests {
                                                      ("cache", .bool($0.cache || $0.kind == "decoder-only"))]) } ?? .null),
                 ("tolerance", tolerance(m)),
                 ("envelope", envelope.json),
+                // reduced precision: also record the float32 eager model's outputs, the quality gate's reference
+                ("float32_reference", .bool(m.reducedPrecision)),
             ])),
-            ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize))])),
+            ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize)),
+                                ("quantize", quantize(m))])),
             ("formats", .array(m.output.formats.map(JSONValue.string))),
             ("staging_dir", .string(stagingDir.path)),
             ("extra_record", extraRecord),

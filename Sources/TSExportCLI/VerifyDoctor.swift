@@ -57,10 +57,20 @@ public struct Verify: ParsableCommand {
                 }
                 let aoti = result["aoti"]
                 let artifact = aoti == nil ? "" : "model.pt  "
+                // The quality gate the bundle was built under (tolerance.min_cosine), on every case that matched.
+                let gate = tolerance["min_cosine"]?.doubleValue
+                let dtype = (record["quantize"].map { $0 != .null } ?? false) ? "int8-quantized" : record["dtype"]?.stringValue ?? "float32"
+                func quality(_ c: JSONValue, _ artifact: String) {
+                    guard c["passed"] == .bool(true), let why = QualityGate.failure(c, gate: gate, dtype: dtype) else { return }
+                    ok = false
+                    lines.append("  FAIL \(artifact)\(c["case"]?.stringValue ?? "?") \(CanonicalJSON.text(c["shape"] ?? .null)): \(why)")
+                }
                 for c in result["cases"]?.arrayValue ?? [] {
                     let passed = c["passed"] == .bool(true)
                     ok = ok && passed
-                    lines.append("  " + caseLine(c, artifact: c["artifact"]?.stringValue.map { $0.padding(toLength: 10, withPad: " ", startingAt: 0) } ?? artifact))
+                    let label = c["artifact"]?.stringValue.map { $0.padding(toLength: 10, withPad: " ", startingAt: 0) } ?? artifact
+                    lines.append("  " + caseLine(c, artifact: label))
+                    if c["artifact"] == nil { quality(c, label) }
                 }
                 if let aoti, aoti != .null {
                     // model.pt2 (formats: aoti), against the same references
@@ -79,6 +89,7 @@ public struct Verify: ParsableCommand {
                         }
                         ok = ok && passed
                         lines.append("  " + caseLine(c, artifact: "model.pt2 "))
+                        quality(c, "model.pt2 ")
                     }
                 } else if record["aoti"]?.objectValue != nil && FileManager.default.fileExists(atPath: b.url.appendingPathComponent("model.pt2").path) {
                     ok = false
@@ -117,7 +128,8 @@ extension Verify {
             guard let v = c[key], v != .null else { return passed || c["error"] != nil ? "?" : "inf" }
             return String(format: "%.2e", v.doubleValue ?? .nan)
         }
-        let detail = c["error"]?.stringValue ?? "max abs error \(error("max_abs_error")), max rel error \(error("max_rel_error"))"
+        var detail = c["error"]?.stringValue ?? "max abs error \(error("max_abs_error")), max rel error \(error("max_rel_error"))"
+        if c["error"] == nil, let f = c["float32"]?["min_cosine"]?.doubleValue { detail += ", cosine to float32 \(QualityGate.format(f))" }
         return "\(passed ? "pass" : "FAIL") \(artifact)\(c["case"]?.stringValue ?? "?") \(shape): \(detail)\(note)"
     }
 

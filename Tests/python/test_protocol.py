@@ -96,10 +96,10 @@ def test_shutdown_answers_and_exits_zero(exported: dict) -> None:
 def test_verify_bundle_in_a_second_worker_process(exported: dict) -> None:
     worker = Worker()
     progress, answer = worker.request(
-        "verify_bundle", dir=str(exported["staging"]), tolerance={"atol": 1e-5, "rtol": 1e-4}
+        "verify_bundle", dir=str(exported["staging"]), tolerance={"atol": 1e-5, "rtol": 1e-4, "min_cosine": None}
     )
     missing = worker.request(
-        "verify_bundle", dir=str(exported["staging"] / "nope"), tolerance={"atol": 1e-5, "rtol": 1e-4}
+        "verify_bundle", dir=str(exported["staging"] / "nope"), tolerance={"atol": 1e-5, "rtol": 1e-4, "min_cosine": None}
     )[1]
     assert worker.close() == 0  # end of stdin ends it
     assert [(m["stage"], m["status"]) for m in progress] == [("verify", "start"), ("verify", "done")]
@@ -203,8 +203,10 @@ JOB_FIELDS = [
         "tensors")],
     *[(f"inputs.tensors[0].{k}", f"spec.inputs.tensors[0].{k}") for k in (
         "name", "from", "dtype", "shape", "values", "low", "high")],
-    *[(f"trace.{k}", f"spec.trace.{k}") for k in ("api", "strict", "check_shapes", "split", "tolerance", "envelope")],
+    *[(f"trace.{k}", f"spec.trace.{k}") for k in ("api", "strict", "check_shapes", "split", "tolerance", "envelope",
+                                                           "float32_reference")],
     ("trace.tolerance.atol", "spec.trace.tolerance.atol"), ("trace.tolerance.rtol", "spec.trace.tolerance.rtol"),
+    ("trace.tolerance.min_cosine", "spec.trace.tolerance.min_cosine"), ("target.quantize", "spec.target.quantize"),
     ("target.hardware", "spec.target.hardware"), ("target.optimize", "spec.target.optimize"),
 ]
 
@@ -259,7 +261,7 @@ def _full_requests(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "probe": {},
         "shutdown": {},
         "export": {"job": make_job(tmp_path / "staging")},
-        "verify_bundle": {"dir": bundle, "tolerance": {"atol": 1e-5, "rtol": 1e-4}},
+        "verify_bundle": {"dir": bundle, "tolerance": {"atol": 1e-5, "rtol": 1e-4, "min_cosine": None}},
         "deploy": deploy_request("triton", bundle, tmp_path / "dest"),
         "bench": bench_request(bundle),
     }
@@ -269,6 +271,7 @@ REQUEST_FIELDS = [
     ("export", "job", "job"),
     ("verify_bundle", "dir", "dir"), ("verify_bundle", "tolerance", "tolerance"),
     ("verify_bundle", "tolerance.atol", "tolerance.atol"), ("verify_bundle", "tolerance.rtol", "tolerance.rtol"),
+    ("verify_bundle", "tolerance.min_cosine", "tolerance.min_cosine"),
     *[("deploy", k, k) for k in ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "version")],
     *[("bench", k, k) for k in ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")],
     ("export", "job.model.seed", "spec.model.seed"),

@@ -82,6 +82,7 @@ def make_job(
     tolerance: dict[str, float] | None = None,
     hardware: str = "cpu",
     optimize: str = "none",
+    quantize: dict[str, Any] | None = None,
     extra_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An export job as the Swift side sends it: every key of protocol 2 (the manifest's defaults filled in: eager
@@ -93,6 +94,7 @@ def make_job(
         **(model or {}),
     }
     atol, rtol = DTYPE_TOLERANCE.get(model_keys["dtype"], TOLERANCE)
+    reduced = model_keys["dtype"] != "float32" or quantize is not None
     inputs_keys = {
         "tokenizer": None, "tokenizer_is_local": False, "tokenizer_revision": None, "text": None,
         "add_special_tokens": False, "mask": [], "pad_to": None,
@@ -104,9 +106,10 @@ def make_job(
         "model": model_keys,
         "inputs": inputs_keys,
         "trace": {"api": TRACE_APIS[hardware], "strict": strict, "check_shapes": check_shapes or [], "split": split,
-                  "tolerance": tolerance if tolerance is not None else {"atol": atol, "rtol": rtol},
-                  "envelope": None},
-        "target": {"hardware": hardware, "optimize": optimize},
+                  "tolerance": tolerance if tolerance is not None
+                  else {"atol": atol, "rtol": rtol, "min_cosine": 0.99 if reduced else None},
+                  "envelope": None, "float32_reference": reduced},
+        "target": {"hardware": hardware, "optimize": optimize, "quantize": quantize},
         "formats": ["torchscript"],
         "staging_dir": str(staging),
         "extra_record": extra_record if extra_record is not None else {"fingerprint": "test"},

@@ -7,6 +7,8 @@ model.pt with its record. Imported only once the runtime is known to have torch,
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
 import os
 import sys
@@ -22,14 +24,20 @@ from .bundle import AOTI_FILE, MODEL_FILE, RECORD_NAME
 from .envelope import Envelope, guard_inputs
 from .errors import WorkerError, describe, traceback_tail
 from .guard import wrap
-from .load import load_model
+from .load import MODEL_DTYPES, load_model
 from .outputs import signature
 from .protocol import Job, ProgressFn, no_progress
+from .quantize import quantize
 from .reference import write_reference
 from .split import SplitResult, check_split_model, export_cached, save_split, trace_split
 from .trace import ForwardWrapper, optimize, run_eager, trace_module
 
-__all__ = ["Stages", "export", "load_model", "write_reference"]
+__all__ = ["Stages", "as_float32", "export", "load_model", "write_reference"]
+
+
+def as_float32(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The inputs the float32 model takes: float tensors cast to float32, the rest as they are."""
+    return [t.float() if t.is_floating_point() else t for t in tensors]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -78,12 +86,35 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
     stages = Stages(progress)
     device = "cuda" if job.target.hardware == "cuda" else "cpu"
     with contextlib.redirect_stdout(sys.stderr):
+        float_model: torch.nn.Module | None = None
         with stages.stage("load"):
-            loaded = load_model(job.model)
-            model = loaded.model.to(device)
+            if job.trace.float32_reference:
+                # Reduced precision: the float32 model is the quality gate's reference; the artifact's model is a
+                # copy cast to the job's dtype (as loading at that dtype would give) or quantized below.
+                loaded = load_model(dataclasses.replace(job.model, dtype="float32"))
+                float_model = loaded.model.to(device)
+                model = float_model
+                if job.model.dtype != "float32":
+                    model = copy.deepcopy(float_model).to(MODEL_DTYPES[job.model.dtype])
+            else:
+                loaded = load_model(job.model)
+                model = loaded.model.to(device)
         with stages.stage("inputs"):
             built = inputs.build(job.inputs, model, job.model.seed, trust_remote_code=job.model.trust_remote_code)
             example = [t.to(device) for t in built.tensors]
+        float_wrapper = None
+        if float_model is not None:
+            float_wrapper = ForwardWrapper(float_model, built.names, tuple_outputs=job.model.torchscript).eval()
+        quantized: dict[str, Any] | None = None
+        if job.target.quantize is not None and float_wrapper is not None:
+            with stages.stage("quantize"):
+                float_outputs = [t for _, t in run_eager(float_wrapper, as_float32(example), job.model)]
+
+                def outputs_of(candidate: torch.nn.Module) -> list[torch.Tensor]:
+                    wrapped = ForwardWrapper(candidate, built.names, tuple_outputs=job.model.torchscript)
+                    return [t for _, t in run_eager(wrapped, example, job.model)]
+
+                model, quantized = quantize(float_model, outputs_of, float_outputs, job.target.quantize)
         with stages.stage("trace"):
             wrapper = ForwardWrapper(model, built.names, tuple_outputs=job.model.torchscript).eval()
             cached = split_spec is not None and (split_spec.cache or split_spec.kind == "decoder-only")
@@ -127,7 +158,9 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             "seed": job.model.seed,
             "dtype": job.model.dtype,
             "attn_implementation": attn_implementation,
-            "target": {"hardware": job.target.hardware, "optimize": job.target.optimize, "device": device},
+            "target": {"hardware": job.target.hardware, "optimize": job.target.optimize, "device": device,
+                       "quantize": job.target.quantize.scheme if job.target.quantize else "none"},
+            "quantize": quantized,
             "versions": versions,
         }
         artifacts: list[dict[str, Any]] = []
@@ -154,7 +187,9 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
                     detail=traceback_tail(exc),
                 ) from exc
         with stages.stage("reference"):
-            cases = write_reference(job.staging_dir, built, eager_outputs, wrapper, job, device, split_result)
+            cases = write_reference(job.staging_dir, built, eager_outputs, wrapper, job, device, split_result,
+                                    float_wrapper)
+        float_wrapper = float_model = None  # the float32 model is not needed past the references
         aoti: dict[str, Any] | None = None
         if "aoti" in job.formats:
             # torch.export over the envelope, AOTInductor into model.pt2 (progress stage export_aoti, timed)
@@ -182,6 +217,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         "hardware": job.target.hardware,
         "device": device,
         "guarded": guarded,
+        "quantize": quantized,
         "aoti": aoti,
         "versions": versions,
         "timings_ms": stages.timings_ms,

@@ -18,7 +18,7 @@ from .bundle import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE  # noqa
 from .errors import WorkerError
 
 OPS = ("probe", "export", "verify_bundle", "guard", "inspect", "deploy", "bench", "shutdown")
-STAGES = ("load", "inputs", "trace", "serialize", "reference", "verify", "guard", "export_aoti", "deploy", "bench")
+STAGES = ("load", "inputs", "quantize", "trace", "serialize", "reference", "verify", "guard", "export_aoti", "deploy", "bench")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 TRACE_APIS = ("torch.jit.trace", "torch.neuron.trace", "torch_neuronx.trace")
 SPLIT_KINDS = ("encoder-decoder", "decoder-only")
@@ -219,10 +219,14 @@ TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high")
 INPUTS_KEYS = (
     "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to", "tensors",
 )
-TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope")
+TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope", "float32_reference")
 SPLIT_KEYS = ("kind", "max_length", "cache")
-TOLERANCE_KEYS = ("atol", "rtol")
-TARGET_KEYS = ("hardware", "optimize")
+TOLERANCE_KEYS = ("atol", "rtol", "min_cosine")
+TARGET_KEYS = ("hardware", "optimize", "quantize")
+QUANTIZE_KEYS = ("scheme", "modules", "weights", "select_min_cosine")
+QUANTIZE_SCHEMES = ("dynamic_int8",)
+QUANTIZE_MODULES = ("torch.nn.Linear",)
+QUANTIZE_WEIGHTS = ("per_channel", "per_tensor")
 BENCH_KEYS = ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")
 JOB_KEYS = ("name", "model", "inputs", "trace", "target", "formats", "staging_dir", "extra_record")
 FORMATS = ("torchscript", "aoti")
@@ -285,6 +289,8 @@ class SplitSpec:
 class Tolerance:
     atol: float
     rtol: float
+    # The quality gate the Swift side judges (null: none); the worker only reports the cosines.
+    min_cosine: float | None
 
 
 @dataclass(frozen=True)
@@ -296,12 +302,24 @@ class TraceSpec:
     tolerance: Tolerance
     # The serving envelope the Swift side planned (axes, tensors, points, pad_masks), or null; carried as given.
     envelope: dict[str, Any] | None
+    # Also record the float32 eager model's outputs (reduced precision: the quality gate's reference).
+    float32_reference: bool
+
+
+@dataclass(frozen=True)
+class QuantizeSpec:
+    scheme: str
+    modules: list[str]
+    weights: str
+    # The chosen layers must keep at least this cosine to the float32 outputs on the traced inputs.
+    select_min_cosine: float
 
 
 @dataclass(frozen=True)
 class TargetSpec:
     hardware: str
     optimize: str
+    quantize: QuantizeSpec | None
 
 
 @dataclass(frozen=True)
@@ -409,15 +427,38 @@ def parse_split(raw: Any) -> SplitSpec | None:
 
 
 def parse_tolerance(data: Any, path: str) -> Tolerance:
-    """{atol, rtol}, both numbers ≥ 0."""
+    """{atol, rtol, min_cosine}: atol and rtol numbers ≥ 0, min_cosine null or in (0, 1]."""
     r = Reader(data, path, TOLERANCE_KEYS)
     values = {}
-    for key in TOLERANCE_KEYS:
+    for key in ("atol", "rtol"):
         value = r.number(key)
         if not (math.isfinite(value) and value >= 0):
             raise WorkerError(None, "bad_request", f"`{r.field(key)}` must be a number ≥ 0", field=r.field(key))
         values[key] = value
-    return Tolerance(atol=values["atol"], rtol=values["rtol"])
+    min_cosine = r.opt_number("min_cosine")
+    if min_cosine is not None and not 0 < min_cosine <= 1:
+        raise WorkerError(None, "bad_request", f"`{r.field('min_cosine')}` must be in (0, 1]", field=r.field("min_cosine"))
+    return Tolerance(atol=values["atol"], rtol=values["rtol"], min_cosine=min_cosine)
+
+
+def parse_quantize(raw: Any) -> QuantizeSpec | None:
+    """`spec.target.quantize`: null or {scheme, modules, weights, select_min_cosine}."""
+    if raw is None:
+        return None
+    r = Reader(raw, "spec.target.quantize", QUANTIZE_KEYS)
+    modules = r.array("modules")
+    if not modules or not all(isinstance(m, str) and m in QUANTIZE_MODULES for m in modules):
+        raise WorkerError(
+            None, "bad_request", f"`{r.field('modules')}` must list module types among {', '.join(QUANTIZE_MODULES)}",
+            field=r.field("modules"),
+        )
+    select = r.number("select_min_cosine")
+    if not 0 < select <= 1:
+        raise WorkerError(
+            None, "bad_request", f"`{r.field('select_min_cosine')}` must be in (0, 1]", field=r.field("select_min_cosine")
+        )
+    return QuantizeSpec(scheme=r.choice("scheme", QUANTIZE_SCHEMES), modules=list(modules),
+                        weights=r.choice("weights", QUANTIZE_WEIGHTS), select_min_cosine=select)
 
 
 def _parse_trace(data: Any) -> TraceSpec:
@@ -436,12 +477,14 @@ def _parse_trace(data: Any) -> TraceSpec:
         split=parse_split(r.raw("split")),
         tolerance=parse_tolerance(r.raw("tolerance"), r.field("tolerance")),
         envelope=r.opt_mapping("envelope"),
+        float32_reference=r.flag("float32_reference"),
     )
 
 
 def _parse_target(data: Any) -> TargetSpec:
     r = Reader(data, "spec.target", TARGET_KEYS)
-    return TargetSpec(hardware=r.choice("hardware", HARDWARE), optimize=r.choice("optimize", OPTIMIZE))
+    return TargetSpec(hardware=r.choice("hardware", HARDWARE), optimize=r.choice("optimize", OPTIMIZE),
+                      quantize=parse_quantize(r.raw("quantize")))
 
 
 def parse_job(data: Any) -> Job:

@@ -46,9 +46,11 @@ def write_reference(
     job: Job,
     device: str,
     split: SplitResult | None = None,
+    float_wrapper: ForwardWrapper | None = None,
 ) -> list[dict[str, Any]]:
     """Sample inputs and eager reference outputs for the traced shape and every check shape (and the split
-    artifacts' cases, named `<role>.<case>`, listed in the `tsexport.artifacts` metadata)."""
+    artifacts' cases, named `<role>.<case>`, listed in the `tsexport.artifacts` metadata). With `float_wrapper`
+    (reduced precision) the float32 model's outputs are written beside them as `<case>/float32_output_<i>`."""
     samples: dict[str, torch.Tensor] = {}
     references: dict[str, torch.Tensor] = {}
     cases: list[dict[str, Any]] = [{"case": "traced", "shape": traced_shape(built.tensors)}]
@@ -56,6 +58,16 @@ def write_reference(
         samples[f"traced/{name}"] = cpu_copy(tensor)
     for i, (_, tensor) in enumerate(traced_outputs):
         references[f"traced/output_{i}"] = cpu_copy(tensor)
+
+    def float32_outputs(case: str, tensors: list[torch.Tensor]) -> None:
+        if float_wrapper is None:
+            return
+        args = [(t.float() if t.is_floating_point() else t).to(device) for t in tensors]
+        with torch.no_grad():
+            for i, (_, tensor) in enumerate(flatten(float_wrapper.call_model(*args))):
+                references[f"{case}/float32_output_{i}"] = cpu_copy(tensor)
+
+    float32_outputs("traced", built.tensors)
     vocab_size = getattr(getattr(wrapper.model, "config", None), "vocab_size", None)
     plan = Envelope.parse(job.trace.envelope)
     traced = plan.traced_sizes(built) if plan is not None else {}
@@ -83,6 +95,7 @@ def write_reference(
                 outputs = flatten(wrapper.call_model(*[t.to(device) for t in remade]))
             for i, (_, tensor) in enumerate(outputs):
                 references[f"{case}/output_{i}"] = cpu_copy(tensor)
+            float32_outputs(case, remade)
         except Exception as exc:  # noqa: BLE001 - the eager model itself cannot run at this shape
             entry["error"] = f"the eager model failed at shape {shape}: {describe(exc)}"
         cases.append(entry)

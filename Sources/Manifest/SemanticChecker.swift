@@ -295,7 +295,7 @@ struct SemanticChecker {
             } else if manifest.model.dtype != "float32" {
                 error("spec.target.quantize", "quantize: \(q) quantizes a float32 model; spec.model.dtype is \(manifest.model.dtype) (use dtype float32 with quantize, or quantize: none)")
             } else if formats.contains("aoti") {
-                error("spec.target.quantize", "quantize: \(q) is not supported with formats: [aoti]: torch.export cannot carry the dynamically quantized Linear layers into model.pt2 (remove aoti, or use quantize: none)")
+                error("spec.target.quantize", "quantize: \(q) is not supported with formats: [aoti]: torch.export (torch 2.13) fails on the dynamically quantized Linear layers' packed weights (LinearPackedParamsBase), so there would be no model.pt2 (remove aoti, or use quantize: none)")
             } else if manifest.trace.split != nil {
                 error("spec.target.quantize", "quantize: \(q) is not supported with spec.trace.split yet: only the single traced model is quantized and verified (remove split, or use quantize: none)")
             }

@@ -167,6 +167,10 @@ public struct Planner: Sendable {
         var traceDesc = "\(WorkerRequests.traceAPI(hardware: m.target.hardware)) on \(m.target.hardware) with \(names)"
         traceDesc += m.trace.strict ? ", strict (tracer warnings must be covered by the envelope)" : ", warnings recorded"
         if m.model.torchscript { traceDesc += ", tuple outputs, tied weights untied" }
+        if m.target.quantize == "dynamic_int8" {
+            let keep = QualityGate.format(WorkerRequests.selectionCosine(gate: m.trace.minCosine))
+            traceDesc = "dynamic int8 quantization (per-channel weights) of the Linear layers that together keep cosine \(keep) to the float32 model on the traced inputs, the rest float32; then " + traceDesc
+        }
         if m.target.optimize != "none" { traceDesc += ", then \(m.target.optimize)" }
         let job = WorkerRequests.exportJob(m, envelope: envelope, stagingDir: staging, extraRecord: Self.extraRecord(m, fingerprint: fingerprint))
         steps.append(PlanStep(kind: .trace, description: traceDesc, inputs: traceInputs, outputs: [],
@@ -183,6 +187,11 @@ public struct Planner: Sendable {
         }
         var verifyDesc = "reload model.pt in a fresh process, compare with the eager model over the envelope: \(envelope.summary)"
         verifyDesc += " (atol \(m.trace.atol), rtol \(m.trace.rtol))"
+        if let gate = m.trace.minCosine {
+            verifyDesc += m.reducedPrecision
+                ? "; and with the float32 eager model: cosine per output row at least \(gate)"
+                : "; cosine per output row at least \(gate)"
+        }
         if !points.isEmpty { verifyDesc += "\n              points " + points.joined(separator: "; ") }
         steps.append(PlanStep(kind: .verify, description: verifyDesc, inputs: [bundle.appendingPathComponent("model.pt").path],
                               outputs: [bundle.appendingPathComponent("record.json").path],

@@ -28,7 +28,8 @@ public enum QualityGate {
         return "max abs error \(n("max_abs_error")), max rel error \(n("max_rel_error")), cosine \(c["min_cosine"]?.doubleValue.map(format) ?? "?")"
     }
 
-    public static func format(_ d: Double) -> String { String(format: "%.6f", d) }
+    /// Up to 8 significant digits (0.99, 0.99992901, 1).
+    public static func format(_ d: Double) -> String { String(format: "%.8g", d) }
 
     /// The record's `quality` object: the gate, its reference, and the worst figures over the given cases.
     public static func record(cases: [JSONValue], gate: Double?, reduced: Bool) -> JSONValue {

@@ -160,15 +160,44 @@ final class PlannerTests: XCTestCase {
         let job = try XCTUnwrap(e.steps[1].request?["job"])
         XCTAssertEqual(job["staging_dir"], .string(staging))
         XCTAssertEqual(job["trace"]?["api"], "torch.jit.trace")
-        XCTAssertEqual(job["trace"]?["tolerance"], .object([("atol", .double(1e-5)), ("rtol", .double(1e-4))]))
+        XCTAssertEqual(job["trace"]?["tolerance"], .object([("atol", .double(1e-5)), ("rtol", .double(1e-4)), ("min_cosine", .null)]))
+        XCTAssertEqual(job["trace"]?["float32_reference"], .bool(false))
+        XCTAssertEqual(job["target"]?["quantize"], .null)
         XCTAssertEqual(job["model"]?["attn_implementation"], "eager")
         XCTAssertEqual(job["inputs"]?["tokenizer_revision"], .null)
         XCTAssertEqual(job["trace"]?["envelope"]?["pad_masks"], .bool(true))
         XCTAssertEqual(e.steps[3].request, .object([("op", "verify_bundle"), ("dir", .string(staging)),
-                                                      ("tolerance", .object([("atol", .double(1e-5)), ("rtol", .double(1e-4))]))]))
+                                                      ("tolerance", .object([("atol", .double(1e-5)), ("rtol", .double(1e-4)), ("min_cosine", .null)]))]))
         XCTAssertEqual(e.steps[5].request?["max_batch_size"], 2)
         XCTAssertEqual(e.steps[5].request?["variable_dims"], .bool(true))
         XCTAssertEqual(e.steps[5].request?["dest"], .string(r + "/.tsexport/staging/small.deploy-1.staging"))
+    }
+
+    func testReducedPrecisionRequestsCarryTheQualityGateAndTheQuantizePolicy() throws {
+        let base = Self.deployText.replacingOccurrences(of: "    seed: 7\n", with: "    seed: 7\n    dtype: bfloat16\n")
+        let bf16 = try XCTUnwrap(plan([try Self.manifest(base)]).entries.first)
+        let job = try XCTUnwrap(bf16.steps[1].request?["job"])
+        // bfloat16: its own tolerance, the default gate 0.99, float32 references, nothing quantized
+        XCTAssertEqual(job["trace"]?["tolerance"], .object([("atol", .double(5e-2)), ("rtol", .double(5e-2)), ("min_cosine", .double(0.99))]))
+        XCTAssertEqual(job["trace"]?["float32_reference"], .bool(true))
+        XCTAssertEqual(job["target"]?["quantize"], .null)
+        XCTAssertEqual(bf16.steps[3].request?["tolerance"], job["trace"]?["tolerance"])
+        XCTAssertTrue(bf16.steps[3].description.contains("(atol 0.05, rtol 0.05); and with the float32 eager model: cosine per output row at least 0.99"), bf16.steps[3].description)
+
+        let quantized = Self.deployText.replacingOccurrences(of: "  output:\n", with: "    tolerance: {min_cosine: 0.98}\n  target: {quantize: dynamic_int8}\n  output:\n")
+        let q = try XCTUnwrap(plan([try Self.manifest(quantized)]).entries.first)
+        let qjob = try XCTUnwrap(q.steps[1].request?["job"])
+        XCTAssertEqual(qjob["target"]?["quantize"], .object([
+            ("scheme", "dynamic_int8"), ("modules", .array(["torch.nn.Linear"])), ("weights", "per_channel"),
+            ("select_min_cosine", .double(0.99)),  // halfway between the gate 0.98 and 1
+        ]))
+        XCTAssertEqual(qjob["trace"]?["tolerance"], .object([("atol", .double(1e-5)), ("rtol", .double(1e-4)), ("min_cosine", .double(0.98))]))
+        XCTAssertEqual(qjob["trace"]?["float32_reference"], .bool(true))
+        XCTAssertEqual(qjob["model"]?["dtype"], "float32")
+        XCTAssertEqual(qjob["extra_record"]?["target"]?["quantize"], "dynamic_int8")
+        XCTAssertTrue(q.steps[1].description.hasPrefix("dynamic int8 quantization (per-channel weights) of the Linear layers that together keep cosine 0.99 to the float32 model on the traced inputs, the rest float32; then torch.jit.trace on cpu"), q.steps[1].description)
+        // quantize is part of the manifest, so of the fingerprint
+        XCTAssertNotEqual(q.fingerprint, try XCTUnwrap(plan([try Self.manifest(Self.deployText)]).entries.first).fingerprint)
     }
 
     func testHubAndLocalSourcesAndTargetsInTheStepDescriptions() throws {
@@ -193,7 +222,7 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(e.steps[1].description, "torch_neuronx.trace on inf2 with input_ids (text), warnings recorded")
         XCTAssertEqual(e.steps[1].inputs, [Self.specs.path + "/tokenizers/tiny-bert"])
         XCTAssertEqual(e.steps[1].request?["job"]?["trace"]?["api"], "torch_neuronx.trace")
-        XCTAssertEqual(e.steps[1].request?["job"]?["trace"]?["tolerance"], .object([("atol", .double(5e-2)), ("rtol", .double(5e-2))]), "bfloat16 default tolerances")
+        XCTAssertEqual(e.steps[1].request?["job"]?["trace"]?["tolerance"], .object([("atol", .double(5e-2)), ("rtol", .double(5e-2)), ("min_cosine", .double(0.99))]), "bfloat16 default tolerances and quality gate")
         // The tokenizer is a local folder, not the hub model: no revision; a text tensor's length is the traced one.
         XCTAssertEqual(e.steps[1].request?["job"]?["inputs"]?["tokenizer_revision"], .null)
         XCTAssertTrue(e.steps[3].description.contains("batch [1, 1] (default), sequence [1, traced] (default); 2 points (atol 0.05, rtol 0.05)"), e.steps[3].description)

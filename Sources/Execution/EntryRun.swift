@@ -44,13 +44,15 @@ struct EntryRun {
     }
 
     mutating func execute(isLast: Bool, deployments: inout [StagedDeploy]) throws -> JSONValue {
+        // The verifying worker starts with the exporting one: its Python and torch import (about 1.5 s) runs on the
+        // other core while the model loads, instead of on the critical path before verify.
+        workers.startVerifierInBackground()
         let worker = try workers.ensureExporter()
         for (k, v) in worker.hello.versions { fingerprint.versions[k] = v }
         let job = try job(hello: worker.hello, fingerprint: fingerprint)
         let name = entry.name, progress = self.progress, workers = self.workers
         let data = try worker.request("export", [("job", job)]) { p in
             progress.stage(name, p.stage, seconds: p.status == "done" ? (p.elapsedMs ?? 0) / 1000 : nil)
-            if p.stage == "load" && p.status == "done" { workers.startVerifierInBackground() }
         }
         if isLast { workers.retireExporter() }
 

@@ -106,7 +106,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         if float_model is not None:
             float_wrapper = ForwardWrapper(float_model, built.names, tuple_outputs=job.model.torchscript).eval()
         quantized: dict[str, Any] | None = None
-        if job.target.quantize is not None and float_wrapper is not None:
+        if job.target.quantize is not None and float_model is not None and float_wrapper is not None:
             with stages.stage("quantize"):
                 float_outputs = [t for _, t in run_eager(float_wrapper, as_float32(example), job.model)]
 

@@ -72,10 +72,10 @@ def _swap(model: torch.nn.Module, name: str, module: torch.nn.Module) -> torch.n
 def _quantized(linear: torch.nn.Module, weights: str) -> torch.nn.Module:
     import torch.ao.nn.quantized.dynamic as nnqd
 
-    linear.qconfig = _qconfig(weights)  # type: ignore[assignment]
+    linear.qconfig = _qconfig(weights)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notice, once per layer
-        quantized: torch.nn.Module = nnqd.Linear.from_float(linear)
+        quantized: torch.nn.Module = nnqd.Linear.from_float(linear)  # type: ignore[no-untyped-call]
     del linear.qconfig
     return quantized
 

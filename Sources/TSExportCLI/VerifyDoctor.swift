@@ -49,7 +49,10 @@ public struct Verify: ParsableCommand {
                 guard let tolerance = record["parity"]?["tolerance"] ?? record["tolerance"] else {
                     throw WorkerFailure(stage: "verify", code: "verify_failed", message: "record.json states no tolerance (parity.tolerance); rebuild the bundle with tsexport apply", field: nil, detail: nil)
                 }
-                let result = try worker.request("verify_bundle", [("dir", .string(abs)), ("tolerance", tolerance)])
+                // Bundles made before the quality gate state no min_cosine: no gate (protocol 2 wants the key).
+                let request = JSONValue.object([("atol", tolerance["atol"] ?? .null), ("rtol", tolerance["rtol"] ?? .null),
+                                                ("min_cosine", tolerance["min_cosine"] ?? .null)])
+                let result = try worker.request("verify_bundle", [("dir", .string(abs)), ("tolerance", request)])
                 let sha = result["sha256"]?.stringValue
                 if let recorded = record["model_sha256"]?.stringValue, sha != recorded {
                     ok = false

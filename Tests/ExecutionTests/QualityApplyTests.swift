@@ -80,6 +80,23 @@ final class QualityApplyTests: XCTestCase {
         let verify = try Verify.parse(["int8", "bf16"].map { root.appendingPathComponent("build/\($0)").path } + ["--python", Harness.python])
         XCTAssertEqual(Verify.execute(verify, console: console), 0, captured.stderr + captured.stdout)
         XCTAssertTrue(captured.stdout.contains("cosine to float32 0.99"), captured.stdout)
+
+        // verify applies the recorded gate: a record asking for more than the artifact gives fails it, with the figure
+        let recordURL = root.appendingPathComponent("build/bf16/record.json")
+        let text = try String(contentsOf: recordURL, encoding: .utf8)
+        let stricter = text.replacingOccurrences(of: "\"min_cosine\": 0.99\n", with: "\"min_cosine\": 0.99999999\n")
+        XCTAssertNotEqual(stricter, text)
+        try stricter.write(to: recordURL, atomically: true, encoding: .utf8)
+        let (console2, captured2) = Harness.console()
+        XCTAssertEqual(Verify.execute(try Verify.parse([root.appendingPathComponent("build/bf16").path, "--python", Harness.python]), console: console2), 1)
+        XCTAssertTrue(captured2.stdout.contains("FAIL traced [2,16]: cosine to the float32 eager model 0.99"), captured2.stdout)
+        XCTAssertTrue(captured2.stdout.contains("is below min_cosine 0.99999999; against the bfloat16 eager model it traced"), captured2.stdout)
+        // and a record from before the gate (no min_cosine) is verified without one
+        let older = text.replacingOccurrences(of: ",\n      \"min_cosine\": 0.99\n", with: "\n")
+        XCTAssertNotEqual(older, text)
+        try older.write(to: recordURL, atomically: true, encoding: .utf8)
+        let (console3, captured3) = Harness.console()
+        XCTAssertEqual(Verify.execute(try Verify.parse([root.appendingPathComponent("build/bf16").path, "--python", Harness.python]), console: console3), 0, captured3.stdout + captured3.stderr)
     }
 
     func testAGateThatFailsFailsTheApplyWithBothFiguresAndWritesNothing() throws {

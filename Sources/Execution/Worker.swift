@@ -2,6 +2,34 @@ import Foundation
 import JSON
 import Plan
 
+/// Warm workers (opt-in, `TSEXPORT_WARM`): each worker is forked from a long-lived Python process that has imported
+/// torch and transformers already, instead of a new interpreter importing them (about 3 s per command on 2 cores).
+/// `TSEXPORT_WARM=1` (or `on`, `true`) keeps that process 900 s after its last caller; a number sets the seconds;
+/// `0`, `off` or unset: every worker is a fresh process. The sockets live in a private folder of tsexport's cache
+/// (`warm/`, mode 0700); see `tsexport_worker/warm.py` for the rules that keep it safe.
+public struct WarmWorkers: Sendable, Equatable {
+    /// How long the warm process outlives its last caller.
+    public var idleSeconds: Int
+    /// Where its socket, lock and log live.
+    public var directory: URL
+
+    /// The default idle time.
+    public static let defaultIdleSeconds = 900
+
+    /// nil when warm workers are not asked for (or the value is not understood).
+    public init?(environment: [String: String]) {
+        guard let raw = environment["TSEXPORT_WARM"]?.trimmingCharacters(in: .whitespaces).lowercased(), !raw.isEmpty else { return nil }
+        switch raw {
+        case "1", "on", "true", "yes": idleSeconds = Self.defaultIdleSeconds
+        case "0", "off", "false", "no": return nil
+        default:
+            guard let n = Int(raw), n > 0 else { return nil }
+            idleSeconds = n
+        }
+        directory = RuntimeCache.folder(environment: environment).appendingPathComponent("warm")
+    }
+}
+
 /// What the worker says about itself in its first line.
 public struct WorkerHello: Sendable {
     /// The protocol version it speaks.
@@ -67,8 +95,11 @@ public final class WorkerClient: @unchecked Sendable {
     /// What it said at start.
     public let hello: WorkerHello
 
-    /// The argv that starts a worker.
-    public static func argv(python: String) -> [String] { [python, "-u", "-m", "tsexport_worker", "serve"] }
+    /// The argv that starts a worker: `serve`, or `attach` to a warm zygote when TSEXPORT_WARM opts in.
+    public static func argv(python: String, environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
+        guard let warm = WarmWorkers(environment: environment) else { return [python, "-u", "-m", "tsexport_worker", "serve"] }
+        return [python, "-u", "-m", "tsexport_worker", "attach", "--dir", warm.directory.path, "--idle", String(warm.idleSeconds)]
+    }
 
     /// The environment a worker runs with: the caller's, plus the worker folder on PYTHONPATH.
     public static func environment(base: [String: String] = ProcessInfo.processInfo.environment) -> [String: String] {

@@ -92,8 +92,10 @@ def tree_rss_kb(root: int) -> int:
     return total
 
 
-def measure(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[float, int, str]:
-    """Wall seconds, peak summed RSS (MiB) of the process tree, and the combined output."""
+def measure(argv: list[str], env: dict[str, str], cwd: str | None = None,
+            also: tuple[int, ...] = ()) -> tuple[float, int, str]:
+    """Wall seconds, peak summed RSS (MiB) of the process tree (and of the trees of `also`, such as a warm worker
+    process that forks the command's workers), and the combined output."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
@@ -102,7 +104,7 @@ def measure(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tup
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, tree_rss_kb(proc.pid))
+            peak = max(peak, tree_rss_kb(proc.pid) + sum(tree_rss_kb(pid) for pid in also))
             time.sleep(0.02)
 
     t = threading.Thread(target=sample)

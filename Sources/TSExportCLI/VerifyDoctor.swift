@@ -62,7 +62,7 @@ public struct Verify: ParsableCommand {
                 let artifact = aoti == nil ? "" : "model.pt  "
                 // The quality gate the bundle was built under (tolerance.min_cosine), on every case that matched.
                 let gate = tolerance["min_cosine"]?.doubleValue
-                let dtype = (record["quantize"].map { $0 != .null } ?? false) ? "int8-quantized" : record["dtype"]?.stringValue ?? "float32"
+                let dtype = qualityDtype(record)
                 func quality(_ c: JSONValue, _ artifact: String) {
                     guard c["passed"] == .bool(true), let why = QualityGate.failure(c, gate: gate, dtype: dtype) else { return }
                     ok = false
@@ -136,6 +136,11 @@ extension Verify {
         return "\(passed ? "pass" : "FAIL") \(artifact)\(c["case"]?.stringValue ?? "?") \(shape): \(detail)\(note)"
     }
 
+    /// How the quality gate names the model an artifact was traced from: its dtype, or int8-quantized.
+    static func qualityDtype(_ record: JSONValue) -> String {
+        (record["quantize"].map { $0 != .null } ?? false) ? "int8-quantized" : record["dtype"]?.stringValue ?? "float32"
+    }
+
     /// The model.pt2 cases the record marks as outside the envelope it was verified over.
     static func outsideCases(_ record: JSONValue) -> Set<String> {
         Set((record["aoti"]?["cases"]?.arrayValue ?? []).compactMap { c in c["inside"] == .bool(false) ? c["case"]?.stringValue : nil })
@@ -206,7 +211,13 @@ extension Verify {
                 } else {
                     ok = ok && passed
                 }
-                lines.append("  " + caseLine(c, artifact: artifact.padding(toLength: 10, withPad: " ", startingAt: 0), note: note))
+                let label = artifact.padding(toLength: 10, withPad: " ", startingAt: 0)
+                lines.append("  " + caseLine(c, artifact: label, note: note))
+                // the quality gate the bundle was built under, as `verify` applies it
+                if passed, note.isEmpty, let why = QualityGate.failure(c, gate: tolerance?["min_cosine"]?.doubleValue, dtype: qualityDtype(record)) {
+                    ok = false
+                    lines.append("  FAIL \(label)\(c["case"]?.stringValue ?? "?") \(CanonicalJSON.text(c["shape"] ?? .null)): \(why)")
+                }
                 cases.append(c)
             }
             for (file, message) in report.loadErrors {

@@ -81,6 +81,14 @@ final class QualityApplyTests: XCTestCase {
         XCTAssertEqual(Verify.execute(verify, console: console), 0, captured.stderr + captured.stdout)
         XCTAssertTrue(captured.stdout.contains("cosine to float32 0.99"), captured.stdout)
 
+        // verify --native (libtorch, no Python) measures the same two comparisons and applies the same gate
+        let (nconsole, ncaptured) = Harness.console()
+        let native = try Verify.parse(["int8", "bf16"].map { root.appendingPathComponent("build/\($0)").path } + ["--native", "--python", Harness.python])
+        XCTAssertEqual(Verify.execute(native, console: nconsole), 0, ncaptured.stderr + ncaptured.stdout)
+        let total = try ["int8", "bf16"].map { try record(root, $0)["parity"]?["cases"]?.arrayValue?.count ?? 0 }.reduce(0, +)
+        XCTAssertGreaterThan(total, 4)
+        XCTAssertEqual(ncaptured.stdout.components(separatedBy: "cosine to float32 0.99").count - 1, total, ncaptured.stdout)
+
         // verify applies the recorded gate: a record asking for more than the artifact gives fails it, with the figure
         let recordURL = root.appendingPathComponent("build/bf16/record.json")
         let text = try String(contentsOf: recordURL, encoding: .utf8)
@@ -91,6 +99,9 @@ final class QualityApplyTests: XCTestCase {
         XCTAssertEqual(Verify.execute(try Verify.parse([root.appendingPathComponent("build/bf16").path, "--python", Harness.python]), console: console2), 1)
         XCTAssertTrue(captured2.stdout.contains("FAIL traced [2,16]: cosine to the float32 eager model 0.99"), captured2.stdout)
         XCTAssertTrue(captured2.stdout.contains("is below min_cosine 0.99999999; against the bfloat16 eager model it traced"), captured2.stdout)
+        let (console4, captured4) = Harness.console()
+        XCTAssertEqual(Verify.execute(try Verify.parse([root.appendingPathComponent("build/bf16").path, "--native", "--python", Harness.python]), console: console4), 1)
+        XCTAssertTrue(captured4.stdout.contains("FAIL model.pt  traced [2,16]: cosine to the float32 eager model 0.99"), captured4.stdout)
         // and a record from before the gate (no min_cosine) is verified without one
         let older = text.replacingOccurrences(of: ",\n      \"min_cosine\": 0.99\n", with: "\n")
         XCTAssertNotEqual(older, text)

@@ -184,7 +184,7 @@ def test_inf2_traces_through_torch_neuronx_trace(tmp_path: Path, neuronx: Any) -
     extra = {"tsexport/record.json": ""}
     torch.jit.load(str(tmp_path / "model.pt"), _extra_files=extra)
     target = json.loads(extra["tsexport/record.json"])["target"]
-    assert target == {"hardware": "inf2", "optimize": "none", "device": "cpu"}
+    assert target == {"hardware": "inf2", "optimize": "none", "device": "cpu", "quantize": "none"}
 
 
 def test_inf1_traces_through_torch_neuron_trace(tmp_path: Path, neuron: Any) -> None:

@@ -51,7 +51,36 @@ struct Result {
   bool measured = false;
   double max_abs = 0, max_rel = 0;
   std::string error;
+  // The least cosine per output row (one example of the batch) to the reference, and to the float32 eager model's
+  // outputs where the bundle has them (reduced precision); NaN when no output is floating point.
+  double min_cosine = std::numeric_limits<double>::quiet_NaN();
+  bool has_float32 = false;
+  double float32_min_cosine = std::numeric_limits<double>::quiet_NaN();
+  double float32_max_abs = 0;
 };
+
+// The least per-row cosine of two same-shaped outputs (rows: dimension 0 when there are two or more dimensions); NaN
+// for non-float outputs. Two zero rows are equal (1), one zero row is 0.
+static double row_cosine(const at::Tensor& actual, const at::Tensor& expected) {
+  if (!actual.is_floating_point() || !expected.is_floating_point()) return std::numeric_limits<double>::quiet_NaN();
+  if (actual.numel() == 0) return 1.0;
+  int64_t rows = actual.dim() > 1 ? actual.size(0) : 1;
+  auto a = actual.detach().to(torch::kCPU).to(torch::kDouble).contiguous().reshape({rows, -1});
+  auto e = expected.detach().to(torch::kDouble).contiguous().reshape({rows, -1});
+  double least = 1.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double na = a[r].norm().item<double>(), ne = e[r].norm().item<double>();
+    double cosine = (na == 0 && ne == 0) ? 1.0 : (a[r] * e[r]).sum().item<double>() / std::max(na * ne, 1e-300);
+    if (!std::isfinite(cosine)) cosine = 0.0;
+    least = std::min(least, std::max(-1.0, std::min(1.0, cosine)));
+  }
+  return least;
+}
+
+static void least(double& into, double value) {
+  if (std::isnan(value)) return;
+  into = std::isnan(into) ? value : std::min(into, value);
+}
 
 static const double TINY = std::numeric_limits<float>::min();
 
@@ -146,6 +175,22 @@ static Result run_case(const Runner& run, const Case& c, const std::vector<std::
       return result;
     }
     compare(actual[k], expected[k], atol, rtol, result);
+    least(result.min_cosine, row_cosine(actual[k], expected[k]));
+  }
+  std::vector<at::Tensor> float32;
+  for (size_t k = 0; k < actual.size(); ++k) {
+    auto found = references.tensors.find(c.name + "/float32_output_" + std::to_string(k));
+    if (found == references.tensors.end() || found->second.sizes() != actual[k].sizes()) break;
+    float32.push_back(found->second);
+  }
+  if (!actual.empty() && float32.size() == actual.size()) {
+    result.has_float32 = true;
+    for (size_t k = 0; k < actual.size(); ++k) {
+      least(result.float32_min_cosine, row_cosine(actual[k], float32[k]));
+      Result scratch;
+      compare(actual[k], float32[k], 0.0, 0.0, scratch);
+      result.float32_max_abs = std::max(result.float32_max_abs, scratch.max_abs);
+    }
   }
   return result;
 }
@@ -204,6 +249,22 @@ static void report(const std::string& artifact, const Case& c, const Result& r) 
   add("max_abs_error", n);
   if (r.measured) n.number = r.max_rel;
   add("max_rel_error", n);
+  auto number = [](double value) {
+    Json v;
+    if (!std::isnan(value)) {
+      v.kind = Json::Number;
+      v.number = value;
+    }
+    return v;
+  };
+  if (r.measured) add("min_cosine", number(r.min_cosine));
+  if (r.has_float32) {
+    Json f;
+    f.kind = Json::Object;
+    f.members.emplace_back("min_cosine", number(r.float32_min_cosine));
+    f.members.emplace_back("max_abs_error", number(r.float32_max_abs));
+    add("float32", f);
+  }
   if (!r.error.empty()) {
     s.text = r.error;
     add("error", s);

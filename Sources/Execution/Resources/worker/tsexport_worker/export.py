@@ -190,6 +190,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             cases = write_reference(job.staging_dir, built, eager_outputs, wrapper, job, device, split_result,
                                     float_wrapper)
         float_wrapper = float_model = None  # the float32 model is not needed past the references
+        loaded.model = model  # (the same class, cast or quantized): nothing holds the float32 weights any more
         aoti: dict[str, Any] | None = None
         if "aoti" in job.formats:
             # torch.export over the envelope, AOTInductor into model.pt2 (progress stage export_aoti, timed)

@@ -161,7 +161,7 @@ struct VerificationJudge {
         let gate = tolerance?["min_cosine"]?.doubleValue
         let sizes = Dictionary(results.map { ($0.name, $0.sizes) }, uniquingKeysWith: { a, _ in a })
         let inside = { (name: String) -> Bool in name == "traced" || (sizes[name].map(box.contains) ?? false) }
-        let described = quantized ? "the int8-quantized \(dtype)" : dtype
+        let described = QualityGate.tracedModel(dtype: dtype, quantized: quantized)
         let plan = entry.envelope
         let sets: [(String, [JSONValue])] = [("model.pt", all.filter { inside($0["case"]?.stringValue ?? "") })]
             + [("model.pt2", (verdict["aoti"]?["cases"]?.arrayValue ?? []).filter { inside($0["case"]?.stringValue ?? "") })]

@@ -15,7 +15,13 @@ public enum QualityGate {
         return nil
     }
 
-    /// Why a case fails the gate (nil: it passes, or there is no gate or nothing to measure).
+    /// How messages name the eager model an artifact was traced from: its dtype, or `int8-quantized float32`.
+    public static func tracedModel(dtype: String, quantized: Bool) -> String {
+        quantized ? "int8-quantized \(dtype)" : dtype
+    }
+
+    /// Why a case fails the gate (nil: it passes, or there is no gate or nothing to measure). `dtype` names the
+    /// traced model (`tracedModel`).
     public static func failure(_ c: JSONValue, gate: Double?, dtype: String) -> String? {
         guard let gate, let (cosine, reference) = measured(c), cosine < gate else { return nil }
         return "cosine to the \(reference == "float32" ? "float32" : dtype) eager model \(format(cosine)) is below min_cosine \(format(gate))"

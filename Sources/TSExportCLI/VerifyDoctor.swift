@@ -61,12 +61,10 @@ public struct Verify: ParsableCommand {
                 let aoti = result["aoti"]
                 let artifact = aoti == nil ? "" : "model.pt  "
                 // The quality gate the bundle was built under (tolerance.min_cosine), on every case that matched.
-                let gate = tolerance["min_cosine"]?.doubleValue
-                let dtype = qualityDtype(record)
                 func quality(_ c: JSONValue, _ artifact: String) {
-                    guard c["passed"] == .bool(true), let why = QualityGate.failure(c, gate: gate, dtype: dtype) else { return }
+                    guard c["passed"] == .bool(true), let line = qualityFailure(c, artifact: artifact, record: record, tolerance: tolerance) else { return }
                     ok = false
-                    lines.append("  FAIL \(artifact)\(c["case"]?.stringValue ?? "?") \(CanonicalJSON.text(c["shape"] ?? .null)): \(why)")
+                    lines.append(line)
                 }
                 for c in result["cases"]?.arrayValue ?? [] {
                     let passed = c["passed"] == .bool(true)
@@ -136,9 +134,12 @@ extension Verify {
         return "\(passed ? "pass" : "FAIL") \(artifact)\(c["case"]?.stringValue ?? "?") \(shape): \(detail)\(note)"
     }
 
-    /// How the quality gate names the model an artifact was traced from: its dtype, or int8-quantized.
-    static func qualityDtype(_ record: JSONValue) -> String {
-        (record["quantize"].map { $0 != .null } ?? false) ? "int8-quantized" : record["dtype"]?.stringValue ?? "float32"
+    /// The `FAIL` line of a case below the recorded quality gate (nil: it passes, or the record states no gate).
+    static func qualityFailure(_ c: JSONValue, artifact: String, record: JSONValue, tolerance: JSONValue?) -> String? {
+        let traced = QualityGate.tracedModel(dtype: record["dtype"]?.stringValue ?? "float32",
+                                             quantized: record["quantize"].map { $0 != .null } ?? false)
+        guard let why = QualityGate.failure(c, gate: tolerance?["min_cosine"]?.doubleValue, dtype: traced) else { return nil }
+        return "  FAIL \(artifact)\(c["case"]?.stringValue ?? "?") \(CanonicalJSON.text(c["shape"] ?? .null)): \(why)"
     }
 
     /// The model.pt2 cases the record marks as outside the envelope it was verified over.
@@ -214,9 +215,9 @@ extension Verify {
                 let label = artifact.padding(toLength: 10, withPad: " ", startingAt: 0)
                 lines.append("  " + caseLine(c, artifact: label, note: note))
                 // the quality gate the bundle was built under, as `verify` applies it
-                if passed, note.isEmpty, let why = QualityGate.failure(c, gate: tolerance?["min_cosine"]?.doubleValue, dtype: qualityDtype(record)) {
+                if passed, note.isEmpty, let line = qualityFailure(c, artifact: label, record: record, tolerance: tolerance) {
                     ok = false
-                    lines.append("  FAIL \(label)\(c["case"]?.stringValue ?? "?") \(CanonicalJSON.text(c["shape"] ?? .null)): \(why)")
+                    lines.append(line)
                 }
                 cases.append(c)
             }

@@ -102,6 +102,13 @@ final class QualityApplyTests: XCTestCase {
         let (console4, captured4) = Harness.console()
         XCTAssertEqual(Verify.execute(try Verify.parse([root.appendingPathComponent("build/bf16").path, "--native", "--python", Harness.python]), console: console4), 1)
         XCTAssertTrue(captured4.stdout.contains("FAIL model.pt  traced [2,16]: cosine to the float32 eager model 0.99"), captured4.stdout)
+        // an int8 bundle names the model it traced as what it is
+        let int8URL = root.appendingPathComponent("build/int8/record.json")
+        let int8Text = try String(contentsOf: int8URL, encoding: .utf8)
+        try int8Text.replacingOccurrences(of: "\"min_cosine\": 0.99\n", with: "\"min_cosine\": 0.99999999\n").write(to: int8URL, atomically: true, encoding: .utf8)
+        let (console5, captured5) = Harness.console()
+        XCTAssertEqual(Verify.execute(try Verify.parse([root.appendingPathComponent("build/int8").path, "--python", Harness.python]), console: console5), 1)
+        XCTAssertTrue(captured5.stdout.contains("is below min_cosine 0.99999999; against the int8-quantized float32 eager model it traced: max abs error 0"), captured5.stdout)
         // and a record from before the gate (no min_cosine) is verified without one
         let older = text.replacingOccurrences(of: ",\n      \"min_cosine\": 0.99\n", with: "\n")
         XCTAssertNotEqual(older, text)

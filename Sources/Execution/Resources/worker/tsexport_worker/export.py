@@ -30,14 +30,9 @@ from .protocol import Job, ProgressFn, no_progress
 from .quantize import quantize
 from .reference import write_reference
 from .split import SplitResult, check_split_model, export_cached, save_split, trace_split
-from .trace import ForwardWrapper, optimize, run_eager, trace_module
+from .trace import ForwardWrapper, as_float32, optimize, run_eager, trace_module
 
-__all__ = ["Stages", "as_float32", "export", "load_model", "write_reference"]
-
-
-def as_float32(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The inputs the float32 model takes: float tensors cast to float32, the rest as they are."""
-    return [t.float() if t.is_floating_point() else t for t in tensors]
+__all__ = ["Stages", "export", "load_model", "write_reference"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from .envelope import Envelope, inputs_at
 from .errors import describe
 from .outputs import flatten
 from .protocol import Job
-from .trace import ForwardWrapper
+from .trace import ForwardWrapper, as_float32
 
 if TYPE_CHECKING:
     from .split import SplitResult
@@ -62,7 +62,7 @@ def write_reference(
     def float32_outputs(case: str, tensors: list[torch.Tensor]) -> None:
         if float_wrapper is None:
             return
-        args = [(t.float() if t.is_floating_point() else t).to(device) for t in tensors]
+        args = [t.to(device) for t in as_float32(tensors)]
         with torch.no_grad():
             for i, (_, tensor) in enumerate(flatten(float_wrapper.call_model(*args))):
                 references[f"{case}/float32_output_{i}"] = cpu_copy(tensor)

@@ -36,6 +36,12 @@ class ForwardWrapper(torch.nn.Module):
         return output
 
 
+def as_float32(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The inputs the float32 model takes (reduced precision's reference): float tensors cast to float32, the rest
+    as they are."""
+    return [t.float() if t.is_floating_point() else t for t in tensors]
+
+
 def format_warning(warning: warnings.WarningMessage) -> str:
     where = warning.filename.replace("\\", "/")
     for marker in ("site-packages/", "dist-packages/"):

@@ -136,15 +136,13 @@ def run_case(
         abs_error, rel_error, ok = compare(a, e, *tolerance)
         worst_abs, worst_rel, passed = max(worst_abs, abs_error), max(worst_rel, rel_error), passed and ok
     result.update(max_abs_error=worst_abs, max_rel_error=worst_rel, passed=passed, min_cosine=min_cosine(actual, expected))
-    float32 = [references.get(f"{name}/float32_output_{i}") for i in range(len(actual))]
-    if all(t is not None for t in float32):
+    float32 = [f for i in range(len(actual)) if (f := references.get(f"{name}/float32_output_{i}")) is not None]
+    if len(float32) == len(actual) and all(a.shape == f.shape for a, f in zip(actual, float32, strict=True)):
         # reduced precision: what it costs, against the float32 eager model (the Swift side applies the gate)
-        pairs = [(a, f) for a, f in zip(actual, float32, strict=True) if f is not None and a.shape == f.shape]
-        if len(pairs) == len(actual):
-            result["float32"] = {
-                "min_cosine": min_cosine([a for a, _ in pairs], [f for _, f in pairs]),
-                "max_abs_error": max((compare(a, f, 0.0, 0.0)[0] for a, f in pairs), default=0.0),
-            }
+        result["float32"] = {
+            "min_cosine": min_cosine(actual, float32),
+            "max_abs_error": max((compare(a, f, 0.0, 0.0)[0] for a, f in zip(actual, float32, strict=True)), default=0.0),
+        }
     return result
 
 

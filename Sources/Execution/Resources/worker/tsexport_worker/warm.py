@@ -31,6 +31,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -72,8 +73,6 @@ def private_dir(path: str) -> str | None:
     except OSError as exc:
         sys.stderr.write(f"tsexport warm worker: cannot use {path}: {exc}; starting cold\n")
         return None
-    import stat
-
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         sys.stderr.write(f"tsexport warm worker: {path} is not a private directory of this user (mode "
                          f"{oct(info.st_mode & 0o777)}); starting cold\n")

@@ -9,6 +9,41 @@ public enum BundleLayout {
     public static let aotiFile = "model.pt2"
 }
 
+/// One axis of a verified envelope: the sizes the artifact was verified to serve.
+public struct VerifiedAxis: Codable, Hashable, Sendable {
+    /// The axis name (`batch`, `sequence`, ...).
+    public var name: String
+    /// The least verified size.
+    public var min: Int
+    /// The largest verified size.
+    public var max: Int
+    /// Whether the manifest declared this axis's range (else tsexport's default rule chose it).
+    public var declared: Bool
+
+    /// Creates an axis.
+    public init(name: String, min: Int, max: Int, declared: Bool = true) {
+        self.name = name
+        self.min = min
+        self.max = max
+        self.declared = declared
+    }
+
+    /// The verified envelope a record states (`envelope.verified`, in the order of `envelope.axes`).
+    public static func read(record: JSONValue) -> [VerifiedAxis] {
+        let verified = record["envelope"]?["verified"]
+        return (record["envelope"]?["axes"]?.arrayValue ?? []).compactMap { axis in
+            guard let name = axis["name"]?.stringValue, let range = verified?[name]?.arrayValue, range.count == 2,
+                  let lo = range[0].intValue, let hi = range[1].intValue else { return nil }
+            return VerifiedAxis(name: name, min: lo, max: hi, declared: axis["declared"]?.boolValue ?? true)
+        }
+    }
+
+    /// `batch 1–2 × sequence 1–16`.
+    public static func summary(_ axes: [VerifiedAxis]) -> String {
+        axes.map { $0.min == $0.max ? "\($0.name) \($0.min)" : "\($0.name) \($0.min)–\($0.max)" }.joined(separator: " × ")
+    }
+}
+
 /// The parts of a bundle's `record.json` that planning needs: the bundles are the state, there is no central file.
 public struct RecordSummary: Sendable {
     /// The fingerprint the bundle was built with.
@@ -21,6 +56,9 @@ public struct RecordSummary: Sendable {
     public var versions: [String: String]
     /// The sha256 of model.pt it records.
     public var modelSHA256: String?
+    /// The envelope the bundle was verified over, axis by axis in the record's order (empty for bundles from before
+    /// the envelope).
+    public var verifiedEnvelope: [VerifiedAxis] = []
     /// Why the bundle on disk is not complete (a file missing, model.pt of another size than recorded); nil when it is.
     public var incomplete: String?
 
@@ -53,6 +91,7 @@ public struct RecordSummary: Sendable {
         var summary = RecordSummary(
             fingerprint: fp, manifest: inputs?["manifest"] ?? .null, inputFiles: strings(inputs?["files"]),
             versions: strings(record["versions"]), modelSHA256: record["model_sha256"]?.stringValue)
+        summary.verifiedEnvelope = VerifiedAxis.read(record: record)
         // Cheap completeness checks (no hashing, so a no-op plan stays fast): every file present, model.pt the size
         // the record states.
         let fm = FileManager.default

@@ -1,3 +1,4 @@
+import Bundles
 import Foundation
 import JSON
 
@@ -116,6 +117,8 @@ public struct PlanEntry: Codable, Hashable, Sendable {
     public var blockers: [String]
     /// The serving envelope and the points verification checks (nil when up to date).
     public var envelope: EnvelopePlan?
+    /// For an up-to-date bundle, the envelope it was verified over (what it serves today).
+    public var verifiedEnvelope: [VerifiedAxis]?
     /// The folder the manifest's relative paths resolved against (recorded, so bench can rebuild the eager model).
     public var manifestDirectory: String?
     /// 0-based index of the document in its file.

@@ -1,3 +1,4 @@
+import Bundles
 import Foundation
 
 /// Renders a plan for people (text) and machines (JSON).
@@ -18,6 +19,11 @@ public enum PlanRenderer {
             case .upToDate: action = c("2", "= up to date")
             }
             lines.append("\(action) \(c("1", e.name))  (\(e.file):\(e.line)) → \(shown(e.bundle))")
+            if let axes = e.verifiedEnvelope, !axes.isEmpty {
+                let defaulted = axes.filter { !$0.declared }.map(\.name)
+                let how = defaulted.isEmpty ? "" : "; \(defaulted.joined(separator: " and ")) by the default rule: widen with spec.trace.envelope"
+                lines.append("    serves \(VerifiedAxis.summary(axes)) (verified\(how))")
+            }
             for r in e.reasons { lines.append("    because \(r.summary)") }
             for b in e.blockers { lines.append("    " + c("31", "blocked: ") + b) }
             for s in e.steps {

@@ -85,6 +85,7 @@ public struct Planner: Sendable {
                 steps: envelope.map { steps(m, bundle: bundle, root: root, envelope: $0, fingerprint: fp) } ?? [], blockers: blockers,
                 envelope: envelope)
             entry.manifestDirectory = m.directory.path
+            if action == .upToDate { entry.verifiedEnvelope = input.existing[m.name]?.verifiedEnvelope }
             entry.documentIndex = m.documentIndex
             return entry
         }

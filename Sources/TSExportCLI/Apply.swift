@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bundles
 import Diagnostics
 import Execution
 import Foundation
@@ -40,6 +41,7 @@ public struct Apply: ParsableCommand {
         var outcomes: [ExportOutcome] = plan.entries.filter { $0.action == .upToDate }.map {
             ExportOutcome(name: $0.name, action: .upToDate, status: .upToDate, seconds: 0, bundle: $0.bundle, record: nil, diagnostics: [])
         }
+        let served = Dictionary(plan.entries.compactMap { e in e.verifiedEnvelope.map { (e.name, $0) } }, uniquingKeysWith: { a, _ in a })
         let items = plan.entries.filter { $0.action != .upToDate }.compactMap { e -> ExportItem? in
             guard let m = manifests[e.name], let fp = planned.fingerprints[m.name] else { return nil }
             // The exporter replaces the versions with those of the worker that does the export.
@@ -85,7 +87,7 @@ public struct Apply: ParsableCommand {
         if cmd.options.json {
             console.printJSON(ApplyReport.json(outcomes, wall: wall))
         } else {
-            console.out(ApplyReport.table(outcomes, wall: wall, base: FileManager.default.currentDirectoryPath))
+            console.out(ApplyReport.table(outcomes, served: served, wall: wall, base: FileManager.default.currentDirectoryPath))
         }
         return outcomes.contains { $0.status == .failed || $0.status == .notRun } ? ExitStatus.failure : ExitStatus.success
     }
@@ -93,8 +95,10 @@ public struct Apply: ParsableCommand {
 
 /// The end-of-apply summary.
 enum ApplyReport {
-    static func table(_ outcomes: [ExportOutcome], wall: Double, base: String) -> String {
-        var rows = [["NAME", "ACTION", "RESULT", "TIME", "MAX ABS ERR", "BUNDLE"]]
+    /// One row per manifest; ENVELOPE is what the bundle on disk serves (verified), from the new record or, for an
+    /// up-to-date bundle, from `served` (the plan's reading of its record).
+    static func table(_ outcomes: [ExportOutcome], served: [String: [VerifiedAxis]] = [:], wall: Double, base: String) -> String {
+        var rows = [["NAME", "ACTION", "RESULT", "TIME", "MAX ABS ERR", "ENVELOPE", "BUNDLE"]]
         for o in outcomes {
             var err = "-"
             if let cases = o.record?["parity"]?["cases"]?.arrayValue {
@@ -102,7 +106,12 @@ enum ApplyReport {
                 err = String(format: "%.1e", worst)
             }
             let bundle = o.bundle.hasPrefix(base + "/") ? String(o.bundle.dropFirst(base.count + 1)) : o.bundle
-            rows.append([o.name, o.action.rawValue, o.status.rawValue, o.seconds > 0 ? String(format: "%.1fs", o.seconds) : "-", err, bundle])
+            let axes = o.record.map { VerifiedAxis.read(record: $0) } ?? served[o.name] ?? []
+            let envelope = o.status == .ok || o.status == .upToDate ? VerifiedAxis.summary(axes) : ""
+            // An up-to-date manifest has no action: its RESULT says so once.
+            let action = o.action == .upToDate ? "-" : o.action.rawValue
+            rows.append([o.name, action, o.status.rawValue, o.seconds > 0 ? String(format: "%.1fs", o.seconds) : "-", err,
+                         envelope.isEmpty ? "-" : envelope, bundle])
         }
         let widths = (0..<rows[0].count).map { i in rows.map { $0[i].count }.max() ?? 0 }
         var lines = rows.map { r in r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ") }

@@ -142,8 +142,8 @@ final class PlanCLITests: XCTestCase {
         defer { FileManager.default.changeCurrentDirectoryPath(saved) }
         let code = Validate.execute(try ManifestOptions.parse(["m"]), console: console)
         XCTAssertEqual(code, exe.status)
-        XCTAssertEqual(errLines.joined(separator: "\n") + "\n", exe.stderr)
-        XCTAssertEqual(outLines, [])
+        XCTAssertEqual(errLines.map { $0 + "\n" }.joined(), exe.stderr)
+        XCTAssertEqual(outLines.joined(separator: "\n") + "\n", exe.stdout)
 
         outLines = []
         errLines = []

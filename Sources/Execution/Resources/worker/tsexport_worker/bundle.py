@@ -29,6 +29,13 @@ REPORT_FILE = "bench.html"
 CHUNK = 1 << 20
 
 
+def readable_as_others(path: str) -> None:
+    """Gives a file the mode a plain `open()` would under the process's umask (safetensors writes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _unreadable(stage: str, code: str, message: str, exc: BaseException | None = None) -> WorkerError:
     return WorkerError(stage, code, message, detail=traceback_tail(exc) if exc is not None else None)
 

@@ -84,7 +84,8 @@ public struct Init: ParsableCommand {
                 return fail("the folder of \(cmd.output!) does not exist (init writes only the file -o names)")
             }
         }
-        let name = cmd.name ?? ManifestScaffold.defaultName(folder: source)
+        let config = FileManager.default.contents(atPath: source.appendingPathComponent("config.json").path).flatMap { try? JSONValue(parsing: $0) }
+        let name = cmd.name ?? ManifestScaffold.defaultName(folder: source, config: config)
         guard ManifestScaffold.isValidName(name) else {
             return fail("\(name) is not a valid metadata.name ([a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters); pass --name")
         }
@@ -253,16 +254,47 @@ public enum ManifestScaffold {
     /// The longest sequence the envelope covers (capped by the model's positions).
     public static let sequenceCap = 128
 
-    /// metadata.name from a folder name: lower case, other characters to `-`, at most 63.
-    public static func defaultName(folder: URL) -> String {
+    /// Folder names that say nothing about the model (what `save_pretrained` targets are often called).
+    static let genericFolderNames: Set<String> = [
+        "model", "models", "checkpoint", "checkpoints", "pretrained", "weights", "final", "output", "outputs", "export",
+        "hf", "snapshot", "snapshots", "main", "latest", "best", "saved-model", "hf-model",
+    ]
+
+    /// metadata.name for a pretrained folder: its name, lower case, other characters to `-`, at most 63; when that
+    /// says nothing (`model`, `checkpoint`, a commit hash), the model's own name from config.json: the last part of
+    /// `_name_or_path` when it names a hub model, else the first architecture (`BertForMaskedLM` → `bert-for-masked-lm`).
+    public static func defaultName(folder: URL, config: JSONValue? = nil) -> String {
+        let fromFolder = slug(folder.lastPathComponent)
+        let isHash = fromFolder.count >= 12 && fromFolder.allSatisfy { $0.isHexDigit }
+        guard fromFolder.isEmpty || genericFolderNames.contains(fromFolder) || isHash else { return fromFolder }
+        if let path = config?["_name_or_path"]?.stringValue, !path.isEmpty, !path.hasPrefix("/"), !path.hasPrefix("."),
+           let last = path.split(separator: "/").last {
+            let s = slug(String(last))
+            if !s.isEmpty && !genericFolderNames.contains(s) { return s }
+        }
+        if let arch = config?["architectures"]?[0]?.stringValue {
+            var words = ""
+            for (i, ch) in arch.enumerated() {
+                let prev = i > 0 ? Array(arch)[i - 1] : ch
+                if i > 0 && ch.isUppercase && (prev.isLowercase || prev.isNumber) { words.append("-") }
+                words.append(ch)
+            }
+            let s = slug(words)
+            if !s.isEmpty { return s }
+        }
+        return fromFolder.isEmpty ? "model" : fromFolder
+    }
+
+    /// Lower case, characters other than ASCII letters and digits to one `-`, trimmed, at most 63.
+    static func slug(_ text: String) -> String {
         var s = ""
-        for ch in folder.lastPathComponent.lowercased() {
+        for ch in text.lowercased() {
             if ch.isASCII && (ch.isLetter || ch.isNumber) { s.append(ch) } else if !s.hasSuffix("-") { s.append("-") }
         }
         s = String(s.prefix(63))
         while s.hasPrefix("-") { s.removeFirst() }
         while s.hasSuffix("-") { s.removeLast() }
-        return s.isEmpty ? "model" : s
+        return s
     }
 
     public static func isValidName(_ s: String) -> Bool {

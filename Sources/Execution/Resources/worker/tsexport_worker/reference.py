@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import inputs
-from .bundle import REFERENCE_FILE, SAMPLE_FILE
+from .bundle import REFERENCE_FILE, SAMPLE_FILE, canonical_safetensors
 from .envelope import Envelope, inputs_at
 from .errors import describe
 from .outputs import flatten
@@ -107,6 +107,7 @@ def write_reference(
         metadata["tsexport.artifacts"] = json.dumps(
             [{"role": p.role, "file": p.file, "inputs": p.input_names, "cases": p.cases} for p in split.artifacts]
         )
-    save_file(samples, os.path.join(staging, SAMPLE_FILE), metadata=metadata)
-    save_file(references, os.path.join(staging, REFERENCE_FILE), metadata=metadata)
+    for tensors, name in ((samples, SAMPLE_FILE), (references, REFERENCE_FILE)):
+        save_file(tensors, os.path.join(staging, name), metadata=metadata)
+        canonical_safetensors(os.path.join(staging, name))
     return cases

@@ -56,6 +56,23 @@ public struct BuildInfo: Sendable {
         ] + facts)
     }
 
+    /// Replaces the files of the given deploys (matched by path) in a bundle's build.json, written atomically.
+    public static func replaceDeployments(_ deploys: [DeployedFiles], bundle: URL) throws {
+        let url = bundle.appendingPathComponent(BundleContent.buildFile)
+        guard let data = FileManager.default.contents(atPath: url.path), case .object(var fields)? = try? JSONValue(parsing: data),
+              let i = fields.firstIndex(where: { $0.0 == "deployments" }) else {
+            throw BundleError("\(url.path) is missing or unreadable")
+        }
+        let items: [JSONValue] = (fields[i].1.arrayValue ?? []).map { d in
+            guard let path = d["path"]?.stringValue, let new = deploys.first(where: { $0.path == path }),
+                  case .object(var o) = d, let j = o.firstIndex(where: { $0.0 == "files" }) else { return d }
+            o[j].1 = .array(new.files.map(\.json))
+            return .object(o)
+        }
+        fields[i].1 = .array(items)
+        try AtomicFile.write(Data((JSONValue.object(fields).serialized(pretty: true) + "\n").utf8), to: url)
+    }
+
     /// What differs between the recorded content and the files on disk, one phrase per file (`model.pt changed`,
     /// `record.json missing`, `extra.bin added`), hashing through the cache.
     public static func drift(bundle: URL, recorded: [ContentEntry], cache: FileDigestCache) -> [String] {

@@ -109,7 +109,8 @@ enum ApplyReport {
         let count = { (s: ExportOutcome.Status) in outcomes.filter { $0.status == s }.count }
         let created = outcomes.filter { $0.status == .ok && $0.action == .create }.count
         let rebuilt = outcomes.filter { $0.status == .ok && $0.action == .rebuild }.count
-        lines.append("Apply: \(created) created, \(rebuilt) rebuilt, \(count(.upToDate)) up to date, \(count(.failed)) failed, \(count(.notRun)) not run in \(String(format: "%.1f", wall)) s.")
+        let redeployed = outcomes.filter { $0.status == .ok && $0.action == .redeploy }.count
+        lines.append("Apply: \(created) created, \(rebuilt) rebuilt, " + (redeployed > 0 ? "\(redeployed) redeployed, " : "") + "\(count(.upToDate)) up to date, \(count(.failed)) failed, \(count(.notRun)) not run in \(String(format: "%.1f", wall)) s.")
         return lines.joined(separator: "\n")
     }
 

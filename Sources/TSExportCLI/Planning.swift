@@ -106,14 +106,25 @@ enum Planning {
             versions.merge(known.versions) { a, _ in a }
             unavailable = known.unavailableTargets
         }
+        // Every file of every existing bundle and deploy is checked against build.json; the digest cache means only
+        // files whose stat changed are read.
+        let cache = FileDigestCache(root: root)
+        var drift: [String: Drift] = [:]
         for m in selected {
             fingerprints[m.name] = FingerprintInputs(
                 manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m), versions: versions)
-            if let r = RecordSummary.read(bundle: Planner.bundleURL(m, root: root)) { existing[m.name] = r }
+            let bundle = Planner.bundleURL(m, root: root)
+            if let r = RecordSummary.read(bundle: bundle) {
+                existing[m.name] = r
+                if r.incomplete == nil, let build = r.build { drift[m.name] = Drift.check(bundle: bundle, build: build, root: root, cache: cache) }
+            }
         }
-        let plan = Planner().plan(PlannerInput(
+        cache.save()
+        var input = PlannerInput(
             manifests: selected, outputRoot: root, fingerprints: fingerprints, existing: existing,
-            unavailableTargets: unavailable, force: selection.force, replace: Set(selection.replace)))
+            unavailableTargets: unavailable, force: selection.force, replace: Set(selection.replace))
+        input.drift = drift
+        let plan = Planner().plan(input)
         return Result(plan: plan, diagnostics: diagnostics, manifests: selected, fingerprints: fingerprints)
     }
 }

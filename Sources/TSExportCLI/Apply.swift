@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bundles
 import Diagnostics
 import Execution
 import Foundation
@@ -45,9 +46,16 @@ public struct Apply: ParsableCommand {
             // The exporter replaces the versions with those of the worker that does the export.
             return ExportItem(entry: e, locations: m.locations, hardware: m.target.hardware, fingerprint: fp)
         }
-        if !items.isEmpty {
-            // Python starts only now: the manifests are valid and something needs doing.
-            let root = cmd.options.resolvedOutputRoot
+        let root = cmd.options.resolvedOutputRoot
+        let owners = Self.owners(plan, manifests: manifests, root: root)
+        let removals = plan.orphans.filter { $0.action == .remove }
+        let known = OutputState.read(root: root)
+        let untracked = plan.entries.contains { e in
+            guard let rel = OutputState.relative(e.bundle, root: root), e.action == .upToDate else { return false }
+            return known.bundles[rel] != owners[rel]
+        }
+        if !items.isEmpty || !removals.isEmpty || untracked {
+            // The state file, the prune and every install happen under the output root's lock.
             let lock: OutputRootLock
             do {
                 lock = try OutputRootLock(root: root, timeout: cmd.lockTimeout)
@@ -62,22 +70,32 @@ public struct Apply: ParsableCommand {
                 Interrupts.uninstall()
                 lock.release()
             }
-            guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
-            let jobs = cmd.jobs ?? ApplyRunner.defaultJobs(work: items.count)
-            let progress = Progress.make(console: console)
-            defer { (progress as? LiveProgress)?.close() }
-            let applyRunner = ApplyRunner(python: rt.python, runner: runner, root: root, progress: progress, report: { console.report($0) })
-            do {
-                outcomes += try applyRunner.run(items, jobs: jobs, keepGoing: cmd.keepGoing)
-            } catch {
-                switch error {
-                case .missing(let missing, _): console.err("error: " + missingPackagesMessage(rt, missing: missing))
-                case .failed(let e):
-                    console.err("error: \(e)")
-                    if let c = e as? WorkerCrash, !c.stderrTail.isEmpty { console.err(String(c.stderrTail.suffix(1500))) }
+            if !items.isEmpty {
+                // Python starts only now: the manifests are valid and something needs doing.
+                guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
+                let jobs = cmd.jobs ?? ApplyRunner.defaultJobs(work: items.count)
+                let progress = Progress.make(console: console)
+                defer { (progress as? LiveProgress)?.close() }
+                let applyRunner = ApplyRunner(python: rt.python, runner: runner, root: root, progress: progress, report: { console.report($0) })
+                do {
+                    outcomes += try applyRunner.run(items, jobs: jobs, keepGoing: cmd.keepGoing)
+                } catch {
+                    switch error {
+                    case .missing(let missing, _): console.err("error: " + missingPackagesMessage(rt, missing: missing))
+                    case .failed(let e):
+                        console.err("error: \(e)")
+                        if let c = e as? WorkerCrash, !c.stderrTail.isEmpty { console.err(String(c.stderrTail.suffix(1500))) }
+                    }
+                    return ExitStatus.failure
                 }
-                return ExitStatus.failure
             }
+            var state = OutputState.read(root: root)
+            for o in outcomes where o.status == .ok || o.status == .upToDate {
+                if let rel = OutputState.relative(o.bundle, root: root), let owner = owners[rel] { state.bundles[rel] = owner }
+            }
+            do { try state.write(root: root) } catch { console.err("error: the output root's state cannot be written: \(error)") }
+            for note in Pruner(root: root).prune(removals, state: &state) { console.err("tsexport: \(note)") }
+            for o in removals { console.err("tsexport: removed \(o.name) (\(o.paths.count) path(s)): \(o.reason)") }
         }
         let order = Dictionary(plan.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         outcomes.sort { (order[$0.name] ?? 0) < (order[$1.name] ?? 0) }
@@ -88,6 +106,21 @@ public struct Apply: ParsableCommand {
             console.out(ApplyReport.table(outcomes, wall: wall, base: FileManager.default.currentDirectoryPath))
         }
         return outcomes.contains { $0.status == .failed || $0.status == .notRun } ? ExitStatus.failure : ExitStatus.success
+    }
+}
+
+extension Apply {
+    /// Which manifest file and document made each planned bundle, and the deploys it installs, by bundle folder
+    /// relative to the output root.
+    static func owners(_ plan: Plan, manifests: [String: Manifest], root: URL) -> [String: OutputState.Owner] {
+        var out: [String: OutputState.Owner] = [:]
+        for e in plan.entries {
+            guard let m = manifests[e.name], let rel = OutputState.relative(e.bundle, root: root) else { continue }
+            let deploys = m.output.deploy.compactMap { Planner.deployDestination($0, name: m.name, root: root).flatMap { OutputState.relative($0.path, root: root) } }
+            out[rel] = OutputState.Owner(name: m.name, manifestFile: URL(fileURLWithPath: e.file).standardizedFileURL.path,
+                                         documentIndex: e.documentIndex, deploys: deploys)
+        }
+        return out
     }
 }
 

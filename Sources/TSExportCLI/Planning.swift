@@ -23,6 +23,9 @@ public struct SelectionOptions: ParsableArguments {
     /// `--shard i/n`.
     @Option(name: .customLong("shard"), help: "Only shard i of n (1-based, e.g. 2/4): manifests are split deterministically by name, for CI matrices.")
     public var shard: String?
+    /// `--prune`.
+    @Flag(help: "Remove bundles (with their deploys) whose manifest the given paths no longer hold.")
+    public var prune = false
     public init() {}
 
     /// Parses `i/n`; nil when absent; throws a message when malformed.
@@ -71,6 +74,22 @@ public struct SelectionOptions: ParsableArguments {
 
 /// Validation, selection, state gathering and planning, shared by plan and apply.
 enum Planning {
+    /// The bundles the root's state says the given paths made, whose manifest is gone.
+    static func orphans(_ options: ManifestOptions, selection: SelectionOptions, loaded: [Manifest], root: URL) -> ([PlanOrphan], [String]) {
+        let state = OutputState.read(root: root)
+        guard !state.bundles.isEmpty else { return ([], []) }
+        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        let paths = options.paths.map { ($0.hasPrefix("/") ? URL(fileURLWithPath: $0) : cwd.appendingPathComponent($0)).standardizedFileURL.path }
+        var filters: [String] = []
+        if !selection.names.isEmpty { filters.append("--name") }
+        if !selection.selectors.isEmpty { filters.append("--selector") }
+        var shard: (Int, Int)?
+        if case .success(let s) = selection.parsedShard() { shard = s }
+        let scope = OrphanPlanner.Scope(paths: paths, filtered: filters.isEmpty ? nil : filters.joined(separator: " and "), shard: shard, prune: selection.prune)
+        return OrphanPlanner(shardIndex: SelectionOptions.shardIndex).plan(
+            state: state, loaded: loaded, root: root, scope: scope, exists: { FileManager.default.fileExists(atPath: $0) })
+    }
+
     /// Returns nil (after reporting) when the manifests are invalid; else the plan, the warnings and the selected
     /// manifests.
     /// What planning produced.
@@ -124,7 +143,8 @@ enum Planning {
             manifests: selected, outputRoot: root, fingerprints: fingerprints, existing: existing,
             unavailableTargets: unavailable, force: selection.force, replace: Set(selection.replace))
         input.drift = drift
-        let plan = Planner().plan(input)
+        var plan = Planner().plan(input)
+        (plan.orphans, plan.notes) = orphans(options, selection: selection, loaded: result.manifests, root: root)
         return Result(plan: plan, diagnostics: diagnostics, manifests: selected, fingerprints: fingerprints)
     }
 }

@@ -48,7 +48,8 @@ final class SpecsApplyTests: XCTestCase {
     func checkGuideBundle(root: URL, spec: URL) throws {
         let bundle = root.appendingPathComponent("build/bert-base-guide")
         XCTAssertEqual(Harness.tree(bundle), ApplyEndToEndTests.bundleFiles)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent(".tsexport").path), "no staging folder or lock is left behind")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent(".tsexport/staging").path), "no staging folder is left behind")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent(".tsexport/lock.json").path), "no lock is left behind")
 
         let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
         XCTAssertEqual(record["input_signature"]?[0]?["name"], "input_ids")

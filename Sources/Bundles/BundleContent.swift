@@ -27,20 +27,24 @@ public struct ContentEntry: Sendable, Hashable {
     }
 }
 
-/// A bundle's content: every regular file in the bundle folder except `build.json`, in byte order of their relative
+/// A bundle's content: every regular file in the bundle folder except `build.json` and `bench.html`, in byte order of their relative
 /// paths, and the content digest over them. The digest is what identifies a bundle wherever it is built or copied:
 /// `sha256:` + the SHA-256 of one line per file, `<sha256> <size> <path>\n`, in that order.
 public enum BundleContent {
     /// The file beside the content that says how, when and where the bundle was built; not part of the content.
     public static let buildFile = "build.json"
+    /// The report `tsexport bench` writes into a bundle: timings of one run on one machine, not part of the content.
+    public static let reportFile = "bench.html"
+    /// Top-level files that are about the bundle rather than part of it.
+    public static let notContent: Set<String> = [buildFile, reportFile]
 
     /// The relative paths of the bundle's content files, sorted by their UTF-8 bytes (hidden files included, so
-    /// nothing slips past the digest; `build.json` at the top level excluded).
+    /// nothing slips past the digest; `build.json` and `bench.html` at the top level excluded).
     public static func files(in bundle: URL) -> [String] {
         var out: [String] = []
         guard let e = FileManager.default.enumerator(atPath: bundle.path) else { return [] }
         while let rel = e.nextObject() as? String {
-            if (e.fileAttributes?[.type] as? FileAttributeType) == .typeRegular, rel != buildFile { out.append(rel) }
+            if (e.fileAttributes?[.type] as? FileAttributeType) == .typeRegular, !notContent.contains(rel) { out.append(rel) }
         }
         return out.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
     }

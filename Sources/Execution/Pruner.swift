@@ -35,7 +35,7 @@ public struct Pruner {
                 // What tsexport wrote there, relative to the path: build.json's files for a bundle or a deploy.
                 let recorded: Set<String>?
                 if rel == bundleRel {
-                    recorded = build.map { Set($0.files.map(\.path) + [BundleContent.buildFile]) }
+                    recorded = build.map { Set($0.files.map(\.path)).union(BundleContent.notContent) }
                 } else if let d = build?.deployments.first(where: { $0.path == rel }) {
                     recorded = Set(d.files.map { $0.path == rel ? "" : String($0.path.dropFirst(rel.count + 1)) })
                 } else {
@@ -43,7 +43,7 @@ public struct Pruner {
                 }
                 let url = URL(fileURLWithPath: path)
                 let isDir = (try? url.resourceValues(forKeys: [.isDirectoryKey]).isDirectory) ?? false
-                let foreign = isDir ? BundleContent.files(in: url).filter { !(recorded?.contains($0) ?? false) && $0 != BundleContent.buildFile } : []
+                let foreign = isDir ? BundleContent.files(in: url).filter { !(recorded?.contains($0) ?? false) && !BundleContent.notContent.contains($0) } : []
                 if recorded == nil && isDir {
                     notes.append("\(o.name): kept \(path): its build.json does not list what tsexport wrote there")
                     continue

@@ -27,6 +27,9 @@ REFERENCE_FILE = "reference_outputs.safetensors"
 ENCODER_FILE = "encoder.pt"
 DECODER_STEP_FILE = "decoder_step.pt"
 REPORT_FILE = "bench.html"
+# Written by the Swift side beside the record: how, when and where the bundle was built, its content digest and
+# its deploys' files; neither it nor the report is part of the bundle's content.
+BUILD_FILE = "build.json"
 CHUNK = 1 << 20
 
 

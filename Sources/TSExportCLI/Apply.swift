@@ -90,10 +90,13 @@ public struct Apply: ParsableCommand {
                 }
             }
             var state = OutputState.read(root: root)
+            let before = state
             for o in outcomes where o.status == .ok || o.status == .upToDate {
                 if let rel = OutputState.relative(o.bundle, root: root), let owner = owners[rel] { state.bundles[rel] = owner }
             }
-            do { try state.write(root: root) } catch { console.err("error: the output root's state cannot be written: \(error)") }
+            if state != before {
+                do { try state.write(root: root) } catch { console.err("error: the output root's state cannot be written: \(error)") }
+            }
             for note in Pruner(root: root).prune(removals, state: &state) { console.err("tsexport: \(note)") }
             for o in removals { console.err("tsexport: removed \(o.name) (\(o.paths.count) path(s)): \(o.reason)") }
         }

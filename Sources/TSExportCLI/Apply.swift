@@ -104,9 +104,12 @@ public struct Apply: ParsableCommand {
         outcomes.sort { (order[$0.name] ?? 0) < (order[$1.name] ?? 0) }
         let wall = Date().timeIntervalSince(started)
         if cmd.options.json {
-            console.printJSON(ApplyReport.json(outcomes, wall: wall))
+            var report = ApplyReport.json(outcomes, wall: wall)
+            report["removed"] = removals.map { ["name": $0.name, "bundle": $0.bundle, "paths": $0.paths, "reason": $0.reason] as [String: Any] }
+            console.printJSON(report)
         } else {
-            console.out(ApplyReport.table(outcomes, wall: wall, base: FileManager.default.currentDirectoryPath))
+            console.out(ApplyReport.table(outcomes, wall: wall, base: FileManager.default.currentDirectoryPath)
+                        + (removals.isEmpty ? "" : "\nPruned: \(removals.count) orphaned bundle(s) removed with their deploys."))
         }
         return outcomes.contains { $0.status == .failed || $0.status == .notRun } ? ExitStatus.failure : ExitStatus.success
     }

@@ -54,7 +54,15 @@ public struct Apply: ParsableCommand {
             guard let rel = OutputState.relative(e.bundle, root: root), e.action == .upToDate else { return false }
             return known.bundles[rel] != owners[rel]
         }
-        if !items.isEmpty || !removals.isEmpty || untracked {
+        let needsLock = !items.isEmpty || !removals.isEmpty || untracked
+        if !needsLock, !((try? FileManager.default.contentsOfDirectory(atPath: BundleStore(root: root).stagingRoot.path)) ?? []).isEmpty,
+           let lock = try? OutputRootLock(root: root, timeout: 0) {
+            // Nothing else to do, but a killed run left staging (a prune's moved files): removed while nobody holds the lock.
+            let leftovers = lock.removeLeftoverStaging()
+            lock.release()
+            if !leftovers.isEmpty { console.err("tsexport: removed \(leftovers.count) staging folder(s) left by an interrupted run") }
+        }
+        if needsLock {
             // The state file, the prune and every install happen under the output root's lock.
             let lock: OutputRootLock
             do {

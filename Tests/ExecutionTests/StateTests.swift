@@ -201,9 +201,16 @@ final class StateTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let (specs, root, _) = try orphanedRoot(dir)
         let fm = FileManager.default
-        for delay in [0.02, 0.05, 0.08, 0.12, 0.2] {
+        // Fixed delays, then rounds that kill the moment the state file loses its first bundle (between two orphans).
+        for delay in [0.02, 0.05, 0.08, 0.12, 0.2, -1, -1] {
+            let count = OutputState.read(root: root).bundles.count
             let (p, _) = try IncrementalApplyTests.launch(["apply", specs.path, "--output-root", root.path, "--prune"])
-            Thread.sleep(forTimeInterval: delay)
+            if delay >= 0 {
+                Thread.sleep(forTimeInterval: delay)
+            } else {
+                let until = Date().addingTimeInterval(20)
+                while p.isRunning, Date() < until, OutputState.read(root: root).bundles.count == count { usleep(200) }
+            }
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
             // The state file is always whole, and every bundle still on disk is one it names (nothing leaks).

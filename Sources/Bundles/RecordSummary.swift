@@ -61,6 +61,11 @@ public struct RecordSummary: Sendable {
     public var verifiedEnvelope: [VerifiedAxis] = []
     /// Why the bundle on disk is not complete (a file missing, model.pt of another size than recorded); nil when it is.
     public var incomplete: String?
+    /// What `build.json` says (content digest, files, deploys' files); nil when the bundle has none.
+    public var build: BuildInfo?
+    /// The deploys the record lists: kind, destination relative to the output root, and the request settings
+    /// (`max_batch_size`, `variable_dims`, `format`, `version`) they were made with.
+    public var deploys: [(kind: String, path: String, settings: JSONValue)] = []
 
     /// Creates a summary.
     public init(fingerprint: String, manifest: JSONValue, inputFiles: [String: String], versions: [String: String], modelSHA256: String?) {
@@ -77,6 +82,20 @@ public struct RecordSummary: Sendable {
     /// The record file's name inside a bundle.
     public static let fileName = "record.json"
 
+    /// The record of a bundle with what build.json adds for tools that rebuild the eager model (`manifest_file`,
+    /// `manifest_dir`, `manifest_sha256`: where it was built from); record keys win. Nil when record.json is unreadable.
+    public static func recordWithBuild(bundle: URL) -> JSONValue? {
+        guard let data = FileManager.default.contents(atPath: bundle.appendingPathComponent(fileName).path),
+              case .object(var fields)? = try? JSONValue(parsing: data) else { return nil }
+        if let b = FileManager.default.contents(atPath: bundle.appendingPathComponent(BundleContent.buildFile).path),
+           let build = try? JSONValue(parsing: b) {
+            for key in ["manifest_file", "manifest_dir", "manifest_sha256"] where !fields.contains(where: { $0.0 == key }) {
+                if let v = build[key] { fields.append((key, v)) }
+            }
+        }
+        return .object(fields)
+    }
+
     /// Reads `<bundle>/record.json`; nil when absent or unreadable (the bundle is then rebuilt).
     public static func read(bundle: URL) -> RecordSummary? {
         guard let data = FileManager.default.contents(atPath: bundle.appendingPathComponent(fileName).path),
@@ -88,10 +107,16 @@ public struct RecordSummary: Sendable {
             return out
         }
         let inputs = record["fingerprint_inputs"]
+        let deploys = (record["deployments"]?.arrayValue ?? []).compactMap { d -> (kind: String, path: String, settings: JSONValue)? in
+            guard let k = d["kind"]?.stringValue, let p = d["path"]?.stringValue, let s = d["settings"] else { return nil }
+            return (k, p, s)
+        }
         var summary = RecordSummary(
             fingerprint: fp, manifest: inputs?["manifest"] ?? .null, inputFiles: strings(inputs?["files"]),
             versions: strings(record["versions"]), modelSHA256: record["model_sha256"]?.stringValue)
         summary.verifiedEnvelope = VerifiedAxis.read(record: record)
+        summary.deploys = deploys
+        summary.build = BuildInfo.read(bundle: bundle)
         // Cheap completeness checks (no hashing, so a no-op plan stays fast): every file present, model.pt the size
         // the record states.
         let fm = FileManager.default
@@ -103,6 +128,8 @@ public struct RecordSummary: Sendable {
         } else if let bytes = record["model_bytes"]?.intValue,
                   let size = (try? fm.attributesOfItem(atPath: bundle.appendingPathComponent("model.pt").path))?[.size] as? Int, size != bytes {
             summary.incomplete = "model.pt has \(size) bytes, the record says \(bytes)"
+        } else if summary.build == nil {
+            summary.incomplete = "\(BundleContent.buildFile) is missing from the bundle"
         }
         return summary
     }

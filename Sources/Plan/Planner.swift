@@ -33,6 +33,8 @@ public struct PlannerInput: Sendable {
     public var force: Bool
     /// `--replace NAME`: rebuild these.
     public var replace: Set<String>
+    /// What drifted in existing bundles and their deploys, by manifest name.
+    public var drift: [String: Drift] = [:]
 
     /// Creates an input.
     public init(
@@ -70,22 +72,26 @@ public struct Planner: Sendable {
             let bundle = Self.bundleURL(m, root: root)
             let fp = input.fingerprints[m.name] ?? FingerprintInputs(manifest: FingerprintInputs.normalise(m.document), files: [:], versions: ["worker": WorkerInfo.version])
             var (action, reasons) = decide(current: fp, existing: input.existing[m.name])
+            var redeploy: [PlanStep] = []
             if action == .upToDate && (input.force || input.replace.contains(m.name)) {
                 action = .rebuild
                 reasons = [PlanReason(kind: .forced, subject: input.force ? "--force" : "--replace \(m.name)")]
+            } else if action == .upToDate, let drift = input.drift[m.name], !drift.isEmpty, let existing = input.existing[m.name] {
+                (action, reasons, redeploy) = driftAction(m, drift: drift, existing: existing, root: root)
             }
             var blockers: [String] = []
             if let missing = input.unavailableTargets?[m.target.hardware] {
                 blockers.append(missing)
             }
-            let envelope = action == .upToDate ? nil : EnvelopePlanner.plan(m)
+            let envelope = action == .upToDate || action == .redeploy ? nil : EnvelopePlanner.plan(m)
             var entry = PlanEntry(
                 name: m.name, file: m.file, line: m.locations.location(of: "metadata.name").line,
                 action: action, reasons: reasons, bundle: bundle.path, fingerprint: fp.fingerprint,
-                steps: envelope.map { steps(m, bundle: bundle, root: root, envelope: $0, fingerprint: fp) } ?? [], blockers: blockers,
+                steps: envelope.map { steps(m, bundle: bundle, root: root, envelope: $0, fingerprint: fp) } ?? redeploy, blockers: blockers,
                 envelope: envelope)
+            entry.contentDigest = input.existing[m.name]?.build?.contentDigest
             entry.manifestDirectory = m.directory.path
-            if action == .upToDate { entry.verifiedEnvelope = input.existing[m.name]?.verifiedEnvelope }
+            if action == .upToDate || action == .redeploy { entry.verifiedEnvelope = input.existing[m.name]?.verifiedEnvelope }
             entry.documentIndex = m.documentIndex
             return entry
         }

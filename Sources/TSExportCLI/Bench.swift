@@ -34,7 +34,7 @@ public struct Bench: ParsableCommand {
     public init() {}
 
     /// The name of the report written into each bundle.
-    public static let reportFile = "bench.html"
+    public static let reportFile = BundleContent.reportFile
 
     public func run() throws {
         let code = Bench.execute(self, console: .standard)

@@ -47,9 +47,7 @@ func readBundleRecords(_ dirs: [String], console: Console) -> (records: [BundleR
     var bad = false
     for dir in dirs {
         let url = (dir.hasPrefix("/") ? URL(fileURLWithPath: dir) : cwd.appendingPathComponent(dir)).standardizedFileURL
-        guard let data = FileManager.default.contents(atPath: url.appendingPathComponent(RecordSummary.fileName).path),
-              let record = try? JSONValue(parsing: data)
-        else {
+        guard let record = RecordSummary.recordWithBuild(bundle: url) else {
             if let made = bundlesMadeBy(manifest: url, cwd: cwd) {
                 console.err("\(dir): error: this is a manifest, not a bundle; \(made)")
             } else {

@@ -1,5 +1,6 @@
 import Bundles
 import Foundation
+import JSON
 import Plan
 import TSExportCLI
 import XCTest
@@ -29,7 +30,7 @@ final class PlanCLITests: XCTestCase {
     }
 
     /// Writes a complete-looking bundle `<root>/build/<name>/` (every file of `Planner.bundleFiles`, the record's
-    /// model_sha256 matching model.pt) as apply would.
+    /// model_sha256 matching model.pt, build.json with the content) as apply would.
     func writeRecord(_ name: String, root: URL, document: [String: Any], versions: [String: String]? = nil, files: [String: String] = [:]) throws {
         let v = versions ?? ["worker": WorkerInfo.version, "torch": "2.5.1", "transformers": "4.46.0", "python": "3.11.2"]
         let bundle = root.appendingPathComponent("build/\(name)")
@@ -45,6 +46,8 @@ final class PlanCLITests: XCTestCase {
             "model_sha256": Digest.sha256(model),
         ]
         try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]).write(to: bundle.appendingPathComponent("record.json"))
+        let build = BuildInfo.json(content: try BundleContent.entries(of: bundle), deployments: [], facts: [])
+        try Data(build.serialized(pretty: true).utf8).write(to: bundle.appendingPathComponent(BundleContent.buildFile))
     }
 
     func testCreateWhenNoBundle() throws {

@@ -124,7 +124,7 @@ final class IncrementalApplyTests: XCTestCase {
         let build = root.appendingPathComponent("build")
         for name in (try? FileManager.default.contentsOfDirectory(atPath: build.path)) ?? [] {
             let bundle = build.appendingPathComponent(name)
-            XCTAssertEqual(Set(Harness.tree(bundle)), ["model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"], name, file: file, line: line)
+            XCTAssertEqual(Set(Harness.tree(bundle)), ["build.json", "model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"], name, file: file, line: line)
             let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
             let check = try Harness.pythonJSON(["-c", """
                 import hashlib, json, sys, torch

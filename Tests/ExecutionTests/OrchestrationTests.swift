@@ -149,14 +149,14 @@ final class OrchestrationTests: XCTestCase {
         XCTAssertEqual(left, [], "staging folders left under \(f.stagingRoot.path)", file: file, line: line)
     }
 
-    /// The bundle of an ok outcome: the four files, a record.json naming the manifest with model.pt's hash.
+    /// The bundle of an ok outcome: the four files and build.json, a record.json naming the manifest with model.pt's hash.
     func assertInstalled(_ f: Fixture, _ o: ExportOutcome, narrowed: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
         XCTAssertEqual(o.status, .ok, file: file, line: line)
         let bundle = URL(fileURLWithPath: o.bundle)
         XCTAssertEqual(o.bundle, f.item(o.name).entry.bundle, file: file, line: line)
         XCTAssertTrue(bundle.path.hasPrefix(f.root.path + "/"), file: file, line: line)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: bundle.path).sorted(),
-                       ["model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"], file: file, line: line)
+                       ["build.json", "model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"], file: file, line: line)
         let record = try JSONValue(parsing: try Data(contentsOf: bundle.appendingPathComponent("record.json")))
         XCTAssertEqual(record["name"], .string(o.name), file: file, line: line)
         XCTAssertEqual(record["model_sha256"], .string(try Digest.sha256(file: bundle.appendingPathComponent("model.pt").path)), file: file, line: line)

@@ -451,7 +451,7 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(PlanRenderer.json(back), json, "rendering is deterministic")
         // The wire names: kebab-case actions and reason kinds, snake-free keys.
         let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
-        XCTAssertEqual(Set(o.keys), ["outputRoot", "entries"])
+        XCTAssertEqual(Set(o.keys), ["outputRoot", "entries", "orphans", "notes"])
         let entries = try XCTUnwrap(o["entries"] as? [[String: Any]])
         XCTAssertEqual(Set(entries[0].keys), ["name", "file", "line", "action", "reasons", "bundle", "fingerprint", "steps", "blockers", "envelope", "manifestDirectory", "documentIndex"])
         XCTAssertEqual(entries.last?["action"] as? String, "rebuild")
@@ -498,8 +498,13 @@ final class PlannerTests: XCTestCase {
         for f in ["model.pt", "sample_inputs.safetensors", "reference_outputs.safetensors"] {
             try Data().write(to: dir.appendingPathComponent(f))
         }
+        // Without build.json (the bundle's content and its digest) it is not complete either.
+        XCTAssertEqual(RecordSummary.read(bundle: dir)?.incomplete, "build.json is missing from the bundle")
+        let build = BuildInfo.json(content: try BundleContent.entries(of: dir), deployments: [], facts: [])
+        try Data(build.serialized(pretty: true).utf8).write(to: dir.appendingPathComponent(BundleContent.buildFile))
         let s = try XCTUnwrap(RecordSummary.read(bundle: dir))
         XCTAssertNil(s.incomplete)
+        XCTAssertEqual(s.build?.contentDigest, try BundleContent.digest(of: dir))
         XCTAssertEqual(s.fingerprint, fp.fingerprint)
         XCTAssertEqual(CanonicalJSON.text(s.manifest), CanonicalJSON.text(fp.manifest))
         XCTAssertEqual(s.inputFiles, ["spec.model.pretrained/config.json": "abc"])

@@ -20,7 +20,7 @@ import torch
 
 from . import PROTOCOL_VERSION, WORKER_VERSION, inputs, probe
 from .aoti import export_aoti
-from .bundle import AOTI_FILE, MODEL_FILE, RECORD_NAME
+from .bundle import AOTI_FILE, MODEL_FILE, RECORD_NAME, cpu_features
 from .envelope import Envelope, guard_inputs
 from .errors import WorkerError, describe, traceback_tail
 from .guard import wrap
@@ -212,6 +212,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         "attn_implementation": attn_implementation,
         "hardware": job.target.hardware,
         "device": device,
+        "cpu": cpu_features(),
         "guarded": guarded,
         "quantize": quantized,
         "aoti": aoti,

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import inputs
-from .bundle import REFERENCE_FILE, SAMPLE_FILE, readable_as_others
+from .bundle import REFERENCE_FILE, SAMPLE_FILE, canonical_safetensors, readable_as_others
 from .envelope import Envelope, inputs_at
 from .errors import describe
 from .outputs import flatten
@@ -109,5 +109,6 @@ def write_reference(
         )
     for tensors, name in ((samples, SAMPLE_FILE), (references, REFERENCE_FILE)):
         save_file(tensors, os.path.join(staging, name), metadata=metadata)
+        canonical_safetensors(os.path.join(staging, name))
         readable_as_others(os.path.join(staging, name))
     return cases

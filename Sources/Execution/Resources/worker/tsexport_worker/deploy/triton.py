@@ -143,7 +143,7 @@ def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
         "# <name>__<index> convention, in the record's order; each entry's comment names the record's tensor.",
     ]
     lines = [
-        f"# Written by tsexport (worker {WORKER_VERSION}) from the bundle {bundle.dir}.",
+        f"# Written by tsexport (worker {WORKER_VERSION}) from the bundle of {request.name}.",
         *header,
         f"name: {_quote(request.name)}",
         *(['backend: "pytorch"'] if aoti else []),

@@ -44,6 +44,10 @@ final class ConfigKeyCLITests: XCTestCase {
         let env = CLI.environment(["TSEXPORT_CACHE_DIR": dir.appendingPathComponent("cache").path, "HF_HUB_OFFLINE": "1"])
         let expected = "typo.yaml:10:7: error: config key 'hiden_size' is not a key of BertConfig; did you mean 'hidden_size'?"
 
+        let probe = try CLI.runProcess(URL(fileURLWithPath: python), ["-c", "import transformers"], cwd: dir, env: env)
+        XCTAssertEqual(probe.status, 0, "the test Python (TSEXPORT_PYTHON) needs transformers: \(probe.stderr)")
+        try FileManager.default.removeItem(at: log)
+
         let first = try CLI.run(["plan", "typo.yaml", "--python", python, "--output-root", "out"], cwd: dir, env: env)
         XCTAssertEqual(first.status, 1, first.stderr)
         XCTAssertEqual(first.stderr.split(separator: "\n").map(String.init), [expected], "the far key my_custom_flag is no error")

@@ -114,6 +114,15 @@ enum Planning {
             }
             return nil
         }
+        // Config keys the model's config class does not declare but nearly does are typos: refused before any model is
+        // built, from the class's declared keys (cached per runtime and class; a worker only on a miss).
+        let typos = configKeyTypos(selected, python: python, console: console)
+        if typos.hasErrors {
+            if options.json { console.printJSON(["valid": false, "diagnostics": DiagnosticPrinter.json(diagnostics + typos)] as [String: Any]) } else {
+                console.report(diagnostics + typos)
+            }
+            return nil
+        }
         let root = options.resolvedOutputRoot
         var fingerprints: [String: FingerprintInputs] = [:]
         var existing: [String: RecordSummary] = [:]
@@ -146,5 +155,20 @@ enum Planning {
         var plan = Planner().plan(input)
         (plan.orphans, plan.notes) = orphans(options, selection: selection, loaded: result.manifests, root: root)
         return Result(plan: plan, diagnostics: diagnostics, manifests: selected, fingerprints: fingerprints)
+    }
+
+    /// `ConfigKeyCheck`'s errors for the manifests that set `spec.model.config`, with the declared keys from
+    /// `ConfigKeysCache`. Without a runtime to ask (the managed one not created yet) or when its worker cannot answer,
+    /// nothing is checked here and the worker's warning at load stays.
+    static func configKeyTypos(_ manifests: [Manifest], python: String?, console: Console) -> [Diagnostic] {
+        let asking = manifests.filter { !$0.model.config.isEmpty }
+        guard !asking.isEmpty, let interpreter = RuntimeResolver(progress: { _ in }).peek(flag: python) else { return [] }
+        guard let answers = try? ConfigKeysCache().answers(classNames: asking.map(\.model.className), python: interpreter) else {
+            return []
+        }
+        return asking.flatMap { m -> [Diagnostic] in
+            guard case .some(.some(let answer)) = answers[m.model.className] else { return [] }
+            return ConfigKeyCheck.diagnostics(m, configClass: answer.configClass, declared: answer.keys)
+        }
     }
 }

@@ -234,6 +234,34 @@ def test_freeze_and_optimize_for_inference_keep_the_checks(
             assert _refusal(module, *_ids(5, 8)).startswith("tsexport envelope: input_ids dimension 0 (batch) is 5")
 
 
+@pytest.mark.parametrize("how", ["freeze", "optimize_for_inference"])
+def test_optimized_module_is_guarded_saved_and_rewrapped_narrower(
+    traced_bert: torch.jit.ScriptModule, how: str, tmp_path: Path
+) -> None:
+    # The export's order: optimize the traced module, then wrap it; the `guard` op rewraps the saved inner module.
+    from tsexport_worker.trace import optimize
+
+    guarded = wrap(optimize(traced_bert, how), BERT_ENVELOPE)
+    path = tmp_path / "model.pt"
+    torch.jit.save(guarded, str(path))
+    loaded = torch.jit.load(str(path))
+    assert read_envelope(loaded) == read_envelope(guarded)
+    args = _ids(3, 12)
+    with torch.no_grad():
+        reference = traced_bert(*args)
+        for module in (guarded, loaded):
+            outputs = module(*args)
+            assert len(outputs) == len(reference)
+            for got, want in zip(outputs, reference, strict=True):
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+            assert _refusal(module, *_ids(5, 8)).startswith("tsexport envelope: input_ids dimension 0 (batch) is 5")
+        narrower = [GuardInput(g.name, [[1, 2], [1, 16]], ["batch", "sequence"]) for g in BERT_ENVELOPE]
+        rewrapped = wrap(loaded.inner, narrower)
+        assert _refusal(rewrapped, *args) == "tsexport envelope: input_ids dimension 0 (batch) is 3, outside the verified range [1, 2]"
+        for got, want in zip(rewrapped(*_ids(2, 12)), traced_bert(*_ids(2, 12)), strict=True):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Other inputs and outputs
 

@@ -70,8 +70,24 @@ def known_config_keys(config: Any) -> set[str]:
     return keys
 
 
+def config_class_keys(class_name: str) -> dict[str, Any]:
+    """The `config_keys` op: the keys the config class of model class `class_name` defines, read from the class alone
+    (no weights, no model). An Auto* class has no config class of its own: `config_class` and `keys` are null."""
+    cls, is_auto = resolve_class(class_name)
+    if is_auto:
+        return {"class": class_name, "config_class": None, "keys": None}
+    config_class = cls.config_class  # type: ignore[attr-defined]
+    try:
+        known = known_config_keys(config_class())
+    except Exception:  # noqa: BLE001 - a config class that needs arguments: judge by its class attributes
+        known = known_config_keys(config_class)
+    keys = sorted(k for k in known if not k.startswith("__"))
+    return {"class": class_name, "config_class": config_class.__name__, "keys": keys}
+
+
 def unknown_key_warnings(keys: list[str], known: set[str], config_name: str) -> list[dict[str, Any]]:
-    """A warning per config key the config class does not define: transformers keeps such keys silently."""
+    """A warning per config key the config class does not declare: the config stores it as an attribute, and only a
+    model that reads that attribute uses it."""
     found = []
     for key in keys:
         if key in known or f"_{key}" in known:  # `attn_implementation` is stored as `_attn_implementation`
@@ -82,8 +98,8 @@ def unknown_key_warnings(keys: list[str], known: set[str], config_name: str) -> 
             {
                 "code": "unknown_config_key",
                 "field": f"spec.model.config.{key}",
-                "message": f"unknown config key {key!r}: {config_name} does not define it, so transformers stores "
-                f"it and the model most likely ignores it{hint}",
+                "message": f"config key {key!r} is not declared by {config_name}: it is passed to the config, which "
+                f"stores it as an attribute, so only a model that reads {key!r} uses it{hint}",
             }
         )
     return found

@@ -17,7 +17,7 @@ from typing import IO, Any
 from .bundle import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE  # noqa: F401  (re-exported)
 from .errors import WorkerError
 
-OPS = ("probe", "export", "verify_bundle", "guard", "inspect", "deploy", "bench", "shutdown")
+OPS = ("probe", "export", "verify_bundle", "guard", "inspect", "config_keys", "deploy", "bench", "shutdown")
 STAGES = ("load", "inputs", "quantize", "trace", "serialize", "reference", "verify", "guard", "export_aoti", "deploy", "bench")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 TRACE_APIS = ("torch.jit.trace", "torch.neuron.trace", "torch_neuronx.trace")

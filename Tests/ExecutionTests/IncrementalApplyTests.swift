@@ -158,7 +158,12 @@ final class IncrementalApplyTests: XCTestCase {
         try Self.tinyManifest(name: "tiny-b").write(to: b, atomically: true, encoding: .utf8)
         let root = dir.appendingPathComponent("out").path
         let (first, firstPipe) = try Self.launch(["apply", a.path, "--output-root", root])
-        Thread.sleep(forTimeInterval: 1.0)
+        let lockInfo = URL(fileURLWithPath: root).appendingPathComponent(".tsexport/lock.json")
+        let deadline = Date().addingTimeInterval(120)
+        while first.isRunning, Date() < deadline,
+              (try? String(contentsOf: lockInfo, encoding: .utf8))?.contains("\"pid\": \(first.processIdentifier),") != true {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
         let (busy, busyOut) = try Self.run(["apply", b.path, "--output-root", root])
         XCTAssertEqual(busy, 1, busyOut)
         XCTAssertTrue(busyOut.contains("is locked by tsexport pid \(first.processIdentifier), running since"), busyOut)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import nativekit
 import pytest
 import torch
 from tsexport_worker.guard import (
@@ -25,7 +25,6 @@ from tsexport_worker.guard import (
 )
 from tsexport_worker.verify import compare
 
-NATIVE_SOURCE = Path(__file__).resolve().parent / "native" / "guard_check.cpp"
 BERT_ENVELOPE = [
     GuardInput("input_ids", [[1, 4], [1, 16]], ["batch", "sequence"], dtype="int64"),
     GuardInput("attention_mask", [[1, 4], [1, 16]], ["batch", "sequence"]),
@@ -343,29 +342,9 @@ def test_bad_envelopes_are_refused_at_wrap_time(traced_bert: torch.jit.ScriptMod
 # libtorch without Python
 
 
-def _compiler() -> str:
-    found = shutil.which("g++")
-    if found is None:
-        pytest.skip("g++ cannot be found on PATH (install it: apt-get install -y g++); the libtorch check needs it")
-    return found
-
-
 @pytest.mark.slow
-def test_libtorch_loads_runs_and_refuses(
-    traced_bert: torch.jit.ScriptModule, saved_bert: Path, tmp_path: Path
-) -> None:
-    compiler = _compiler()
-    torch_dir = Path(torch.__file__).resolve().parent
-    binary = tmp_path / "guard_check"
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    build = [
-        compiler, "-std=c++17", "-O0", "-w", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-        f"-I{torch_dir / 'include'}", f"-I{torch_dir / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
-        str(NATIVE_SOURCE), "-o", str(binary),
-        f"-L{torch_dir / 'lib'}", f"-Wl,-rpath,{torch_dir / 'lib'}", "-ltorch", "-ltorch_cpu", "-lc10",
-    ]  # fmt: skip
-    built = subprocess.run(build, capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stderr[-4000:]
+def test_libtorch_loads_runs_and_refuses(traced_bert: torch.jit.ScriptModule, saved_bert: Path) -> None:
+    binary = nativekit.libtorch_program("guard_check.cpp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     ran = subprocess.run([str(binary), str(saved_bert), "2", "8", "2", "300"], capture_output=True, text=True, env=env, timeout=120)
     assert ran.returncode == 0, ran.stdout + ran.stderr

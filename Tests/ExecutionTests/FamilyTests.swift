@@ -4,7 +4,7 @@ import JSON
 import TSExportCLI
 import XCTest
 
-/// The coverage matrix (issue 6): one `tsexport apply` over every manifest in specs/families, then each artifact is
+/// The coverage matrix: one `tsexport apply` over every manifest in specs/families, then each artifact is
 /// reloaded in a separate Python and compared with an independently built eager model on fresh inputs (another batch
 /// size, new values, a padded attention mask). Auto* classes resolve to the concrete class recorded in the bundle.
 final class FamilyTests: XCTestCase {

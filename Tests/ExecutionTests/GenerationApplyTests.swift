@@ -50,9 +50,10 @@ final class GenerationApplyTests: XCTestCase {
         XCTAssertEqual(code, 0, out.stderr)
 
         let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let binary = dir.appendingPathComponent("generate").path
-        let build = try Harness.run([repo.appendingPathComponent("examples/generate/build.sh").path, Harness.python, binary])
+        // examples/generate, built once and shared with pytest (Tests/python/nativekit.py keys it by its sources and torch).
+        let build = try Harness.run([Harness.python, repo.appendingPathComponent("Tests/python/nativekit.py").path, "generate"])
         XCTAssertEqual(build.status, 0, build.stderr)
+        let binary = build.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
 
         for (name, files) in [("gpt2-cached", ["prefill.pt", "step.pt", "full.pt", "generation.json"]),
                               ("marian-cached", ["encoder.pt", "step.pt", "full.pt", "generation.json"])] {

@@ -175,7 +175,7 @@ final class InitTests: XCTestCase {
         """
 }
 
-/// Issue 15's managed-runtime output: one progress line per step with its elapsed time, the full venv/pip output in a
+/// The managed runtime's creation output: one progress line per step with its elapsed time, the full venv/pip output in a
 /// log file that a failure names (with `VenvPipDoubleRunner`, the venv/pip double of RuntimeResolverTests).
 final class ManagedRuntimeProgressTests: XCTestCase {
     func environment(_ cache: URL) -> [String: String] {

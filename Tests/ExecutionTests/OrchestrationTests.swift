@@ -489,10 +489,7 @@ final class OrchestrationTests: XCTestCase {
         assertEveryChildEnded(runner)
     }
 
-    /// KNOWN BUG (fails now): when every point verifies, nothing is narrowed and no `guard` request may be sent; the
-    /// executor sends `{"op": "guard", "ranges": null}` after every verification. Cause: in VerificationJudge.swift,
-    /// `resealRanges: narrowed ? ranges : nil` is typed `JSONValue` (JSONValue is ExpressibleByNilLiteral), so the
-    /// `nil` becomes `.null` and `resealRanges` is never nil.
+    /// When every point verifies, nothing is narrowed and no `guard` request is sent.
     func testNoGuardRequestWhenTheEnvelopeIsNotNarrowed() throws {
         let f = try fixture(["plain"])
         let runner = StubProcessRunner()
@@ -503,9 +500,8 @@ final class OrchestrationTests: XCTestCase {
         assertEveryChildEnded(runner)
     }
 
-    /// KNOWN BUG (fails now, same cause as above): a verifying worker that reports another sha256 than model.pt's
-    /// must fail the export ("model.pt changed while it was being verified"); the check only runs when
-    /// `resealRanges == nil`, which never holds.
+    /// A verifying worker that reports another sha256 than model.pt's fails the export ("model.pt changed while it
+    /// was being verified").
     func testVerifiedHashThatDiffersFromModelPtFailsTheExport() throws {
         let f = try fixture(["changed"])
         let runner = StubProcessRunner(script: .init(wrongSHA: ["changed"]))
@@ -519,10 +515,6 @@ final class OrchestrationTests: XCTestCase {
 
     /// A verifying worker that dies: that manifest fails naming the signal; with --keep-going the next manifest is
     /// verified by a new verifying worker.
-    ///
-    /// KNOWN BUG (fails now): the dead verifier is never replaced. `WorkerPair.verifier()` keeps returning the dead
-    /// client and `Exporter.export` on a `WorkerCrash` only kills (and later replaces) the *exporting* worker, so every
-    /// later manifest of the slot fails with "the worker stopped reading its input (killed by signal 9 (SIGKILL))".
     func testVerifierDyingMidVerifyIsReportedAndReplacedWithKeepGoing() throws {
         let f = try fixture(["first", "second", "third"])
         let runner = StubProcessRunner(script: .init(dieDuringVerify: ["second": SIGKILL]))

@@ -1,4 +1,4 @@
-"""Generation with a key/value cache outside Python (cache_split.py, issue 12): the cached artifacts of a tiny GPT-2
+"""Generation with a key/value cache outside Python (cache_split.py): the cached artifacts of a tiny GPT-2
 (prefill.pt + step.pt) and of tiny Marian / BART (encoder.pt + step.pt) against model.generate(), token for token;
 the loop in a process without transformers; the libtorch example; drift detection."""
 
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import nativekit
 import pytest
 import torch
 from workerkit import run_python
@@ -219,15 +220,9 @@ def test_refusals() -> None:
 
 
 @pytest.fixture(scope="session")
-def generate_binary(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """examples/generate built once per session against this Python's torch."""
-    if shutil.which("g++") is None:
-        pytest.skip("g++ is not installed")
-    out = str(tmp_path_factory.mktemp("generate") / "generate")
-    proc = subprocess.run(["bash", str(REPO / "examples" / "generate" / "build.sh"), sys.executable, out],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def generate_binary() -> str:
+    """examples/generate, built once (shared with the Swift tests) against this Python's torch."""
+    return str(nativekit.generate_example())
 
 
 @pytest.mark.parametrize("name", ["gpt2", "marian", "bart"])

@@ -1,4 +1,4 @@
-"""Architecture coverage (issue 6): every manifest in specs/families exported and verified, each artifact compared
+"""Architecture coverage: every manifest in specs/families exported and verified, each artifact compared
 with an independent eager model on fresh inputs in a fresh process; Auto* classes resolved from a pretrained folder;
 clear errors where a family cannot be traced faithfully."""
 

@@ -137,12 +137,18 @@ final class PlanCLITests: XCTestCase {
 
     /// The executable and the in-process command print the same thing.
     func testInProcessCommandMatchesTheExecutable() throws {
+        // The in-process commands see this process's environment: give them the executable's (no TSEXPORT_PYTHON, the
+        // isolated cache), so neither asks a Python runtime anything.
+        let saved = ["TSEXPORT_PYTHON", "TSEXPORT_CACHE_DIR"].map { ($0, ProcessInfo.processInfo.environment[$0]) }
+        unsetenv("TSEXPORT_PYTHON")
+        setenv("TSEXPORT_CACHE_DIR", CLI.isolatedCache, 1)
+        defer { for (k, v) in saved { if let v { setenv(k, v, 1) } else { unsetenv(k) } } }
         let exe = try CLI.run(["validate", "m"], cwd: dir)
         var outLines: [String] = [], errLines: [String] = []
         let console = Console(out: { outLines.append($0) }, err: { errLines.append($0) }, color: false, colorOut: false)
-        let saved = FileManager.default.currentDirectoryPath
+        let savedDirectory = FileManager.default.currentDirectoryPath
         XCTAssertTrue(FileManager.default.changeCurrentDirectoryPath(dir.path))
-        defer { FileManager.default.changeCurrentDirectoryPath(saved) }
+        defer { FileManager.default.changeCurrentDirectoryPath(savedDirectory) }
         let code = Validate.execute(try ManifestOptions.parse(["m"]), console: console)
         XCTAssertEqual(code, exe.status)
         XCTAssertEqual(errLines.map { $0 + "\n" }.joined(), exe.stderr)

@@ -28,6 +28,8 @@ struct VerificationJudge {
     var warnings: [(field: String?, message: String)] = []
     /// The record's `quality` object, once judged.
     var quality: JSONValue?
+    /// The record's `library` object (sentence-transformers), once judged.
+    var library: JSONValue?
 
     init(entry: PlanEntry, data: JSONValue, verdict: JSONValue) {
         self.entry = entry
@@ -143,6 +145,7 @@ struct VerificationJudge {
             ("tracer_warnings_verdict", warningVerdict), ("enforced", data["guarded"] ?? .bool(false)),
         ])
         quality = try judgeQuality(box: box, results: results, all: all, tolerance: tolerance)
+        library = try judgeLibrary(box: box)
         let aoti = try judgeAOTI(box: box, results: results, tolerance: tolerance)
         let generation = try judgeGeneration(tolerance: tolerance)
         let batch = box.ranges.first { $0.0 == "batch" }
@@ -179,6 +182,34 @@ struct VerificationJudge {
             }
         }
         return QualityGate.record(cases: sets[0].1, gate: gate, reduced: reduced)
+    }
+
+    /// library sentence-transformers: model.pt's sentence_embedding must keep the planned cosine to the library's
+    /// encode() on real text at the traced shape and at every point inside the verified envelope.
+    func judgeLibrary(box: VerifiedEnvelope) throws -> JSONValue? {
+        guard let library = data["library"], library != .null, var o = library.objectValue else { return nil }
+        guard let gate = entry.step(.trace)?.request?["job"]?["trace"]?["encode_check"]?["min_cosine"]?.doubleValue,
+              let check = library["encode_check"], check != .null else { return library }
+        var points: [JSONValue] = []
+        for p in check["points"]?.arrayValue ?? [] {
+            var sizes: [String: Int] = [:]
+            for (k, v) in p["sizes"]?.objectValue ?? [] { if let i = v.intValue { sizes[k] = i } }
+            let inside = p["case"]?.stringValue == "traced" || box.contains(sizes)
+            let cosine = p["min_cosine"]?.doubleValue ?? .nan
+            if inside && p["skipped"] == nil && !(cosine >= gate) {
+                throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                    message: "model.pt's sentence_embedding differs from sentence-transformers' encode() on real text at \(CanonicalJSON.text(p["shape"] ?? .null)): cosine \(cosine) < \(gate); nothing was written",
+                                    field: "spec.model.library", detail: nil)
+            }
+            var point = p.objectValue ?? []
+            point.append(("inside", .bool(inside)))
+            points.append(.object(point))
+        }
+        var c = check.objectValue ?? []
+        c = c.map { k, v in k == "points" ? (k, .array(points)) : (k, v) }
+        c.append(("passed", .bool(true)))
+        o = o.map { k, v in k == "encode_check" ? (k, .object(c)) : (k, v) }
+        return .object(o)
     }
 
     /// The largest drift a cached step may show against the uncached model (full.pt): the tolerance's atol

@@ -174,7 +174,8 @@ struct DocumentValidator {
                 dtype: dtype,
                 attnImplementation: model?["attn_implementation"]?.stringValue ?? "eager",
                 trustRemoteCode: model?["trust_remote_code"]?.boolValue ?? false,
-                allowPickle: model?["allow_pickle"]?.boolValue ?? false),
+                allowPickle: model?["allow_pickle"]?.boolValue ?? false,
+                library: model?["library"]?.stringValue ?? "transformers"),
             inputs: .init(
                 tokenizer: inputs?["tokenizer"]?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
                 text: inputs?["text"]?.stringValue,

@@ -138,6 +138,8 @@ public struct Manifest: Sendable {
         public var attnImplementation: String
         public var trustRemoteCode: Bool
         public var allowPickle: Bool
+        /// `transformers` (the class is the model) or `sentence-transformers` (the folder's modules.json pipeline).
+        public var library: String = "transformers"
     }
     /// The dummy inputs.
     public struct Inputs: Sendable {

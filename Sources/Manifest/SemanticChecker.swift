@@ -22,6 +22,7 @@ struct SemanticChecker {
     mutating func check() -> [Diagnostic] {
         checkPermissions()
         checkSources()
+        checkLibrary()
         let config = effectiveConfig()
         checkConfig(config)
         checkText()
@@ -59,6 +60,25 @@ struct SemanticChecker {
         }
         if case .local(let path) = manifest.inputs.tokenizer {
             checkFolder(path, field: "spec.inputs.tokenizer", what: "tokenizer folder")
+        }
+    }
+
+    /// `library: sentence-transformers` takes its pipeline from a folder's modules.json, fed by token ids.
+    private mutating func checkLibrary() {
+        guard manifest.model.library == "sentence-transformers" else { return }
+        guard let source = manifest.model.pretrained else {
+            error("spec.model.library", "library: sentence-transformers builds the pipeline that a folder's modules.json lists; give spec.model.pretrained (a sentence-transformers folder or hub id)")
+            return
+        }
+        if case .local(let path) = source, FileManager.default.fileExists(atPath: path),
+           !FileManager.default.fileExists(atPath: path + "/modules.json") {
+            error("spec.model.library", "library: sentence-transformers needs modules.json in the pretrained folder (\(path)); without it the folder is a plain transformers model: remove library")
+        }
+        if !manifest.inputs.tensors.contains(where: { $0.name == "input_ids" }) {
+            error("spec.inputs.tensors", "library: sentence-transformers feeds the pipeline token ids: add an input_ids tensor (and attention_mask, which pooling uses)")
+        }
+        if manifest.trace.split != nil {
+            error("spec.trace.split", "spec.trace.split is for generation; a sentence-transformers pipeline (library: sentence-transformers) has no decoder to split")
         }
     }
 

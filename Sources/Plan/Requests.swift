@@ -14,6 +14,10 @@ public enum WorkerRequests {
         }
     }
 
+    /// The cosine a sentence-transformers artifact's sentence_embedding must keep to the library's encode() on real
+    /// text, per row, at every verified point.
+    public static let encodeMinCosine = 0.9999
+
     /// The tolerance object both the export (split checks) and verification use.
     /// `min_cosine` is the quality gate (nil: none); the worker only measures, `QualityGate` judges.
     public static func tolerance(_ m: Manifest) -> JSONValue {
@@ -59,6 +63,7 @@ public enum WorkerRequests {
             ("attn_implementation", .string(m.model.attnImplementation)),
             ("trust_remote_code", .bool(m.model.trustRemoteCode)),
             ("allow_pickle", .bool(m.model.allowPickle)),
+            ("library", .string(m.model.library)),
         ])
     }
 
@@ -96,6 +101,9 @@ public enum WorkerRequests {
                 ("envelope", envelope.json),
                 // reduced precision: also record the float32 eager model's outputs, the quality gate's reference
                 ("float32_reference", .bool(m.reducedPrecision)),
+                // sentence-transformers: the cosine model.pt's sentence_embedding keeps to the library's encode()
+                ("encode_check", m.model.library == "sentence-transformers"
+                    ? .object([("min_cosine", .double(encodeMinCosine))]) : .null),
             ])),
             ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize)),
                                 ("quantize", quantize(m))])),

@@ -91,7 +91,7 @@ def make_job(
         "class": cls, "pretrained": None, "pretrained_is_local": False, "revision": None,
         "config": TINY_BERT if config is None else config, "torchscript": True, "seed": 0,
         "dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False, "allow_pickle": False,
-        **(model or {}),
+        "library": "transformers", **(model or {}),
     }
     atol, rtol = DTYPE_TOLERANCE.get(model_keys["dtype"], TOLERANCE)
     reduced = model_keys["dtype"] != "float32" or quantize is not None
@@ -108,7 +108,7 @@ def make_job(
         "trace": {"api": TRACE_APIS[hardware], "strict": strict, "check_shapes": check_shapes or [], "split": split,
                   "tolerance": tolerance if tolerance is not None
                   else {"atol": atol, "rtol": rtol, "min_cosine": 0.99 if reduced else None},
-                  "envelope": None, "float32_reference": reduced},
+                  "envelope": None, "float32_reference": reduced, "encode_check": None},
         "target": {"hardware": hardware, "optimize": optimize, "quantize": quantize},
         "formats": ["torchscript"],
         "staging_dir": str(staging),

@@ -126,7 +126,11 @@ struct DocumentValidator {
                 if let i = Int(index), let r = range(r) { dims[name, default: [:]][i] = r }
             }
         }
-        return Envelope(batch: range(v?["batch"]), sequence: range(v?["sequence"]), decoderSequence: range(v?["decoder_sequence"]), dims: dims)
+        var e = Envelope(batch: range(v?["batch"]), sequence: range(v?["sequence"]), decoderSequence: range(v?["decoder_sequence"]), dims: dims)
+        for (name, r) in v?.objectValue ?? [] where !["batch", "sequence", "decoder_sequence", "dims"].contains(name) {
+            if let r = range(r) { e.named.append((name, r)) }
+        }
+        return e
     }
 
     /// Decodes a document the schema accepted; defaults come from the contract.
@@ -152,7 +156,8 @@ struct DocumentValidator {
                 shape: t["shape"]?.arrayValue?.compactMap(\.intValue),
                 dtype: t["dtype"]?.stringValue ?? "int64",
                 low: t["low"]?.doubleValue,
-                high: t["high"]?.doubleValue)
+                high: t["high"]?.doubleValue,
+                axes: t["axes"]?.arrayValue?.map(\.stringValue))
         }
         let deploy: [DeployTarget] = (output?["deploy"]?.arrayValue ?? []).compactMap { d in
             switch d["kind"]?.stringValue {

@@ -71,11 +71,14 @@ public enum WorkerRequests {
     public static func exportJob(_ m: Manifest, envelope: EnvelopePlan, stagingDir: URL, extraRecord: JSONValue) -> JSONValue {
         func opt(_ s: String?) -> JSONValue { s.map(JSONValue.string) ?? .null }
         func optNum(_ d: Double?) -> JSONValue { d.map(JSONValue.double) ?? .null }
-        let tensors: [JSONValue] = m.inputs.tensors.map { t in
+        let axes = StaticShapes(m).axes
+        let tensors: [JSONValue] = m.inputs.tensors.enumerated().map { i, t in
             .object([
                 ("name", .string(t.name)), ("from", .string(t.from.rawValue)), ("dtype", .string(t.dtype)),
                 ("shape", t.shape.map { .array($0.map(JSONValue.int)) } ?? .null),
                 ("values", t.values ?? .null), ("low", optNum(t.low)), ("high", optNum(t.high)),
+                // the named axis of each dimension, which the worker's size agreement check groups by
+                ("axes", .array(axes[i].map { $0.map(JSONValue.string) ?? .null })),
             ])
         }
         return .object([

@@ -202,7 +202,7 @@ JOB_FIELDS = [
         "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to",
         "tensors")],
     *[(f"inputs.tensors[0].{k}", f"spec.inputs.tensors[0].{k}") for k in (
-        "name", "from", "dtype", "shape", "values", "low", "high")],
+        "name", "from", "dtype", "shape", "values", "low", "high", "axes")],
     *[(f"trace.{k}", f"spec.trace.{k}") for k in ("api", "strict", "check_shapes", "split", "tolerance", "envelope",
                                                            "float32_reference", "encode_check")],
     ("trace.tolerance.atol", "spec.trace.tolerance.atol"), ("trace.tolerance.rtol", "spec.trace.tolerance.rtol"),

@@ -63,9 +63,25 @@ DTYPE_TOLERANCE = {"float16": (1e-2, 1e-2), "bfloat16": (5e-2, 5e-2)}
 TOLERANCE = (1e-5, 1e-4)
 
 
+# The contract's default axes by tensor name (the Swift side resolves them into every tensor's `axes`).
+DEFAULT_AXES: dict[str, list[str | None]] = {
+    "input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"],
+    "token_type_ids": ["batch", "sequence"], "position_ids": ["batch", "sequence"],
+    "inputs_embeds": ["batch", "sequence", None], "decoder_input_ids": ["batch", "decoder_sequence"],
+    "decoder_attention_mask": ["batch", "decoder_sequence"], "decoder_position_ids": ["batch", "decoder_sequence"],
+    "pixel_values": ["batch", None, None, None], "input_features": ["batch", None, "frames"],
+    "input_values": ["batch", "samples"],
+}
+
+
 def full_tensor(tensor: dict[str, Any]) -> dict[str, Any]:
     """A tensor entry with every key protocol 2 requires (the manifest's defaults, as the Swift side fills them)."""
-    return {**TENSOR_DEFAULTS, **tensor}
+    full = {**TENSOR_DEFAULTS, **tensor}
+    if "axes" not in tensor:
+        rank = len(full["shape"]) if full["shape"] is not None else 2
+        base = DEFAULT_AXES.get(full["name"], ["batch"])
+        full["axes"] = [base[d] if d < len(base) else None for d in range(rank)]
+    return full
 
 
 def make_job(

@@ -216,7 +216,7 @@ MODEL_KEYS = (
     "attn_implementation", "trust_remote_code", "allow_pickle", "library",
 )
 LIBRARIES = ("transformers", "sentence-transformers")
-TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high")
+TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high", "axes")
 INPUTS_KEYS = (
     "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to", "tensors",
 )
@@ -261,6 +261,9 @@ class TensorSpec:
     values: Any
     low: float | None
     high: float | None
+    # The named axis of each dimension (null entries: fixed), as the Swift side resolved them; dimensions that share
+    # a name must agree. None: only dimension 0 (batch) is named.
+    axes: list[str | None] | None = None
 
     @property
     def path(self) -> str:
@@ -394,7 +397,16 @@ def _parse_tensor(index: int, data: Any) -> TensorSpec:
         values=values,
         low=r.opt_number("low"),
         high=r.opt_number("high"),
+        axes=_parse_axes(r.raw("axes"), r.field("axes")),
     )
+
+
+def _parse_axes(data: Any, field: str) -> list[str | None] | None:
+    if data is None:
+        return None
+    if not isinstance(data, list) or not all(a is None or isinstance(a, str) for a in data):
+        raise WorkerError(None, "bad_request", f"`{field}` must be a list of axis names or nulls", field=field)
+    return list(data)
 
 
 def _parse_inputs(data: Any) -> InputsSpec:

@@ -69,7 +69,7 @@ def write_reference(
                 references[f"{case}/float32_output_{i}"] = cpu_copy(tensor)
 
     float32_outputs("traced", built.tensors)
-    vocab_size = getattr(getattr(wrapper.model, "config", None), "vocab_size", None)
+    vocab_size = inputs.config_vocab_size(getattr(wrapper.model, "config", None))
     pad_id = getattr(getattr(wrapper.model, "config", None), "pad_token_id", None)
     plan = Envelope.parse(job.trace.envelope)
     traced = plan.traced_sizes(built) if plan is not None else {}

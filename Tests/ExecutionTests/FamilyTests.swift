@@ -30,7 +30,8 @@ final class FamilyTests: XCTestCase {
                 elif name == "token_type_ids":
                     args.append(torch.randint(0, 2, shape, generator=generator, dtype=dtype))
                 else:
-                    args.append(torch.randint(3, config.vocab_size - 1, shape, generator=generator, dtype=dtype))
+                    vocab = getattr(config, "vocab_size", None) or config.text_config.vocab_size
+                    args.append(torch.randint(3, vocab - 1, shape, generator=generator, dtype=dtype))
             return args
 
         report = {}
@@ -83,7 +84,8 @@ final class FamilyTests: XCTestCase {
         for required in ["BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
                          "BertForQuestionAnswering", "DistilBertModel", "RobertaModel", "XLMRobertaForSequenceClassification",
                          "AlbertForMaskedLM", "ElectraForPreTraining", "GPT2Model", "GPT2LMHeadModel",
-                         "BartForConditionalGeneration", "MarianMTModel", "T5EncoderModel", "ViTForImageClassification"] {
+                         "BartForConditionalGeneration", "MarianMTModel", "T5EncoderModel", "ViTForImageClassification",
+                         "CLIPModel", "SiglipModel"] {
             XCTAssertTrue(classes.contains(required), "no family bundle for \(required)")
         }
 

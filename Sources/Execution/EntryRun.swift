@@ -96,6 +96,7 @@ struct EntryRun {
         }
         record.add("parity", judge.parity(envelope: envelope))
         if let q = judge.quality { record.add("quality", q) }
+        if let l = judge.library { record.add("library", l) }
         let deployed = try deploy(envelope: envelope, deployments: &deployments)
         if !deployed.isEmpty { record.add("deployments", .array(deployed.map(\.record))) }
         let value = record.value

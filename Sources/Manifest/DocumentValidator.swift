@@ -184,7 +184,11 @@ struct DocumentValidator {
                 if let i = Int(index), let r = range(r) { dims[name, default: [:]][i] = r }
             }
         }
-        return Envelope(batch: range(v?["batch"]), sequence: range(v?["sequence"]), decoderSequence: range(v?["decoder_sequence"]), dims: dims)
+        var e = Envelope(batch: range(v?["batch"]), sequence: range(v?["sequence"]), decoderSequence: range(v?["decoder_sequence"]), dims: dims)
+        for (name, r) in v?.objectValue ?? [] where !["batch", "sequence", "decoder_sequence", "dims"].contains(name) {
+            if let r = range(r) { e.named.append((name, r)) }
+        }
+        return e
     }
 
     /// Decodes a document the schema accepted; defaults come from the contract.
@@ -210,7 +214,8 @@ struct DocumentValidator {
                 shape: t["shape"]?.arrayValue?.compactMap(\.intValue),
                 dtype: t["dtype"]?.stringValue ?? "int64",
                 low: t["low"]?.doubleValue,
-                high: t["high"]?.doubleValue)
+                high: t["high"]?.doubleValue,
+                axes: t["axes"]?.arrayValue?.map(\.stringValue))
         }
         let deploy: [DeployTarget] = (output?["deploy"]?.arrayValue ?? []).compactMap { d in
             switch d["kind"]?.stringValue {
@@ -232,7 +237,8 @@ struct DocumentValidator {
                 dtype: dtype,
                 attnImplementation: model?["attn_implementation"]?.stringValue ?? "eager",
                 trustRemoteCode: model?["trust_remote_code"]?.boolValue ?? false,
-                allowPickle: model?["allow_pickle"]?.boolValue ?? false),
+                allowPickle: model?["allow_pickle"]?.boolValue ?? false,
+                library: model?["library"]?.stringValue ?? "transformers"),
             inputs: .init(
                 tokenizer: inputs?["tokenizer"]?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
                 text: inputs?["text"]?.stringValue,

@@ -38,6 +38,8 @@ public struct TensorSpec: Hashable, Sendable {
     public var low: Double?
     /// Upper bound for random.
     public var high: Double?
+    /// `axes`: the named axis of each dimension (nil entries: fixed), as written; nil: the default by name.
+    public var axes: [String?]? = nil
 }
 
 /// An inclusive size range `[min, max]` of one dimension.
@@ -80,6 +82,8 @@ public struct Envelope: Hashable, Sendable {
     public var decoderSequence: SizeRange?
     /// Other dimensions: tensor name → dimension index → range, in the order written.
     public var dims: [String: [Int: SizeRange]]
+    /// Ranges of other named axes (those a tensor's `axes` names: `image`, `frames`, …), in the order written.
+    public var named: [(name: String, range: SizeRange)] = []
 
     /// Creates an envelope.
     public init(batch: SizeRange? = nil, sequence: SizeRange? = nil, decoderSequence: SizeRange? = nil, dims: [String: [Int: SizeRange]] = [:]) {
@@ -90,7 +94,27 @@ public struct Envelope: Hashable, Sendable {
     }
 
     /// Whether the manifest declares anything.
-    public var isEmpty: Bool { batch == nil && sequence == nil && decoderSequence == nil && dims.isEmpty }
+    public var isEmpty: Bool { batch == nil && sequence == nil && decoderSequence == nil && dims.isEmpty && named.isEmpty }
+
+    /// The declared range of an axis by name (batch, sequence, decoder_sequence, or a named one).
+    public func range(of axis: String) -> SizeRange? {
+        switch axis {
+        case "batch": return batch
+        case "sequence": return sequence
+        case "decoder_sequence": return decoderSequence
+        default: return named.first { $0.name == axis }?.range
+        }
+    }
+
+    public static func == (a: Envelope, b: Envelope) -> Bool {
+        a.batch == b.batch && a.sequence == b.sequence && a.decoderSequence == b.decoderSequence && a.dims == b.dims
+            && a.named.map(\.name) == b.named.map(\.name) && a.named.map(\.range) == b.named.map(\.range)
+    }
+
+    public func hash(into h: inout Hasher) {
+        h.combine(batch); h.combine(sequence); h.combine(decoderSequence); h.combine(dims)
+        for (n, r) in named { h.combine(n); h.combine(r) }
+    }
 }
 
 /// The sequence group a tensor's dimension 1 belongs to: decoder inputs have a length of their own.
@@ -138,6 +162,8 @@ public struct Manifest: Sendable {
         public var attnImplementation: String
         public var trustRemoteCode: Bool
         public var allowPickle: Bool
+        /// `transformers` (the class is the model) or `sentence-transformers` (the folder's modules.json pipeline).
+        public var library: String = "transformers"
     }
     /// The dummy inputs.
     public struct Inputs: Sendable {

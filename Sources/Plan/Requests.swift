@@ -14,6 +14,10 @@ public enum WorkerRequests {
         }
     }
 
+    /// The cosine a sentence-transformers artifact's sentence_embedding must keep to the library's encode() on real
+    /// text, per row, at every verified point.
+    public static let encodeMinCosine = 0.9999
+
     /// The tolerance object both the export (split checks) and verification use.
     /// `min_cosine` is the quality gate (nil: none); the worker only measures, `QualityGate` judges.
     public static func tolerance(_ m: Manifest) -> JSONValue {
@@ -59,6 +63,7 @@ public enum WorkerRequests {
             ("attn_implementation", .string(m.model.attnImplementation)),
             ("trust_remote_code", .bool(m.model.trustRemoteCode)),
             ("allow_pickle", .bool(m.model.allowPickle)),
+            ("library", .string(m.model.library)),
         ])
     }
 
@@ -66,11 +71,14 @@ public enum WorkerRequests {
     public static func exportJob(_ m: Manifest, envelope: EnvelopePlan, stagingDir: URL, extraRecord: JSONValue) -> JSONValue {
         func opt(_ s: String?) -> JSONValue { s.map(JSONValue.string) ?? .null }
         func optNum(_ d: Double?) -> JSONValue { d.map(JSONValue.double) ?? .null }
-        let tensors: [JSONValue] = m.inputs.tensors.map { t in
+        let axes = StaticShapes(m).axes
+        let tensors: [JSONValue] = m.inputs.tensors.enumerated().map { i, t in
             .object([
                 ("name", .string(t.name)), ("from", .string(t.from.rawValue)), ("dtype", .string(t.dtype)),
                 ("shape", t.shape.map { .array($0.map(JSONValue.int)) } ?? .null),
                 ("values", t.values ?? .null), ("low", optNum(t.low)), ("high", optNum(t.high)),
+                // the named axis of each dimension, which the worker's size agreement check groups by
+                ("axes", .array(axes[i].map { $0.map(JSONValue.string) ?? .null })),
             ])
         }
         return .object([
@@ -96,6 +104,9 @@ public enum WorkerRequests {
                 ("envelope", envelope.json),
                 // reduced precision: also record the float32 eager model's outputs, the quality gate's reference
                 ("float32_reference", .bool(m.reducedPrecision)),
+                // sentence-transformers: the cosine model.pt's sentence_embedding keeps to the library's encode()
+                ("encode_check", m.model.library == "sentence-transformers"
+                    ? .object([("min_cosine", .double(encodeMinCosine))]) : .null),
             ])),
             ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize)),
                                 ("quantize", quantize(m))])),

@@ -93,7 +93,7 @@ public struct Init: ParsableCommand {
         guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "transformers"]) else {
             return ExitStatus.failure
         }
-        let facts: InitFacts
+        var facts: InitFacts
         do {
             defer { worker.shutdown() }
             let data = try worker.request("inspect", [
@@ -102,6 +102,8 @@ public struct Init: ParsableCommand {
                 ("task", cmd.task.map(JSONValue.string) ?? .null),
             ])
             facts = try InitFacts(data)
+            // A sentence-transformers folder is exported as its pipeline, unless a task names a transformers head.
+            if cmd.task == nil { facts.pipeline = InitFacts.sentenceTransformersModules(folder: source) }
         } catch let f as WorkerFailure {
             return fail(f.message)
         } catch {
@@ -212,6 +214,16 @@ public struct InitFacts: Sendable {
     public var sampleTokens: Int?
     public var safetensors: Bool
     public var pickle: [String]
+    /// The module types a sentence-transformers folder's modules.json lists (nil: no modules.json).
+    public var pipeline: [String]?
+
+    /// The last component of each module type in `folder/modules.json` (Transformer, Pooling, Normalize, ...), or nil
+    /// when the folder has none: such a folder is a sentence-transformers pipeline.
+    public static func sentenceTransformersModules(folder: URL) -> [String]? {
+        guard let data = FileManager.default.contents(atPath: folder.appendingPathComponent("modules.json").path) else { return nil }
+        let modules = (try? JSONValue(parsing: data))?.arrayValue ?? []
+        return modules.compactMap { $0["type"]?.stringValue?.split(separator: ".").last.map(String.init) }
+    }
 
     /// Reads the `inspect` result.
     public init(_ v: JSONValue) throws {
@@ -378,6 +390,12 @@ public enum ManifestScaffold {
         }
         y.append("    class: \(f.className)\u{1F}\(classNote)")
         y.append("    pretrained: \(quote(pretrained))\u{1F}config and weights, relative to this file's folder")
+        if let pipeline = f.pipeline {
+            let steps = pipeline.isEmpty ? "" : " (\(pipeline.joined(separator: " → ")))"
+            y.append("    library: sentence-transformers\u{1F}the folder's modules.json pipeline\(steps) is the model")
+            y.append("    # Outputs token_embeddings and sentence_embedding; apply checks sentence_embedding against the library's")
+            y.append("    # encode() on real text at every envelope point.")
+        }
         if !f.safetensors {
             y.append("    # The folder has only pickle weights (\(f.pickle.joined(separator: ", "))), which can run code when loaded:")
             y.append("    # apply needs --allow-pickle too. Converting them to safetensors is safer.")
@@ -385,7 +403,8 @@ public enum ManifestScaffold {
         }
         y.append("    # torchscript: true (the default) gives tuple outputs and unties tied weights, as the guide promises;")
         y.append("    # dtype: float32 (the default); attn_implementation: eager (the default; sdpa traces too).")
-        y.append("  inputs:\u{1F}bound BY NAME to \(f.resolvedClass).forward(); the artifact takes them in this order")
+        let receiver = f.pipeline == nil ? "\(f.resolvedClass).forward()" : "the pipeline (its \(f.resolvedClass))"
+        y.append("  inputs:\u{1F}bound BY NAME to \(receiver); the artifact takes them in this order")
         if useText {
             y.append("    tokenizer: \(quote(pretrained))\u{1F}the folder's own tokenizer")
             y.append("    text: \(quote(f.sampleText))\u{1F}a sample sentence; any text in the model's language")

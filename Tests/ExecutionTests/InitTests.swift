@@ -30,6 +30,7 @@ final class InitTests: XCTestCase {
         let text = try String(contentsOf: file, encoding: .utf8)
         XCTAssertTrue(text.hasPrefix("# yaml-language-server: $schema="), text)
         XCTAssertTrue(text.contains("class: BertModel"), text)
+        XCTAssertTrue(text.contains("library: sentence-transformers      # the folder's modules.json pipeline (Transformer → Pooling → Normalize) is the model"), text)
         XCTAssertTrue(text.contains("pretrained: \"../"), "relative to the manifest's folder: \(text)")
         XCTAssertTrue(text.contains("pad_to: 128"), text)
         XCTAssertTrue(text.contains("envelope: {batch: [1, 8], sequence: [1, 128]}"), text)
@@ -45,8 +46,25 @@ final class InitTests: XCTestCase {
         XCTAssertEqual(record["model_class"], "BertModel")
         XCTAssertEqual(record["parity"]?["verdict"], "valid across the envelope batch [1,8], sequence [1,128]")
         XCTAssertEqual(record["input_signature"]?[0]?["shape"], [1, 128])
-        let cmp = try Harness.compare(bundle: root.appendingPathComponent("build/minilm"), manifestDir: dir)
-        XCTAssertLessThan(cmp["max_abs_error"]?.doubleValue ?? 1, 1e-4)
+        // The folder's pipeline, as sentence-transformers builds it: token states, then the pooled, normalised sentence.
+        XCTAssertEqual((record["output_signature"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }, ["token_embeddings", "sentence_embedding"])
+        XCTAssertEqual(record["output_signature"]?[1]?["shape"], [1, 384])
+        XCTAssertEqual(record["library"]?["name"], "sentence-transformers")
+        XCTAssertEqual(record["library"]?["modules"], ["Transformer", "Pooling", "Normalize"])
+        let check = try XCTUnwrap(record["library"]?["encode_check"])
+        XCTAssertEqual(check["passed"], .bool(true))
+        let measured = (check["points"]?.arrayValue ?? []).filter { $0["skipped"] == nil }
+        XCTAssertGreaterThanOrEqual(measured.count, 4, "the corners and interior points with room for text")
+        for p in measured { XCTAssertGreaterThanOrEqual(p["min_cosine"]?.doubleValue ?? 0, 0.9999, "\(p)") }
+        // Independently: model.pt on other real sentences equals the library's encode() across the envelope.
+        let bundle = root.appendingPathComponent("build/minilm")
+        let encoded = try Harness.pythonJSON([Harness.support.appendingPathComponent("st_encode.py").path, bundle.path, model,
+                                              "[[1, 8], [3, 128], [8, 64], [2, 17], [8, 128]]"])
+        XCTAssertEqual(encoded.arrayValue?.count, 5)
+        for p in encoded.arrayValue ?? [] {
+            XCTAssertEqual(p["outputs"], 2)
+            XCTAssertGreaterThanOrEqual(p["min_cosine"]?.doubleValue ?? 0, 0.9999, "\(p)")
+        }
 
         // An existing file is refused without --force, before Python starts; with --force it is rewritten.
         let (again, refused) = try Self.initCommand([model, "-o", file.path])

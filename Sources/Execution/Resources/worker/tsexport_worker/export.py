@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -24,7 +24,7 @@ from .bundle import AOTI_FILE, MODEL_FILE, RECORD_NAME, cpu_features
 from .envelope import Envelope, guard_inputs
 from .errors import WorkerError, describe, traceback_tail
 from .guard import wrap
-from .load import MODEL_DTYPES, load_model
+from .load import MODEL_DTYPES, load_model, model_class
 from .outputs import signature
 from .protocol import Job, ProgressFn, no_progress
 from .quantize import quantize
@@ -140,7 +140,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         worker_record: dict[str, Any] = {
             "protocol": PROTOCOL_VERSION,
             "worker_version": WORKER_VERSION,
-            "model_class": type(loaded.model).__name__,
+            "model_class": model_class(loaded.model),
             "input_signature": input_signature,
             "output_signature": output_signature,
             "tracer_warnings": tracer_warnings,
@@ -184,6 +184,10 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         with stages.stage("reference"):
             cases = write_reference(job.staging_dir, built, eager_outputs, wrapper, job, device, split_result,
                                     float_wrapper)
+        encode: dict[str, Any] | None = None
+        if job.trace.encode_min_cosine is not None:
+            with stages.stage("encode_check"):
+                encode = _encode_check(job, built, model, plan)
         float_wrapper = float_model = None  # the float32 model is not needed past the references
         loaded.model = model  # (the same class, cast or quantized): nothing holds the float32 weights any more
         aoti: dict[str, Any] | None = None
@@ -198,6 +202,11 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         extra = {"artifacts": artifacts, "generation": split_result.generation}
     if cached_result is not None:
         extra = {"artifacts": artifacts, "generation": cached_result["generation"]}
+    if loaded.pipeline_modules is not None:
+        import sentence_transformers
+
+        extra["library"] = {"name": "sentence-transformers", "version": sentence_transformers.__version__,
+                            "modules": loaded.pipeline_modules, "encode_check": encode}
     return {
         **extra,
         "input_signature": input_signature,
@@ -208,7 +217,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         "untied_parameters": loaded.untied_parameters,
         "adjusted_config": loaded.adjusted_config,
         "text": text,
-        "model_class": type(loaded.model).__name__,
+        "model_class": model_class(loaded.model),
         "attn_implementation": attn_implementation,
         "hardware": job.target.hardware,
         "device": device,
@@ -219,3 +228,20 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         "versions": versions,
         "timings_ms": stages.timings_ms,
     }
+
+
+def _encode_check(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, plan: Envelope | None) -> dict[str, Any]:
+    """The saved model.pt against sentence-transformers' encode() on real text at the traced shape and every
+    envelope point ([batch, sequence] from the points' sizes)."""
+    from .st_pipeline import encode_check
+
+    ids = built.tensors[built.names.index("input_ids")]
+    traced = plan.traced_sizes(built) if plan is not None else {"batch": int(ids.shape[0]), "sequence": int(ids.shape[1])}
+    points: list[tuple[str, dict[str, int], int, int]] = [("traced", traced, traced["batch"], traced["sequence"])]
+    for point in plan.points if plan is not None else []:
+        if point.case == "traced":
+            continue
+        sizes = plan.resolve(point, traced) if plan is not None else {}
+        points.append((point.case, sizes, sizes.get("batch", traced["batch"]), sizes.get("sequence", traced["sequence"])))
+    artifact = torch.jit.load(os.path.join(job.staging_dir, MODEL_FILE), map_location="cpu")  # type: ignore[no-untyped-call]
+    return encode_check(model, artifact.eval(), built.names, points, cast(float, job.trace.encode_min_cosine))

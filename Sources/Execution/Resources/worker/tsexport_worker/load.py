@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -29,6 +29,18 @@ class LoadedModel:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     adjusted_config: dict[str, Any] = field(default_factory=dict)
     untied_parameters: list[str] = field(default_factory=list)
+    # library sentence-transformers: the pipeline's module types, in modules.json's order.
+    pipeline_modules: list[str] | None = None
+
+
+def model_class(model: torch.nn.Module) -> str:
+    """The class the record names: the model's, or for a sentence-transformers pipeline its Transformer module's."""
+    inner = getattr(model, "pipeline", None)
+    if inner is not None and type(model).__name__ == "SentenceTransformerPipeline":
+        from .st_pipeline import transformer_model
+
+        return type(transformer_model(inner)).__name__
+    return type(model).__name__
 
 
 def _model_class_names(transformers: Any) -> list[str]:
@@ -315,9 +327,19 @@ def untie_weights(model: torch.nn.Module) -> list[str]:
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
-    """The model of the job, in eval mode, untied when torchscript is true."""
-    cls, is_auto = resolve_class(spec.class_name)
+    """The model of the job, in eval mode, untied when torchscript is true. With library sentence-transformers it is
+    the folder's pipeline (st_pipeline.py), whose inner transformers model is untied."""
     loaded = LoadedModel(model=torch.nn.Module())
+    if spec.library == "sentence-transformers":
+        from .st_pipeline import load_pipeline, transformer_model
+
+        pipeline, modules = load_pipeline(spec)
+        if spec.torchscript:
+            loaded.untied_parameters = untie_weights(transformer_model(cast(Any, pipeline).pipeline))
+        loaded.model = pipeline
+        loaded.pipeline_modules = modules
+        return loaded
+    cls, is_auto = resolve_class(spec.class_name)
     if spec.pretrained is None:
         model = _random_init(cls, is_auto, spec, loaded)
     else:

@@ -213,13 +213,15 @@ class Reader:
 
 MODEL_KEYS = (
     "class", "pretrained", "pretrained_is_local", "revision", "config", "torchscript", "seed", "dtype",
-    "attn_implementation", "trust_remote_code", "allow_pickle",
+    "attn_implementation", "trust_remote_code", "allow_pickle", "library",
 )
-TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high")
+LIBRARIES = ("transformers", "sentence-transformers")
+TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high", "axes")
 INPUTS_KEYS = (
     "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to", "tensors",
 )
-TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope", "float32_reference")
+TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope", "float32_reference", "encode_check")
+ENCODE_CHECK_KEYS = ("min_cosine",)
 SPLIT_KEYS = ("kind", "max_length", "cache")
 TOLERANCE_KEYS = ("atol", "rtol", "min_cosine")
 TARGET_KEYS = ("hardware", "optimize", "quantize")
@@ -245,6 +247,8 @@ class ModelSpec:
     attn_implementation: str
     trust_remote_code: bool
     allow_pickle: bool
+    # "transformers" (the class is the model) or "sentence-transformers" (the folder's modules.json pipeline).
+    library: str
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,9 @@ class TensorSpec:
     values: Any
     low: float | None
     high: float | None
+    # The named axis of each dimension (null entries: fixed), as the Swift side resolved them; dimensions that share
+    # a name must agree. None: only dimension 0 (batch) is named.
+    axes: list[str | None] | None = None
 
     @property
     def path(self) -> str:
@@ -304,6 +311,9 @@ class TraceSpec:
     envelope: dict[str, Any] | None
     # Also record the float32 eager model's outputs (reduced precision: the quality gate's reference).
     float32_reference: bool
+    # sentence-transformers: the cosine the artifact's sentence_embedding must keep to the library's encode() on real
+    # text at every envelope point (null: no such check).
+    encode_min_cosine: float | None
 
 
 @dataclass(frozen=True)
@@ -354,6 +364,7 @@ def parse_model(data: Any, path: str = "spec.model") -> ModelSpec:
         attn_implementation=r.text("attn_implementation"),
         trust_remote_code=r.flag("trust_remote_code"),
         allow_pickle=r.flag("allow_pickle"),
+        library=r.choice("library", LIBRARIES),
     )
 
 
@@ -386,7 +397,16 @@ def _parse_tensor(index: int, data: Any) -> TensorSpec:
         values=values,
         low=r.opt_number("low"),
         high=r.opt_number("high"),
+        axes=_parse_axes(r.raw("axes"), r.field("axes")),
     )
+
+
+def _parse_axes(data: Any, field: str) -> list[str | None] | None:
+    if data is None:
+        return None
+    if not isinstance(data, list) or not all(a is None or isinstance(a, str) for a in data):
+        raise WorkerError(None, "bad_request", f"`{field}` must be a list of axis names or nulls", field=field)
+    return list(data)
 
 
 def _parse_inputs(data: Any) -> InputsSpec:
@@ -478,7 +498,15 @@ def _parse_trace(data: Any) -> TraceSpec:
         tolerance=parse_tolerance(r.raw("tolerance"), r.field("tolerance")),
         envelope=r.opt_mapping("envelope"),
         float32_reference=r.flag("float32_reference"),
+        encode_min_cosine=_parse_encode_check(r.raw("encode_check")),
     )
+
+
+def _parse_encode_check(data: Any) -> float | None:
+    if data is None:
+        return None
+    r = Reader(data, "spec.trace.encode_check", ENCODE_CHECK_KEYS)
+    return float(r.number("min_cosine"))
 
 
 def _parse_target(data: Any) -> TargetSpec:

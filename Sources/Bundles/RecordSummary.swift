@@ -5,7 +5,7 @@ import JSON
 public enum BundleLayout {
     /// The TorchScript program (always).
     public static let modelFile = "model.pt"
-    /// The AOTInductor package (with `formats: [torchscript, aoti]`).
+    /// The AOTInductor package (`formats: [aoti]`, alone or beside torchscript).
     public static let aotiFile = "model.pt2"
 }
 
@@ -21,6 +21,8 @@ public struct RecordSummary: Sendable {
     public var versions: [String: String]
     /// The sha256 of model.pt it records.
     public var modelSHA256: String?
+    /// The seconds AOTInductor took to compile model.pt2 in the last build (nil without model.pt2).
+    public var aotiCompileSeconds: Double?
     /// Why the bundle on disk is not complete (a file missing, model.pt of another size than recorded); nil when it is.
     public var incomplete: String?
 
@@ -35,6 +37,11 @@ public struct RecordSummary: Sendable {
 
     /// The files every complete bundle holds.
     public static let bundleFiles = ["model.pt", "record.json", "sample_inputs.safetensors", "reference_outputs.safetensors"]
+
+    /// The files a complete bundle holds besides model.pt2: model.pt only when TorchScript is among its formats.
+    public static func files(torchscript: Bool) -> [String] {
+        torchscript ? bundleFiles : bundleFiles.filter { $0 != BundleLayout.modelFile }
+    }
 
     /// The record file's name inside a bundle.
     public static let fileName = "record.json"
@@ -56,7 +63,9 @@ public struct RecordSummary: Sendable {
         // Cheap completeness checks (no hashing, so a no-op plan stays fast): every file present, model.pt the size
         // the record states.
         let fm = FileManager.default
-        var expected = bundleFiles
+        summary.aotiCompileSeconds = record["aoti"]?["compile_seconds"]?.doubleValue
+        // record.json says which artifact the bundle has: `artifact` is model.pt2 when formats was [aoti] alone
+        var expected = files(torchscript: record["artifact"]?.stringValue != BundleLayout.aotiFile)
         expected += (record["artifacts"]?.arrayValue ?? []).compactMap { $0["file"]?.stringValue }
         if let aoti = record["aoti"]?["file"]?.stringValue { expected.append(aoti) }
         if let missing = expected.first(where: { !fm.fileExists(atPath: bundle.appendingPathComponent($0).path) }) {

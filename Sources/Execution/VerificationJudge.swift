@@ -163,8 +163,10 @@ struct VerificationJudge {
         let inside = { (name: String) -> Bool in name == "traced" || (sizes[name].map(box.contains) ?? false) }
         let described = QualityGate.tracedModel(dtype: dtype, quantized: quantized)
         let plan = entry.envelope
-        let sets: [(String, [JSONValue])] = [("model.pt", all.filter { inside($0["case"]?.stringValue ?? "") })]
-            + [("model.pt2", (verdict["aoti"]?["cases"]?.arrayValue ?? []).filter { inside($0["case"]?.stringValue ?? "") })]
+        // formats: [aoti] alone: the bundle's cases are model.pt2's (the verdict answers them as both)
+        let aotiOnly = verdict["artifact"]?.stringValue == "model.pt2"
+        let sets: [(String, [JSONValue])] = [(aotiOnly ? "model.pt2" : "model.pt", all.filter { inside($0["case"]?.stringValue ?? "") })]
+            + (aotiOnly ? [] : [("model.pt2", (verdict["aoti"]?["cases"]?.arrayValue ?? []).filter { inside($0["case"]?.stringValue ?? "") })])
         for (artifact, cases) in sets {
             for c in cases {
                 guard let why = QualityGate.failure(c, gate: gate, dtype: described) else { continue }

@@ -108,7 +108,8 @@ enum Planning {
         }
         for m in selected {
             fingerprints[m.name] = FingerprintInputs(
-                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m), versions: versions)
+                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m),
+                versions: versions.merging(Planner.policyInputs(m)) { _, policy in policy })
             if let r = RecordSummary.read(bundle: Planner.bundleURL(m, root: root)) { existing[m.name] = r }
         }
         let plan = Planner().plan(PlannerInput(

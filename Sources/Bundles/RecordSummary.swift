@@ -60,6 +60,8 @@ public struct RecordSummary: Sendable {
         var summary = RecordSummary(
             fingerprint: fp, manifest: inputs?["manifest"] ?? .null, inputFiles: strings(inputs?["files"]),
             versions: strings(record["versions"]), modelSHA256: record["model_sha256"]?.stringValue)
+        // tsexport's own policy inputs (`policy.*`) are fingerprinted beside the versions; the record keeps them there
+        for (k, v) in strings(inputs?["versions"]) where k.hasPrefix("policy.") { summary.versions[k] = v }
         // Cheap completeness checks (no hashing, so a no-op plan stays fast): every file present, model.pt the size
         // the record states.
         let fm = FileManager.default

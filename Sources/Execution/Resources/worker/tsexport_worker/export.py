@@ -120,7 +120,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             eager_outputs = run_eager(wrapper, example, job.model)
             plan = Envelope.parse(job.trace.envelope)
             traced: Any = None
-            tracer_warnings: list[dict[str, Any]] = []
+            tracer_warnings: list[str] = []
             if torchscript:
                 traced, tracer_warnings = trace_module(wrapper, example, job.trace.strict, job.trace.api)
                 traced = optimize(traced, job.target.optimize)

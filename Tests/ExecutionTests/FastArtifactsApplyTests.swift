@@ -61,7 +61,7 @@ final class FastArtifactsApplyTests: XCTestCase {
         XCTAssertEqual(record["fingerprint_inputs"]?["versions"]?["policy.quantize.library"], "torchao")
         XCTAssertEqual(record["fingerprint_inputs"]?["versions"]?["policy.aoti.inductor_configs"], "{\"freezing\":true}")
         // the compiled int8 model against its eager model at the wider default, and the gate against float32
-        XCTAssertEqual(record["parity"]?["tolerance"], .object([("atol", .double(5e-2)), ("rtol", .double(5e-2)), ("min_cosine", .double(0.99))]))
+        XCTAssertEqual(record["parity"]?["tolerance"], .object([("atol", .double(0.5)), ("rtol", .double(5e-2)), ("min_cosine", .double(0.99))]))
         let cases = record["parity"]?["cases"]?.arrayValue ?? []
         XCTAssertGreaterThanOrEqual(cases.count, 5, "the traced shape, the envelope's corners and interior points")
         for c in cases {

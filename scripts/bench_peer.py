@@ -316,7 +316,11 @@ def warm_applies(repeat: int, binary: str, optimum_cli: str, folder: str, specs:
 
 
 def ort_variant(optimum_cli: str, how: list[str], source: Path, out: Path, env: dict[str, str]) -> Path:
-    """`optimum-cli onnxruntime <how> --onnx_model SOURCE -o OUT`; the .onnx file it wrote."""
+    """`optimum-cli onnxruntime <how> --onnx_model SOURCE -o OUT`; the .onnx file it wrote (kept from an earlier run
+    in a reused work folder)."""
+    made = sorted(out.glob("*.onnx"))
+    if made:
+        return made[0]
     subprocess.run([optimum_cli, "onnxruntime", how[0], "--onnx_model", str(source), *how[1:], "-o", str(out)],
                    env=env, check=True, capture_output=True)
     made = sorted(out.glob("*.onnx"))
@@ -333,6 +337,8 @@ def main() -> int:
     ap.add_argument("--no-build", action="store_true", help="use .build/release/tsexport as it is")
     ap.add_argument("--binary", help="the tsexport binary to run (implies --no-build; default .build/release/tsexport)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--work", help="a work folder to keep and reuse: exports already in it are not redone (tsexport "
+                    "apply is incremental; Optimum's export and ORT's variants are reused), and (a) is not measured")
     ap.add_argument("--skip-export-timing", action="store_true",
                     help="export each artifact once and time only the artifacts (b, c): no (a) repeats, no warm runs")
     args = ap.parse_args()
@@ -360,10 +366,11 @@ def main() -> int:
     print(f"optimum:  {optimum_cli} ({versions(str(peer_python()))})")
     print(f"cpu:      {os.cpu_count()} cores; other work may run concurrently, so figures are medians of alternating runs")
 
-    work = Path(tempfile.mkdtemp(prefix="tsexport-peer-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="tsexport-peer-"))
+    reuse = bool(args.work) and (work / "onnx-0" / "model.onnx").exists()
     try:
         specs = work / "specs"
-        specs.mkdir()
+        specs.mkdir(parents=True, exist_ok=True)
         (specs / "minilm-f32.yaml").write_text(manifest("minilm-f32", folder, "float32"))
         (specs / "minilm-bf16.yaml").write_text(manifest("minilm-bf16", folder, "bfloat16"))
         (specs / "minilm-int8.yaml").write_text(
@@ -375,7 +382,7 @@ def main() -> int:
 
         # (a) export, alternating.
         rows: list[tuple[float, int, float, int]] = []
-        for i in range(1 if args.skip_export_timing else args.repeat):
+        for i in range(0 if reuse else 1 if args.skip_export_timing else args.repeat):
             ts_root, onnx_out = work / f"ts-{i}", work / f"onnx-{i}"
             ts_cmd = [binary, "apply", str(specs / "minilm-f32.yaml"), "--output-root", str(ts_root)]
             op_cmd = [optimum_cli, "export", "onnx", "--model", folder, "--task", "feature-extraction", str(onnx_out)]
@@ -391,7 +398,7 @@ def main() -> int:
         # applies of the same manifest with --force, each alternating with an optimum export as above.
         warm_env = dict(ts_env, TSEXPORT_WARM="300", TSEXPORT_CACHE_DIR=str(work / "cache"))
         warm_rows: list[tuple[float, int, float, int]] = []
-        if not args.skip_export_timing:
+        if not args.skip_export_timing and not reuse:
             warm_rows = warm_applies(args.repeat, binary, optimum_cli, folder, specs, work, warm_env, peer_env)
         ts_model = work / "ts-0" / "build" / "minilm-f32" / "model.pt"
         onnx_model = work / "onnx-0" / "model.onnx"
@@ -454,20 +461,24 @@ def main() -> int:
                 runner.close()
 
         # The report.
-        wall_a, mem_a = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
-        wall_b, mem_b = statistics.median(r[2] for r in rows), statistics.median(r[3] for r in rows)
-        print()
-        print(f"(a) export of pretrained MiniLM-L6 (feature extraction), medians of {args.repeat}, alternating")
-        print(f"    {'':34} {'wall s':>8} {'peak MiB':>9} {'artifact MiB':>13}")
-        print(f"    {'tsexport apply (float32, verified)':34} {wall_a:8.2f} {mem_a:9.0f} {mib(ts_model):13.1f}")
-        print(f"    {'optimum-cli export onnx':34} {wall_b:8.2f} {mem_b:9.0f} {mib(onnx_model):13.1f}")
-        print(f"    ratio tsexport/optimum: wall {wall_a / wall_b:.2f}x, peak memory {mem_a / mem_b:.2f}x")
-        if warm_rows:
-            wall_w, mem_w = statistics.median(r[0] for r in warm_rows), statistics.median(r[1] for r in warm_rows)
-            wall_o = statistics.median(r[2] for r in warm_rows)
-            print(f"    {'tsexport apply, warm (TSEXPORT_WARM)':34} {wall_w:8.2f} {mem_w:9.0f}")
-            print(f"    ratio warm tsexport/optimum (its own alternating runs, optimum {wall_o:.2f} s): wall "
-                  f"{wall_w / wall_o:.2f}x (peak memory includes the warm process and its workers)")
+        if not rows:
+            print()
+            print("(a) not measured (a reused work folder)")
+        else:
+            wall_a, mem_a = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+            wall_b, mem_b = statistics.median(r[2] for r in rows), statistics.median(r[3] for r in rows)
+            print()
+            print(f"(a) export of pretrained MiniLM-L6 (feature extraction), medians of {args.repeat}, alternating")
+            print(f"    {'':34} {'wall s':>8} {'peak MiB':>9} {'artifact MiB':>13}")
+            print(f"    {'tsexport apply (float32, verified)':34} {wall_a:8.2f} {mem_a:9.0f} {mib(ts_model):13.1f}")
+            print(f"    {'optimum-cli export onnx':34} {wall_b:8.2f} {mem_b:9.0f} {mib(onnx_model):13.1f}")
+            print(f"    ratio tsexport/optimum: wall {wall_a / wall_b:.2f}x, peak memory {mem_a / mem_b:.2f}x")
+            if warm_rows:
+                wall_w, mem_w = statistics.median(r[0] for r in warm_rows), statistics.median(r[1] for r in warm_rows)
+                wall_o = statistics.median(r[2] for r in warm_rows)
+                print(f"    {'tsexport apply, warm (TSEXPORT_WARM)':34} {wall_w:8.2f} {mem_w:9.0f}")
+                print(f"    ratio warm tsexport/optimum (its own alternating runs, optimum {wall_o:.2f} s): wall "
+                      f"{wall_w / wall_o:.2f}x (peak memory includes the warm process and its workers)")
         timings = record.get("timings_ms")
         if isinstance(timings, dict):
             print("    tsexport stages (run 1, worker-side): " + ", ".join(
@@ -496,7 +507,7 @@ def main() -> int:
                   f"   gate {quality.get('min_cosine')}")
         return 0
     finally:
-        if args.keep:
+        if args.keep or args.work:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)

@@ -5,7 +5,7 @@ import JSON
 public enum BundleLayout {
     /// The TorchScript program (always).
     public static let modelFile = "model.pt"
-    /// The AOTInductor package (with `formats: [torchscript, aoti]`).
+    /// The AOTInductor package (`formats: [aoti]`, alone or beside torchscript).
     public static let aotiFile = "model.pt2"
 }
 
@@ -59,6 +59,8 @@ public struct RecordSummary: Sendable {
     /// The envelope the bundle was verified over, axis by axis in the record's order (empty for bundles from before
     /// the envelope).
     public var verifiedEnvelope: [VerifiedAxis] = []
+    /// The seconds AOTInductor took to compile model.pt2 in the last build (nil without model.pt2).
+    public var aotiCompileSeconds: Double?
     /// Why the bundle on disk is not complete (a file missing, model.pt of another size than recorded); nil when it is.
     public var incomplete: String?
     /// What `build.json` says (content digest, files, deploys' files); nil when the bundle has none.
@@ -78,6 +80,11 @@ public struct RecordSummary: Sendable {
 
     /// The files every complete bundle holds.
     public static let bundleFiles = ["model.pt", "record.json", "sample_inputs.safetensors", "reference_outputs.safetensors"]
+
+    /// The files a complete bundle holds besides model.pt2: model.pt only when TorchScript is among its formats.
+    public static func files(torchscript: Bool) -> [String] {
+        torchscript ? bundleFiles : bundleFiles.filter { $0 != BundleLayout.modelFile }
+    }
 
     /// The record file's name inside a bundle.
     public static let fileName = "record.json"
@@ -117,10 +124,16 @@ public struct RecordSummary: Sendable {
         summary.verifiedEnvelope = VerifiedAxis.read(record: record)
         summary.deploys = deploys
         summary.build = BuildInfo.read(bundle: bundle)
+        // tsexport's own policy inputs (`policy.*`) are fingerprinted beside the versions; the record keeps them there
+        for (k, v) in strings(inputs?["versions"]) where k.hasPrefix("policy.") { summary.versions[k] = v }
         // Cheap completeness checks (no hashing, so a no-op plan stays fast): every file present, model.pt the size
         // the record states.
         let fm = FileManager.default
-        var expected = bundleFiles
+        // Timings are build facts: build.json's `aoti_seconds`, not the record.
+        summary.aotiCompileSeconds = FileManager.default.contents(atPath: bundle.appendingPathComponent(BundleContent.buildFile).path)
+            .flatMap { try? JSONValue(parsing: $0) }?["aoti_seconds"]?["compile_seconds"]?.doubleValue
+        // record.json says which artifact the bundle has: `artifact` is model.pt2 when formats was [aoti] alone
+        var expected = files(torchscript: record["artifact"]?.stringValue != BundleLayout.aotiFile)
         expected += (record["artifacts"]?.arrayValue ?? []).compactMap { $0["file"]?.stringValue }
         if let aoti = record["aoti"]?["file"]?.stringValue { expected.append(aoti) }
         if let missing = expected.first(where: { !fm.fileExists(atPath: bundle.appendingPathComponent($0).path) }) {

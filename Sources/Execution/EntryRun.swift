@@ -70,20 +70,28 @@ struct EntryRun {
         var judge = VerificationJudge(entry: entry, data: data, verdict: verdict)
         let envelope = try judge.judge()
         for w in judge.warnings { warn(w.field, w.message) }
-        if let ranges = envelope.resealRanges {
+        let formats = (try? fields(.trace).first { $0.0 == "job" }?.1["formats"]?.arrayValue?.compactMap(\.stringValue)) ?? nil
+        let torchscript = formats?.contains("torchscript") ?? true
+        // formats: [aoti] alone: model.pt2 is the artifact; its compiled dims are the planned envelope's, and the
+        // record states the verified one
+        let artifact = torchscript ? BundleLayout.modelFile : BundleLayout.aotiFile
+        if let ranges = envelope.resealRanges, torchscript {
             // A default envelope narrowed: the artifact's guard is rewritten to refuse what did not verify.
             progress.stage(name, "guard", seconds: nil)
             _ = try workers.verifier().request("guard", [("dir", .string(staging.path)), ("ranges", ranges)])
         }
 
-        let modelSHA = try Digest.sha256(file: staging.appendingPathComponent("model.pt").path)
-        if envelope.resealRanges == nil, let reported = verdict["sha256"]?.stringValue, reported != modelSHA {
-            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "model.pt changed while it was being verified", field: nil, detail: nil)
+        let modelSHA = try Digest.sha256(file: staging.appendingPathComponent(artifact).path)
+        if envelope.resealRanges == nil || !torchscript, let reported = verdict["sha256"]?.stringValue, reported != modelSHA {
+            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "\(artifact) changed while it was being verified", field: nil, detail: nil)
         }
         var record = RecordAssembly(entry: entry, fingerprint: fingerprint, job: job, data: data)
-        record.add("model_sha256", .string(modelSHA))
-        if let size = (try? FileManager.default.attributesOfItem(atPath: staging.appendingPathComponent("model.pt").path))?[.size] as? Int {
-            record.add("model_bytes", .int(size))
+        record.add("artifact", .string(artifact))
+        if torchscript {
+            record.add("model_sha256", .string(modelSHA))
+            if let size = (try? FileManager.default.attributesOfItem(atPath: staging.appendingPathComponent(artifact).path))?[.size] as? Int {
+                record.add("model_bytes", .int(size))
+            }
         }
         record.add("envelope", envelope.record)
         if let g = envelope.generation { record.add("generation_check", g) }

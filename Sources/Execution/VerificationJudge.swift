@@ -182,8 +182,10 @@ struct VerificationJudge {
         let described = QualityGate.tracedModel(dtype: dtype, quantized: quantized)
         let plan = entry.envelope
         let judged = { (c: JSONValue) -> Bool in c["rejected_by_model"] == nil && inside(c["case"]?.stringValue ?? "") }
-        let sets: [(String, [JSONValue])] = [("model.pt", all.filter(judged))]
-            + [("model.pt2", (verdict["aoti"]?["cases"]?.arrayValue ?? []).filter(judged))]
+        // formats: [aoti] alone: the bundle's cases are model.pt2's (the verdict answers them as both)
+        let aotiOnly = verdict["artifact"]?.stringValue == "model.pt2"
+        let sets: [(String, [JSONValue])] = [(aotiOnly ? "model.pt2" : "model.pt", all.filter(judged))]
+            + (aotiOnly ? [] : [("model.pt2", (verdict["aoti"]?["cases"]?.arrayValue ?? []).filter(judged))])
         for (artifact, cases) in sets {
             for c in cases {
                 guard let why = QualityGate.failure(c, gate: gate, dtype: described) else { continue }

@@ -205,7 +205,9 @@ struct DocumentValidator {
         for (k, lv) in metadata?["labels"]?.objectValue ?? [] { labels[k] = lv.stringValue ?? "" }
 
         let dtype = model?["dtype"]?.stringValue ?? "float32"
-        let defaults = Manifest.defaultTolerance(dtype: dtype)
+        let formats = output?["formats"]?.arrayValue?.compactMap(\.stringValue) ?? ["torchscript"]
+        let compiledInt8 = (spec?["target"]?["quantize"]?.stringValue ?? "none") != "none" && !formats.contains("torchscript")
+        let defaults = Manifest.defaultTolerance(dtype: dtype, compiledInt8: compiledInt8)
         let tensors: [TensorSpec] = (inputs?["tensors"]?.arrayValue ?? []).map { t in
             TensorSpec(
                 name: t["name"]?.stringValue ?? "",

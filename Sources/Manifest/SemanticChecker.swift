@@ -321,8 +321,23 @@ struct SemanticChecker {
         let hw = manifest.target.hardware
         let neuron = hw == "inf1" || hw == "inf2"
         let formats = manifest.output.formats
-        if !formats.contains("torchscript") {
-            error("spec.output.formats", "formats must include torchscript: model.pt is the bundle's artifact (add aoti beside it: [torchscript, aoti])")
+        let aotiOnly = !formats.contains("torchscript")
+        if aotiOnly && !formats.contains("aoti") {
+            error("spec.output.formats", "formats must include torchscript (model.pt) or aoti (model.pt2)")
+        }
+        if aotiOnly && formats.contains("aoti") {
+            if manifest.trace.split != nil {
+                error("spec.output.formats", "formats: [aoti] alone cannot serve spec.trace.split: the split artifacts are TorchScript (add torchscript: [torchscript, aoti])")
+            }
+            for (i, d) in manifest.output.deploy.enumerated() {
+                switch d {
+                case .triton(_, let format) where format != "aoti":
+                    error("spec.output.deploy[\(i)].format", "format: \(format) serves model.pt, which formats: [aoti] does not build; use format: aoti, or add torchscript to spec.output.formats")
+                case .torchserve:
+                    error("spec.output.deploy[\(i)].kind", "torchserve serves model.pt, which formats: [aoti] does not build; add torchscript to spec.output.formats")
+                default: break
+                }
+            }
         }
         if formats.contains("aoti") && neuron {
             error("spec.output.formats", "aoti compiles with AOTInductor for CPU and CUDA; target \(hw) is compiled by the Neuron SDK (remove aoti, or use hardware cpu or cuda)")
@@ -338,8 +353,8 @@ struct SemanticChecker {
                 error("spec.target.quantize", "quantize: \(q) is dynamic quantization, whose int8 kernels (fbgemm/oneDNN) run on the CPU only; target \(hw) cannot run it (use hardware cpu, or quantize: none)")
             } else if manifest.model.dtype != "float32" {
                 error("spec.target.quantize", "quantize: \(q) quantizes a float32 model; spec.model.dtype is \(manifest.model.dtype) (use dtype float32 with quantize, or quantize: none)")
-            } else if formats.contains("aoti") {
-                error("spec.target.quantize", "quantize: \(q) is not supported with formats: [aoti]: torch.export (torch 2.13) fails on the dynamically quantized Linear layers' packed weights (LinearPackedParamsBase), so there would be no model.pt2 (remove aoti, or use quantize: none)")
+            } else if formats.contains("aoti") && formats.contains("torchscript") {
+                error("spec.target.quantize", "quantize: \(q) makes one int8 artifact: formats: [torchscript] quantizes with torch.ao for model.pt, formats: [aoti] with torchao for model.pt2 (the faster one); list one of them, not both")
             } else if manifest.trace.split != nil {
                 error("spec.target.quantize", "quantize: \(q) is not supported with spec.trace.split yet: only the single traced model is quantized and verified (remove split, or use quantize: none)")
             }

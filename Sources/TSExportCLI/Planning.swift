@@ -140,7 +140,8 @@ enum Planning {
         var drift: [String: Drift] = [:]
         for m in selected {
             fingerprints[m.name] = FingerprintInputs(
-                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m, cache: cache), versions: versions)
+                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m, cache: cache),
+                versions: versions.merging(Planner.policyInputs(m)) { _, policy in policy })
             let bundle = Planner.bundleURL(m, root: root)
             if let r = RecordSummary.read(bundle: bundle) {
                 existing[m.name] = r

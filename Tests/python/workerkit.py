@@ -127,6 +127,7 @@ def make_job(
                   "envelope": None, "float32_reference": reduced, "encode_check": None},
         "target": {"hardware": hardware, "optimize": optimize, "quantize": quantize},
         "formats": ["torchscript"],
+        "aoti": None,
         "staging_dir": str(staging),
         "extra_record": extra_record if extra_record is not None else {"fingerprint": "test"},
     }

@@ -62,7 +62,8 @@ def read_record(directory: str, stage: str, code: str) -> dict[str, Any]:
     """The bundle's record: `record.json` (when the bundle has one) laid over the record embedded in model.pt (a
     key of record.json wins). Failures are WorkerErrors with the caller's stage and code."""
     model_path = os.path.join(directory, MODEL_FILE)
-    record = embedded_record(model_path, stage, code)
+    # a bundle whose artifact is model.pt2 alone (formats: [aoti]) has no model.pt: its record is record.json
+    record = embedded_record(model_path, stage, code) if os.path.exists(model_path) else {}
     record_path = os.path.join(directory, RECORD_FILE)
     if os.path.isfile(record_path):
         try:

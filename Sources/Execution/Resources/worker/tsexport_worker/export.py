@@ -20,7 +20,7 @@ import torch
 
 from . import PROTOCOL_VERSION, WORKER_VERSION, inputs, probe
 from .aoti import export_aoti
-from .bundle import AOTI_FILE, MODEL_FILE, RECORD_NAME, cpu_features
+from .bundle import AOTI_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_features
 from .envelope import Envelope, guard_inputs
 from .errors import WorkerError, describe, traceback_tail
 from .guard import wrap
@@ -79,6 +79,8 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         error.stage = error.stage or "load"
         raise
     stages = Stages(progress)
+    # formats: [aoti] alone makes model.pt2 the bundle's artifact: nothing is traced or saved with TorchScript
+    torchscript = "torchscript" in job.formats
     device = "cuda" if job.target.hardware == "cuda" else "cpu"
     with contextlib.redirect_stdout(sys.stderr):
         float_model: torch.nn.Module | None = None
@@ -116,10 +118,13 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             if split_spec is not None and not cached:
                 check_split_model(model, split_spec, built.names, job.target.hardware)
             eager_outputs = run_eager(wrapper, example, job.model)
-            traced, tracer_warnings = trace_module(wrapper, example, job.trace.strict, job.trace.api)
-            traced = optimize(traced, job.target.optimize)
             plan = Envelope.parse(job.trace.envelope)
-            guarded = plan is not None and job.trace.api == "torch.jit.trace"
+            traced: Any = None
+            tracer_warnings: list[str] = []
+            if torchscript:
+                traced, tracer_warnings = trace_module(wrapper, example, job.trace.strict, job.trace.api)
+                traced = optimize(traced, job.target.optimize)
+            guarded = torchscript and plan is not None and job.trace.api == "torch.jit.trace"
             if plan is not None and guarded:
                 # model.pt refuses shapes outside the planned envelope (narrowed later by the `guard` op if needed)
                 ranges = plan.ranges(plan.traced_sizes(built))
@@ -170,12 +175,17 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
                 worker_record["artifacts"] = artifacts
                 worker_record["generation"] = cached_result["generation"]
             record = {**job.extra_record, **worker_record}
+            if not torchscript:
+                # the record the verifying worker reads until the Swift side writes the final record.json
+                with open(os.path.join(job.staging_dir, RECORD_FILE), "w", encoding="utf-8") as handle:
+                    json.dump(record, handle, sort_keys=True)
             try:
-                torch.jit.save(
-                    traced,
-                    os.path.join(job.staging_dir, MODEL_FILE),
-                    _extra_files={RECORD_NAME: json.dumps(record, sort_keys=True).encode("utf-8")},
-                )
+                if traced is not None:
+                    torch.jit.save(
+                        traced,
+                        os.path.join(job.staging_dir, MODEL_FILE),
+                        _extra_files={RECORD_NAME: json.dumps(record, sort_keys=True).encode("utf-8")},
+                    )
             except Exception as exc:  # noqa: BLE001
                 raise WorkerError(
                     "serialize", "serialize_failed", f"torch.jit.save failed: {describe(exc)}",
@@ -195,7 +205,8 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             # torch.export over the envelope, AOTInductor into model.pt2 (progress stage export_aoti, timed)
             traced_sizes = plan.traced_sizes(built) if plan is not None else {}
             aoti = export_aoti(wrapper, example, built.names, plan, traced_sizes,
-                               os.path.join(job.staging_dir, AOTI_FILE), progress)
+                               os.path.join(job.staging_dir, AOTI_FILE), progress,
+                               job.aoti.inductor_configs if job.aoti is not None else None)
             stages.timings_ms["export_aoti"] = round(1000 * (aoti["export_seconds"] + aoti["compile_seconds"]))
     extra: dict[str, Any] = {}
     if split_result is not None:

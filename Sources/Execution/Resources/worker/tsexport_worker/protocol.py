@@ -225,12 +225,17 @@ ENCODE_CHECK_KEYS = ("min_cosine",)
 SPLIT_KEYS = ("kind", "max_length", "cache")
 TOLERANCE_KEYS = ("atol", "rtol", "min_cosine")
 TARGET_KEYS = ("hardware", "optimize", "quantize")
-QUANTIZE_KEYS = ("scheme", "modules", "weights", "select_min_cosine")
+QUANTIZE_KEYS = ("scheme", "library", "activations", "modules", "weights", "select_min_cosine")
+# torch.ao: torch.ao.nn.quantized.dynamic.Linear (per-tensor activations; TorchScript); torchao:
+# Int8DynamicActivationInt8WeightConfig (per-token activations, per-channel weights; torch.export / AOTInductor).
+QUANTIZE_LIBRARIES = ("torch.ao", "torchao")
+QUANTIZE_ACTIVATIONS = ("per_tensor", "per_token")
 QUANTIZE_SCHEMES = ("dynamic_int8",)
 QUANTIZE_MODULES = ("torch.nn.Linear",)
 QUANTIZE_WEIGHTS = ("per_channel", "per_tensor")
 BENCH_KEYS = ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")
-JOB_KEYS = ("name", "model", "inputs", "trace", "target", "formats", "staging_dir", "extra_record")
+JOB_KEYS = ("name", "model", "inputs", "trace", "target", "formats", "aoti", "staging_dir", "extra_record")
+AOTI_KEYS = ("inductor_configs",)
 FORMATS = ("torchscript", "aoti")
 
 
@@ -319,6 +324,8 @@ class TraceSpec:
 @dataclass(frozen=True)
 class QuantizeSpec:
     scheme: str
+    library: str
+    activations: str
     modules: list[str]
     weights: str
     # The chosen layers must keep at least this cosine to the float32 outputs on the traced inputs.
@@ -333,14 +340,21 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class AotiSpec:
+    inductor_configs: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Job:
     name: str
     model: ModelSpec
     inputs: InputsSpec
     trace: TraceSpec
     target: TargetSpec
-    # The artifacts to write: "torchscript" (model.pt) and optionally "aoti" (model.pt2).
+    # The artifacts to write: "torchscript" (model.pt), "aoti" (model.pt2), or both.
     formats: list[str]
+    # With "aoti": how AOTInductor compiles (torch._inductor config keys and values, set as given); else None.
+    aoti: AotiSpec | None
     staging_dir: str
     extra_record: dict[str, Any]
 
@@ -477,7 +491,8 @@ def parse_quantize(raw: Any) -> QuantizeSpec | None:
         raise WorkerError(
             None, "bad_request", f"`{r.field('select_min_cosine')}` must be in (0, 1]", field=r.field("select_min_cosine")
         )
-    return QuantizeSpec(scheme=r.choice("scheme", QUANTIZE_SCHEMES), modules=list(modules),
+    return QuantizeSpec(scheme=r.choice("scheme", QUANTIZE_SCHEMES), library=r.choice("library", QUANTIZE_LIBRARIES),
+                        activations=r.choice("activations", QUANTIZE_ACTIVATIONS), modules=list(modules),
                         weights=r.choice("weights", QUANTIZE_WEIGHTS), select_min_cosine=select)
 
 
@@ -530,9 +545,17 @@ def parse_job(data: Any) -> Job:
         trace=_parse_trace(r.raw("trace")),
         target=_parse_target(r.raw("target")),
         formats=_parse_formats(r.raw("formats")),
+        aoti=_parse_aoti(r.raw("aoti")),
         staging_dir=staging,
         extra_record=r.mapping("extra_record"),
     )
+
+
+def _parse_aoti(value: Any) -> AotiSpec | None:
+    if value is None:
+        return None
+    r = Reader(value, "job.aoti", AOTI_KEYS)
+    return AotiSpec(inductor_configs=dict(r.mapping("inductor_configs")))
 
 
 def _parse_formats(value: Any) -> list[str]:

@@ -43,7 +43,7 @@ final class FastArtifactsApplyTests: XCTestCase {
 
         let bundle = root.appendingPathComponent("build/int8-pt2")
         XCTAssertEqual(Harness.tree(bundle).filter { !$0.hasPrefix(".") }.sorted(),
-                       ["model.pt2", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"])
+                       ["build.json", "model.pt2", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"])
         let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
         XCTAssertEqual(record["artifact"], "model.pt2")
         XCTAssertNil(record["model_sha256"])
@@ -56,7 +56,10 @@ final class FastArtifactsApplyTests: XCTestCase {
         let aoti = try XCTUnwrap(record["aoti"])
         XCTAssertEqual(aoti["file"], "model.pt2")
         XCTAssertEqual(aoti["inductor_configs"]?["freezing"], .bool(true))
-        XCTAssertGreaterThan(aoti["compile_seconds"]?.doubleValue ?? 0, 0)
+        // The compile time is a build fact: build.json, not the record.
+        XCTAssertNil(aoti["compile_seconds"])
+        let build = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("build.json")))
+        XCTAssertGreaterThan(build["aoti_seconds"]?["compile_seconds"]?.doubleValue ?? 0, 0)
         XCTAssertEqual(aoti["sha256"]?.stringValue, try Digest.sha256(file: bundle.appendingPathComponent("model.pt2").path))
         XCTAssertEqual(record["fingerprint_inputs"]?["versions"]?["policy.quantize.library"], "torchao")
         XCTAssertEqual(record["fingerprint_inputs"]?["versions"]?["policy.aoti.inductor_configs"], "{\"freezing\":true}")

@@ -46,13 +46,19 @@ let package = Package(
         ),
         // The pure planner: manifests and observed bundles in, a Plan value (with the exact worker requests) out.
         .target(name: "Plan", dependencies: ["Manifest", "JSON", "Bundles"]),
+        // The Python worker, a Python project of its own in Sources/Worker, shipped as this target's resources.
+        .target(
+            name: "WorkerPackage",
+            path: "Sources/Worker",
+            sources: ["WorkerPackage.swift"],
+            resources: [.copy("tsexport_worker"), .copy("native"), .copy("requirements.txt"), .copy("pyproject.toml")]
+        ),
         // Runs a plan: the Python runtime, the JSON-lines worker and the bundle.
         .target(
             name: "Execution",
             dependencies: [
-                "Plan", "Bundles", "Manifest", "JSON", "Diagnostics", "CSystem",
-            ],
-            resources: [.copy("Resources/worker")]
+                "Plan", "Bundles", "Manifest", "JSON", "Diagnostics", "CSystem", "WorkerPackage",
+            ]
         ),
         // The commands, as a library so tests can drive them in-process.
         .target(

@@ -1,15 +1,16 @@
 import Bundles
 import Foundation
 import Plan
+import WorkerPackage
 
-/// Where tsexport's Python code lives: the `worker` resource folder shipped beside the binary
-/// (`tsexport_Execution.resources/worker`), or `TSEXPORT_WORKER_DIR` when set.
+/// Where tsexport's Python code lives: the WorkerPackage target's resource bundle shipped beside the binary
+/// (`tsexport_WorkerPackage.resources`, copied from `Sources/Worker`), or `TSEXPORT_WORKER_DIR` when set.
 public enum WorkerResources {
     /// The folder that holds the `tsexport_worker` package and `requirements.txt`.
     public static var directory: URL {
         if let d = ProcessInfo.processInfo.environment["TSEXPORT_WORKER_DIR"], !d.isEmpty { return URL(fileURLWithPath: d) }
-        guard let url = Bundle.module.url(forResource: "worker", withExtension: nil) else {
-            fatalError("tsexport is installed without its resources: copy tsexport_Execution.resources next to the binary")
+        guard let url = WorkerPackage.resourceDirectory else {
+            fatalError("tsexport is installed without its resources: copy tsexport_WorkerPackage.resources next to the binary")
         }
         return url
     }

@@ -1,6 +1,6 @@
 """pytest setup for the Python worker: the hub offline, a `slow` marker.
 
-`tsexport_worker` is imported as installed (scripts/test runs `pip install -e Sources/Execution/Resources/worker`);
+`tsexport_worker` is imported as installed (scripts/test runs `pip install -e Sources/Worker`);
 pytest puts this folder on sys.path for the helpers (workerkit, deploykit, doubles) because it has no __init__.py.
 """
 

@@ -13,19 +13,10 @@ from typing import Any
 import nativekit
 import pytest
 import torch
-from tsexport_worker.aoti import (
-    dynamic_shapes_for,
-    export_aoti,
-    export_error,
-    export_size,
-    load_aoti,
-    plan_dims,
-    remake_example,
-    run_aoti,
-)
-from tsexport_worker.envelope import Envelope
+from tsexport_worker.export.aoti import dynamic_shapes_for, export_aoti, export_error, export_size, load_aoti, plan_dims, remake_example, run_aoti
+from tsexport_worker.export.envelope import Envelope
 from tsexport_worker.errors import WorkerError
-from tsexport_worker.trace import ForwardWrapper
+from tsexport_worker.export.trace import ForwardWrapper
 
 PAIR = ["input_ids", "attention_mask"]
 TRACED = {"batch": 1, "sequence": 8}
@@ -176,7 +167,7 @@ def test_bert_package_matches_eager_at_corners_and_inside(bert: ForwardWrapper, 
 
 _OUTSIDE = """
 import torch
-from tsexport_worker.aoti import run_aoti
+from tsexport_worker.export.aoti import run_aoti
 for batch, seq in [(1, 1), (5, 8), (2, 33)]:
     x = [torch.zeros(batch, seq, dtype=torch.long), torch.ones(batch, seq, dtype=torch.long)]
     try:

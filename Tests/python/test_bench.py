@@ -56,7 +56,7 @@ def recorded_shapes(bundle: str) -> list[list[int]]:
 
 def run_bench(**fields: Any) -> dict[str, Any]:
     """Bench in-process with a full request: the recorded shapes and the exported model's eager side unless given."""
-    from tsexport_worker.bench import bench, parse_bench_request
+    from tsexport_worker.bench.bench import bench, parse_bench_request
 
     bundle = fields.pop("dir")
     defaults: dict[str, Any] = {"shapes": recorded_shapes(bundle)}
@@ -171,7 +171,7 @@ def test_lengths_make_drawn_inputs_with_the_traced_batch(tmp_path: Path) -> None
 
 
 def test_drawn_inputs_take_values_from_the_traced_ones() -> None:
-    from tsexport_worker.bench import draw_inputs
+    from tsexport_worker.bench.bench import draw_inputs
 
     traced = [torch.tensor([[5, 6, 7, 8]]), torch.tensor([[1, 1, 0, 0]]), torch.randn(1, 4, 3)]
     ids, mask, floats = draw_inputs(traced, [3, 9], 1)
@@ -204,7 +204,7 @@ def test_a_padded_trace_shows_what_padding_costs(tmp_path: Path) -> None:
 
 
 def test_padded_and_unpadded_inputs_hold_the_same_tokens(tmp_path: Path) -> None:
-    from tsexport_worker.bench import find_padding, load_bundle, padded_inputs, unpadded_inputs
+    from tsexport_worker.bench.bench import find_padding, load_bundle, padded_inputs, unpadded_inputs
 
     bundle_dir = tmp_path / "bundle"
     export_bundle(
@@ -307,7 +307,7 @@ def test_bench_over_the_protocol(tmp_path: Path) -> None:
 
 
 def test_percentiles_interpolate_between_ranks() -> None:
-    from tsexport_worker.bench_timing import percentile, summarize
+    from tsexport_worker.bench.bench_timing import percentile, summarize
 
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == pytest.approx(50.5)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from workerkit import run_python
 
-from tsexport_worker import cache_split
+from tsexport_worker.generation import cache_split
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_LENGTH = 64
@@ -202,7 +202,7 @@ def test_generation_without_transformers_in_the_process(exported: dict[str, Any]
     code = """
         import json, sys
         sys.modules["transformers"] = None  # any import of it fails
-        from tsexport_worker.cache_split import greedy, max_drift
+        from tsexport_worker.generation.cache_split import greedy, max_drift
         runs = json.loads(sys.argv[1])
         out = [[greedy(d, p, n), max_drift(d, p, n)] for d, p, n in runs]
         del sys.modules["transformers"]

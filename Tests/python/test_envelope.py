@@ -23,7 +23,7 @@ def envelope(axes: list[tuple[str, int, int | None]], tensors: dict[str, list[st
 
 
 def _verify(staging: Path) -> dict[str, Any]:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     return verify_bundle(str(staging), 1e-5, 1e-4)
 
@@ -107,7 +107,7 @@ def test_the_guard_op_needs_both_keys(tmp_path: Path) -> None:
 
 
 def test_decoder_inputs_have_a_length_of_their_own(tmp_path: Path) -> None:
-    from tsexport_worker import inputs
+    from tsexport_worker.export import inputs
     from tsexport_worker.protocol import TensorSpec
 
     specs = [TensorSpec(index=0, name="input_ids", source="random", dtype="int64", shape=[1, 10], values=None, low=None, high=None,

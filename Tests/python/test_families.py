@@ -85,7 +85,7 @@ def test_the_family_manifests_cover_the_issue() -> None:
 
 
 def test_every_family_exports_and_verifies_at_every_check_shape(families: dict) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     for name, (staging, data, doc) in families.items():
         result = verify_bundle(str(staging), 1e-5, 1e-4)
@@ -213,7 +213,7 @@ def test_auto_classes_resolve_to_the_concrete_class_and_record_it(tmp_path: Path
     extra = {"tsexport/record.json": ""}
     torch.jit.load(str(tmp_path / "model.pt"), _extra_files=extra)
     assert json.loads(extra["tsexport/record.json"])["model_class"] == concrete
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     assert verify_bundle(str(tmp_path), 1e-5, 1e-4)["passed"]
 
@@ -250,7 +250,7 @@ def test_an_encoder_decoder_model_without_decoder_inputs_says_what_to_add(tmp_pa
 
 
 def test_a_batch_size_frozen_into_gpt2_names_the_cause_and_the_fix(tmp_path: Path) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     run_export(make_job(tmp_path, "GPT2LMHeadModel", TINY_GPT2, [random_ids([1, 8])], check_shapes=[[2, 8]]))
     failed = verify_bundle(str(tmp_path), 1e-5, 1e-4)["cases"][1]

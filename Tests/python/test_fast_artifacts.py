@@ -25,8 +25,8 @@ def _aoti_job(staging: Path, **fields):  # type: ignore[no-untyped-def]
 
 
 def test_bfloat16_aoti_alone_writes_model_pt2_and_a_record_and_no_model_pt(tmp_path: Path) -> None:
-    from tsexport_worker.bench import load_bundle
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.bench.bench import load_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     data = run_export(_aoti_job(tmp_path, model={"dtype": "bfloat16"}))
     assert not (tmp_path / "model.pt").exists()
@@ -54,8 +54,8 @@ def test_bfloat16_aoti_alone_writes_model_pt2_and_a_record_and_no_model_pt(tmp_p
 
 
 def test_torchao_int8_through_aoti_keeps_quality_and_loads_without_torchao(tmp_path: Path) -> None:
-    from tsexport_worker.quantize import min_cosine
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.export.quantize import min_cosine
+    from tsexport_worker.verify.verify import verify_bundle
 
     data = run_export(_aoti_job(tmp_path, quantize=TORCHAO))
     q = data["quantize"]

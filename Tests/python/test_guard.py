@@ -13,17 +13,8 @@ from typing import Any
 import nativekit
 import pytest
 import torch
-from tsexport_worker.guard import (
-    GuardDim,
-    GuardInput,
-    dim_message,
-    guard_source,
-    parameter_name,
-    parameter_names,
-    read_envelope,
-    wrap,
-)
-from tsexport_worker.verify import compare
+from tsexport_worker.export.guard import GuardDim, GuardInput, dim_message, guard_source, parameter_name, parameter_names, read_envelope, wrap
+from tsexport_worker.verify.verify import compare
 
 BERT_ENVELOPE = [
     GuardInput("input_ids", [[1, 4], [1, 16]], ["batch", "sequence"], dtype="int64"),
@@ -251,7 +242,7 @@ def test_optimized_module_is_guarded_saved_and_rewrapped_narrower(
     traced_bert: torch.jit.ScriptModule, how: str, tmp_path: Path
 ) -> None:
     # The export's order: optimize the traced module, then wrap it; the `guard` op rewraps the saved inner module.
-    from tsexport_worker.trace import optimize
+    from tsexport_worker.export.trace import optimize
 
     guarded = wrap(optimize(traced_bert, how), BERT_ENVELOPE)
     path = tmp_path / "model.pt"

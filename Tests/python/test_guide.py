@@ -68,7 +68,7 @@ def test_segment_ids_reach_token_type_ids_by_name(minilm: tuple[Path, dict[str, 
 
 
 def test_check_shapes_pass_for_the_pretrained_model(minilm: tuple[Path, dict[str, Any]]) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     staging, _ = minilm
     result = verify_bundle(str(staging), 1e-5, 1e-4)
@@ -90,7 +90,7 @@ def test_the_guides_thirteen_segment_ids_fail_before_tracing(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_the_guides_random_bert_base_exports_and_verifies(tmp_path: Path) -> None:
     """The guide's BertConfig (hidden 768, 12 layers, 12 heads, 3072) traced on its 14 token ids, as values."""
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     config = {"vocab_size": 32000, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
               "intermediate_size": 3072}
@@ -110,7 +110,7 @@ def test_the_guides_random_bert_base_exports_and_verifies(tmp_path: Path) -> Non
 
 
 def test_auto_class_with_overrides_on_top_of_the_pretrained_config(tmp_path: Path) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     model = {"class": "AutoModel", "pretrained": minilm_dir(), "pretrained_is_local": True,
              "config": {"output_hidden_states": True}}

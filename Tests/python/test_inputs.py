@@ -77,9 +77,9 @@ def test_batch_sizes_must_agree(tmp_path: Path) -> None:
 def test_remade_ids_keep_their_ends_and_follow_the_mask() -> None:
     """structure.keep_structure: the traced row's first and last real tokens stay at the ends of every remade row,
     the tokens between are drawn from the inner ones (never an end token), and padding follows the mask."""
-    from tsexport_worker.inputs import BuiltInputs
+    from tsexport_worker.export.inputs import BuiltInputs
     from tsexport_worker.protocol import TensorSpec
-    from tsexport_worker.structure import keep_structure
+    from tsexport_worker.export.structure import keep_structure
 
     specs = [TensorSpec(0, "input_ids", "values", "int64", None, None, None, None),
              TensorSpec(1, "attention_mask", "values", "int64", None, None, None, None)]

@@ -145,7 +145,7 @@ def test_anything_printed_to_stdout_lands_on_stderr() -> None:
 
 
 def test_unexpected_exceptions_are_internal_and_the_worker_answers(tmp_path: Path, monkeypatch: Any) -> None:
-    from tsexport_worker import export as export_module
+    from tsexport_worker.export import export as export_module
     from tsexport_worker.__main__ import answer
     from tsexport_worker.protocol import Channel
 
@@ -300,7 +300,7 @@ def test_every_op_refuses_a_missing_field_over_the_protocol(tmp_path: Path) -> N
 
 
 def test_the_bench_eager_model_and_its_reason_are_checked(tmp_path: Path) -> None:
-    from tsexport_worker.bench import parse_bench_request
+    from tsexport_worker.bench.bench import parse_bench_request
     from tsexport_worker.errors import WorkerError
 
     model = make_job(tmp_path)["model"]

@@ -22,7 +22,7 @@ def _spec(select: float = 0.995, weights: str = "per_channel"):  # type: ignore[
 
 
 def test_row_cosine_is_per_example_and_takes_the_least() -> None:
-    from tsexport_worker.quantize import min_cosine, row_cosine
+    from tsexport_worker.export.quantize import min_cosine, row_cosine
 
     e = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]]])  # [batch 2, seq 2, hidden 2]
     assert row_cosine(e.clone(), e) == pytest.approx(1.0)
@@ -53,7 +53,7 @@ def _run(model: torch.nn.Module, ids: list[torch.Tensor]) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("select", [0.9999999, 0.999, 0.99, 1e-9])
 def test_the_chosen_layers_keep_the_cosine_and_the_rest_stay_float(select: float) -> None:
-    from tsexport_worker.quantize import min_cosine, quantize
+    from tsexport_worker.export.quantize import min_cosine, quantize
 
     model, ids = _tiny_bert()
     reference = _run(model, ids)
@@ -79,7 +79,7 @@ def test_the_chosen_layers_keep_the_cosine_and_the_rest_stay_float(select: float
 
 def test_a_quantized_export_records_its_choice_and_verifies_against_both_models(tmp_path: Path) -> None:
     from tsexport_worker.bundle import RECORD_NAME
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     data = run_export(make_job(tmp_path, quantize=QUANTIZE, check_shapes=[[2, 9]]))
     record = data["quantize"]
@@ -101,7 +101,7 @@ def test_a_quantized_export_records_its_choice_and_verifies_against_both_models(
 
 
 def test_bfloat16_exports_record_float32_references_and_the_cost_of_precision(tmp_path: Path) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     run_export(make_job(tmp_path, model={"dtype": "bfloat16"}, check_shapes=[[2, 9]]))
     references = load_file(str(tmp_path / "reference_outputs.safetensors"))
@@ -115,7 +115,7 @@ def test_bfloat16_exports_record_float32_references_and_the_cost_of_precision(tm
 
 
 def test_float32_exports_write_no_second_reference(tmp_path: Path) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     run_export(make_job(tmp_path))
     assert not [k for k in load_file(str(tmp_path / "reference_outputs.safetensors")) if "float32_output" in k]

@@ -11,7 +11,7 @@ from workerkit import TINY_BERT, TINY_GPT2, make_job, random_ids, run_export
 
 
 def _verify(staging: Path, atol: float = 1e-5, rtol: float = 1e-4) -> dict:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     return verify_bundle(str(staging), atol, rtol)
 

@@ -20,7 +20,7 @@ SPLIT = {"kind": "encoder-decoder", "max_length": 16, "cache": False}
 def export_split(staging: Path, cls: str, config: dict[str, Any], split: dict[str, Any] | None = None,
                  **kwargs: Any) -> dict[str, Any]:
     """Export with spec.trace.split in the job."""
-    from tsexport_worker.export import export
+    from tsexport_worker.export.export import export
     from tsexport_worker.protocol import parse_job
 
     ids = {"name": "input_ids", "from": "random", "shape": [1, 10], "low": 3, "high": 99}
@@ -103,7 +103,7 @@ def test_greedy_decoding_with_the_two_artifacts_matches_generate(tmp_path: Path,
 
 
 def test_the_split_bundle_records_how_the_artifacts_connect_and_verifies(tmp_path: Path) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     data = export_split(tmp_path, "MarianMTModel", SPLIT_MODELS["MarianMTModel"])
     g = data["generation"]
@@ -135,7 +135,7 @@ def test_the_split_bundle_records_how_the_artifacts_connect_and_verifies(tmp_pat
 
 def test_a_changed_or_missing_split_artifact_fails_verification(tmp_path: Path) -> None:
     from tsexport_worker.errors import WorkerError
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     export_split(tmp_path, "MarianMTModel", SPLIT_MODELS["MarianMTModel"], check_shapes=[])
     encoder = torch.jit.load(str(tmp_path / "encoder.pt"))
@@ -196,7 +196,7 @@ def test_a_decoder_that_padding_changes_is_refused_for_the_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Stands in for a decoder that looks ahead: the unpadded prefix gives other logits than the padded buffer.
-    from tsexport_worker import split as split_module
+    from tsexport_worker.generation import split as split_module
     from tsexport_worker.errors import WorkerError
 
     real = split_module._eager_next_logits

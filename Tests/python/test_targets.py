@@ -78,7 +78,7 @@ def test_hello_gives_every_unavailable_target_a_reason_that_says_what_to_install
 def test_cuda_reason_tells_a_cpu_build_from_a_missing_device(
     monkeypatch: pytest.MonkeyPatch, built: str | None, expected: str
 ) -> None:
-    from tsexport_worker import probe
+    from tsexport_worker.runtime import probe
 
     log = cuda_double.install(monkeypatch, available=False, built=built)
     status = probe.target_status("cuda")
@@ -88,7 +88,7 @@ def test_cuda_reason_tells_a_cpu_build_from_a_missing_device(
 
 
 def test_cuda_double_visible_device_is_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tsexport_worker import probe
+    from tsexport_worker.runtime import probe
 
     log = cuda_double.install(monkeypatch, available=True)
     assert probe.target_status("cuda") == {"available": True, "reason": None, "device": cuda_double.DEVICE_NAME}
@@ -97,7 +97,7 @@ def test_cuda_double_visible_device_is_reported_by_name(monkeypatch: pytest.Monk
 
 
 def test_a_cuda_runtime_that_raises_is_a_reason_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tsexport_worker import probe
+    from tsexport_worker.runtime import probe
 
     cuda_double.install(monkeypatch, available=RuntimeError("CUDA driver initialization failed"))
     status = probe.target_status("cuda")
@@ -106,7 +106,7 @@ def test_a_cuda_runtime_that_raises_is_a_reason_not_a_crash(monkeypatch: pytest.
 
 
 def test_neuron_doubles_make_their_targets_available(neuron: Any, neuronx: Any) -> None:
-    from tsexport_worker import probe
+    from tsexport_worker.runtime import probe
 
     fields = probe.hello_fields()
     assert fields["targets"]["inf1"] == {"available": True, "reason": None, "device": "inf1"}
@@ -121,8 +121,8 @@ def test_neuron_doubles_make_their_targets_available(neuron: Any, neuronx: Any) 
 def test_missing_target_is_refused_before_loading_with_hellos_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hardware: str
 ) -> None:
-    from tsexport_worker import export as export_module
-    from tsexport_worker import probe
+    from tsexport_worker.export import export as export_module
+    from tsexport_worker.runtime import probe
     from tsexport_worker.errors import WorkerError
     from tsexport_worker.protocol import parse_job
 
@@ -163,7 +163,7 @@ def test_worker_process_refuses_inf2_without_progress(tmp_path: Path) -> None:
 
 def _check_wrapper_call(call: Any, tensors: Any, staging: Path) -> None:
     from safetensors.torch import load_file
-    from tsexport_worker.export import ForwardWrapper
+    from tsexport_worker.export.export import ForwardWrapper
 
     assert isinstance(call.func, ForwardWrapper)
     assert call.func.names == ["input_ids", "token_type_ids"]

@@ -44,7 +44,7 @@ def test_dict_outputs_under_strict_fail_when_torchscript_is_false(tmp_path: Path
 
 
 def test_dict_outputs_trace_without_strict_when_torchscript_is_false(tmp_path: Path) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     data = run_export(make_job(tmp_path, model={"torchscript": False}, check_shapes=[[1, 5]]))
     assert data["adjusted_config"] == {}
@@ -55,7 +55,7 @@ def test_dict_outputs_trace_without_strict_when_torchscript_is_false(tmp_path: P
 @pytest.mark.parametrize(("hardware", "package"), [("inf1", "torch-neuron"), ("inf2", "torch-neuronx")])
 def test_neuron_targets_need_their_package(tmp_path: Path, hardware: str, package: str) -> None:
     from tsexport_worker.errors import WorkerError
-    from tsexport_worker.export import export
+    from tsexport_worker.export.export import export
     from tsexport_worker.protocol import parse_job
 
     stages: list[str] = []
@@ -68,7 +68,7 @@ def test_neuron_targets_need_their_package(tmp_path: Path, hardware: str, packag
 
 
 def test_cuda_target_follows_the_runtime(tmp_path: Path) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     job = make_job(tmp_path, hardware="cuda")
     if torch.cuda.is_available():
@@ -82,7 +82,7 @@ def test_cuda_target_follows_the_runtime(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("optimize", ["freeze", "optimize_for_inference"])
 def test_optimized_modules_still_match(tmp_path: Path, optimize: str) -> None:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     run_export(make_job(tmp_path, optimize=optimize, check_shapes=[[2, 9]]))
     result = verify_bundle(str(tmp_path), 1e-5, 1e-4)
@@ -91,7 +91,7 @@ def test_optimized_modules_still_match(tmp_path: Path, optimize: str) -> None:
 
 def test_strict_tracing_passes_where_no_tracer_warning_is_raised(tmp_path: Path) -> None:
     # Measured: with eager attention and no attention_mask, BertModel traces without any TracerWarning.
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     data = run_export(make_job(tmp_path, strict=True, check_shapes=[[2, 5]]))
     assert data["tracer_warnings"] == []

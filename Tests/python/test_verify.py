@@ -11,7 +11,7 @@ from workerkit import TINY_BERT, TINY_GPT2, make_job, random_ids, run_export
 
 
 def _verify(staging: Path, atol: float = 1e-5, rtol: float = 1e-4) -> dict:
-    from tsexport_worker.verify import verify_bundle
+    from tsexport_worker.verify.verify import verify_bundle
 
     return verify_bundle(str(staging), atol, rtol)
 
@@ -64,7 +64,7 @@ def test_half_precision_models_export_and_verify(tmp_path: Path, dtype: str) -> 
     ],
 )
 def test_compare_follows_the_protocol_formula(actual: float, expected: float, passed: bool) -> None:
-    from tsexport_worker.verify import compare
+    from tsexport_worker.verify.verify import compare
 
     abs_error, rel_error, ok = compare(
         torch.tensor([actual], dtype=torch.float64), torch.tensor([expected], dtype=torch.float64), 1e-5, 1e-4

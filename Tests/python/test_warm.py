@@ -17,7 +17,7 @@ from workerkit import worker_env
 
 
 def test_the_key_follows_interpreter_code_and_environment_but_not_volatile_names() -> None:
-    from tsexport_worker.warm import key
+    from tsexport_worker.runtime.warm import key
 
     base = {"PATH": "/usr/bin", "HOME": "/root", "PWD": "/a", "SHLVL": "1"}
     assert key(base) == key({**base, "PWD": "/b", "SHLVL": "3", "_": "/usr/bin/env"})
@@ -27,7 +27,7 @@ def test_the_key_follows_interpreter_code_and_environment_but_not_volatile_names
 
 
 def test_only_a_private_folder_of_this_user_is_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tsexport_worker.warm import private_dir
+    from tsexport_worker.runtime.warm import private_dir
 
     fresh = tmp_path / "warm"
     assert private_dir(str(fresh)) == str(fresh)

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-WORKER_DIR = Path(__file__).resolve().parents[2] / "Sources" / "Execution" / "Resources" / "worker"
+WORKER_DIR = Path(__file__).resolve().parents[2] / "Sources" / "Worker"
 
 TINY_BERT: dict[str, Any] = {
     "vocab_size": 100,
@@ -158,7 +158,7 @@ def deploy_request(kind: str, bundle: Path | str, dest: Path | str, **fields: An
 
 def run_export(job: dict[str, Any]) -> dict[str, Any]:
     """Export in-process; returns result.data (raises WorkerError on failure)."""
-    from tsexport_worker.export import export
+    from tsexport_worker.export.export import export
     from tsexport_worker.protocol import parse_job
 
     return export(parse_job(job))

@@ -15,12 +15,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from .bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device, sha256_file
-from .errors import WorkerError, describe
-from .outputs import flatten
-from .protocol import ProgressFn, no_progress
-from .quantize import min_cosine
-from . import torchjit
+from ..bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device, sha256_file
+from ..errors import WorkerError, describe
+from ..outputs import flatten
+from ..protocol import ProgressFn, no_progress
+from ..export.quantize import min_cosine
+from .. import torchjit
 
 TINY = float(torch.finfo(torch.float32).tiny)
 
@@ -190,7 +190,7 @@ def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = 
     aoti: dict[str, Any] | None = None
     if os.path.isfile(aoti_path):
         # model.pt2 at every case, against the same eager references (the package runs on the CPU it was built for)
-        from .aoti import load_aoti  # torch._inductor only when there is a package
+        from ..export.aoti import load_aoti  # torch._inductor only when there is a package
 
         try:
             package = load_aoti(aoti_path)
@@ -221,7 +221,7 @@ def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = 
 def _verify_aoti_only(bundle: str, atol: float, rtol: float, progress: ProgressFn, started: float) -> dict[str, Any]:
     """A bundle whose artifact is model.pt2 alone: its cases are the bundle's cases (answered both as `cases` and
     as `aoti`), and `sha256` is model.pt2's."""
-    from .aoti import load_aoti  # torch._inductor only when there is a package
+    from ..export.aoti import load_aoti  # torch._inductor only when there is a package
 
     aoti_path = os.path.join(bundle, AOTI_FILE)
     sample_path = os.path.join(bundle, SAMPLE_FILE)
@@ -293,7 +293,7 @@ def verify_artifact(
 def verify_generation(bundle: str, generation: dict[str, Any]) -> dict[str, Any]:
     """The recorded generate() tokens reproduced by the greedy loop over the cached artifacts alone (torch only),
     with each step's drift between the cached step's logits and the uncached model's (full.pt)."""
-    from .generate_loop import greedy_with_drift, load_artifacts
+    from ..generation.generate_loop import greedy_with_drift, load_artifacts
 
     loaded = load_artifacts(bundle)
     prompts = []

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from .errors import WorkerError, describe
-from .protocol import InputsSpec, TensorSpec
+from ..errors import WorkerError, describe
+from ..protocol import InputsSpec, TensorSpec
 
 STAGE = "inputs"
 DIM_NAMES = ("batch size", "sequence length")
@@ -100,7 +100,7 @@ def load_tokenizer(source: str | None, revision: str | None, trust_remote_code: 
             STAGE, "tokenizer_failed", "a tensor comes from text but no tokenizer is given",
             field="spec.inputs.tokenizer",
         )
-    from .probe import import_transformers
+    from ..runtime.probe import import_transformers
 
     transformers = import_transformers()
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .errors import describe
+from ..errors import describe
 
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from .envelope import Envelope
-from .errors import WorkerError, traceback_tail
+from ..errors import WorkerError, traceback_tail
 
 STAGE = "export_aoti"
 CHECK_INPUTS_ENV = "AOTI_RUNTIME_CHECK_INPUTS"

@@ -12,16 +12,16 @@ import torch
 from safetensors.torch import save_file
 
 from . import inputs
-from .bundle import REFERENCE_FILE, SAMPLE_FILE, canonical_safetensors, readable_as_others
+from ..bundle import REFERENCE_FILE, SAMPLE_FILE, canonical_safetensors, readable_as_others
 from .envelope import Envelope, inputs_at
-from .errors import describe
-from .outputs import flatten
-from .protocol import Job
+from ..errors import describe
+from ..outputs import flatten
+from ..protocol import Job
 from .structure import keep_structure
 from .trace import ForwardWrapper, as_float32
 
 if TYPE_CHECKING:
-    from .split import SplitResult
+    from ..generation.split import SplitResult
 
 
 def cpu_copy(tensor: torch.Tensor) -> torch.Tensor:

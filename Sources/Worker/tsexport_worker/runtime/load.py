@@ -16,8 +16,8 @@ from typing import Any, cast
 import torch
 
 from . import probe
-from .errors import WorkerError, describe, traceback_tail
-from .protocol import ModelSpec
+from ..errors import WorkerError, describe, traceback_tail
+from ..protocol import ModelSpec
 
 MODEL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

@@ -23,12 +23,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from . import probe, torchjit
+from ..runtime import probe
+from .. import torchjit
 from .bench_eager import Eager, rebuild_eager
 from .bench_timing import memory_method, status_kib, timed, trim_heap
-from .bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device
-from .errors import WorkerError, describe, traceback_tail
-from .protocol import BENCH_KEYS, ModelSpec, ProgressFn, check_keys, no_progress, parse_model
+from ..bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device
+from ..errors import WorkerError, describe, traceback_tail
+from ..protocol import BENCH_KEYS, ModelSpec, ProgressFn, check_keys, no_progress, parse_model
 
 STAGE = "bench"
 DRAW_SEED = 20_240
@@ -167,7 +168,7 @@ def load_bundle(bundle: str) -> Bundle:
         rss_before = status_kib("VmRSS")
         started = time.perf_counter()
         if model_path.endswith(AOTI_FILE):
-            from .aoti import load_aoti
+            from ..export.aoti import load_aoti
 
             module = load_aoti(model_path)
         else:
@@ -323,7 +324,7 @@ def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str
     aoti: Any = None
     aoti_path = os.path.join(bundle.dir, AOTI_FILE)
     if os.path.isfile(aoti_path) and bundle.file != AOTI_FILE:
-        from .aoti import load_aoti
+        from ..export.aoti import load_aoti
 
         aoti = load_aoti(aoti_path)
     previous_threads = torch.get_num_threads()
@@ -428,7 +429,7 @@ def bench_generation(bundle: Bundle, threads: int) -> dict[str, Any] | None:
     generation = bundle.record.get("generation")
     if not (isinstance(generation, dict) and generation.get("cache") and generation.get("reference")):
         return None
-    from .generate_loop import tokens_per_second
+    from ..generation.generate_loop import tokens_per_second
 
     reference = generation["reference"][0]
     result = tokens_per_second(bundle.dir, [list(reference["prompt"])], int(reference["max_new_tokens"]), threads=threads)

@@ -10,9 +10,9 @@ from typing import Any, cast
 
 import torch
 
-from .errors import WorkerError, describe, traceback_tail
+from ..errors import WorkerError, describe, traceback_tail
 from .load import MODEL_DTYPES
-from .protocol import ModelSpec
+from ..protocol import ModelSpec
 
 OUTPUTS = ("token_embeddings", "sentence_embedding")
 # Real sentences of varied lengths; an envelope point [B, S] takes B of them (in turn), each cut to S tokens by the

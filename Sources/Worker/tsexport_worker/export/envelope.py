@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from . import inputs
-from .bundle import MODEL_FILE, RECORD_NAME
-from .errors import WorkerError, describe, traceback_tail
+from ..bundle import MODEL_FILE, RECORD_NAME
+from ..errors import WorkerError, describe, traceback_tail
 from .guard import GuardInput, read_envelope, wrap
-from .torchjit import load as jit_load
+from ..torchjit import load as jit_load
 
 
 @dataclass(frozen=True)

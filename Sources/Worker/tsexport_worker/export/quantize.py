@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .protocol import QuantizeSpec
+from ..protocol import QuantizeSpec
 
 Outputs = list[torch.Tensor]
 

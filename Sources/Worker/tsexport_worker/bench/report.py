@@ -16,7 +16,7 @@ import os
 import tempfile
 from typing import Any
 
-from .protocol import _finite
+from ..protocol import _finite
 
 WIDTH, HEIGHT = 720, 340
 LEFT, RIGHT, TOP, BOTTOM = 64, 170, 20, 46

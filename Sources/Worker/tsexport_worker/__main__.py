@@ -7,7 +7,7 @@ import os
 import sys
 from typing import IO, Any
 
-from . import probe
+from .runtime import probe
 from .errors import WorkerError, describe, traceback_tail
 from .protocol import BENCH_KEYS, Channel, ProgressFn, Request, parse_job, parse_request, parse_tolerance, request_body
 
@@ -50,7 +50,7 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
     if request.op == "export":
         job = parse_job(request_body(request, ("job",))["job"])
         require_in_stage("load", "torch", "transformers", "safetensors")
-        from .export import export  # imports torch and safetensors: only now that they are known to exist
+        from .export.export import export  # imports torch and safetensors: only now that they are known to exist
 
         return export(job, _progress(request, channel))
     if request.op == "verify_bundle":
@@ -60,13 +60,13 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
             raise WorkerError(None, "bad_request", "verify_bundle needs `dir`, the bundle's absolute path", field="dir")
         tolerance = parse_tolerance(body["tolerance"], "tolerance")
         require_in_stage("verify", "torch", "safetensors")
-        from .verify import verify_bundle
+        from .verify.verify import verify_bundle
 
         return verify_bundle(bundle, tolerance.atol, tolerance.rtol, _progress(request, channel))
     if request.op == "bench":
         request_body(request, BENCH_KEYS)  # before torch is required: a bad request is answered as one
         require_in_stage("bench", "torch", "safetensors")  # transformers only for the eager side
-        from .bench import bench, parse_bench_request
+        from .bench.bench import bench, parse_bench_request
 
         return bench(parse_bench_request(request.body), _progress(request, channel))
     if request.op == "guard":
@@ -79,11 +79,11 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
         ):
             raise WorkerError(None, "bad_request", f"guard needs `ranges`, axis → [min, max], not {ranges!r}", field="ranges")
         require_in_stage("guard", "torch")
-        from .envelope import reseal
+        from .export.envelope import reseal
 
         return reseal(bundle, ranges)
     if request.op == "inspect":
-        from .inspect_model import KEYS, inspect_folder, parse_inspect
+        from .runtime.inspect_model import KEYS, inspect_folder, parse_inspect
 
         source, class_name, task = parse_inspect(request_body(request, KEYS))
         require_in_stage("load", "torch", "transformers")
@@ -93,7 +93,7 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
         if not isinstance(body["class"], str):
             raise WorkerError(None, "bad_request", "config_keys needs `class`, a model class name", field="class")
         require_in_stage("load", "torch", "transformers")
-        from .load import config_class_keys
+        from .runtime.load import config_class_keys
 
         return config_class_keys(body["class"])
     if request.op == "deploy":
@@ -166,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--key", required=True)
     args = parser.parse_args(argv)
     if args.command == "attach":
-        from .warm import attach
+        from .runtime.warm import attach
 
         return attach(args.dir, args.idle)
     if args.command == "zygote":
-        from .warm import zygote
+        from .runtime.warm import zygote
 
         return zygote(args.dir, args.key, args.idle)
     return serve()

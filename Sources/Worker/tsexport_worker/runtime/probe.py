@@ -15,8 +15,8 @@ import platform
 from types import ModuleType
 from typing import Any
 
-from . import PROTOCOL_VERSION, WORKER_VERSION
-from .errors import WorkerError, describe
+from .. import PROTOCOL_VERSION, WORKER_VERSION
+from ..errors import WorkerError, describe
 
 # import name -> distribution name (what pip installs)
 DISTRIBUTIONS = {"torch": "torch", "transformers": "transformers", "safetensors": "safetensors"}

@@ -15,16 +15,16 @@ from typing import Any
 
 import torch
 
-from . import inputs
-from .bundle import DECODER_STEP_FILE, ENCODER_FILE, RECORD_NAME, sha256_file
-from .errors import WorkerError, describe, traceback_tail
-from .outputs import signature
+from ..export import inputs
+from ..bundle import DECODER_STEP_FILE, ENCODER_FILE, RECORD_NAME, sha256_file
+from ..errors import WorkerError, describe, traceback_tail
+from ..outputs import signature
 from .generate_loop import _token_ids, generation_picker, suppressed_ids
-from .protocol import Job, SplitSpec
-from .reference import cpu_copy
-from .torchjit import TracerWarning
-from .torchjit import trace as jit_trace
-from .trace import format_warning, optimize
+from ..protocol import Job, SplitSpec
+from ..export.reference import cpu_copy
+from ..torchjit import TracerWarning
+from ..torchjit import trace as jit_trace
+from ..export.trace import format_warning, optimize
 
 ENCODER_INPUTS = ["input_ids", "attention_mask"]
 ENCODER_OUTPUTS = ["encoder_hidden_states"]

@@ -52,7 +52,7 @@ PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "transformers
 def worker_digest() -> str:
     """sha256 over the worker package's Python files (names and contents)."""
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
@@ -150,7 +150,7 @@ def attach(directory: str, idle: int) -> int:
             _spawn_zygote(private, name, idle)
         finally:
             sock.close()
-    from .__main__ import serve
+    from ..__main__ import serve
 
     return serve()
 
@@ -185,7 +185,7 @@ def _child(conn: socket.socket, listener: socket.socket, lock: int, fds: list[in
         os.chdir(str(header["cwd"]))
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in dict(header["env"]).items()})
-        from .__main__ import serve
+        from ..__main__ import serve
 
         code = serve()
     except BaseException:  # noqa: BLE001 - never return into the zygote's loop
@@ -204,7 +204,8 @@ def zygote(directory: str, name: str, idle: int) -> int:
         return 0  # another zygote for this key is alive
     for module in PRELOAD:
         importlib.import_module(module)
-    from . import export, verify  # noqa: F401  (the worker's own heavy imports)
+    from ..export import export
+    from ..verify import verify  # noqa: F401  (the worker's own heavy imports)
 
     versions = loaded_versions()
     path = os.path.join(private, f"{name}.sock")

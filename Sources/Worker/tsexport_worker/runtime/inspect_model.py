@@ -11,7 +11,7 @@ import inspect
 import os
 from typing import Any
 
-from .errors import WorkerError, describe, traceback_tail
+from ..errors import WorkerError, describe, traceback_tail
 
 STAGE = "load"
 KEYS = ("source", "class", "task")

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from . import probe
+from ..runtime import probe
 from .bench_timing import status_kib, trim_heap
-from .errors import WorkerError, describe
-from .outputs import flatten
-from .protocol import ModelSpec
+from ..errors import WorkerError, describe
+from ..outputs import flatten
+from ..protocol import ModelSpec
 
 
 @dataclass
@@ -49,8 +49,8 @@ def rebuild_eager(
         info["pretrained"] = spec.pretrained
     if "transformers" in probe.missing_packages():
         return Eager(False, "transformers cannot be imported in this Python runtime", info=info)
-    from .load import load_model
-    from .trace import ForwardWrapper
+    from ..runtime.load import load_model
+    from ..export.trace import ForwardWrapper
 
     trim_heap()
     rss_before = status_kib("VmRSS")

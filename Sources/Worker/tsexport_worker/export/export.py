@@ -18,18 +18,20 @@ from typing import Any, cast
 
 import torch
 
-from . import PROTOCOL_VERSION, WORKER_VERSION, inputs, probe
+from .. import PROTOCOL_VERSION, WORKER_VERSION
+from . import inputs
+from ..runtime import probe
 from .aoti import export_aoti
-from .bundle import AOTI_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_features
+from ..bundle import AOTI_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_features
 from .envelope import Envelope, guard_inputs
-from .errors import WorkerError, describe, traceback_tail
+from ..errors import WorkerError, describe, traceback_tail
 from .guard import wrap
-from .load import MODEL_DTYPES, load_model, model_class
-from .outputs import signature
-from .protocol import Job, ProgressFn, no_progress
+from ..runtime.load import MODEL_DTYPES, load_model, model_class
+from ..outputs import signature
+from ..protocol import Job, ProgressFn, no_progress
 from .quantize import quantize
 from .reference import write_reference
-from .split import SplitResult, check_split_model, export_cached, save_split, trace_split
+from ..generation.split import SplitResult, check_split_model, export_cached, save_split, trace_split
 from .trace import ForwardWrapper, as_float32, optimize, run_eager, trace_module
 
 __all__ = ["Stages", "export", "load_model", "write_reference"]
@@ -244,7 +246,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
 def _encode_check(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, plan: Envelope | None) -> dict[str, Any]:
     """The saved model.pt against sentence-transformers' encode() on real text at the traced shape and every
     envelope point ([batch, sequence] from the points' sizes)."""
-    from .st_pipeline import encode_check
+    from ..runtime.st_pipeline import encode_check
 
     ids = built.tensors[built.names.index("input_ids")]
     traced = plan.traced_sizes(built) if plan is not None else {"batch": int(ids.shape[0]), "sequence": int(ids.shape[1])}

@@ -23,8 +23,8 @@ ARCHIVER_MODULE = "model_archiver.model_packaging"
 
 
 def handler_path() -> str:
-    """The handler beside the package's modules (tsexport_worker/torchserve_handler.py)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), HANDLER_FILE)
+    """The handler beside this module (tsexport_worker/deploy/torchserve_handler.py)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), HANDLER_FILE)
 
 
 def archiver_version() -> str | None:

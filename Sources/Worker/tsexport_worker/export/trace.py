@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from .errors import WorkerError, describe, traceback_tail
-from .outputs import flatten
-from .protocol import ModelSpec
-from .torchjit import TracerWarning
-from .torchjit import trace as jit_trace
+from ..errors import WorkerError, describe, traceback_tail
+from ..outputs import flatten
+from ..protocol import ModelSpec
+from ..torchjit import TracerWarning
+from ..torchjit import trace as jit_trace
 
 
 class ForwardWrapper(torch.nn.Module):

@@ -1,0 +1,1 @@
+"""The bench op: latency, peak memory and the HTML report."""

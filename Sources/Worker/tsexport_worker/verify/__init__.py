@@ -1,0 +1,1 @@
+"""The verify_bundle op: reload a bundle's artifacts and compare them with its recorded reference outputs."""

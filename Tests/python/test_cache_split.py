@@ -64,7 +64,7 @@ def _model(cls: str, config: dict[str, Any]) -> torch.nn.Module:
 
 def _generate(model: torch.nn.Module, prompts: list[list[int]], pad: int, new_tokens: int) -> list[list[int]]:
     """model.generate(greedy) on the left-padded prompts: the tokens after the prompt (after the start token)."""
-    ids, mask = cache_split._left_pad(prompts, pad)
+    ids, mask = cache_split.left_pad(prompts, pad)
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,  # type: ignore[operator]
                              max_new_tokens=new_tokens)
@@ -125,7 +125,7 @@ def test_grouped_query_caches_use_the_key_value_heads(exported: dict[str, Any]) 
         head_dim = 16 if name == "gemma2" else 8
         assert (description["layers"], description["heads"], description["head_dim"]) == (2, 2, head_dim), name
         spec, modules = cache_split.load_artifacts(exported[name][1])
-        ids, mask = cache_split._left_pad([[5, 6, 7]], 0)
+        ids, mask = cache_split.left_pad([[5, 6, 7]], 0)
         with torch.no_grad():
             _, keys, _ = modules["prefill"](ids, mask)
         assert tuple(keys.shape) == (2, 1, 2, MAX_LENGTH, head_dim), name
@@ -182,7 +182,7 @@ def test_step_writes_only_its_slot(exported: dict[str, Any]) -> None:
     """The step returns the input buffer with exactly cache_position's keys/values written; the inputs are untouched."""
     _, directory, description = exported["gpt2"]
     spec, modules = cache_split.load_artifacts(directory)
-    ids, mask = cache_split._left_pad([[5, 6, 7], [8, 9]], 0)
+    ids, mask = cache_split.left_pad([[5, 6, 7], [8, 9]], 0)
     with torch.no_grad():
         _, keys, values = modules["prefill"](ids, mask)
         assert keys.shape == (2, 2, 4, MAX_LENGTH, 8) and bool((keys[:, :, :, 3:] == 0).all())

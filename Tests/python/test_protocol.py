@@ -115,7 +115,7 @@ def test_verify_never_imports_transformers(exported: dict) -> None:
     proc = run_python(
         """
         import sys
-        from tsexport_worker.verify import verify_bundle
+        from tsexport_worker.verify.verify import verify_bundle
         data = verify_bundle(sys.argv[1], 1e-5, 1e-4)
         assert data["passed"], data
         print("transformers" in sys.modules)
@@ -130,7 +130,7 @@ def test_anything_printed_to_stdout_lands_on_stderr() -> None:
     proc = run_python(
         """
         import os
-        from tsexport_worker.__main__ import protocol_stream
+        from tsexport_worker.serve import protocol_stream
         from tsexport_worker.protocol import Channel
 
         channel = Channel(protocol_stream())
@@ -146,7 +146,7 @@ def test_anything_printed_to_stdout_lands_on_stderr() -> None:
 
 def test_unexpected_exceptions_are_internal_and_the_worker_answers(tmp_path: Path, monkeypatch: Any) -> None:
     from tsexport_worker.export import export as export_module
-    from tsexport_worker.__main__ import answer
+    from tsexport_worker.serve import answer
     from tsexport_worker.protocol import Channel
 
     def broken(*args: Any, **kwargs: Any) -> None:

@@ -1,4 +1,5 @@
-"""Model outputs as a flat, ordered list of named tensors, the same way for eager and traced modules."""
+"""Model outputs as a flat, ordered list of named tensors, the same way for eager and traced modules, and the CPU
+copies the bundle saves of them."""
 
 from __future__ import annotations
 
@@ -30,3 +31,8 @@ def flatten(output: Any, name: str | None = None) -> list[tuple[str, torch.Tenso
 
 def signature(named: list[tuple[str, torch.Tensor]]) -> list[dict[str, Any]]:
     return [{"name": n, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)} for n, t in named]
+
+
+def cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A detached, contiguous CPU copy that owns its storage (safe to save beside other tensors)."""
+    return tensor.detach().to("cpu").contiguous().clone()

@@ -28,20 +28,20 @@ TENSOR_DTYPES = ("int64", "int32", "float32", "float16", "bfloat16", "bool")
 SOURCES = ("text", "values", "random", "zeros", "ones")
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN or infinity: non-finite floats travel as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
 
 
 def encode(message: dict[str, Any]) -> str:
     """One protocol line (no embedded newline: json.dumps escapes them)."""
-    return json.dumps(_finite(message), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return json.dumps(json_safe(message), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 class Channel:

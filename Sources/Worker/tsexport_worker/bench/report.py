@@ -16,7 +16,7 @@ import os
 import tempfile
 from typing import Any
 
-from ..protocol import _finite
+from ..protocol import json_safe
 
 WIDTH, HEIGHT = 720, 340
 LEFT, RIGHT, TOP, BOTTOM = 64, 170, 20, 46
@@ -224,7 +224,7 @@ def _table(rows: list[str]) -> str:
 
 def render(data: dict[str, Any]) -> str:
     title = f"tsexport bench: {data.get('name') or data.get('bundle')}"
-    payload = json.dumps(_finite(data), ensure_ascii=False, allow_nan=False, indent=1)
+    payload = json.dumps(json_safe(data), ensure_ascii=False, allow_nan=False, indent=1)
     payload = payload.replace("</", "<\\/")  # cannot close the script element early
     eager = data.get("eager") or {}
     threads = f"{data.get('threads')} thread(s)" + (" (torch's default)" if data.get("threads_default") else "")

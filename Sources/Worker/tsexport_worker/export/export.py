@@ -26,7 +26,8 @@ from ..bundle import AOTI_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_featur
 from .envelope import Envelope, guard_inputs
 from ..errors import WorkerError, describe, traceback_tail
 from .guard import wrap
-from ..runtime.load import MODEL_DTYPES, load_model, model_class
+from ..runtime.dtypes import MODEL_DTYPES
+from ..runtime.load import load_model, model_class
 from ..outputs import signature
 from ..protocol import Job, ProgressFn, no_progress
 from .quantize import quantize

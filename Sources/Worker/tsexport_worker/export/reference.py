@@ -15,17 +15,13 @@ from . import inputs
 from ..bundle import REFERENCE_FILE, SAMPLE_FILE, canonical_safetensors, readable_as_others
 from .envelope import Envelope, inputs_at
 from ..errors import describe
-from ..outputs import flatten
+from ..outputs import cpu_copy, flatten
 from ..protocol import Job
 from .structure import keep_structure
 from .trace import ForwardWrapper, as_float32
 
 if TYPE_CHECKING:
     from ..generation.split import SplitResult
-
-
-def cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().to("cpu").contiguous().clone()
 
 
 def traced_shape(tensors: list[torch.Tensor]) -> list[int]:

@@ -27,7 +27,7 @@ from typing import Any, cast
 import torch
 
 from .kv_cache import cache_shape as _cache_shape, causal_mask as _causal_mask, decoder_mask, key_mask as _key_mask, layer_windows, stacked as _stacked, static_cache
-from .generate_loop import GENERATION_NAME, STEP_FILE, _left_pad, _token_ids, generation_picker, suppressed_ids, greedy, greedy_uncached, greedy_with_drift, load_artifacts, max_drift, tokens_per_second  # noqa: F401  (re-exported)
+from .generate_loop import GENERATION_NAME, STEP_FILE, left_pad, token_id_list, generation_picker, suppressed_ids, greedy, greedy_uncached, greedy_with_drift, load_artifacts, max_drift, tokens_per_second  # noqa: F401  (re-exported)
 
 INTERFACE_VERSION = 1
 PREFILL_FILE = "prefill.pt"
@@ -228,7 +228,7 @@ def generation_rules(model: torch.nn.Module, kind: str) -> dict[str, Any]:
     """The ids and rules of greedy generation, read from the model's generation_config (then its config)."""
     pick = generation_picker(model)
     suppress, unapplied = suppressed_ids(model, pick, UNAPPLIED_DEFAULTS)
-    eos = _token_ids(pick("eos_token_id"))
+    eos = token_id_list(pick("eos_token_id"))
     pad = pick("pad_token_id")
     start = None
     if kind == "encoder-decoder":
@@ -245,7 +245,7 @@ def generation_rules(model: torch.nn.Module, kind: str) -> dict[str, Any]:
         "forced_bos_token_id": pick("forced_bos_token_id"),
         "forced_eos_token_id": pick("forced_eos_token_id"),
         "suppress_token_ids": sorted(set(suppress)),
-        "begin_suppress_token_ids": _token_ids(pick("begin_suppress_tokens")),
+        "begin_suppress_token_ids": token_id_list(pick("begin_suppress_tokens")),
         "min_length": int(pick("min_length") or 0),
         "min_new_tokens": int(pick("min_new_tokens") or 0),
         "unapplied_settings": unapplied,

@@ -15,7 +15,7 @@ GENERATION_NAME = "tsexport/generation.json"
 STEP_FILE = "step.pt"
 
 
-def _left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     length = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), length), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), length), dtype=torch.long)
@@ -26,7 +26,7 @@ def _left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def _token_ids(value: Any) -> list[int]:
+def token_id_list(value: Any) -> list[int]:
     if value is None:
         return []
     if isinstance(value, int):
@@ -52,7 +52,7 @@ def suppressed_ids(
     """The ids the loop always blocks (suppress_tokens and one-token bad words, which generate() bans at every step),
     and the settings it does not apply: longer bad words, and every generation_config setting of
     `unapplied_defaults` that differs from its no-op value."""
-    suppress = _token_ids(pick("suppress_tokens"))
+    suppress = token_id_list(pick("suppress_tokens"))
     unapplied: dict[str, Any] = {}
     for words in pick("bad_words_ids") or []:
         if len(words) == 1:
@@ -104,7 +104,7 @@ class LogitsRules:
             logits[:, int(spec["forced_bos_token_id"])] = 0
         if spec["forced_eos_token_id"] is not None and cur_len == self.max_total - 1:
             logits[:] = low
-            logits[:, _token_ids(spec["forced_eos_token_id"])] = 0
+            logits[:, token_id_list(spec["forced_eos_token_id"])] = 0
         if spec["suppress_token_ids"]:
             logits[:, spec["suppress_token_ids"]] = low
         if spec["begin_suppress_token_ids"] and cur_len == self.begin_index:
@@ -133,7 +133,7 @@ def greedy_with_drift(artifacts: str | Loaded, prompt_ids: list[list[int]], max_
     finished = torch.zeros(batch, dtype=torch.bool)
     with torch.no_grad():
         if spec["kind"] == "decoder-only":
-            ids, mask = _left_pad(prompt_ids, pad)
+            ids, mask = left_pad(prompt_ids, pad)
             length = ids.shape[1]
             if length + max_new_tokens - 1 > max_length:
                 raise ValueError(f"{length} prompt slots + {max_new_tokens - 1} fed tokens exceed max_length "
@@ -163,7 +163,7 @@ def greedy_with_drift(artifacts: str | Loaded, prompt_ids: list[list[int]], max_
         else:
             if max_new_tokens > max_length:
                 raise ValueError(f"{max_new_tokens} new tokens exceed max_length {max_length}")
-            ids, mask = _left_pad(prompt_ids, pad)
+            ids, mask = left_pad(prompt_ids, pad)
             hidden, cross_k, cross_v = modules["encoder"](ids, mask)
             shape = (int(spec["layers"]), batch, int(spec["heads"]), max_length, int(spec["head_dim"]))
             keys = torch.zeros(shape, dtype=hidden.dtype)
@@ -213,7 +213,7 @@ def greedy_uncached(artifacts: str | Loaded, prompt_ids: list[list[int]], max_ne
     finished = torch.zeros(batch, dtype=torch.bool)
     buffer_ids = torch.full((batch, max_length), pad, dtype=torch.long)
     with torch.no_grad():
-        ids, mask = _left_pad(prompt_ids, pad)
+        ids, mask = left_pad(prompt_ids, pad)
         if spec["kind"] == "decoder-only":
             start = ids.shape[1]
             buffer_ids[:, :start] = ids

@@ -18,10 +18,9 @@ import torch
 from ..export import inputs
 from ..bundle import DECODER_STEP_FILE, ENCODER_FILE, RECORD_NAME, sha256_file
 from ..errors import WorkerError, describe, traceback_tail
-from ..outputs import signature
-from .generate_loop import _token_ids, generation_picker, suppressed_ids
+from ..outputs import cpu_copy, signature
+from .generate_loop import token_id_list, generation_picker, suppressed_ids
 from ..protocol import Job, SplitSpec
-from ..export.reference import cpu_copy
 from ..torchjit import TracerWarning
 from ..torchjit import trace as jit_trace
 from ..export.trace import format_warning, optimize
@@ -127,12 +126,12 @@ def generation_settings(model: torch.nn.Module, split: SplitSpec) -> tuple[dict[
         "strategy": "greedy",
         "max_length": split.max_length,
         "decoder_start_token_id": start,
-        "eos_token_ids": _token_ids(pick("eos_token_id")),
+        "eos_token_ids": token_id_list(pick("eos_token_id")),
         "pad_token_id": pick("pad_token_id"),
         "forced_bos_token_id": pick("forced_bos_token_id"),
         "forced_eos_token_id": pick("forced_eos_token_id"),
         "suppress_token_ids": sorted(set(suppress)),
-        "begin_suppress_token_ids": _token_ids(pick("begin_suppress_tokens")),
+        "begin_suppress_token_ids": token_id_list(pick("begin_suppress_tokens")),
         "min_length": int(pick("min_length") or 0),
         "unapplied_settings": unapplied,
     }

@@ -18,8 +18,7 @@ import torch
 from . import probe
 from ..errors import WorkerError, describe, traceback_tail
 from ..protocol import ModelSpec
-
-MODEL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from .dtypes import MODEL_DTYPES
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 

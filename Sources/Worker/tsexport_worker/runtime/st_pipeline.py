@@ -11,7 +11,7 @@ from typing import Any, cast
 import torch
 
 from ..errors import WorkerError, describe, traceback_tail
-from .load import MODEL_DTYPES
+from .dtypes import MODEL_DTYPES
 from ..protocol import ModelSpec
 
 OUTPUTS = ("token_embeddings", "sentence_embedding")

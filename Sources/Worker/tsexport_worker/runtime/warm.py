@@ -150,7 +150,7 @@ def attach(directory: str, idle: int) -> int:
             _spawn_zygote(private, name, idle)
         finally:
             sock.close()
-    from ..__main__ import serve
+    from ..serve import serve
 
     return serve()
 
@@ -185,7 +185,7 @@ def _child(conn: socket.socket, listener: socket.socket, lock: int, fds: list[in
         os.chdir(str(header["cwd"]))
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in dict(header["env"]).items()})
-        from ..__main__ import serve
+        from ..serve import serve
 
         code = serve()
     except BaseException:  # noqa: BLE001 - never return into the zygote's loop

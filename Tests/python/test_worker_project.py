@@ -1,9 +1,10 @@
-"""The worker's shape as a project: no import cycles, no private names imported across modules, and light entry
-points (the protocol loop and `attach` start without torch)."""
+"""The worker's shape as a project: no import cycles, no private names imported across modules, a reason beside every
+`# noqa`, and light entry points (the protocol loop and `attach` start without torch)."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,28 @@ def test_no_private_name_is_imported_across_modules() -> None:
         if imported.startswith("_")
     ]
     assert private == []
+
+
+NOQA = re.compile(r"#\s*noqa\b(?P<rest>.*)$")
+# `# noqa: CODE[, CODE]` then the reason: ` - why` or `  (why)`.
+REASONED = re.compile(r"^:\s*[A-Z]+[0-9]+(\s*,\s*[A-Z]+[0-9]+)*\s+(-\s+\S|\(\S)")
+
+
+def test_every_noqa_names_its_codes_and_a_reason() -> None:
+    bare = []
+    for path in sorted((WORKER_DIR / PACKAGE).rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = NOQA.search(line)
+            if match and not REASONED.match(match.group("rest")):
+                bare.append(f"{path.relative_to(WORKER_DIR)}:{number}: {line.strip()}")
+    assert bare == []
+
+
+def test_the_noqa_rule_refuses_bare_markers() -> None:
+    assert REASONED.match(": BLE001 - the model's own code failed")
+    assert REASONED.match(": F401  (registers torch.neuron)")
+    assert not REASONED.match(": BLE001")
+    assert not REASONED.match("")
 
 
 def test_the_entry_points_import_no_torch() -> None:

@@ -18,7 +18,9 @@ from .bundle import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE  # noqa
 from .errors import WorkerError
 
 OPS = ("probe", "export", "verify_bundle", "guard", "inspect", "config_keys", "deploy", "bench", "shutdown")
-STAGES = ("load", "inputs", "quantize", "trace", "serialize", "reference", "verify", "guard", "export_aoti", "deploy", "bench")
+STAGES = (
+    "load", "inputs", "quantize", "trace", "serialize", "reference", "verify", "guard", "export_aoti", "deploy", "bench"
+)
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 TRACE_APIS = ("torch.jit.trace", "torch.neuron.trace", "torch_neuronx.trace")
 SPLIT_KINDS = ("encoder-decoder", "decoder-only")
@@ -109,7 +111,8 @@ def check_keys(data: dict[str, Any], path: str | None, keys: tuple[str, ...]) ->
     if missing:
         names = ", ".join(f"`{where}`" for where in missing)
         raise WorkerError(
-            None, "bad_request", f"{names} {'is' if len(missing) == 1 else 'are'} missing (protocol 2 requires every key)",
+            None, "bad_request",
+            f"{names} {'is' if len(missing) == 1 else 'are'} missing (protocol 2 requires every key)",
             field=missing[0],
         )
     for key in data:
@@ -471,7 +474,9 @@ def parse_tolerance(data: Any, path: str) -> Tolerance:
         values[key] = value
     min_cosine = r.opt_number("min_cosine")
     if min_cosine is not None and not 0 < min_cosine <= 1:
-        raise WorkerError(None, "bad_request", f"`{r.field('min_cosine')}` must be in (0, 1]", field=r.field("min_cosine"))
+        raise WorkerError(
+            None, "bad_request", f"`{r.field('min_cosine')}` must be in (0, 1]", field=r.field("min_cosine")
+        )
     return Tolerance(atol=values["atol"], rtol=values["rtol"], min_cosine=min_cosine)
 
 
@@ -489,7 +494,8 @@ def parse_quantize(raw: Any) -> QuantizeSpec | None:
     select = r.number("select_min_cosine")
     if not 0 < select <= 1:
         raise WorkerError(
-            None, "bad_request", f"`{r.field('select_min_cosine')}` must be in (0, 1]", field=r.field("select_min_cosine")
+            None, "bad_request", f"`{r.field('select_min_cosine')}` must be in (0, 1]",
+            field=r.field("select_min_cosine"),
         )
     return QuantizeSpec(scheme=r.choice("scheme", QUANTIZE_SCHEMES), library=r.choice("library", QUANTIZE_LIBRARIES),
                         activations=r.choice("activations", QUANTIZE_ACTIVATIONS), modules=list(modules),

@@ -6,9 +6,9 @@ import os
 import sys
 from typing import IO, Any
 
-from .runtime import probe
 from .errors import WorkerError, describe, traceback_tail
 from .protocol import BENCH_KEYS, Channel, ProgressFn, Request, parse_job, parse_request, parse_tolerance, request_body
+from .runtime import probe
 
 
 def protocol_stream() -> IO[str]:
@@ -76,7 +76,9 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
         if not isinstance(ranges, dict) or not all(
             isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v) for v in ranges.values()
         ):
-            raise WorkerError(None, "bad_request", f"guard needs `ranges`, axis → [min, max], not {ranges!r}", field="ranges")
+            raise WorkerError(
+                None, "bad_request", f"guard needs `ranges`, axis → [min, max], not {ranges!r}", field="ranges"
+            )
         require_in_stage("guard", "torch")
         from .export.envelope import reseal
 
@@ -100,7 +102,9 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
 
         return deploy(parse_deploy(request.body), _progress(request, channel))
     raise WorkerError(
-        None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle, guard, inspect, config_keys, deploy, bench or shutdown"
+        None, "bad_request",
+        f"unknown op {request.op!r}; expected probe, export, verify_bundle, guard, inspect, config_keys, deploy, bench"
+        " or shutdown",
     )
 
 

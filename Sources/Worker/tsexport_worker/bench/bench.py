@@ -23,13 +23,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from ..runtime import probe
 from .. import torchjit
-from .bench_eager import Eager, rebuild_eager
-from .bench_timing import memory_method, status_kib, timed, trim_heap
 from ..bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device
 from ..errors import WorkerError, describe, traceback_tail
 from ..protocol import BENCH_KEYS, ModelSpec, ProgressFn, check_keys, no_progress, parse_model
+from ..runtime import probe
+from .bench_eager import Eager, rebuild_eager
+from .bench_timing import memory_method, status_kib, timed, trim_heap
 
 STAGE = "bench"
 DRAW_SEED = 20_240
@@ -160,7 +160,9 @@ def load_bundle(bundle: str) -> Bundle:
     sample_path = os.path.join(bundle, SAMPLE_FILE)
     for path in (model_path, sample_path):
         if not os.path.isfile(path):
-            raise WorkerError(STAGE, "load_failed", f"{bundle} is not a complete bundle: it lacks {os.path.basename(path)}")
+            raise WorkerError(
+                STAGE, "load_failed", f"{bundle} is not a complete bundle: it lacks {os.path.basename(path)}"
+            )
     record = read_record(bundle, STAGE, "load_failed")
     device = "cuda" if recorded_device(record) == "cuda" and torch.cuda.is_available() else "cpu"
     try:
@@ -182,7 +184,7 @@ def load_bundle(bundle: str) -> Bundle:
             metadata = handle.metadata() or {}
     except WorkerError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WorkerError(
             STAGE, "load_failed", f"could not load the bundle's artifact: {describe(exc)}", detail=traceback_tail(exc)
         ) from exc
@@ -193,7 +195,8 @@ def load_bundle(bundle: str) -> Bundle:
     if not names or not all(f"traced/{n}" in samples for n in names):
         raise WorkerError(STAGE, "load_failed", f"{sample_path} holds no traced sample inputs")
     return Bundle(
-        dir=bundle, file=os.path.basename(model_path), record=record, module=module, names=names, samples=samples, references=references,
+        dir=bundle, file=os.path.basename(model_path), record=record, module=module, names=names, samples=samples,
+        references=references,
         cases=cases, device=device, load_ms=round(load_ms, 3),
         load_rss_delta_bytes=(rss_after - rss_before) * 1024 if rss_after is not None and rss_before is not None
         else None,
@@ -372,7 +375,8 @@ def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str
         "runs": request.runs,
         "warmup": request.warmup,
         "memory_method": method,
-        "artifact": {"file": bundle.file, "load_ms": bundle.load_ms, "load_rss_delta_bytes": bundle.load_rss_delta_bytes,
+        "artifact": {"file": bundle.file, "load_ms": bundle.load_ms,
+                     "load_rss_delta_bytes": bundle.load_rss_delta_bytes,
                      "optimize": (bundle.record.get("target") or {}).get("optimize")},
         "eager": {"available": eager.available, "reason": eager.reason, **eager.info},
         "pad_to": (spec.get("inputs") or {}).get("pad_to"),
@@ -432,5 +436,7 @@ def bench_generation(bundle: Bundle, threads: int) -> dict[str, Any] | None:
     from ..generation.generate_loop import tokens_per_second
 
     reference = generation["reference"][0]
-    result = tokens_per_second(bundle.dir, [list(reference["prompt"])], int(reference["max_new_tokens"]), threads=threads)
+    result = tokens_per_second(
+        bundle.dir, [list(reference["prompt"])], int(reference["max_new_tokens"]), threads=threads
+    )
     return {"max_length": generation.get("max_length"), "kind": generation.get("kind"), **result}

@@ -19,7 +19,6 @@ import torch
 from ..errors import describe
 
 
-
 def status_kib(key: str) -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as handle:

@@ -63,7 +63,9 @@ def latency_series(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"plot": "latency", "series": side, "batch": batch, "label": f"{side}, batch {batch}",
          "points": sorted(points, key=lambda p: p["length"])}
-        for (side, batch), points in sorted(series.items(), key=lambda item: (item[0][1], ("artifact", "aoti", "eager").index(item[0][0])))
+        for (side, batch), points in sorted(
+            series.items(), key=lambda item: (item[0][1], ("artifact", "aoti", "eager").index(item[0][0]))
+        )
     ]
 
 

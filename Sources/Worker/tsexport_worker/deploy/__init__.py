@@ -35,7 +35,7 @@ def _stage(progress: ProgressFn, timings: dict[str, int]) -> Iterator[None]:
     except WorkerError as error:
         error.stage = error.stage or STAGE
         raise
-    except Exception as exc:  # noqa: BLE001 - answered as `internal`, the worker goes on
+    except Exception as exc:  # answered as `internal`, the worker goes on
         raise WorkerError(STAGE, "internal", describe(exc), detail=traceback_tail(exc)) from exc
     timings[STAGE] = round((time.perf_counter() - started) * 1000)
     progress(STAGE, "done", timings[STAGE])

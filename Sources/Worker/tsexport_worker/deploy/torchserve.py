@@ -32,7 +32,7 @@ def archiver_version() -> str | None:
         import importlib.metadata
 
         return importlib.metadata.version("torch-model-archiver")
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - no readable distribution metadata: the version is unknown
         return None
 
 

@@ -79,7 +79,7 @@ class TsexportHandler(BaseHandler):  # type: ignore[misc]
         if hardware == "inf1":
             import torch_neuron  # noqa: F401  (registers the Neuron ops before torch.jit.load)
         elif hardware == "inf2":
-            import torch_neuronx  # noqa: F401
+            import torch_neuronx  # noqa: F401  (registers the Neuron ops before torch.jit.load)
         super().initialize(context)
 
     def tensors(self, body: dict[str, Any]) -> list[torch.Tensor]:

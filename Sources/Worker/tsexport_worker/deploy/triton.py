@@ -128,7 +128,8 @@ def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
                     "accept only BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32 and FP64",
                 })
             entries[side].append({
-                "name": f"{side.upper()}__{index}" if aoti else triton_name(spec["name"], index), "record_name": spec["name"], "data_type": data_type,
+                "name": f"{side.upper()}__{index}" if aoti else triton_name(spec["name"], index),
+                "record_name": spec["name"], "data_type": data_type,
                 "dims": shape,
             })
     instance_kind = "KIND_GPU" if bundle.device.startswith("cuda") else "KIND_CPU"

@@ -44,8 +44,8 @@ from typing import Any
 
 import torch
 
-from .envelope import Envelope
 from ..errors import WorkerError, traceback_tail
+from .envelope import Envelope
 
 STAGE = "export_aoti"
 CHECK_INPUTS_ENV = "AOTI_RUNTIME_CHECK_INPUTS"
@@ -256,7 +256,7 @@ def export_aoti(
     try:
         with torch.no_grad():
             program = torch.export.export(wrapper, tuple(remade), dynamic_shapes=shapes)
-    except Exception as exc:  # noqa: BLE001 - every export failure is reported as export_failed
+    except Exception as exc:  # every export failure is reported as export_failed
         raise export_error(exc, names, envelope, dynamic, dim_names) from exc
     exported = time.perf_counter()
     configs: dict[str, Any] = dict(inductor_configs or {})
@@ -265,7 +265,7 @@ def export_aoti(
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         packaged = torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise export_error(exc, names, envelope, dynamic, dim_names, what="AOTInductor") from exc
     compiled = time.perf_counter()
     progress(STAGE, "done", round((compiled - started) * 1000))
@@ -276,7 +276,9 @@ def export_aoti(
         "bytes": os.path.getsize(packaged),
         "dynamic_dims": {axis: [lo, hi] for axis, (lo, hi) in dynamic.items()},
         "export_sizes": dict(sizes),
-        "range_constraints": [[int(r.lower), int(r.upper)] for r in program.range_constraints.values() if r.upper.is_finite],
+        "range_constraints": [
+            [int(r.lower), int(r.upper)] for r in program.range_constraints.values() if r.upper.is_finite
+        ],
         "inductor_configs": configs,
     }
 

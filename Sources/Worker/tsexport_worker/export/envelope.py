@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from . import inputs
 from ..bundle import MODEL_FILE, RECORD_NAME
 from ..errors import WorkerError, describe, traceback_tail
-from .guard import GuardInput, read_envelope, wrap
 from ..torchjit import load as jit_load
+from . import inputs
+from .guard import GuardInput, read_envelope, wrap
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,9 @@ class Envelope:
         return out
 
     def resolve(self, point: Point, traced: dict[str, int]) -> dict[str, int]:
-        return {axis: (size if size is not None else traced[axis]) for axis, size in point.sizes.items() if axis in traced}
+        return {
+            axis: (size if size is not None else traced[axis]) for axis, size in point.sizes.items() if axis in traced
+        }
 
     def ranges(self, traced: dict[str, int]) -> dict[str, tuple[int, int]]:
         return {name: (lo, hi if hi is not None else traced.get(name, lo)) for name, lo, hi in self.axes}
@@ -155,10 +157,13 @@ def reseal(bundle: str, ranges: dict[str, list[int]]) -> dict[str, Any]:
         record_data = json.loads(record)
         record_data["envelope_guard"] = json.loads(guarded.tsexport_envelope())
         tmp = path + ".tmp"
-        torch.jit.save(guarded, tmp, _extra_files={RECORD_NAME: json.dumps(record_data, sort_keys=True).encode("utf-8")})
+        record_json = json.dumps(record_data, sort_keys=True).encode("utf-8")
+        torch.jit.save(guarded, tmp, _extra_files={RECORD_NAME: record_json})
         os.replace(tmp, path)
     except WorkerError:
         raise
-    except Exception as exc:  # noqa: BLE001
-        raise WorkerError("guard", "serialize_failed", f"cannot narrow the guard: {describe(exc)}", detail=traceback_tail(exc)) from exc
+    except Exception as exc:
+        raise WorkerError(
+            "guard", "serialize_failed", f"cannot narrow the guard: {describe(exc)}", detail=traceback_tail(exc)
+        ) from exc
     return {"envelope": read_envelope(guarded)}

@@ -19,20 +19,20 @@ from typing import Any, cast
 import torch
 
 from .. import PROTOCOL_VERSION, WORKER_VERSION
-from . import inputs
-from ..runtime import probe
-from .aoti import export_aoti
 from ..bundle import AOTI_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_features
-from .envelope import Envelope, guard_inputs
 from ..errors import WorkerError, describe, traceback_tail
-from .guard import wrap
-from ..runtime.dtypes import MODEL_DTYPES
-from ..runtime.load import load_model, model_class
+from ..generation.split import SplitResult, check_split_model, export_cached, save_split, trace_split
 from ..outputs import signature
 from ..protocol import Job, ProgressFn, no_progress
+from ..runtime import probe
+from ..runtime.dtypes import MODEL_DTYPES
+from ..runtime.load import load_model, model_class
+from . import inputs
+from .aoti import export_aoti
+from .envelope import Envelope, guard_inputs
+from .guard import wrap
 from .quantize import quantize
 from .reference import write_reference
-from ..generation.split import SplitResult, check_split_model, export_cached, save_split, trace_split
 from .trace import ForwardWrapper, as_float32, optimize, run_eager, trace_module
 
 __all__ = ["Stages", "export", "load_model", "write_reference"]
@@ -59,7 +59,7 @@ class Stages:
             if error.stage is None:
                 error.stage = name
             raise
-        except Exception as exc:  # noqa: BLE001 - an unexpected failure is still answered, as `internal`
+        except Exception as exc:  # an unexpected failure is still answered, as `internal`
             raise WorkerError(name, "internal", describe(exc), detail=traceback_tail(exc)) from exc
         elapsed = round((time.perf_counter() - started) * 1000)
         self.timings_ms[name] = elapsed
@@ -189,7 +189,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
                         os.path.join(job.staging_dir, MODEL_FILE),
                         _extra_files={RECORD_NAME: json.dumps(record, sort_keys=True).encode("utf-8")},
                     )
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise WorkerError(
                     "serialize", "serialize_failed", f"torch.jit.save failed: {describe(exc)}",
                     detail=traceback_tail(exc),
@@ -250,12 +250,16 @@ def _encode_check(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, p
     from ..runtime.st_pipeline import encode_check
 
     ids = built.tensors[built.names.index("input_ids")]
-    traced = plan.traced_sizes(built) if plan is not None else {"batch": int(ids.shape[0]), "sequence": int(ids.shape[1])}
+    traced = (
+        plan.traced_sizes(built) if plan is not None else {"batch": int(ids.shape[0]), "sequence": int(ids.shape[1])}
+    )
     points: list[tuple[str, dict[str, int], int, int]] = [("traced", traced, traced["batch"], traced["sequence"])]
     for point in plan.points if plan is not None else []:
         if point.case == "traced":
             continue
         sizes = plan.resolve(point, traced) if plan is not None else {}
-        points.append((point.case, sizes, sizes.get("batch", traced["batch"]), sizes.get("sequence", traced["sequence"])))
+        points.append(
+            (point.case, sizes, sizes.get("batch", traced["batch"]), sizes.get("sequence", traced["sequence"]))
+        )
     artifact = torch.jit.load(os.path.join(job.staging_dir, MODEL_FILE), map_location="cpu")  # type: ignore[no-untyped-call]
     return encode_check(model, artifact.eval(), built.names, points, cast(float, job.trace.encode_min_cosine))

@@ -28,7 +28,7 @@ import threading
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -43,7 +43,7 @@ _SCRIPTING = threading.Lock()  # one generated module under GUARD_MODULE at a ti
 # Names the generated source itself uses, which a parameter must not shadow (besides Python's keywords).
 _RESERVED = frozenset({"self", "torch", "str", "RuntimeError", "inner", "__init__", "forward"})
 
-DimSpec = Union[int, Sequence[int]]  # a fixed size, or [min, max] inclusive
+DimSpec = int | Sequence[int]  # a fixed size, or [min, max] inclusive
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class GuardInput:
             if not isinstance(getattr(torch, dtype_name, None), torch.dtype):
                 raise ValueError(f"{name}: unknown dtype {dtype!r}")
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "dims", tuple(_dim(spec, role) for spec, role in zip(dims, roles)))
+        object.__setattr__(self, "dims", tuple(_dim(spec, role) for spec, role in zip(dims, roles, strict=True)))
         object.__setattr__(self, "dtype", dtype_name)
 
     @property
@@ -175,7 +175,7 @@ def parameter_names(inputs: Sequence[GuardInput]) -> list[str]:
 def envelope(inputs: Sequence[GuardInput]) -> dict[str, Any]:
     """The envelope as JSON data: format, inputs (name, forward argument, rank, dims with role/min/max, dtype)."""
     entries = []
-    for spec, arg in zip(inputs, parameter_names(inputs)):
+    for spec, arg in zip(inputs, parameter_names(inputs), strict=True):
         entry = spec.to_json()
         entry["argument"] = arg
         entries.append(entry)
@@ -230,7 +230,7 @@ def guard_source(inputs: Sequence[GuardInput]) -> str:
         "    def forward(self, " + ", ".join(f"{a}: torch.Tensor" for a in args) + "):",
     ]
     marker = "\x00"
-    for spec, arg in zip(inputs, args):
+    for spec, arg in zip(inputs, args, strict=True):
         head, tail = _split(rank_message(spec, marker), marker)
         lines += [
             f"        if {arg}.dim() != {spec.rank}:",
@@ -243,7 +243,9 @@ def guard_source(inputs: Sequence[GuardInput]) -> str:
             ]
         for i, d in enumerate(spec.dims):
             head, tail = _split(dim_message(spec, i, marker), marker)
-            test = f"{arg}.size({i}) != {d.min}" if d.fixed else f"{arg}.size({i}) < {d.min} or {arg}.size({i}) > {d.max}"
+            test = (
+                f"{arg}.size({i}) != {d.min}" if d.fixed else f"{arg}.size({i}) < {d.min} or {arg}.size({i}) > {d.max}"
+            )
             lines += [
                 f"        if {test}:",
                 f"            raise RuntimeError({_lit(head)} + str({arg}.size({i})) + {_lit(tail)})",

@@ -107,7 +107,7 @@ def load_tokenizer(source: str | None, revision: str | None, trust_remote_code: 
         return transformers.AutoTokenizer.from_pretrained(
             source, revision=revision, trust_remote_code=trust_remote_code
         )
-    except Exception as exc:  # noqa: BLE001 - every failure here is the tokenizer's
+    except Exception as exc:  # every failure here is the tokenizer's
         raise WorkerError(
             STAGE, "tokenizer_failed", f"could not load a tokenizer from {source}: {describe(exc)}",
             field="spec.inputs.tokenizer",
@@ -127,7 +127,7 @@ def tokenize(spec: InputsSpec, tokenizer: Any) -> TextTokens:
         else:
             tokens = list(tokenizer.tokenize(spec.text))
             ids = list(tokenizer.convert_tokens_to_ids(tokens))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WorkerError(
             STAGE, "tokenizer_failed", f"the tokenizer failed on the text: {describe(exc)}", field="spec.inputs.text"
         ) from exc

@@ -138,7 +138,10 @@ def quantize(
         "scheme": spec.scheme,
         "library": spec.library,
         "activations": spec.activations,
-        "config": "Int8DynamicActivationInt8WeightConfig" if spec.library == "torchao" else "torch.ao.nn.quantized.dynamic.Linear",
+        "config": (
+            "Int8DynamicActivationInt8WeightConfig" if spec.library == "torchao"
+            else "torch.ao.nn.quantized.dynamic.Linear"
+        ),
         "modules": spec.modules,
         "weights": spec.weights,
         "select_min_cosine": spec.select_min_cosine,

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 
-from . import inputs
 from ..bundle import REFERENCE_FILE, SAMPLE_FILE, canonical_safetensors, readable_as_others
-from .envelope import Envelope, inputs_at
 from ..errors import describe
 from ..outputs import cpu_copy, flatten
 from ..protocol import Job
+from . import inputs
+from .envelope import Envelope, inputs_at
 from .structure import keep_structure
 from .trace import ForwardWrapper, as_float32
 

@@ -43,11 +43,19 @@ def keep_structure(built: BuiltInputs, remade: list[torch.Tensor], seed: int, pa
             pool = traced.flatten()
             inner = pool[(pool != first) & (pool != last)]
         padding = row[~kept]
-        pad = padding[0] if padding.numel() else (torch.tensor(pad_id, dtype=traced.dtype) if pad_id is not None else None)
+        pad = padding[0] if padding.numel() else (
+            torch.tensor(pad_id, dtype=traced.dtype) if pad_id is not None else None
+        )
         shape = out[index].shape
-        ids = inner[torch.randint(0, inner.numel(), tuple(shape), generator=generator)] if inner.numel() else out[index].clone()
+        ids = (
+            inner[torch.randint(0, inner.numel(), tuple(shape), generator=generator)] if inner.numel()
+            else out[index].clone()
+        )
         for b in range(shape[0]):
-            valid = (new_mask[b] != 0) if new_mask is not None and new_mask.shape == shape else torch.ones(shape[1], dtype=torch.bool)
+            valid = (
+                (new_mask[b] != 0) if new_mask is not None and new_mask.shape == shape
+                else torch.ones(shape[1], dtype=torch.bool)
+            )
             where = valid.nonzero().flatten()
             if where.numel() == 0:
                 continue

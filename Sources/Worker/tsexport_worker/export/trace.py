@@ -101,7 +101,7 @@ def run_eager(wrapper: ForwardWrapper, tensors: list[torch.Tensor], spec: ModelS
     try:
         with torch.no_grad():
             raw = wrapper.call_model(*tensors)
-    except Exception as exc:  # noqa: BLE001 - the model's own code failed
+    except Exception as exc:  # the model's own code failed
         hint, hint_field = forward_hint(wrapper.model, wrapper.names)
         raise WorkerError(
             "trace", "forward_failed", f"the model's forward() failed on the dummy inputs: {describe(exc)}{hint}",
@@ -138,7 +138,7 @@ def trace_module(
                 traced = torch_neuronx.trace(wrapper, example)
             else:
                 traced = jit_trace(wrapper, example, strict)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             hint = ""
             if "strict" in str(exc) or "dict" in str(exc).lower():
                 hint = " (dict outputs need spec.model.torchscript: true or spec.trace.strict: false)"
@@ -169,7 +169,7 @@ def optimize(module: torch.jit.ScriptModule, how: str) -> torch.jit.ScriptModule
             return _reloaded(torch.jit.freeze(module.eval()))
         if how == "optimize_for_inference":
             return _reloaded(torch.jit.optimize_for_inference(module.eval()))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WorkerError(
             "trace", "trace_failed", f"{how} failed on the traced module: {describe(exc)}",
             field="spec.target.optimize", detail=traceback_tail(exc),

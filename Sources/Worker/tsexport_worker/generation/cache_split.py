@@ -9,7 +9,8 @@ fixed buffer (the reference a loop compares a cached step with, and the baseline
 The cache is a fixed buffer, [layers, batch, key/value heads, max_length, head_dim], so every shape is static: a step
 writes its key/value at `cache_position` (index_copy_ inside transformers' own StaticLayer, given the buffer tensors)
 and attends over the buffer through an explicit attention mask (kv_cache.py: the buffer's shape from the config, the
-masks, sliding windows included). Every attention mask handed to the model is a ready 4D additive mask built there, so none of transformers' data-dependent mask shortcuts (sdpa's is_causal skip, the
+masks, sliding windows included). Every attention mask handed to the model is a ready 4D additive mask built there,
+so none of transformers' data-dependent mask shortcuts (sdpa's is_causal skip, the
 padding checks) are baked into a trace.
 
 `trace_cached` writes the artifacts and returns the interface (recorded as "tsexport/generation.json" inside each
@@ -26,8 +27,25 @@ from typing import Any, cast
 
 import torch
 
-from .kv_cache import cache_shape as _cache_shape, causal_mask as _causal_mask, decoder_mask, key_mask as _key_mask, layer_windows, stacked as _stacked, static_cache
-from .generate_loop import GENERATION_NAME, STEP_FILE, left_pad, token_id_list, generation_picker, suppressed_ids, greedy, greedy_uncached, greedy_with_drift, load_artifacts, max_drift, tokens_per_second  # noqa: F401  (re-exported)
+from .generate_loop import (  # noqa: F401  (re-exported)
+    GENERATION_NAME,
+    STEP_FILE,
+    generation_picker,
+    greedy,
+    greedy_uncached,
+    greedy_with_drift,
+    left_pad,
+    load_artifacts,
+    max_drift,
+    suppressed_ids,
+    token_id_list,
+    tokens_per_second,
+)
+from .kv_cache import cache_shape as _cache_shape
+from .kv_cache import causal_mask as _causal_mask
+from .kv_cache import decoder_mask, layer_windows, static_cache
+from .kv_cache import key_mask as _key_mask
+from .kv_cache import stacked as _stacked
 
 INTERFACE_VERSION = 1
 PREFILL_FILE = "prefill.pt"

@@ -104,9 +104,9 @@ def cache_shape(model: torch.nn.Module) -> tuple[int, int, int]:
     config = cast(Any, model).config
     if not getattr(config, "is_encoder_decoder", False):
         config = config.get_text_config(decoder=True)
-    layers = getattr(config, "decoder_layers", None) or getattr(config, "num_hidden_layers")
-    heads = getattr(config, "decoder_attention_heads", None) or getattr(config, "num_attention_heads")
+    layers = getattr(config, "decoder_layers", None) or config.num_hidden_layers
+    heads = getattr(config, "decoder_attention_heads", None) or config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    hidden = getattr(config, "d_model", None) or getattr(config, "hidden_size")
+    hidden = getattr(config, "d_model", None) or config.hidden_size
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     return int(layers), int(kv_heads), int(head_dim)

@@ -15,15 +15,15 @@ from typing import Any
 
 import torch
 
-from ..export import inputs
 from ..bundle import DECODER_STEP_FILE, ENCODER_FILE, RECORD_NAME, sha256_file
 from ..errors import WorkerError, describe, traceback_tail
+from ..export import inputs
+from ..export.trace import format_warning, optimize
 from ..outputs import cpu_copy, signature
-from .generate_loop import token_id_list, generation_picker, suppressed_ids
 from ..protocol import Job, SplitSpec
 from ..torchjit import TracerWarning
 from ..torchjit import trace as jit_trace
-from ..export.trace import format_warning, optimize
+from .generate_loop import generation_picker, suppressed_ids, token_id_list
 
 ENCODER_INPUTS = ["input_ids", "attention_mask"]
 ENCODER_OUTPUTS = ["encoder_hidden_states"]
@@ -262,7 +262,7 @@ def _trace_part(
         warnings.simplefilter("always", TracerWarning)
         try:
             traced = jit_trace(module, tuple(example), strict)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise WorkerError(
                 "trace", "trace_failed", f"tracing the {role} ({file}) failed: {describe(exc)}",
                 field="spec.trace.split", detail=traceback_tail(exc),
@@ -330,7 +330,7 @@ def trace_split(
             prefix_logits = _eager_next_logits(model, input_ids, mask, decoder_ids, positions)
             padding_gaps.append(float((logits.double() - prefix_logits.double()).abs().max()))
             padding_scale = max(padding_scale, float(prefix_logits.double().abs().max()))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if case == "traced":
                 raise WorkerError(
                     "trace", "forward_failed",
@@ -429,7 +429,7 @@ def save_split(result: SplitResult, job: Job, record: dict[str, Any]) -> list[di
                "generation": result.generation}
         try:
             torch.jit.save(part.module, path, _extra_files={RECORD_NAME: json.dumps(own, sort_keys=True).encode()})
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise WorkerError(
                 "serialize", "serialize_failed", f"torch.jit.save failed for {part.file}: {describe(exc)}",
                 detail=traceback_tail(exc),
@@ -454,7 +454,8 @@ def export_cached(model: torch.nn.Module, built: inputs.BuiltInputs, split: Spli
     from .cache_split import trace_cached
 
     if "input_ids" not in built.names:
-        raise WorkerError("trace", "bad_request", "spec.trace.split: the prompt is the input_ids tensor, which is missing",
+        raise WorkerError("trace", "bad_request",
+                          "spec.trace.split: the prompt is the input_ids tensor, which is missing",
                           field="spec.inputs.tensors")
     ids = built.tensors[built.names.index("input_ids")].to("cpu", torch.long)
     config = getattr(model, "config", None)
@@ -470,7 +471,7 @@ def export_cached(model: torch.nn.Module, built: inputs.BuiltInputs, split: Spli
         description = trace_cached(model, split.kind, split.max_length, ids[:1], staging)
     except ValueError as exc:
         raise WorkerError("trace", "bad_config", str(exc), field="spec.trace.split") from exc
-    except Exception as exc:  # noqa: BLE001  (any failure of the cached trace is about the split)
+    except Exception as exc:  # any failure of the cached trace is about the split
         raise WorkerError("trace", "trace_failed", "the cached generation artifacts could not be traced: "
                           + describe(exc), field="spec.trace.split", detail=traceback_tail(exc)) from exc
     row = [int(v) for v in ids[0].tolist()]
@@ -488,7 +489,8 @@ def export_cached(model: torch.nn.Module, built: inputs.BuiltInputs, split: Spli
                 max_new_tokens=new_tokens, use_cache=True,
             )
         skip = 1 if encoder_decoder else len(prompt)
-        reference.append({"prompt": prompt, "max_new_tokens": new_tokens, "tokens": [int(v) for v in out[0, skip:].tolist()]})
+        tokens = [int(v) for v in out[0, skip:].tolist()]
+        reference.append({"prompt": prompt, "max_new_tokens": new_tokens, "tokens": tokens})
     traced = description.pop("traced", {})
     artifacts = [{"role": role, "file": entry["file"]} for role, entry in description["artifacts"].items()]
     artifacts.append({"role": "interface", "file": "generation.json"})

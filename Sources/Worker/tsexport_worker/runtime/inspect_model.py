@@ -31,7 +31,9 @@ def parse_inspect(body: dict[str, Any]) -> tuple[str, str | None, str | None]:
     are checked to be exactly KEYS by the caller (`request_body`)."""
     source = body["source"]
     if not isinstance(source, str) or not os.path.isabs(source):
-        raise WorkerError(None, "bad_request", "inspect needs `source`, a pretrained folder's absolute path", field="source")
+        raise WorkerError(
+            None, "bad_request", "inspect needs `source`, a pretrained folder's absolute path", field="source"
+        )
     for key in ("class", "task"):
         value = body[key]
         if value is not None and not isinstance(value, str):
@@ -70,7 +72,7 @@ def _tokenizer(source: str) -> dict[str, Any]:
                 "sample_text": SAMPLE_TEXT, "sample_tokens": None}
     try:
         count: int | None = len(tokenizer(SAMPLE_TEXT)["input_ids"])
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a tokenizer that cannot encode the sample counts no tokens
         count = None
     if not count or len(tokenizer) == 0:
         return {"present": False, "reason": "the tokenizer is empty", "pad_token": False, "mask_token": False,
@@ -92,7 +94,7 @@ def inspect_folder(source: str, class_name: str | None, task: str | None) -> dic
         raise WorkerError(STAGE, "load_failed", f"{source} is not a folder", field="source")
     try:
         config = transformers.AutoConfig.from_pretrained(source)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WorkerError(
             STAGE, "load_failed", f"could not load the config of {source}: {describe(exc)}",
             field="source", detail=traceback_tail(exc),
@@ -104,11 +106,12 @@ def inspect_folder(source: str, class_name: str | None, task: str | None) -> dic
     cls, is_auto = resolve_class(chosen)
     resolved: type = cls
     if is_auto:
-        from transformers.models.auto.auto_factory import _get_model_class
+        # The class an Auto class maps a config to: transformers resolves it with this private helper only.
+        from transformers.models.auto.auto_factory import _get_model_class  # noqa: PLC2701 - see above
 
         try:
             resolved = _get_model_class(config, cls._model_mapping)  # type: ignore[attr-defined,no-untyped-call]
-        except Exception as exc:  # noqa: BLE001 - KeyError/ValueError: the Auto class has no model for this config
+        except Exception as exc:  # KeyError/ValueError: the Auto class has no model for this config
             what = f" (task {task})" if task else ""
             raise WorkerError(
                 STAGE, "unknown_class",

@@ -15,10 +15,11 @@ from typing import Any, cast
 
 import torch
 
-from . import probe
 from ..errors import WorkerError, describe, traceback_tail
 from ..protocol import ModelSpec
+from . import probe
 from .dtypes import MODEL_DTYPES
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -49,7 +50,8 @@ def _model_class_names(transformers: Any) -> list[str]:
 def resolve_class(name: str) -> tuple[type, bool]:
     """The transformers class called `name` and whether it is an Auto* class; `unknown_class` otherwise."""
     transformers = probe.import_transformers()
-    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+    # transformers exports no public base class of its Auto* classes: the private one tells an Auto class apart.
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass  # noqa: PLC2701 - see above
 
     try:
         candidate = getattr(transformers, name)
@@ -212,7 +214,7 @@ def _random_init(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedModel)
     attention = attention_kwargs(spec)
     try:
         config = config_class(**{**spec.config, **attention})
-    except Exception as exc:  # noqa: BLE001 - TypeError, ValueError, strict dataclass validation errors
+    except Exception as exc:  # TypeError, ValueError, strict dataclass validation errors
         error = attention_error(exc) or bad_config(exc, spec.config, f"{config_class.__name__} rejected the config")
         raise error from exc
     if spec.torchscript:
@@ -220,7 +222,7 @@ def _random_init(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedModel)
     torch.manual_seed(spec.seed)
     try:
         model = cls(config)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise attention_error(exc) or bad_config(exc, spec.config, f"{cls.__name__} could not be built") from exc
     moved: torch.nn.Module = model.to(MODEL_DTYPES[spec.dtype])
     return moved
@@ -240,7 +242,7 @@ def _from_pretrained(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedMo
             config = config_class.from_pretrained(source, **common)
         else:
             config = config_class.from_pretrained(source, revision=spec.revision)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WorkerError(
             "load", "load_failed", f"could not load the config of {source}: {describe(exc)}",
             field="spec.model.pretrained", detail=traceback_tail(exc),
@@ -251,7 +253,7 @@ def _from_pretrained(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedMo
             continue  # given to from_pretrained below
         try:
             setattr(config, key, value)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise bad_config(exc, {key: value}, f"{type(config).__name__} rejected the override") from exc
     if spec.torchscript:
         loaded.adjusted_config = _adjust_for_torchscript(config, spec)
@@ -265,7 +267,7 @@ def _from_pretrained(cls: type, is_auto: bool, spec: ModelSpec, loaded: LoadedMo
             **common,
             **attention,
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         text = str(exc)
         attention_failure = attention_error(exc)
         if attention_failure is not None:

@@ -6,11 +6,10 @@ so a process that only verifies bundles does not pay for it.
 
 from __future__ import annotations
 
-import os
-
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import platform
 from types import ModuleType
 from typing import Any
@@ -89,7 +88,7 @@ def import_transformers() -> ModuleType:
         require("torch")
         try:
             _transformers = importlib.import_module("transformers")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _transformers_error = describe(exc)
             raise WorkerError(
                 None,

@@ -11,8 +11,8 @@ from typing import Any, cast
 import torch
 
 from ..errors import WorkerError, describe, traceback_tail
-from .dtypes import MODEL_DTYPES
 from ..protocol import ModelSpec
+from .dtypes import MODEL_DTYPES
 
 OUTPUTS = ("token_embeddings", "sentence_embedding")
 # Real sentences of varied lengths; an envelope point [B, S] takes B of them (in turn), each cut to S tokens by the
@@ -84,7 +84,7 @@ def load_pipeline(spec: ModelSpec) -> tuple[torch.nn.Module, list[str]]:
             cast(str, spec.pretrained), device="cpu", revision=spec.revision,
             trust_remote_code=spec.trust_remote_code, model_kwargs=model_kwargs,
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WorkerError("load", "load_failed", f"sentence-transformers could not load {spec.pretrained}: "
                           f"{describe(exc)}", field="spec.model.pretrained", detail=traceback_tail(exc)) from exc
     inner = transformer_model(pipeline)

@@ -156,7 +156,8 @@ def attach(directory: str, idle: int) -> int:
 
 
 def _spawn_zygote(directory: str, name: str, idle: int) -> None:
-    log = os.fdopen(os.open(os.path.join(directory, f"{name}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    log_fd = os.open(os.path.join(directory, f"{name}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.fdopen(log_fd, "ab")
     subprocess.Popen(
         [sys.executable, "-u", "-m", "tsexport_worker", "zygote", "--dir", directory, "--key", name,
          "--idle", str(idle)],
@@ -204,7 +205,7 @@ def zygote(directory: str, name: str, idle: int) -> int:
         return 0  # another zygote for this key is alive
     for module in PRELOAD:
         importlib.import_module(module)
-    from ..export import export
+    from ..export import export  # noqa: F401  (the worker's own heavy imports)
     from ..verify import verify  # noqa: F401  (the worker's own heavy imports)
 
     versions = loaded_versions()

@@ -15,12 +15,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from .. import torchjit
 from ..bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device, sha256_file
 from ..errors import WorkerError, describe
+from ..export.quantize import min_cosine
 from ..outputs import flatten
 from ..protocol import ProgressFn, no_progress
-from ..export.quantize import min_cosine
-from .. import torchjit
 
 TINY = float(torch.finfo(torch.float32).tiny)
 
@@ -139,13 +139,17 @@ def run_case(
             return result
         abs_error, rel_error, ok = compare(a, e, *tolerance)
         worst_abs, worst_rel, passed = max(worst_abs, abs_error), max(worst_rel, rel_error), passed and ok
-    result.update(max_abs_error=worst_abs, max_rel_error=worst_rel, passed=passed, min_cosine=min_cosine(actual, expected))
+    result.update(
+        max_abs_error=worst_abs, max_rel_error=worst_rel, passed=passed, min_cosine=min_cosine(actual, expected)
+    )
     float32 = [f for i in range(len(actual)) if (f := references.get(f"{name}/float32_output_{i}")) is not None]
     if len(float32) == len(actual) and all(a.shape == f.shape for a, f in zip(actual, float32, strict=True)):
         # reduced precision: what it costs, against the float32 eager model (the Swift side applies the gate)
         result["float32"] = {
             "min_cosine": min_cosine(actual, float32),
-            "max_abs_error": max((compare(a, f, 0.0, 0.0)[0] for a, f in zip(actual, float32, strict=True)), default=0.0),
+            "max_abs_error": max(
+                (compare(a, f, 0.0, 0.0)[0] for a, f in zip(actual, float32, strict=True)), default=0.0
+            ),
         }
     return result
 
@@ -174,7 +178,7 @@ def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = 
         module = torchjit.load(model_path, device)
         samples = load_file(sample_path)
         references = load_file(reference_path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WorkerError("verify", "verify_failed", f"could not read the bundle: {describe(exc)}") from exc
     cases = _cases(sample_path, samples)
     input_names = [entry["name"] for entry in record.get("input_signature", [])]
@@ -194,7 +198,7 @@ def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = 
 
         try:
             package = load_aoti(aoti_path)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise WorkerError("verify", "verify_failed", f"could not load {AOTI_FILE}: {describe(exc)}") from exc
         aoti_cases = [run_case(package, case, input_names, samples, references, tolerance, device) for case in cases]
         aoti = {"cases": aoti_cases, "passed": all(c["passed"] for c in aoti_cases), "sha256": sha256_file(aoti_path)}
@@ -235,8 +239,10 @@ def _verify_aoti_only(bundle: str, atol: float, rtol: float, progress: ProgressF
         package = load_aoti(aoti_path)
         samples = load_file(sample_path)
         references = load_file(reference_path)
-    except Exception as exc:  # noqa: BLE001
-        raise WorkerError("verify", "verify_failed", f"could not read the bundle ({AOTI_FILE}): {describe(exc)}") from exc
+    except Exception as exc:
+        raise WorkerError(
+            "verify", "verify_failed", f"could not read the bundle ({AOTI_FILE}): {describe(exc)}"
+        ) from exc
     input_names = [entry["name"] for entry in record.get("input_signature", [])]
     tolerance = (float(atol), float(rtol))
     cases = [run_case(package, case, input_names, samples, references, tolerance, device)
@@ -279,7 +285,7 @@ def verify_artifact(
                  "error": f"{file} sha256 {sha} differs from the one recorded in model.pt"} for c in cases]
     try:
         module = torchjit.load(path, device)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WorkerError("verify", "verify_failed", f"could not read {file}: {describe(exc)}") from exc
     names = [str(n) for n in artifact.get("inputs") or []]
     results = []

@@ -6,7 +6,7 @@ import Plan
 /// torch and transformers already, instead of a new interpreter importing them (about 3 s per command on 2 cores).
 /// `TSEXPORT_WARM=1` (or `on`, `true`) keeps that process 900 s after its last caller; a number sets the seconds;
 /// `0`, `off` or unset: every worker is a fresh process. The sockets live in a private folder of tsexport's cache
-/// (`warm/`, mode 0700); see `tsexport_worker/warm.py` for the rules that keep it safe.
+/// (`warm/`, mode 0700); see `tsexport_worker/runtime/warm.py` (Sources/Worker) for the rules that keep it safe.
 public struct WarmWorkers: Sendable, Equatable {
     /// How long the warm process outlives its last caller.
     public var idleSeconds: Int

@@ -7,6 +7,7 @@ import ast
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from workerkit import WORKER_DIR
@@ -105,7 +106,7 @@ def test_no_private_name_is_imported_across_modules() -> None:
 
 
 NOQA = re.compile(r"#\s*noqa\b(?P<rest>.*)$")
-# `# noqa: CODE[, CODE]` then the reason: ` - why` or `  (why)`.
+# After the marker: a colon, the codes (comma-separated), then the reason: ` - why` or `  (why)`.
 REASONED = re.compile(r"^:\s*[A-Z]+[0-9]+(\s*,\s*[A-Z]+[0-9]+)*\s+(-\s+\S|\(\S)")
 
 
@@ -139,3 +140,22 @@ def test_the_entry_points_import_no_torch() -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "[]"
+
+
+def test_the_project_installs_every_module(tmp_path: Path) -> None:
+    """The wheel built from Sources/Worker's pyproject.toml holds every module of the package."""
+    source = tmp_path / "src"
+    subprocess.run(["cp", "-r", str(WORKER_DIR), str(source)], check=True)
+    subprocess.run(["find", str(source), "-name", "__pycache__", "-prune", "-exec", "rm", "-rf", "{}", "+"], check=True)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel"),
+         str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("tsexport_worker-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = {name for name in archive.namelist() if name.startswith(f"{PACKAGE}/")}
+    expected = {str(path.relative_to(WORKER_DIR)) for path in (WORKER_DIR / PACKAGE).rglob("*.py")}
+    assert len(expected) > 30
+    assert packaged == expected

@@ -44,6 +44,12 @@ let package = Package(
             name: "Bundles",
             dependencies: ["JSON", "Manifest", "CSystem", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // The OCI distribution client (FoundationNetworking, streamed blobs, Docker-config credentials) and the bundle
+        // as a CNCF ModelPack artifact: push, pull.
+        .target(
+            name: "Registry",
+            dependencies: ["JSON", "Bundles", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // The pure planner: manifests and observed bundles in, a Plan value (with the exact worker requests) out.
         .target(name: "Plan", dependencies: ["Manifest", "JSON", "Bundles"]),
         // Runs a plan: the Python runtime, the JSON-lines worker and the bundle.
@@ -58,7 +64,7 @@ let package = Package(
         .target(
             name: "TSExportCLI",
             dependencies: [
-                "Manifest", "Plan", "Bundles", "Execution", "JSON", "YAML", "Diagnostics",
+                "Manifest", "Plan", "Bundles", "Execution", "JSON", "YAML", "Diagnostics", "Registry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -72,6 +78,7 @@ let package = Package(
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML", "JSON"], exclude: ["Fixtures"]),
         .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest", "Bundles", "JSON"]),
         .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Bundles", "Manifest", "TSExportCLI", "JSON"], exclude: ["Support"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Bundles", "JSON", "TSExportCLI"]),
         .testTarget(name: "CLITests", dependencies: ["TSExportCLI", "Plan", "Bundles"]),
     ]
 )

@@ -11,7 +11,7 @@ public struct TSExportCommand: ParsableCommand {
         commandName: "tsexport",
         abstract: "Export Hugging Face Transformers models to verified TorchScript bundles, described by YAML manifests.",
         version: ToolInfo.version,
-        subcommands: [Init.self, Validate.self, PlanCommand.self, Apply.self, Verify.self, Bench.self, Doctor.self, Schema.self])
+        subcommands: [Init.self, Validate.self, PlanCommand.self, Apply.self, Verify.self, Bench.self, Pull.self, Doctor.self, Schema.self])
 
     /// Creates the command.
     public init() {}

@@ -1,0 +1,140 @@
+import Foundation
+import XCTest
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// A real CNCF distribution registry (Debian's `docker-registry`, distribution 2.8) on a loopback port, with
+/// filesystem storage in a temporary folder; optionally behind htpasswd basic auth. Started and stopped by the tests.
+final class LocalRegistry: @unchecked Sendable {
+    let dir: URL
+    let port: Int
+    let htpasswd: (user: String, password: String)?
+    private var process: Process?
+
+    var host: String { "127.0.0.1:\(port)" }
+    /// Where the registry keeps blobs: `<storage>/docker/registry/v2/blobs/sha256/<2>/<64>/data`.
+    var storage: URL { dir.appendingPathComponent("data") }
+
+    init(htpasswd: (user: String, password: String)? = nil) throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/docker-registry") else {
+            throw XCTSkip("docker-registry is not installed (scripts/bootstrap --test installs it)")
+        }
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("tsx-registry-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        port = LocalRegistry.freePort()
+        self.htpasswd = htpasswd
+        var config = """
+        version: 0.1
+        log:
+          level: error
+          accesslog:
+            disabled: true
+        storage:
+          filesystem:
+            rootdirectory: \(storage.path)
+          delete:
+            enabled: true
+        http:
+          addr: 127.0.0.1:\(port)
+        """
+        if let h = htpasswd {
+            let file = dir.appendingPathComponent("htpasswd")
+            let out = try LocalRegistry.run(["/usr/bin/htpasswd", "-Bbn", h.user, h.password])
+            try out.write(to: file, atomically: true, encoding: .utf8)
+            config += "\nauth:\n  htpasswd:\n    realm: tsexport-test\n    path: \(file.path)"
+        }
+        try (config + "\n").write(to: dir.appendingPathComponent("config.yml"), atomically: true, encoding: .utf8)
+        try start()
+    }
+
+    func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
+        p.arguments = ["serve", dir.appendingPathComponent("config.yml").path]
+        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try p.run()
+        process = p
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if LocalRegistry.answers("http://\(host)/v2/") { return }
+            usleep(50_000)
+        }
+        stop()
+        XCTFail("docker-registry did not answer on \(host) within 20 s")
+    }
+
+    /// Kills the registry (SIGKILL: no graceful end for requests in flight).
+    func kill() {
+        guard let p = process else { return }
+        Foundation.kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    func stop() {
+        guard let p = process else { return }
+        p.terminate()
+        p.waitUntilExit()
+        process = nil
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    /// The stored file of a blob.
+    func blobFile(_ digest: String) -> URL {
+        let hex = String(digest.dropFirst("sha256:".count))
+        return storage.appendingPathComponent("docker/registry/v2/blobs/sha256/\(hex.prefix(2))/\(hex)/data")
+    }
+
+    static func answers(_ url: String) -> Bool {
+        let sem = DispatchSemaphore(value: 0)
+        final class Box: @unchecked Sendable { var ok = false }
+        let box = Box()
+        var req = URLRequest(url: URL(string: url)!)
+        req.timeoutInterval = 1
+        URLSession.shared.dataTask(with: req) { _, r, _ in
+            box.ok = r != nil
+            sem.signal()
+        }.resume()
+        sem.wait()
+        return box.ok
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// Runs argv, returns stdout; throws with stderr on a non-zero exit.
+    @discardableResult
+    static func run(_ argv: [String], environment: [String: String]? = nil) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: argv[0])
+        p.arguments = Array(argv.dropFirst())
+        if let environment { p.environment = environment }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw NSError(domain: "run", code: Int(p.terminationStatus), userInfo: [NSLocalizedDescriptionKey: "\(argv.joined(separator: " ")): \(String(decoding: e, as: UTF8.self))"])
+        }
+        return String(decoding: o, as: UTF8.self)
+    }
+}

@@ -227,7 +227,8 @@ public final class RegistryClient: @unchecked Sendable {
         } else if !r.snippet.isEmpty {
             text += ": \(r.snippet)"
         }
-        if r.status == 401 || r.status == 403 { text += " (credentials come from \(options.credentials.configPath))" }
+        if r.status == 401, let challenge = r.headers["www-authenticate"] { text += " (the registry asks: \(challenge))" }
+        if r.status == 401 || r.status == 403 { text += "; credentials come from \(options.credentials.configPath)" }
         return RegistryError(text)
     }
 

@@ -10,6 +10,17 @@ public struct HTTPResponse: Sendable {
     public var headers: [String: String]
     public var body: Data
 
+    init(status: Int, headers: [String: String]) {
+        self.status = status
+        self.headers = headers
+        body = Data()
+    }
+
+    /// The 401 a Basic challenge stood for (see `BasicChallengeCatcher`).
+    static func basicChallenge(realm: String) -> HTTPResponse {
+        HTTPResponse(status: 401, headers: ["www-authenticate": "Basic realm=\"\(realm)\""])
+    }
+
     init(_ response: URLResponse?, body: Data) {
         let http = response as? HTTPURLResponse
         status = http?.statusCode ?? 0
@@ -36,6 +47,7 @@ enum RequestBody {
 /// A synchronous HTTP client over FoundationNetworking's URLSession (libcurl underneath; ships with the toolchain).
 final class Transport: @unchecked Sendable {
     private let session: URLSession
+    private let catcher = BasicChallengeCatcher()
     let timeout: TimeInterval
 
     init(timeout: TimeInterval = 60) {
@@ -44,7 +56,7 @@ final class Transport: @unchecked Sendable {
         config.urlCache = nil
         config.httpCookieStorage = nil
         config.timeoutIntervalForRequest = timeout
-        session = URLSession(configuration: config)
+        session = URLSession(configuration: config, delegate: catcher, delegateQueue: nil)
         self.timeout = timeout
     }
 
@@ -53,7 +65,9 @@ final class Transport: @unchecked Sendable {
     /// Sends a request and waits for the whole (small) response.
     func send(_ request: URLRequest, body: RequestBody = .none) throws -> HTTPResponse {
         let box = ResultBox()
+        let catcher = self.catcher
         let done: @Sendable (Data?, URLResponse?, Error?) -> Void = { data, response, error in
+            if let realm = catcher.take(box) { return box.set(.success(.basicChallenge(realm: realm))) }
             box.set(error.map { .failure($0) } ?? .success(HTTPResponse(response, body: data ?? Data())))
         }
         let task: URLSessionTask
@@ -62,6 +76,7 @@ final class Transport: @unchecked Sendable {
         case .data(let d): task = session.uploadTask(with: request, from: d, completionHandler: done)
         case .file(let f): task = session.uploadTask(with: request, fromFile: f, completionHandler: done)
         }
+        catcher.register(task, box)
         task.resume()
         return try box.wait(request)
     }
@@ -79,6 +94,7 @@ final class Transport: @unchecked Sendable {
         defer { s.finishTasksAndInvalidate() }
         s.dataTask(with: request).resume()
         sink.done.wait()
+        if let realm = sink.basicRealm { return (.basicChallenge(realm: realm), "", 0) }
         if let error = sink.error { throw RegistryError("\(request.httpMethod ?? "GET") \(request.url?.absoluteString ?? ""): \(Self.describe(error))") }
         let response = HTTPResponse(sink.response, body: sink.errorBody)
         let digest = "sha256:" + sink.hasher.finalize().map { String(format: "%02x", $0) }.joined()
@@ -88,6 +104,38 @@ final class Transport: @unchecked Sendable {
     static func describe(_ error: Error) -> String {
         if let e = error as? URLError { return "\(e.localizedDescription) (URLError \(e.code.rawValue))" }
         return "\(error)"
+    }
+}
+
+/// FoundationNetworking answers a 401 with `WWW-Authenticate: Basic` through the session's challenge callback and
+/// never hands the response to the caller (default handling waits forever). The catcher cancels such a task and
+/// records the realm, so the caller sees an ordinary 401 with its challenge and answers it with its own header.
+private final class BasicChallengeCatcher: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
+    private let lock = NSLock()
+    private var boxes: [Int: ResultBox] = [:]
+    private var realms: [ObjectIdentifier: String] = [:]
+
+    func register(_ task: URLSessionTask, _ box: ResultBox) {
+        lock.lock()
+        boxes[task.taskIdentifier] = box
+        lock.unlock()
+    }
+
+    func take(_ box: ResultBox) -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        boxes = boxes.filter { $0.value !== box }
+        return realms.removeValue(forKey: ObjectIdentifier(box))
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didReceive challenge: URLAuthenticationChallenge,
+                    completionHandler: @escaping (URLSession.AuthChallengeDisposition, URLCredential?) -> Void) {
+        lock.lock()
+        if let box = boxes.removeValue(forKey: task.taskIdentifier) {
+            realms[ObjectIdentifier(box)] = challenge.protectionSpace.realm ?? ""
+        }
+        lock.unlock()
+        completionHandler(.cancelAuthenticationChallenge, nil)
     }
 }
 
@@ -121,8 +169,15 @@ private final class DownloadSink: NSObject, URLSessionDataDelegate, @unchecked S
     var response: URLResponse?
     var errorBody = Data()
     var error: Error?
+    var basicRealm: String?
 
     init(file: URL) { self.file = file }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didReceive challenge: URLAuthenticationChallenge,
+                    completionHandler: @escaping (URLSession.AuthChallengeDisposition, URLCredential?) -> Void) {
+        basicRealm = challenge.protectionSpace.realm ?? ""
+        completionHandler(.cancelAuthenticationChallenge, nil)
+    }
 
     func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
                     completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {

@@ -1,8 +1,5 @@
 import Foundation
 import XCTest
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// A real CNCF distribution registry (Debian's `docker-registry`, distribution 2.8) on a loopback port, with
 /// filesystem storage in a temporary folder; optionally behind htpasswd basic auth. Started and stopped by the tests.
@@ -58,7 +55,7 @@ final class LocalRegistry: @unchecked Sendable {
         process = p
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if LocalRegistry.answers("http://\(host)/v2/") { return }
+            if accepts() { return }
             usleep(50_000)
         }
         stop()
@@ -91,18 +88,17 @@ final class LocalRegistry: @unchecked Sendable {
         return storage.appendingPathComponent("docker/registry/v2/blobs/sha256/\(hex.prefix(2))/\(hex)/data")
     }
 
-    static func answers(_ url: String) -> Bool {
-        let sem = DispatchSemaphore(value: 0)
-        final class Box: @unchecked Sendable { var ok = false }
-        let box = Box()
-        var req = URLRequest(url: URL(string: url)!)
-        req.timeoutInterval = 1
-        URLSession.shared.dataTask(with: req) { _, r, _ in
-            box.ok = r != nil
-            sem.signal()
-        }.resume()
-        sem.wait()
-        return box.ok
+    /// Whether something accepts TCP connections on the port (an HTTP probe would meet the htpasswd registry's
+    /// Basic challenge, which FoundationNetworking's default handling never completes).
+    func accepts() -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, len) } } == 0
     }
 
     static func freePort() -> Int {

@@ -122,7 +122,7 @@ final class RegistryFailureTests: RegistryTestCase {
         XCTAssertNotEqual(full.digest, first.digest)
         let out = tmp.appendingPathComponent("pulled/bert")
         // Killed once model.pt has started to arrive in staging.
-        let partial = out.deletingLastPathComponent().appendingPathComponent(".tsexport/staging/bert.pull/model.pt").path
+        let partial = out.deletingLastPathComponent().appendingPathComponent(".tsexport/staging/bert.pull.staging/model.pt").path
         let killer2 = Thread {
             let deadline = Date().addingTimeInterval(20)
             while Date() < deadline, ((try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int) ?? 0) < (1 << 20) { usleep(500) }

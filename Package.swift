@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "Execution",
             dependencies: [
-                "Plan", "Bundles", "Manifest", "JSON", "Diagnostics", "CSystem",
+                "Plan", "Bundles", "Manifest", "JSON", "Diagnostics", "CSystem", "Registry",
             ],
             resources: [.copy("Resources/worker")]
         ),

@@ -3,6 +3,7 @@ import Diagnostics
 import Foundation
 import Manifest
 import Plan
+import Registry
 
 /// One plan entry to run, with where its manifest's fields were written (for positioned diagnostics).
 public struct ExportItem: Sendable {
@@ -31,6 +32,8 @@ public final class ApplyRunner: @unchecked Sendable {
     let root: URL
     let progress: ProgressSink
     let report: @Sendable ([Diagnostic]) -> Void
+    /// How `oci` deploys reach their registries.
+    public var registry = RegistryOptions()
 
     /// Creates a runner.
     public init(python: String, runner: ProcessRunner, root: URL, progress: ProgressSink,
@@ -65,7 +68,7 @@ public final class ApplyRunner: @unchecked Sendable {
     /// before any export, so the caller can refuse a runtime that lacks torch.
     public func run(_ items: [ExportItem], jobs: Int, keepGoing: Bool) throws(StartProblem) -> [ExportOutcome] {
         let slots = max(1, min(jobs, items.count))
-        let first = Exporter(python: python, runner: runner, outputRoot: root, progress: progress)
+        let first = Exporter(python: python, runner: runner, outputRoot: root, progress: progress, registry: registry)
         let hello: WorkerHello
         do { hello = try first.start() } catch {
             first.stop()
@@ -77,7 +80,7 @@ public final class ApplyRunner: @unchecked Sendable {
         }
         RuntimeCache().store(python: python, hello: hello)
         var exporters = [first]
-        for _ in 1..<slots { exporters.append(Exporter(python: python, runner: runner, outputRoot: root, progress: progress)) }
+        for _ in 1..<slots { exporters.append(Exporter(python: python, runner: runner, outputRoot: root, progress: progress, registry: registry)) }
 
         let state = SharedQueue(count: items.count)
         let group = DispatchGroup()

@@ -4,6 +4,7 @@ import Foundation
 import JSON
 import Manifest
 import Plan
+import Registry
 
 /// What happened to one manifest during apply.
 public struct ExportOutcome: Sendable {
@@ -46,9 +47,11 @@ public final class Exporter: @unchecked Sendable {
     let store: BundleStore
     let progress: ProgressSink
     let workers: WorkerPair
+    let registry: RegistryOptions
 
     /// Creates an exporter; nothing starts until `start()`.
-    public init(python: String, runner: ProcessRunner, outputRoot: URL, progress: ProgressSink) {
+    public init(python: String, runner: ProcessRunner, outputRoot: URL, progress: ProgressSink, registry: RegistryOptions = RegistryOptions()) {
+        self.registry = registry
         self.store = BundleStore(root: outputRoot)
         self.progress = progress
         self.workers = WorkerPair(python: python, runner: runner, progress: progress)
@@ -86,6 +89,7 @@ public final class Exporter: @unchecked Sendable {
                                workers: workers, store: store, progress: progress)
             let record = try run.execute(isLast: isLast, deployments: &deployments)
             outcome.diagnostics += run.warnings
+            try publish(staging, entry: entry, locations: locations)
             try store.install(staging, at: URL(fileURLWithPath: entry.bundle))
             for d in deployments { try install(d) }
             outcome.status = .ok
@@ -111,6 +115,28 @@ public final class Exporter: @unchecked Sendable {
     }
 
     /// A worker error, placed at the manifest field it names (or the manifest's name).
+    /// Pushes the verified, recorded bundle (still in staging) for every `oci` deploy step: blobs and the manifest
+    /// first, the plan's tags last, so a failed push leaves the registry's tags where they were and, like any failed
+    /// deploy, installs nothing.
+    func publish(_ staging: URL, entry: PlanEntry, locations: FieldLocations) throws {
+        let deploys = entry.steps.filter { $0.kind == .deploy }
+        for (index, step) in deploys.enumerated() where step.request?["op"]?.stringValue == "push" {
+            guard let repository = step.request?["repository"]?.stringValue else { continue }
+            let tags = (step.request?["tags"]?.arrayValue ?? []).compactMap(\.stringValue)
+            progress.stage(entry.name, "push oci", seconds: nil)
+            let start = Date()
+            do {
+                let ref = try Reference(parsing: repository)
+                _ = try BundleTransfer(client: RegistryClient(options: registry)).push(bundle: staging, to: ref, tags: tags)
+            } catch {
+                let field = "spec.output.deploy[\(index)].repository"
+                throw Diagnostic.error("\(entry.name): push to \(repository) failed, nothing installed and no tag moved: \(error)",
+                                       at: locations.location(of: field), field: field)
+            }
+            progress.stage(entry.name, "push oci", seconds: Date().timeIntervalSince(start))
+        }
+    }
+
     static func diagnostic(for f: WorkerFailure, name: String, _ locations: FieldLocations) -> Diagnostic {
         let field = f.field ?? "metadata.name"
         var message = "\(name): \(f.stage) failed: " + (f.field.map { "\($0): " } ?? "") + f.message

@@ -11,6 +11,7 @@ public struct Apply: ParsableCommand {
     @OptionGroup public var options: ManifestOptions
     @OptionGroup public var selection: SelectionOptions
     @OptionGroup public var runtime: RuntimeOptions
+    @OptionGroup public var registry: RegistryFlags
     @Flag(name: .customLong("dry-run"), help: "Only show the plan.")
     public var dryRun = false
     @Flag(name: .customLong("keep-going"), help: "After a failed manifest, go on with the others (default: stop starting new ones).")
@@ -67,6 +68,7 @@ public struct Apply: ParsableCommand {
             let progress = Progress.make(console: console)
             defer { (progress as? LiveProgress)?.close() }
             let applyRunner = ApplyRunner(python: rt.python, runner: runner, root: root, progress: progress, report: { console.report($0) })
+            applyRunner.registry = cmd.registry.options()
             do {
                 outcomes += try applyRunner.run(items, jobs: jobs, keepGoing: cmd.keepGoing)
             } catch {

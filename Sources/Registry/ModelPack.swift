@@ -17,8 +17,8 @@ public enum ModelPack {
     public static let titleAnnotation = "org.opencontainers.image.title"
     /// The prefix of tsexport's own annotations.
     public static let annotationPrefix = "dev.tsexport."
-    /// Files of a bundle folder that are not its content.
-    public static let excludedFiles: Set<String> = ["build.json"]
+    /// Files of a bundle folder that are not its content (how it was built; the report `tsexport bench` writes).
+    public static let excludedFiles: Set<String> = ["build.json", "bench.html"]
     /// Extensions of weight files (the programs and tensors); every other file is a weight config.
     static let weightExtensions: Set<String> = ["pt", "pt2", "safetensors", "bin"]
 

@@ -1,0 +1,91 @@
+import Bundles
+import Foundation
+import JSON
+@testable import Registry
+import XCTest
+
+/// `deploy: kind: oci` and `tsexport pull` through the real executable, with real torch: a tiny BERT exported,
+/// verified, pushed; pulled into another folder byte-identical and accepted by `tsexport verify`.
+final class PublishCLITests: RegistryTestCase {
+    static let executable: String? = {
+        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        for _ in 0..<6 {
+            let candidate = dir.appendingPathComponent("tsexport").path
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDir), !isDir.boolValue { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return nil
+    }()
+
+    func tsexport(_ args: [String], cwd: URL) throws -> (Int32, String) {
+        guard let exe = Self.executable else { throw XCTSkip("the tsexport executable is not built beside the tests") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        p.currentDirectoryURL = cwd
+        var env = ProcessInfo.processInfo.environment
+        env["DOCKER_CONFIG"] = cwd.appendingPathComponent("no-docker-config").path
+        env["HF_HUB_OFFLINE"] = "1"
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func manifest(repository: String) -> String {
+        """
+        apiVersion: tsexport/v1
+        kind: Export
+        metadata:
+          name: tiny-bert
+        spec:
+          model:
+            class: BertModel
+            config: {vocab_size: 64, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 37, max_position_embeddings: 64}
+          inputs:
+            tensors:
+              - {name: input_ids, from: random, shape: [2, 8]}
+              - {name: attention_mask, from: ones, shape: [2, 8]}
+          output:
+            deploy:
+              - kind: oci
+                repository: \(repository)
+
+        """
+    }
+
+    func testApplyPublishesAndPullGivesAVerifiableIdenticalBundle() throws {
+        guard ProcessInfo.processInfo.environment["TSEXPORT_PYTHON"] != nil else { throw XCTSkip("TSEXPORT_PYTHON names no runtime with torch") }
+        let registry = try LocalRegistry()
+        try manifest(repository: "\(registry.host)/team/models").write(to: tmp.appendingPathComponent("m.yaml"), atomically: true, encoding: .utf8)
+
+        // Registry down: the verified bundle is not installed and the error names the push.
+        registry.stop()
+        let (failed, failedText) = try tsexport(["apply", "m.yaml", "--output-root", "down", "--registry-insecure", registry.host], cwd: tmp)
+        XCTAssertEqual(failed, 1, failedText)
+        XCTAssertTrue(failedText.contains("m.yaml:16:21: error: tiny-bert: push to \(registry.host)/team/models failed, nothing installed and no tag moved"), failedText)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("down/build/tiny-bert").path))
+        try registry.start()
+
+        let (applied, applyText) = try tsexport(["apply", "m.yaml", "--output-root", "out", "--registry-insecure", registry.host], cwd: tmp)
+        XCTAssertEqual(applied, 0, applyText)
+        let built = tmp.appendingPathComponent("out/build/tiny-bert")
+        let fingerprint = try XCTUnwrap(RecordSummary.read(bundle: built)?.fingerprint)
+        let hex = String(fingerprint.split(separator: ":").last!)
+        XCTAssertEqual(Set(try client(registry).tags(try Reference(parsing: "\(registry.host)/team/models"))),
+                       ["tiny-bert", "tiny-bert-\(hex.prefix(12))"])
+
+        let (pulled, pullText) = try tsexport(["pull", "\(registry.host)/team/models:tiny-bert-\(hex.prefix(12))", "pulled/tiny-bert",
+                                               "--registry-insecure", registry.host], cwd: tmp)
+        XCTAssertEqual(pulled, 0, pullText)
+        XCTAssertEqual(try contentFiles(tmp.appendingPathComponent("pulled/tiny-bert")), try contentFiles(built))
+        let (verified, verifyText) = try tsexport(["verify", "pulled/tiny-bert"], cwd: tmp)
+        XCTAssertEqual(verified, 0, verifyText)
+    }
+}

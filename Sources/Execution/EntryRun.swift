@@ -70,20 +70,28 @@ struct EntryRun {
         var judge = VerificationJudge(entry: entry, data: data, verdict: verdict)
         let envelope = try judge.judge()
         for w in judge.warnings { warn(w.field, w.message) }
-        if let ranges = envelope.resealRanges {
+        let formats = (try? fields(.trace).first { $0.0 == "job" }?.1["formats"]?.arrayValue?.compactMap(\.stringValue)) ?? nil
+        let torchscript = formats?.contains("torchscript") ?? true
+        // formats: [aoti] alone: model.pt2 is the artifact; its compiled dims are the planned envelope's, and the
+        // record states the verified one
+        let artifact = torchscript ? BundleLayout.modelFile : BundleLayout.aotiFile
+        if let ranges = envelope.resealRanges, torchscript {
             // A default envelope narrowed: the artifact's guard is rewritten to refuse what did not verify.
             progress.stage(name, "guard", seconds: nil)
             _ = try workers.verifier().request("guard", [("dir", .string(staging.path)), ("ranges", ranges)])
         }
 
-        let modelSHA = try Digest.sha256(file: staging.appendingPathComponent("model.pt").path)
-        if envelope.resealRanges == nil, let reported = verdict["sha256"]?.stringValue, reported != modelSHA {
-            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "model.pt changed while it was being verified", field: nil, detail: nil)
+        let modelSHA = try Digest.sha256(file: staging.appendingPathComponent(artifact).path)
+        if envelope.resealRanges == nil || !torchscript, let reported = verdict["sha256"]?.stringValue, reported != modelSHA {
+            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "\(artifact) changed while it was being verified", field: nil, detail: nil)
         }
         var record = RecordAssembly(entry: entry, fingerprint: fingerprint, job: job, data: data)
-        record.add("model_sha256", .string(modelSHA))
-        if let size = (try? FileManager.default.attributesOfItem(atPath: staging.appendingPathComponent("model.pt").path))?[.size] as? Int {
-            record.add("model_bytes", .int(size))
+        record.add("artifact", .string(artifact))
+        if torchscript {
+            record.add("model_sha256", .string(modelSHA))
+            if let size = (try? FileManager.default.attributesOfItem(atPath: staging.appendingPathComponent(artifact).path))?[.size] as? Int {
+                record.add("model_bytes", .int(size))
+            }
         }
         record.add("envelope", envelope.record)
         if let g = envelope.generation { record.add("generation_check", g) }
@@ -96,21 +104,50 @@ struct EntryRun {
         }
         record.add("parity", judge.parity(envelope: envelope))
         if let q = judge.quality { record.add("quality", q) }
+        if let l = judge.library { record.add("library", l) }
         let deployed = try deploy(envelope: envelope, deployments: &deployments)
-        if !deployed.isEmpty { record.add("deployments", .array(deployed)) }
-        var timings = data["timings_ms"]?.objectValue ?? []
-        timings.append(("verify", .double(verifyMs)))
-        record.add("timings_ms", .object(timings))
-        record.add("created_at", .string(ISO8601DateFormatter().string(from: Date())))
+        if !deployed.isEmpty { record.add("deployments", .array(deployed.map(\.record))) }
         let value = record.value
         try Data((value.serialized(pretty: true) + "\n").utf8).write(to: staging.appendingPathComponent(RecordSummary.fileName))
+
+        // build.json: the content (every file but itself), the deploys' files, and how, when and where it was built.
+        var timings = data["timings_ms"]?.objectValue ?? []
+        timings.append(("verify", .double(verifyMs)))
+        var facts = record.buildFacts
+        facts += [("timings_ms", .object(timings)), ("deploy_details", .array(deployed.map(\.build))),
+                  ("built_at", .string(ISO8601DateFormatter().string(from: Date()))),
+                  ("host", .string(ProcessInfo.processInfo.hostName)), ("output_root", .string(store.root.path)),
+                  ("bundle", .string(entry.bundle))]
+        if let seconds = data["aoti"]?.objectValue?.filter({ $0.0.hasSuffix("_seconds") }), !seconds.isEmpty {
+            facts.append(("aoti_seconds", .object(seconds)))
+        }
+        let content = try BundleContent.entries(of: staging)
+        let deployFiles = try deployments.map { d -> (DeployedFiles, [(String, JSONValue)]) in
+            try (Self.stagedFiles(d, root: store.root), [])
+        }
+        let build = BuildInfo.json(content: content, deployments: deployFiles, facts: facts)
+        try Data((build.serialized(pretty: true) + "\n").utf8).write(to: staging.appendingPathComponent(BundleContent.buildFile))
         return value
+    }
+
+    /// A staged deploy's files, with the paths they will have under the output root.
+    static func stagedFiles(_ d: StagedDeploy, root: URL) throws -> DeployedFiles {
+        guard let dest = OutputState.relative(d.destination.path, root: root) else {
+            throw WorkerFailure(stage: "deploy", code: "deploy_failed", message: "\(d.destination.path) is outside the output root", field: nil, detail: nil)
+        }
+        if d.kind == "triton" {
+            let files = try BundleContent.entries(of: d.staging).map { ContentEntry(path: dest + "/" + $0.path, sha256: $0.sha256, size: $0.size) }
+            return DeployedFiles(kind: d.kind, path: dest, files: files)
+        }
+        let file = d.staging.appendingPathComponent(d.destination.lastPathComponent).path
+        let size = (try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
+        return DeployedFiles(kind: d.kind, path: dest, files: [ContentEntry(path: dest, sha256: try Digest.sha256(file: file), size: size)])
     }
 
     /// Deploys the staged bundle for every planned deploy step, into staging folders; the batch settings follow the
     /// verified envelope.
-    func deploy(envelope: JudgedEnvelope, deployments: inout [StagedDeploy]) throws -> [JSONValue] {
-        var results: [JSONValue] = []
+    func deploy(envelope: JudgedEnvelope, deployments: inout [StagedDeploy]) throws -> [DeployResult] {
+        var results: [DeployResult] = []
         let deploySteps = entry.steps.filter { $0.kind == .deploy && $0.request != nil }
         for (i, step) in deploySteps.enumerated() {
             guard var request = step.request?.objectValue, let kind = step.request?["kind"]?.stringValue,
@@ -126,7 +163,8 @@ struct EntryRun {
             let start = Date()
             do {
                 let data = try workers.verifier().request("deploy", request)
-                results.append(.object([("kind", .string(kind)), ("path", .string(destination.path)), ("details", data)]))
+                results.append(DeployResult(kind: kind, path: OutputState.relative(destination.path, root: store.root) ?? destination.path,
+                                            request: .object(request), details: data))
             } catch var f as WorkerFailure {
                 let index = entry.steps.filter { $0.kind == .deploy }.firstIndex { $0 == step } ?? i
                 f.field = f.field ?? "spec.output.deploy[\(index)]"
@@ -139,25 +177,57 @@ struct EntryRun {
 }
 
 /// The record: the plan's extra record, the worker's fields, then what Swift verified.
+/// The record holds what the artifact is: no absolute path, no clock time, no timing; those go to `buildFacts`
+/// (build.json).
 struct RecordAssembly {
     private var fields: [(String, JSONValue)]
+    /// Where and from what file it was built: build.json's.
+    var buildFacts: [(String, JSONValue)] = []
 
     init(entry: PlanEntry, fingerprint: FingerprintInputs, job: JSONValue, data: JSONValue) {
         fields = job["extra_record"]?.objectValue ?? []
-        fields.append(("manifest_file", .string(entry.file)))
-        if let dir = entry.manifestDirectory { fields.append(("manifest_dir", .string(dir))) }
-        fields.append(("document_index", .int(entry.documentIndex)))
         fields.append(("fingerprint_inputs", fingerprint.json))
+        buildFacts.append(("manifest_file", .string(URL(fileURLWithPath: entry.file).standardizedFileURL.path)))
+        if let dir = entry.manifestDirectory { buildFacts.append(("manifest_dir", .string(dir))) }
+        buildFacts.append(("document_index", .int(entry.documentIndex)))
         if let bytes = FileManager.default.contents(atPath: entry.file) {
-            fields.append(("manifest_sha256", .string(Digest.sha256(bytes))))
+            buildFacts.append(("manifest_sha256", .string(Digest.sha256(bytes))))
         }
-        for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device",
+        for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device", "cpu",
                     "attn_implementation", "adjusted_config", "warnings", "artifacts", "generation", "quantize"] {
             if let v = data[key] { fields.append((key, v)) }
         }
     }
 
-    mutating func add(_ key: String, _ value: JSONValue) { fields.append((key, value)) }
+    mutating func add(_ key: String, _ value: JSONValue) {
+        if key == "aoti", case .object(let o) = value {
+            fields.append((key, .object(o.filter { !$0.0.hasSuffix("_seconds") })))
+            return
+        }
+        fields.append((key, value))
+    }
 
     var value: JSONValue { .object(fields) }
+}
+
+/// One deploy's result: what the record keeps (kind, path under the output root, the settings it was made with and
+/// the worker's facts without paths or times) and what build.json keeps (staging path, timings, the archiver's
+/// manifest with its creation time).
+struct DeployResult {
+    var kind: String
+    var path: String
+    var request: JSONValue
+    var details: JSONValue
+
+    static let buildOnly: Set<String> = ["dest", "timings_ms", "manifest"]
+
+    var record: JSONValue {
+        let settings = (request.objectValue ?? []).filter { ["max_batch_size", "variable_dims", "format", "version"].contains($0.0) }
+        return .object([("kind", .string(kind)), ("path", .string(path)), ("settings", .object(settings)),
+                        ("details", .object((details.objectValue ?? []).filter { !Self.buildOnly.contains($0.0) }))])
+    }
+
+    var build: JSONValue {
+        .object([("kind", .string(kind)), ("path", .string(path))] + (details.objectValue ?? []).filter { Self.buildOnly.contains($0.0) })
+    }
 }

@@ -68,6 +68,7 @@ public final class Exporter: @unchecked Sendable {
     /// With `isLast`, the exporting worker is sent away as soon as the trace is saved: verification and deploys run
     /// in the verifying worker.
     public func export(_ item: ExportItem, isLast: Bool = false) -> ExportOutcome {
+        if item.entry.action == .redeploy { return redeploy(item) }
         let entry = item.entry, locations = item.locations
         let started = Date()
         var outcome = ExportOutcome(name: entry.name, action: entry.action, status: .failed, seconds: 0, bundle: entry.bundle, record: nil, diagnostics: [])
@@ -157,6 +158,42 @@ public final class Exporter: @unchecked Sendable {
         } catch {
             throw WorkerFailure(stage: "deploy", code: "deploy_failed", message: "\(error)", field: nil, detail: nil)
         }
+    }
+}
+
+extension Exporter {
+    /// Makes drifted deploys again from the installed bundle (the worker's deploy checks model.pt against the
+    /// record), installs them, and records their files in the bundle's build.json.
+    func redeploy(_ item: ExportItem) -> ExportOutcome {
+        let entry = item.entry, started = Date()
+        var outcome = ExportOutcome(name: entry.name, action: entry.action, status: .failed, seconds: 0, bundle: entry.bundle, record: nil, diagnostics: [])
+        var staged: [StagedDeploy] = []
+        defer { for d in staged { try? FileManager.default.removeItem(at: d.staging) } }
+        do {
+            var files: [DeployedFiles] = []
+            for step in entry.steps where step.kind == .deploy {
+                guard let request = step.request?.objectValue, let kind = step.request?["kind"]?.stringValue,
+                      let dest = step.request?["dest"]?.stringValue, let first = step.outputs.first else { continue }
+                let destination = URL(fileURLWithPath: kind == "triton" ? (first as NSString).deletingLastPathComponent : first)
+                let d = StagedDeploy(kind: kind, staging: try store.makeStaging(at: URL(fileURLWithPath: dest)), destination: destination)
+                staged.append(d)
+                progress.stage(entry.name, "deploy \(kind)", seconds: nil)
+                let t = Date()
+                _ = try workers.verifier().request("deploy", request.filter { $0.0 != "op" })
+                progress.stage(entry.name, "deploy \(kind)", seconds: Date().timeIntervalSince(t))
+                files.append(try EntryRun.stagedFiles(d, root: store.root))
+            }
+            for d in staged { try install(d) }
+            try BuildInfo.replaceDeployments(files, bundle: URL(fileURLWithPath: entry.bundle))
+            outcome.status = .ok
+        } catch let f as WorkerFailure {
+            outcome.diagnostics.append(Self.diagnostic(for: f, name: entry.name, item.locations))
+        } catch {
+            outcome.diagnostics.append(.error("\(entry.name): redeploy failed: \(error)", at: item.locations.location(of: "metadata.name")))
+        }
+        store.tidy()
+        outcome.seconds = Date().timeIntervalSince(started)
+        return outcome
     }
 }
 

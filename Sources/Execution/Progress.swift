@@ -21,7 +21,7 @@ public struct PlainProgress: ProgressSink {
 
     public func stage(_ manifest: String, _ stage: String, seconds: Double?) {
         if let s = seconds { write("[\(manifest)] \(stage) done in \(String(format: "%.2f", s)) s") } else if stage == "start" || stage == "verify" {
-            write("[\(manifest)] \(stage == "start" ? "started" : "verify: reloading model.pt in a fresh process")")
+            write("[\(manifest)] \(stage == "start" ? "started" : "verify: reloading the saved artifact in a fresh process")")
         }
     }
 

@@ -28,6 +28,8 @@ struct VerificationJudge {
     var warnings: [(field: String?, message: String)] = []
     /// The record's `quality` object, once judged.
     var quality: JSONValue?
+    /// The record's `library` object (sentence-transformers), once judged.
+    var library: JSONValue?
 
     init(entry: PlanEntry, data: JSONValue, verdict: JSONValue) {
         self.entry = entry
@@ -66,10 +68,16 @@ struct VerificationJudge {
         }
         let traced = all.first { $0["case"]?.stringValue == "traced" }.map(sizes) ?? [:]
         var results: [PointResult] = []
+        var rejected: [(name: String, sizes: [String: Int], why: String)] = []
         for c in all {
             let name = c["case"]?.stringValue ?? "?"
             let passed = c["passed"] == .bool(true)
             let shape = CanonicalJSON.text(c["shape"] ?? .null)
+            if let why = c["rejected_by_model"]?.stringValue {
+                // The eager model itself refuses the input there: not a point the artifact can pass or fail.
+                rejected.append((name, sizes(c), why))
+                continue
+            }
             if name == "traced" || name.hasSuffix(".traced") {
                 if !passed {
                     throw WorkerFailure(stage: "verify", code: "verify_failed",
@@ -137,12 +145,22 @@ struct VerificationJudge {
                 ("inside", .bool(box.contains(r.sizes))), ("error", r.why.map(JSONValue.string) ?? .null),
             ])
         }
+        let rejectedRecord: [JSONValue] = rejected.map { r in
+            .object([("case", .string(r.name)), ("sizes", .object(r.sizes.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
+                     ("passed", .null), ("inside", .bool(box.contains(r.sizes))), ("verdict", .string("not an input the model accepts")),
+                     ("rejected_by_model", .string(r.why))])
+        }
+        if let first = rejected.first {
+            let what = rejected.count == 1 ? "1 envelope point is not an input the model accepts" : "\(rejected.count) envelope points are not inputs the model accepts"
+            warnings.append(("spec.trace.envelope", "\(what), so the artifact is not judged there (the record lists \(rejected.count == 1 ? "it" : "them")); the first: \(first.why)"))
+        }
         let record = JSONValue.object([
             ("axes", .array(axesRecord)), ("tensors", .array(tensorsRecord)), ("verified", ranges),
-            ("narrowed", .bool(narrowed)), ("points", .array(pointsRecord)),
+            ("narrowed", .bool(narrowed)), ("points", .array(pointsRecord + rejectedRecord)),
             ("tracer_warnings_verdict", warningVerdict), ("enforced", data["guarded"] ?? .bool(false)),
         ])
         quality = try judgeQuality(box: box, results: results, all: all, tolerance: tolerance)
+        library = try judgeLibrary(box: box)
         let aoti = try judgeAOTI(box: box, results: results, tolerance: tolerance)
         let generation = try judgeGeneration(tolerance: tolerance)
         let batch = box.ranges.first { $0.0 == "batch" }
@@ -163,8 +181,11 @@ struct VerificationJudge {
         let inside = { (name: String) -> Bool in name == "traced" || (sizes[name].map(box.contains) ?? false) }
         let described = QualityGate.tracedModel(dtype: dtype, quantized: quantized)
         let plan = entry.envelope
-        let sets: [(String, [JSONValue])] = [("model.pt", all.filter { inside($0["case"]?.stringValue ?? "") })]
-            + [("model.pt2", (verdict["aoti"]?["cases"]?.arrayValue ?? []).filter { inside($0["case"]?.stringValue ?? "") })]
+        let judged = { (c: JSONValue) -> Bool in c["rejected_by_model"] == nil && inside(c["case"]?.stringValue ?? "") }
+        // formats: [aoti] alone: the bundle's cases are model.pt2's (the verdict answers them as both)
+        let aotiOnly = verdict["artifact"]?.stringValue == "model.pt2"
+        let sets: [(String, [JSONValue])] = [(aotiOnly ? "model.pt2" : "model.pt", all.filter(judged))]
+            + (aotiOnly ? [] : [("model.pt2", (verdict["aoti"]?["cases"]?.arrayValue ?? []).filter(judged))])
         for (artifact, cases) in sets {
             for c in cases {
                 guard let why = QualityGate.failure(c, gate: gate, dtype: described) else { continue }
@@ -179,6 +200,34 @@ struct VerificationJudge {
             }
         }
         return QualityGate.record(cases: sets[0].1, gate: gate, reduced: reduced)
+    }
+
+    /// library sentence-transformers: model.pt's sentence_embedding must keep the planned cosine to the library's
+    /// encode() on real text at the traced shape and at every point inside the verified envelope.
+    func judgeLibrary(box: VerifiedEnvelope) throws -> JSONValue? {
+        guard let library = data["library"], library != .null, var o = library.objectValue else { return nil }
+        guard let gate = entry.step(.trace)?.request?["job"]?["trace"]?["encode_check"]?["min_cosine"]?.doubleValue,
+              let check = library["encode_check"], check != .null else { return library }
+        var points: [JSONValue] = []
+        for p in check["points"]?.arrayValue ?? [] {
+            var sizes: [String: Int] = [:]
+            for (k, v) in p["sizes"]?.objectValue ?? [] { if let i = v.intValue { sizes[k] = i } }
+            let inside = p["case"]?.stringValue == "traced" || box.contains(sizes)
+            let cosine = p["min_cosine"]?.doubleValue ?? .nan
+            if inside && p["skipped"] == nil && !(cosine >= gate) {
+                throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                    message: "model.pt's sentence_embedding differs from sentence-transformers' encode() on real text at \(CanonicalJSON.text(p["shape"] ?? .null)): cosine \(cosine) < \(gate); nothing was written",
+                                    field: "spec.model.library", detail: nil)
+            }
+            var point = p.objectValue ?? []
+            point.append(("inside", .bool(inside)))
+            points.append(.object(point))
+        }
+        var c = check.objectValue ?? []
+        c = c.map { k, v in k == "points" ? (k, .array(points)) : (k, v) }
+        c.append(("passed", .bool(true)))
+        o = o.map { k, v in k == "encode_check" ? (k, .object(c)) : (k, v) }
+        return .object(o)
     }
 
     /// The largest drift a cached step may show against the uncached model (full.pt): the tolerance's atol
@@ -219,7 +268,7 @@ struct VerificationJudge {
         for c in verified["cases"]?.arrayValue ?? [] {
             let name = c["case"]?.stringValue ?? "?"
             let inside = sizes[name].map(box.contains) ?? (name == "traced")
-            if inside && c["passed"] != .bool(true) {
+            if inside && c["passed"] != .bool(true) && c["rejected_by_model"] == nil {
                 let shape = sizes[name].map { Self.shapeText($0, axes: entry.envelope?.axes ?? [], fallback: c["shape"]) } ?? CanonicalJSON.text(c["shape"] ?? .null)
                 throw WorkerFailure(stage: "verify", code: "verify_failed",
                                     message: "model.pt2 (AOTInductor) does not match the eager model at \(shape), inside the envelope: \(Self.why(c, tolerance: tolerance))",

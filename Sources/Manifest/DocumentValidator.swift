@@ -26,6 +26,11 @@ struct DocumentValidator {
                 let key = "\(d.location.map { "\($0.line):\($0.column)" } ?? "")|\(d.message)"
                 if seen.insert(key).inserted { out.append(d) }
             }
+            // The semantic checks whose inputs are valid still run, so one validate reports every problem.
+            for d in checksAround(violations, value, locations, documentIndex: doc.index) {
+                let key = "\(d.location.map { "\($0.line):\($0.column)" } ?? "")|\(d.message)"
+                if seen.insert(key).inserted { out.append(d) }
+            }
             return (nil, out.sorted { ($0.location ?? .init(file: "", line: 0, column: 0)) < ($1.location ?? .init(file: "", line: 0, column: 0)) })
         }
 
@@ -33,6 +38,59 @@ struct DocumentValidator {
         var checker = SemanticChecker(manifest: manifest, options: options)
         let diagnostics = checker.check()
         return (manifest, diagnostics)
+    }
+
+    /// The semantic checks of a document the schema refused, on the fields the schema did not refuse: every refused
+    /// value is replaced by null (its field then decodes to its default, or is left out), and a check's diagnostic
+    /// about a refused field, or a field inside one, is dropped. A missing required field refuses nothing (its default
+    /// stands in); a refused document root, or a root that is not a mapping, leaves nothing to check.
+    func checksAround(_ violations: [SchemaViolation], _ value: JSONValue, _ locations: FieldLocations, documentIndex: Int) -> [Diagnostic] {
+        guard value.objectValue != nil else { return [] }
+        var refused: [[PathComponent]] = []
+        for v in violations {
+            switch v.keyword {
+            case "required", "dependentRequired": continue
+            case "additionalProperties", "unevaluatedProperties", "propertyNames":
+                refused.append(v.instancePath + (v.offendingKey.map { [PathComponent.key($0)] } ?? []))
+            default: refused.append(v.instancePath)
+            }
+        }
+        // A refused element of a list of numbers or lists (a shape, a range, values) refuses the whole list: the
+        // elements' positions carry their meaning. A refused mapping in a list (a tensor, a deploy) is that entry only.
+        refused = refused.map { path in
+            var p = path
+            while case .index? = p.last, value.value(at: p)?.objectValue == nil { p.removeLast() }
+            return p
+        }
+        if refused.contains(where: \.isEmpty) { return [] }
+        var pruned = value
+        for path in refused { pruned = Self.nulled(pruned, at: path[...]) }
+        let refusedFields = Set(refused.map(fieldPath))
+        func isRefused(_ field: String) -> Bool {
+            var f: String? = field
+            while let current = f, !current.isEmpty {
+                if refusedFields.contains(current) { return true }
+                f = FieldLocations.parent(of: current)
+            }
+            return false
+        }
+        var checker = SemanticChecker(manifest: decode(pruned, locations, documentIndex: documentIndex), options: options)
+        return checker.check().filter { d in d.severity != .error || !(d.field.map(isRefused) ?? true) }
+    }
+
+    /// `value` with the node at `path` replaced by null (unchanged where the path does not lead anywhere).
+    static func nulled(_ value: JSONValue, at path: ArraySlice<PathComponent>) -> JSONValue {
+        guard let first = path.first else { return .null }
+        switch (value, first) {
+        case (.object(let pairs), .key(let k)):
+            return .object(pairs.map { $0.0 == k ? ($0.0, nulled($0.1, at: path.dropFirst())) : $0 })
+        case (.array(let items), .index(let i)) where items.indices.contains(i):
+            var items = items
+            items[i] = nulled(items[i], at: path.dropFirst())
+            return .array(items)
+        default:
+            return value
+        }
     }
 
     /// An unsupported apiVersion or kind makes the rest meaningless: say only that.
@@ -126,7 +184,11 @@ struct DocumentValidator {
                 if let i = Int(index), let r = range(r) { dims[name, default: [:]][i] = r }
             }
         }
-        return Envelope(batch: range(v?["batch"]), sequence: range(v?["sequence"]), decoderSequence: range(v?["decoder_sequence"]), dims: dims)
+        var e = Envelope(batch: range(v?["batch"]), sequence: range(v?["sequence"]), decoderSequence: range(v?["decoder_sequence"]), dims: dims)
+        for (name, r) in v?.objectValue ?? [] where !["batch", "sequence", "decoder_sequence", "dims"].contains(name) {
+            if let r = range(r) { e.named.append((name, r)) }
+        }
+        return e
     }
 
     /// Decodes a document the schema accepted; defaults come from the contract.
@@ -143,7 +205,9 @@ struct DocumentValidator {
         for (k, lv) in metadata?["labels"]?.objectValue ?? [] { labels[k] = lv.stringValue ?? "" }
 
         let dtype = model?["dtype"]?.stringValue ?? "float32"
-        let defaults = Manifest.defaultTolerance(dtype: dtype)
+        let formats = output?["formats"]?.arrayValue?.compactMap(\.stringValue) ?? ["torchscript"]
+        let compiledInt8 = (spec?["target"]?["quantize"]?.stringValue ?? "none") != "none" && !formats.contains("torchscript")
+        let defaults = Manifest.defaultTolerance(dtype: dtype, compiledInt8: compiledInt8)
         let tensors: [TensorSpec] = (inputs?["tensors"]?.arrayValue ?? []).map { t in
             TensorSpec(
                 name: t["name"]?.stringValue ?? "",
@@ -152,7 +216,8 @@ struct DocumentValidator {
                 shape: t["shape"]?.arrayValue?.compactMap(\.intValue),
                 dtype: t["dtype"]?.stringValue ?? "int64",
                 low: t["low"]?.doubleValue,
-                high: t["high"]?.doubleValue)
+                high: t["high"]?.doubleValue,
+                axes: t["axes"]?.arrayValue?.map(\.stringValue))
         }
         let deploy: [DeployTarget] = (output?["deploy"]?.arrayValue ?? []).compactMap { d in
             switch d["kind"]?.stringValue {
@@ -175,7 +240,8 @@ struct DocumentValidator {
                 dtype: dtype,
                 attnImplementation: model?["attn_implementation"]?.stringValue ?? "eager",
                 trustRemoteCode: model?["trust_remote_code"]?.boolValue ?? false,
-                allowPickle: model?["allow_pickle"]?.boolValue ?? false),
+                allowPickle: model?["allow_pickle"]?.boolValue ?? false,
+                library: model?["library"]?.stringValue ?? "transformers"),
             inputs: .init(
                 tokenizer: inputs?["tokenizer"]?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
                 text: inputs?["text"]?.stringValue,

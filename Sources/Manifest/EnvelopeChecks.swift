@@ -49,10 +49,8 @@ extension SemanticChecker {
             }
             // The largest shape the envelope lets this tensor take.
             var largest = shape
-            if shape.count > 0, let b = e.batch, b.min <= b.max { largest[0] = max(largest[0], b.max) }
-            if shape.count > 1 {
-                let group = SequenceGroup.of(tensor: t.name) == .sequence ? e.sequence : e.decoderSequence
-                if let r = group, r.min <= r.max { largest[1] = max(largest[1], r.max) }
+            for (dim, axis) in traced.axes[i].enumerated() where dim < largest.count {
+                if let axis, let r = e.range(of: axis), r.min <= r.max { largest[dim] = max(largest[dim], r.max) }
             }
             for (index, r) in e.dims[t.name] ?? [:] where index < largest.count && r.min <= r.max { largest[index] = max(largest[index], r.max) }
             let most = largest.reduce(1) { $0.multipliedReportingOverflow(by: max($1, 1)).partialValue }
@@ -89,6 +87,14 @@ extension SemanticChecker {
             }
             if key != "batch", let p = maxPositions, r.max > p {
                 error("\(field)[1]", "\(key) max \(r.max) is beyond the model's \(p) positions (max_position_embeddings); the model cannot serve longer inputs")
+            }
+        }
+        for (key, r) in e.named where traced.used.contains(key) {
+            let field = "\(base).\(key)"
+            if r.min > r.max {
+                error(field, "\(key) range \(r) has min \(r.min) above max \(r.max); write [min, max]")
+            } else if let t = traced.sizes[key], !r.contains(t) {
+                error(field, "the traced \(key) size \(t) is outside the envelope's \(key) \(r); trace at a shape inside the envelope")
             }
         }
         func valid(_ r: SizeRange?) -> SizeRange? { r.flatMap { $0.min <= $0.max ? $0 : nil } }

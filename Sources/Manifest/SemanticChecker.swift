@@ -22,10 +22,12 @@ struct SemanticChecker {
     mutating func check() -> [Diagnostic] {
         checkPermissions()
         checkSources()
+        checkLibrary()
         let config = effectiveConfig()
         checkConfig(config)
         checkText()
-        checkTensors(vocabSize: config["vocab_size"]?.intValue)
+        // A multimodal config (CLIP, SigLIP, …) states the text vocabulary in text_config.
+        checkTensors(vocabSize: config["vocab_size"]?.intValue ?? config["text_config"]?["vocab_size"]?.intValue)
         let maxPositions = config["max_position_embeddings"]?.intValue ?? config["n_positions"]?.intValue
         checkTensorSizes()
         checkEnvelope(maxPositions: maxPositions)
@@ -59,6 +61,25 @@ struct SemanticChecker {
         }
         if case .local(let path) = manifest.inputs.tokenizer {
             checkFolder(path, field: "spec.inputs.tokenizer", what: "tokenizer folder")
+        }
+    }
+
+    /// `library: sentence-transformers` takes its pipeline from a folder's modules.json, fed by token ids.
+    private mutating func checkLibrary() {
+        guard manifest.model.library == "sentence-transformers" else { return }
+        guard let source = manifest.model.pretrained else {
+            error("spec.model.library", "library: sentence-transformers builds the pipeline that a folder's modules.json lists; give spec.model.pretrained (a sentence-transformers folder or hub id)")
+            return
+        }
+        if case .local(let path) = source, FileManager.default.fileExists(atPath: path),
+           !FileManager.default.fileExists(atPath: path + "/modules.json") {
+            error("spec.model.library", "library: sentence-transformers needs modules.json in the pretrained folder (\(path)); without it the folder is a plain transformers model: remove library")
+        }
+        if !manifest.inputs.tensors.contains(where: { $0.name == "input_ids" }) {
+            error("spec.inputs.tensors", "library: sentence-transformers feeds the pipeline token ids: add an input_ids tensor (and attention_mask, which pooling uses)")
+        }
+        if manifest.trace.split != nil {
+            error("spec.trace.split", "spec.trace.split is for generation; a sentence-transformers pipeline (library: sentence-transformers) has no decoder to split")
         }
     }
 
@@ -164,8 +185,8 @@ struct SemanticChecker {
     private mutating func checkTensors(vocabSize: Int?) {
         let inputs = manifest.inputs
         var seenNames: [String: Int] = [:]
-        // (tensor index, batch, sequence, field that states it)
-        var dims: [(index: Int, batch: Int?, seq: Int?, field: String)] = []
+        // (tensor index, its stated sizes, the field that states them)
+        var dims: [(index: Int, sizes: [Int?], field: String)] = []
         for (i, t) in inputs.tensors.enumerated() {
             let base = "spec.inputs.tensors[\(i)]"
             if let first = seenNames[t.name] {
@@ -182,40 +203,63 @@ struct SemanticChecker {
                 case .failure(let r):
                     error(r.field, "values of tensor '\(t.name)' \(r.what)")
                 case .success(let s):
-                    dims.append((i, s.first, s.count > 1 ? s[1] : nil, "\(base).values"))
+                    dims.append((i, s.map { Optional($0) }, "\(base).values"))
                     checkValues(v, tensor: t, path: "\(base).values", vocabSize: vocabSize)
                 }
             case .random, .zeros, .ones:
                 if let s = t.shape {
-                    dims.append((i, s.first, s.count > 1 ? s[1] : nil, "\(base).shape"))
+                    dims.append((i, s.map { Optional($0) }, "\(base).shape"))
                 }
                 if t.from == .random {
                     checkRandomBounds(t, base: base, vocabSize: vocabSize)
                 }
             case .text:
-                dims.append((i, 1, inputs.padTo, inputs.padTo != nil ? "spec.inputs.pad_to" : "\(base).from"))
+                dims.append((i, [1, inputs.padTo], inputs.padTo != nil ? "spec.inputs.pad_to" : "\(base).from"))
             }
         }
-        // All tensors agree on batch size; within a sequence group (decoder_* inputs have their own), on length.
-        for axis in 0..<3 {
-            let name = axis == 0 ? "batch size" : axis == 1 ? "sequence length" : "decoder sequence length"
-            let group: SequenceGroup = axis == 2 ? .decoderSequence : .sequence
-            var reference: (index: Int, value: Int, field: String)?
-            for d in dims {
-                if axis > 0 && SequenceGroup.of(tensor: inputs.tensors[d.index].name) != group { continue }
-                guard let value = axis == 0 ? d.batch : d.seq else { continue }
-                if let r = reference {
-                    if r.value != value {
-                        let a = inputs.tensors[d.index].name, b = inputs.tensors[r.index].name
-                        out.append(.error(
-                            "tensor '\(a)' has \(name) \(value), but '\(b)' has \(r.value); \(axis < 2 ? "all tensors must agree" : "all decoder_* tensors must agree")",
-                            at: loc.location(of: d.field), field: d.field,
-                            notes: [.init(message: "'\(b)' has \(name) \(r.value) here", location: loc.location(of: r.field))]))
-                    }
-                } else {
-                    reference = (d.index, value, d.field)
+        checkAxes()
+        // Dimensions that share an axis name agree in size, in every tensor (AxisNames gives each dimension's axis).
+        let axes = StaticShapes(manifest).axes
+        var reference: [String: (index: Int, value: Int, field: String)] = [:]
+        for d in dims {
+            for (dim, axis) in axes[d.index].enumerated() {
+                guard let axis, dim < d.sizes.count, let value = d.sizes[dim] else { continue }
+                guard let r = reference[axis] else {
+                    reference[axis] = (d.index, value, d.field)
+                    continue
                 }
+                guard r.value != value else { continue }
+                let a = inputs.tensors[d.index].name, b = inputs.tensors[r.index].name
+                let what: String, rule: String
+                switch axis {
+                case "batch": (what, rule) = ("batch size", "all tensors must agree")
+                case "sequence": (what, rule) = ("sequence length", "all tensors must agree")
+                case "decoder_sequence": (what, rule) = ("decoder sequence length", "all decoder_* tensors must agree")
+                default: (what, rule) = ("\(axis) size", "dimensions that share the axis '\(axis)' must agree")
+                }
+                out.append(.error(
+                    "tensor '\(a)' has \(what) \(value), but '\(b)' has \(r.value); \(rule)",
+                    at: loc.location(of: d.field), field: d.field,
+                    notes: [.init(message: "'\(b)' has \(what) \(r.value) here", location: loc.location(of: r.field))]))
             }
+        }
+    }
+
+    /// `axes` as long as the tensor's rank, and envelope ranges only for axes some tensor uses.
+    private mutating func checkAxes() {
+        let traced = StaticShapes(manifest)
+        for (i, t) in manifest.inputs.tensors.enumerated() {
+            guard let written = t.axes, let shape = traced.shapes[i] ?? (t.from == .text ? [1, 0] : nil) else { continue }
+            if written.count != shape.count {
+                let stated = t.from == .text ? "2 dimensions ([batch, sequence] from text)" : "\(shape.count) dimension\(shape.count == 1 ? "" : "s") (shape \(shape))"
+                error("spec.inputs.tensors[\(i)].axes", "tensor '\(t.name)' has \(stated), but axes names \(written.count); give one axis name (or null) per dimension")
+            }
+        }
+        let used = traced.used
+        for (name, _) in manifest.trace.envelope.named where !used.contains(name) {
+            let candidates = Array(Set(used + AxisNames.builtIn)).filter { !$0.contains(".") }.sorted()
+            let hint = Suggest.closest(to: name, among: candidates).map { "; did you mean '\($0)'?" } ?? ""
+            error("spec.trace.envelope.\(name)", "the envelope ranges axis '\(name)', which no input tensor's axes name (axes in use: \(used.filter { !$0.contains(".") }.joined(separator: ", ")))\(hint)", key: true)
         }
     }
 
@@ -277,8 +321,23 @@ struct SemanticChecker {
         let hw = manifest.target.hardware
         let neuron = hw == "inf1" || hw == "inf2"
         let formats = manifest.output.formats
-        if !formats.contains("torchscript") {
-            error("spec.output.formats", "formats must include torchscript: model.pt is the bundle's artifact (add aoti beside it: [torchscript, aoti])")
+        let aotiOnly = !formats.contains("torchscript")
+        if aotiOnly && !formats.contains("aoti") {
+            error("spec.output.formats", "formats must include torchscript (model.pt) or aoti (model.pt2)")
+        }
+        if aotiOnly && formats.contains("aoti") {
+            if manifest.trace.split != nil {
+                error("spec.output.formats", "formats: [aoti] alone cannot serve spec.trace.split: the split artifacts are TorchScript (add torchscript: [torchscript, aoti])")
+            }
+            for (i, d) in manifest.output.deploy.enumerated() {
+                switch d {
+                case .triton(_, let format) where format != "aoti":
+                    error("spec.output.deploy[\(i)].format", "format: \(format) serves model.pt, which formats: [aoti] does not build; use format: aoti, or add torchscript to spec.output.formats")
+                case .torchserve:
+                    error("spec.output.deploy[\(i)].kind", "torchserve serves model.pt, which formats: [aoti] does not build; add torchscript to spec.output.formats")
+                default: break
+                }
+            }
         }
         if formats.contains("aoti") && neuron {
             error("spec.output.formats", "aoti compiles with AOTInductor for CPU and CUDA; target \(hw) is compiled by the Neuron SDK (remove aoti, or use hardware cpu or cuda)")
@@ -294,8 +353,8 @@ struct SemanticChecker {
                 error("spec.target.quantize", "quantize: \(q) is dynamic quantization, whose int8 kernels (fbgemm/oneDNN) run on the CPU only; target \(hw) cannot run it (use hardware cpu, or quantize: none)")
             } else if manifest.model.dtype != "float32" {
                 error("spec.target.quantize", "quantize: \(q) quantizes a float32 model; spec.model.dtype is \(manifest.model.dtype) (use dtype float32 with quantize, or quantize: none)")
-            } else if formats.contains("aoti") {
-                error("spec.target.quantize", "quantize: \(q) is not supported with formats: [aoti]: torch.export (torch 2.13) fails on the dynamically quantized Linear layers' packed weights (LinearPackedParamsBase), so there would be no model.pt2 (remove aoti, or use quantize: none)")
+            } else if formats.contains("aoti") && formats.contains("torchscript") {
+                error("spec.target.quantize", "quantize: \(q) makes one int8 artifact: formats: [torchscript] quantizes with torch.ao for model.pt, formats: [aoti] with torchao for model.pt2 (the faster one); list one of them, not both")
             } else if manifest.trace.split != nil {
                 error("spec.target.quantize", "quantize: \(q) is not supported with spec.trace.split yet: only the single traced model is quantized and verified (remove split, or use quantize: none)")
             }

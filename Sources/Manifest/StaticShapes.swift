@@ -1,51 +1,53 @@
+import Foundation
 import JSON
 
-/// The traced sizes a manifest states without running anything: from `values`, `shape` and `pad_to`. A text tensor
-/// without `pad_to` has a length only the tokenizer knows (nil here).
+/// What the manifest states about the traced sizes, without running anything: per tensor its shape, and per named
+/// axis the size its first tensor gives it.
 public struct StaticShapes: Sendable, Hashable {
-    /// Dimension 0 (a text tensor has batch 1).
-    public var batch: Int?
-    /// Dimension 1 of the non-decoder token-shaped tensors.
-    public var sequence: Int?
-    /// Dimension 1 of the decoder_* tensors.
-    public var decoderSequence: Int?
+    /// The size of `batch` (a text tensor has batch 1).
+    public var batch: Int? { sizes["batch"] }
+    /// The size of `sequence`.
+    public var sequence: Int? { sizes["sequence"] }
+    /// The size of `decoder_sequence`.
+    public var decoderSequence: Int? { sizes["decoder_sequence"] }
     /// Every tensor's full shape where it is stated (nil for text without pad_to).
     public var shapes: [[Int]?]
+    /// Per tensor, the axis of each dimension (`AxisNames.resolve`).
+    public var axes: [[String?]]
+    /// Axis name → the traced size, from the first tensor that states it.
+    public var sizes: [String: Int]
+    /// Every axis some tensor uses, in first use order.
+    public var used: [String]
     /// Whether some tensor belongs to each group.
-    public var hasSequence: Bool
-    public var hasDecoderSequence: Bool
+    public var hasSequence: Bool { used.contains("sequence") }
+    public var hasDecoderSequence: Bool { used.contains("decoder_sequence") }
 
     /// What the manifest states.
     public init(_ m: Manifest) {
         var shapes: [[Int]?] = []
-        var batch: Int?, seq: Int?, dec: Int?
-        var hasSeq = false, hasDec = false
         for t in m.inputs.tensors {
-            var shape: [Int]?
             switch t.from {
-            case .values: shape = t.values.map(Self.shape(of:))
-            case .random, .zeros, .ones: shape = t.shape
-            case .text: shape = m.inputs.padTo.map { [1, $0] }
-            }
-            if t.from == .text && shape == nil { batch = batch ?? 1 }
-            shapes.append(shape)
-            let group = SequenceGroup.of(tensor: t.name)
-            let rank = shape?.count ?? (t.from == .text ? 2 : 0)
-            if rank >= 2 {
-                if group == .sequence { hasSeq = true } else { hasDec = true }
-            }
-            guard let s = shape else { continue }
-            if let b = s.first { batch = batch ?? b }
-            if s.count >= 2 {
-                if group == .sequence { seq = seq ?? s[1] } else { dec = dec ?? s[1] }
+            case .values: shapes.append(t.values.map(Self.shape(of:)))
+            case .random, .zeros, .ones: shapes.append(t.shape)
+            case .text: shapes.append(m.inputs.padTo.map { [1, $0] })
             }
         }
-        self.batch = batch
-        self.sequence = seq
-        self.decoderSequence = dec
+        let axes = AxisNames.resolve(m, shapes: shapes)
+        var sizes: [String: Int] = [:]
+        var used: [String] = []
+        for (i, t) in m.inputs.tensors.enumerated() {
+            for (dim, axis) in axes[i].enumerated() {
+                guard let axis else { continue }
+                if !used.contains(axis) { used.append(axis) }
+                if sizes[axis] == nil {
+                    if let s = shapes[i], dim < s.count { sizes[axis] = s[dim] } else if t.from == .text && dim == 0 { sizes[axis] = 1 }
+                }
+            }
+        }
         self.shapes = shapes
-        self.hasSequence = hasSeq
-        self.hasDecoderSequence = hasDec
+        self.axes = axes
+        self.sizes = sizes
+        self.used = used
     }
 
     /// The shape of a nested array of values.

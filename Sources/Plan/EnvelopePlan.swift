@@ -29,7 +29,7 @@ public struct AxisPlan: Codable, Hashable, Sendable {
     /// The manifest field that declares this axis.
     public var field: String {
         switch name {
-        case "batch", "sequence", "decoder_sequence": return "spec.trace.envelope.\(name)"
+        case _ where !name.contains("."): return "spec.trace.envelope.\(name)"
         default: return "spec.trace.envelope.dims.\(name)"
         }
     }
@@ -76,7 +76,7 @@ public struct TensorAxes: Codable, Hashable, Sendable {
 
 /// The resolved serving envelope of one manifest and the points apply verifies it at.
 public struct EnvelopePlan: Codable, Hashable, Sendable {
-    /// The axes, in order: batch, sequence, decoder_sequence, then `dims` entries.
+    /// The axes, in order: batch, sequence, decoder_sequence, the other named axes, then `dims` entries.
     public var axes: [AxisPlan]
     /// Per input tensor, in manifest order, the axis of each dimension.
     public var tensors: [TensorAxes]
@@ -122,38 +122,24 @@ public enum EnvelopePlanner {
     /// How many seeded interior points are checked besides the grid.
     public static let interiorPoints = 2
 
-    /// Which axis dimension 1 of a tensor belongs to: token-shaped inputs (integer or bool, a rank-2 float such as
-    /// a float mask, or `*embeds`) have a sequence; a float image's dimension 1 (channels) is fixed.
-    static func sequenceAxis(name: String, dtype: String, rank: Int) -> String? {
-        guard rank >= 2 else { return nil }
-        let float = ["float32", "float16", "bfloat16"].contains(dtype)
-        if float && rank >= 3 && !name.hasSuffix("embeds") { return nil }
-        return SequenceGroup.of(tensor: name).rawValue
-    }
-
-    /// Resolves the envelope: declared ranges as written; each axis left out gets the smallest range from 1 holding
-    /// the traced size and every check shape.
+    /// Resolves the envelope: declared ranges as written; batch, sequence and decoder_sequence left out get the
+    /// smallest range from 1 holding the traced size and every check shape; another named axis left out stays fixed
+    /// at its traced size. Each tensor dimension's axis comes from `AxisNames` (its `axes`, else its name).
     public static func plan(_ m: Manifest) -> EnvelopePlan {
         let e = m.trace.envelope
         let traced = StaticShapes(m)
-        var tensors: [TensorAxes] = []
-        var used: [String] = []
-        for (i, t) in m.inputs.tensors.enumerated() {
-            let rank = traced.shapes[i]?.count ?? (t.from == .text ? 2 : 0)
-            var axes: [String?] = Array(repeating: nil, count: rank)
-            if rank >= 1 { axes[0] = "batch" }
-            if rank >= 2 { axes[1] = sequenceAxis(name: t.name, dtype: t.dtype, rank: rank) }
-            for (index, r) in e.dims[t.name] ?? [:] where index >= 2 && index < rank && r.min != r.max {
-                axes[index] = "\(t.name).\(index)"
-            }
-            for a in axes.compactMap({ $0 }) where !used.contains(a) { used.append(a) }
-            tensors.append(TensorAxes(name: t.name, axes: axes))
+        let ranged = { (axis: String) -> Bool in
+            AxisNames.builtIn.contains(axis) || axis.contains(".") || e.range(of: axis) != nil
         }
+        let tensors: [TensorAxes] = m.inputs.tensors.enumerated().map { i, t in
+            TensorAxes(name: t.name, axes: traced.axes[i].map { $0.flatMap { ranged($0) ? $0 : nil } })
+        }
+        let used = traced.used.filter(ranged)
         let checks = m.trace.checkShapes.filter { $0.count == 2 }
         var axes: [AxisPlan] = []
         for name in ["batch", "sequence", "decoder_sequence"] where used.contains(name) {
-            let declared: SizeRange? = name == "batch" ? e.batch : name == "sequence" ? e.sequence : e.decoderSequence
-            let tracedSize: Int? = name == "batch" ? traced.batch : name == "sequence" ? traced.sequence : traced.decoderSequence
+            let declared: SizeRange? = e.range(of: name)
+            let tracedSize: Int? = traced.sizes[name]
             if let d = declared {
                 axes.append(AxisPlan(name: name, min: d.min, max: d.max, traced: tracedSize, declared: true))
                 continue
@@ -164,6 +150,10 @@ public enum EnvelopePlanner {
             if let t = tracedSize { hi = ([t] + fromChecks).max() } else if !fromChecks.isEmpty && name == "batch" { hi = fromChecks.max() }
             // An unknown traced length with larger check shapes still ends at the traced size: only tracing knows it.
             axes.append(AxisPlan(name: name, min: 1, max: hi, traced: tracedSize, declared: false))
+        }
+        for name in used where !AxisNames.builtIn.contains(name) && !name.contains(".") {
+            guard let r = e.range(of: name) else { continue }
+            axes.append(AxisPlan(name: name, min: r.min, max: r.max, traced: traced.sizes[name], declared: true))
         }
         for name in used where name.contains(".") {
             let parts = name.split(separator: ".")

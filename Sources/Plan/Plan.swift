@@ -1,3 +1,4 @@
+import Bundles
 import Foundation
 import JSON
 
@@ -8,6 +9,10 @@ public struct Plan: Codable, Hashable, Sendable {
     public var outputRoot: String
     /// One entry per selected manifest, in the order given.
     public var entries: [PlanEntry]
+    /// Bundles in the output root whose manifest is gone (`orphaned`, or `remove` under `--prune`).
+    public var orphans: [PlanOrphan] = []
+    /// What the plan could not judge, in one sentence each (orphans outside a subset's reach).
+    public var notes: [String] = []
 
     /// Creates a plan.
     public init(outputRoot: String, entries: [PlanEntry]) {
@@ -16,7 +21,7 @@ public struct Plan: Codable, Hashable, Sendable {
     }
 
     /// Whether anything would change.
-    public var hasChanges: Bool { entries.contains { $0.action != .upToDate } }
+    public var hasChanges: Bool { entries.contains { $0.action != .upToDate } || orphans.contains { $0.action == .remove } }
 }
 
 /// What happens to one manifest's bundle.
@@ -27,6 +32,40 @@ public enum PlanAction: String, Codable, Hashable, Sendable {
     case rebuild
     /// The bundle matches the manifest and its inputs.
     case upToDate = "up-to-date"
+    /// The bundle is intact but a deploy drifted: it is made again from the bundle, without re-exporting.
+    case redeploy
+}
+
+/// A bundle whose manifest is gone: the file deleted, or the document renamed.
+public struct PlanOrphan: Codable, Hashable, Sendable {
+    /// `orphaned` (listed) or `remove` (`--prune`).
+    public enum Action: String, Codable, Hashable, Sendable { case orphaned, remove }
+    /// The name it was built under.
+    public var name: String
+    /// What happens to it.
+    public var action: Action
+    /// The manifest file that made it (absolute) and the document's index there.
+    public var manifestFile: String
+    public var documentIndex: Int
+    /// Why it is an orphan.
+    public var reason: String
+    /// The bundle folder (absolute).
+    public var bundle: String
+    /// Every path that would go (absolute): the bundle, then the deploys no other manifest declares.
+    public var paths: [String]
+    /// Deploy paths kept because another manifest still declares them (absolute).
+    public var kept: [String] = []
+
+    /// Creates one.
+    public init(name: String, action: Action, manifestFile: String, documentIndex: Int, reason: String, bundle: String, paths: [String]) {
+        self.name = name
+        self.action = action
+        self.manifestFile = manifestFile
+        self.documentIndex = documentIndex
+        self.reason = reason
+        self.bundle = bundle
+        self.paths = paths
+    }
 }
 
 /// Why a manifest is rebuilt.
@@ -34,6 +73,8 @@ public struct PlanReason: Codable, Hashable, Sendable {
     /// What kind of change.
     public enum Kind: String, Codable, Hashable, Sendable {
         case field, inputFile = "input-file", version, forced, incomplete
+        /// A file of the bundle or of a deploy differs from what build.json recorded.
+        case drift
     }
     /// The kind.
     public var kind: Kind
@@ -56,7 +97,7 @@ public struct PlanReason: Codable, Hashable, Sendable {
     public var summary: String {
         switch kind {
         case .forced: return subject
-        case .incomplete: return subject
+        case .incomplete, .drift: return subject
         default: return "\(subject): \(old ?? "(absent)") → \(new ?? "(absent)")"
         }
     }
@@ -116,10 +157,14 @@ public struct PlanEntry: Codable, Hashable, Sendable {
     public var blockers: [String]
     /// The serving envelope and the points verification checks (nil when up to date).
     public var envelope: EnvelopePlan?
+    /// For an up-to-date bundle, the envelope it was verified over (what it serves today).
+    public var verifiedEnvelope: [VerifiedAxis]?
     /// The folder the manifest's relative paths resolved against (recorded, so bench can rebuild the eager model).
     public var manifestDirectory: String?
     /// 0-based index of the document in its file.
     public var documentIndex: Int = 0
+    /// The content digest of the bundle on disk (build.json), when there is one.
+    public var contentDigest: String?
 
     /// Creates an entry.
     public init(

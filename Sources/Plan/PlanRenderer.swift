@@ -1,3 +1,4 @@
+import Bundles
 import Foundation
 
 /// Renders a plan for people (text) and machines (JSON).
@@ -16,8 +17,14 @@ public enum PlanRenderer {
             case .create: action = c("32", "+ create")
             case .rebuild: action = c("33", "~ rebuild")
             case .upToDate: action = c("2", "= up to date")
+            case .redeploy: action = c("33", "~ redeploy")
             }
             lines.append("\(action) \(c("1", e.name))  (\(e.file):\(e.line)) → \(shown(e.bundle))")
+            if let axes = e.verifiedEnvelope, !axes.isEmpty {
+                let defaulted = axes.filter { !$0.declared }.map(\.name)
+                let how = defaulted.isEmpty ? "" : "; \(defaulted.joined(separator: " and ")) by the default rule: widen with spec.trace.envelope"
+                lines.append("    serves \(VerifiedAxis.summary(axes)) (verified\(how))")
+            }
             for r in e.reasons { lines.append("    because \(r.summary)") }
             for b in e.blockers { lines.append("    " + c("31", "blocked: ") + b) }
             for s in e.steps {
@@ -29,7 +36,20 @@ public enum PlanRenderer {
         let create = plan.entries.filter { $0.action == .create }.count
         let rebuild = plan.entries.filter { $0.action == .rebuild }.count
         let same = plan.entries.filter { $0.action == .upToDate }.count
-        lines.append("Plan: \(create) to create, \(rebuild) to rebuild, \(same) up to date.")
+        let redeploy = plan.entries.filter { $0.action == .redeploy }.count
+        for o in plan.orphans {
+            lines.append((o.action == .remove ? c("31", "- remove") : c("35", "! orphaned")) + " \(c("1", o.name))  (\(shown(o.manifestFile)), document \(o.documentIndex + 1): \(o.reason)) → \(shown(o.bundle))")
+            for p in o.paths { lines.append("              \(o.action == .remove ? "removes" : "would remove") \(shown(p))") }
+            for k in o.kept { lines.append("              keeps  \(shown(k)) (another manifest declares it)") }
+        }
+        for n in plan.notes { lines.append("note: \(n)") }
+        var summary = "Plan: \(create) to create, \(rebuild) to rebuild, "
+        if redeploy > 0 { summary += "\(redeploy) to redeploy, " }
+        summary += "\(same) up to date"
+        let orphaned = plan.orphans.filter { $0.action == .orphaned }.count, remove = plan.orphans.count - orphaned
+        if orphaned > 0 { summary += ", \(orphaned) orphaned (apply --prune removes them)" }
+        if remove > 0 { summary += ", \(remove) to remove" }
+        lines.append(summary + ".")
         return lines.joined(separator: "\n")
     }
 

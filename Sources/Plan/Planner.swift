@@ -33,6 +33,8 @@ public struct PlannerInput: Sendable {
     public var force: Bool
     /// `--replace NAME`: rebuild these.
     public var replace: Set<String>
+    /// What drifted in existing bundles and their deploys, by manifest name.
+    public var drift: [String: Drift] = [:]
 
     /// Creates an input.
     public init(
@@ -68,27 +70,50 @@ public struct Planner: Sendable {
         let root = input.outputRoot.standardizedFileURL
         let entries = input.manifests.map { m -> PlanEntry in
             let bundle = Self.bundleURL(m, root: root)
-            let fp = input.fingerprints[m.name] ?? FingerprintInputs(manifest: FingerprintInputs.normalise(m.document), files: [:], versions: ["worker": WorkerInfo.version])
+            var fp = input.fingerprints[m.name] ?? FingerprintInputs(manifest: FingerprintInputs.normalise(m.document), files: [:], versions: ["worker": WorkerInfo.version])
+            for (key, value) in Self.policyInputs(m) { fp.versions[key] = value }
             var (action, reasons) = decide(current: fp, existing: input.existing[m.name])
+            var redeploy: [PlanStep] = []
             if action == .upToDate && (input.force || input.replace.contains(m.name)) {
                 action = .rebuild
                 reasons = [PlanReason(kind: .forced, subject: input.force ? "--force" : "--replace \(m.name)")]
+            } else if action == .upToDate, let drift = input.drift[m.name], !drift.isEmpty, let existing = input.existing[m.name] {
+                (action, reasons, redeploy) = driftAction(m, drift: drift, existing: existing, root: root)
             }
             var blockers: [String] = []
             if let missing = input.unavailableTargets?[m.target.hardware] {
                 blockers.append(missing)
             }
-            let envelope = action == .upToDate ? nil : EnvelopePlanner.plan(m)
+            let envelope = action == .upToDate || action == .redeploy ? nil : EnvelopePlanner.plan(m)
             var entry = PlanEntry(
                 name: m.name, file: m.file, line: m.locations.location(of: "metadata.name").line,
                 action: action, reasons: reasons, bundle: bundle.path, fingerprint: fp.fingerprint,
-                steps: envelope.map { steps(m, bundle: bundle, root: root, envelope: $0, fingerprint: fp) } ?? [], blockers: blockers,
+                steps: envelope.map { steps(m, bundle: bundle, root: root, envelope: $0, fingerprint: fp, existing: input.existing[m.name]) } ?? redeploy, blockers: blockers,
                 envelope: envelope)
+            entry.contentDigest = input.existing[m.name]?.build?.contentDigest
             entry.manifestDirectory = m.directory.path
+            if action == .upToDate || action == .redeploy { entry.verifiedEnvelope = input.existing[m.name]?.verifiedEnvelope }
             entry.documentIndex = m.documentIndex
             return entry
         }
         return Plan(outputRoot: root.path, entries: entries)
+    }
+
+    /// Decisions of tsexport's that shape the artifact beyond the manifest's text (AOTInductor's compile settings, the
+    /// quantization library), fingerprinted beside the versions so that changing them rebuilds.
+    public static func policyInputs(_ m: Manifest) -> [String: String] {
+        var out: [String: String] = [:]
+        if m.output.formats.contains("aoti") { out["policy.aoti.inductor_configs"] = CanonicalJSON.text(WorkerRequests.inductorConfigs(m)) }
+        if let library = WorkerRequests.quantize(m)["library"]?.stringValue { out["policy.quantize.library"] = library }
+        return out
+    }
+
+    /// The AOTInductor compile's expected duration, for the plan: the last build's when the bundle records one.
+    static func compileEstimate(_ existing: RecordSummary?) -> String {
+        guard let seconds = existing?.aotiCompileSeconds else {
+            return "compile time unknown until the first build (tens of seconds for small models, minutes for large ones)"
+        }
+        return "compile about \(Int(seconds.rounded())) s (the last build's)"
     }
 
     /// create / rebuild with every reason / up to date.
@@ -143,7 +168,7 @@ public struct Planner: Sendable {
         return "torchscript"
     }
 
-    func steps(_ m: Manifest, bundle: URL, root: URL, envelope: EnvelopePlan, fingerprint: FingerprintInputs) -> [PlanStep] {
+    func steps(_ m: Manifest, bundle: URL, root: URL, envelope: EnvelopePlan, fingerprint: FingerprintInputs, existing: RecordSummary? = nil) -> [PlanStep] {
         let store = BundleStore(root: root)
         let staging = store.stagingURL(name: m.name)
         var steps: [PlanStep] = []
@@ -167,9 +192,13 @@ public struct Planner: Sendable {
         var traceDesc = "\(WorkerRequests.traceAPI(hardware: m.target.hardware)) on \(m.target.hardware) with \(names)"
         traceDesc += m.trace.strict ? ", strict (tracer warnings must be covered by the envelope)" : ", warnings recorded"
         if m.model.torchscript { traceDesc += ", tuple outputs, tied weights untied" }
+        let torchscript = m.output.formats.contains("torchscript")
+        if !torchscript { traceDesc = "eager outputs on \(names) (formats: [aoti] alone: no TorchScript trace)" }
         if m.target.quantize == "dynamic_int8" {
             let keep = QualityGate.format(WorkerRequests.selectionCosine(gate: m.trace.minCosine))
-            traceDesc = "dynamic int8 quantization (per-channel weights) of the Linear layers that together keep cosine \(keep) to the float32 model on the traced inputs, the rest float32; then " + traceDesc
+            let how = torchscript ? "dynamic int8 quantization with torch.ao (per-tensor activations, per-channel weights)"
+                : "torchao Int8DynamicActivationInt8WeightConfig (per-token activations, per-channel weights)"
+            traceDesc = "\(how) of the Linear layers that together keep cosine \(keep) to the float32 model on the traced inputs, the rest float32; then " + traceDesc
         }
         if m.target.optimize != "none" { traceDesc += ", then \(m.target.optimize)" }
         let job = WorkerRequests.exportJob(m, envelope: envelope, stagingDir: staging, extraRecord: Self.extraRecord(m, fingerprint: fingerprint))
@@ -177,15 +206,19 @@ public struct Planner: Sendable {
                               request: .object([("op", "export"), ("job", job)])))
 
         let aoti = m.output.formats.contains("aoti")
+        let configs = WorkerRequests.inductorConfigs(m).objectValue?.map { "\($0.0)=\(CanonicalJSON.text($0.1))" }.joined(separator: ", ") ?? ""
+        let compile = "torch.export (no_grad) over the envelope and AOTInductor (\(configs)) into model.pt2, \(Self.compileEstimate(existing))"
+        let serializeDesc = torchscript ? "torch.jit.save with the record embedded" + (aoti ? "; " + compile : "") : compile + "; the record in record.json"
         steps.append(PlanStep(
             kind: .serialize,
-            description: "torch.jit.save with the record embedded" + (aoti ? "; torch.export over the envelope and AOTInductor into model.pt2" : "") + "; staged, then moved into place",
-            inputs: [], outputs: (Self.bundleFiles + (aoti ? [BundleLayout.aotiFile] : [])).map { bundle.appendingPathComponent($0).path }))
+            description: serializeDesc + "; staged, then moved into place",
+            inputs: [], outputs: (RecordSummary.files(torchscript: torchscript) + (aoti ? [BundleLayout.aotiFile] : [])).map { bundle.appendingPathComponent($0).path }))
 
         let points = envelope.points.map { p in
             "\(p.name) " + envelope.axes.map { a in "\(a.name)=\(((p.sizes[a.name] ?? nil) ?? a.traced).map(String.init) ?? "traced")" }.joined(separator: " ")
         }
-        var verifyDesc = "reload model.pt in a fresh process, compare with the eager model over the envelope: \(envelope.summary)"
+        let artifact = torchscript ? BundleLayout.modelFile : BundleLayout.aotiFile
+        var verifyDesc = "reload \(artifact) in a fresh process, compare with the eager model over the envelope: \(envelope.summary)"
         verifyDesc += " (atol \(m.trace.atol), rtol \(m.trace.rtol))"
         if let gate = m.trace.minCosine {
             verifyDesc += m.reducedPrecision
@@ -193,7 +226,7 @@ public struct Planner: Sendable {
                 : "; cosine per output row at least \(gate)"
         }
         if !points.isEmpty { verifyDesc += "\n              points " + points.joined(separator: "; ") }
-        steps.append(PlanStep(kind: .verify, description: verifyDesc, inputs: [bundle.appendingPathComponent("model.pt").path],
+        steps.append(PlanStep(kind: .verify, description: verifyDesc, inputs: [bundle.appendingPathComponent(artifact).path],
                               outputs: [bundle.appendingPathComponent("record.json").path],
                               request: .object([("op", "verify_bundle")] + (WorkerRequests.verify(m, bundle: staging).objectValue ?? []))))
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bundles
 import Diagnostics
 import Execution
 import Foundation
@@ -41,14 +42,30 @@ public struct Apply: ParsableCommand {
         var outcomes: [ExportOutcome] = plan.entries.filter { $0.action == .upToDate }.map {
             ExportOutcome(name: $0.name, action: .upToDate, status: .upToDate, seconds: 0, bundle: $0.bundle, record: nil, diagnostics: [])
         }
+        let served = Dictionary(plan.entries.compactMap { e in e.verifiedEnvelope.map { (e.name, $0) } }, uniquingKeysWith: { a, _ in a })
         let items = plan.entries.filter { $0.action != .upToDate }.compactMap { e -> ExportItem? in
             guard let m = manifests[e.name], let fp = planned.fingerprints[m.name] else { return nil }
             // The exporter replaces the versions with those of the worker that does the export.
             return ExportItem(entry: e, locations: m.locations, hardware: m.target.hardware, fingerprint: fp)
         }
-        if !items.isEmpty {
-            // Python starts only now: the manifests are valid and something needs doing.
-            let root = cmd.options.resolvedOutputRoot
+        let root = cmd.options.resolvedOutputRoot
+        let owners = Self.owners(plan, manifests: manifests, root: root)
+        let removals = plan.orphans.filter { $0.action == .remove }
+        let known = OutputState.read(root: root)
+        let untracked = plan.entries.contains { e in
+            guard let rel = OutputState.relative(e.bundle, root: root), e.action == .upToDate else { return false }
+            return known.bundles[rel] != owners[rel]
+        }
+        let needsLock = !items.isEmpty || !removals.isEmpty || untracked
+        if !needsLock, !((try? FileManager.default.contentsOfDirectory(atPath: BundleStore(root: root).stagingRoot.path)) ?? []).isEmpty,
+           let lock = try? OutputRootLock(root: root, timeout: 0) {
+            // Nothing else to do, but a killed run left staging (a prune's moved files): removed while nobody holds the lock.
+            let leftovers = lock.removeLeftoverStaging()
+            lock.release()
+            if !leftovers.isEmpty { console.err("tsexport: removed \(leftovers.count) staging folder(s) left by an interrupted run") }
+        }
+        if needsLock {
+            // The state file, the prune and every install happen under the output root's lock.
             let lock: OutputRootLock
             do {
                 lock = try OutputRootLock(root: root, timeout: cmd.lockTimeout)
@@ -63,40 +80,73 @@ public struct Apply: ParsableCommand {
                 Interrupts.uninstall()
                 lock.release()
             }
-            guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
-            let jobs = cmd.jobs ?? ApplyRunner.defaultJobs(work: items.count)
-            let progress = Progress.make(console: console)
-            defer { (progress as? LiveProgress)?.close() }
-            let applyRunner = ApplyRunner(python: rt.python, runner: runner, root: root, progress: progress, report: { console.report($0) })
-            applyRunner.registry = cmd.registry.options()
-            do {
-                outcomes += try applyRunner.run(items, jobs: jobs, keepGoing: cmd.keepGoing)
-            } catch {
-                switch error {
-                case .missing(let missing, _): console.err("error: " + missingPackagesMessage(rt, missing: missing))
-                case .failed(let e):
-                    console.err("error: \(e)")
-                    if let c = e as? WorkerCrash, !c.stderrTail.isEmpty { console.err(String(c.stderrTail.suffix(1500))) }
+            if !items.isEmpty {
+                // Python starts only now: the manifests are valid and something needs doing.
+                guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
+                let jobs = cmd.jobs ?? ApplyRunner.defaultJobs(work: items.count)
+                let progress = Progress.make(console: console)
+                defer { (progress as? LiveProgress)?.close() }
+                let applyRunner = ApplyRunner(python: rt.python, runner: runner, root: root, progress: progress, report: { console.report($0) })
+                applyRunner.registry = cmd.registry.options()
+                do {
+                    outcomes += try applyRunner.run(items, jobs: jobs, keepGoing: cmd.keepGoing)
+                } catch {
+                    switch error {
+                    case .missing(let missing, _): console.err("error: " + missingPackagesMessage(rt, missing: missing))
+                    case .failed(let e):
+                        console.err("error: \(e)")
+                        if let c = e as? WorkerCrash, !c.stderrTail.isEmpty { console.err(String(c.stderrTail.suffix(1500))) }
+                    }
+                    return ExitStatus.failure
                 }
-                return ExitStatus.failure
             }
+            var state = OutputState.read(root: root)
+            let before = state
+            for o in outcomes where o.status == .ok || o.status == .upToDate {
+                if let rel = OutputState.relative(o.bundle, root: root), let owner = owners[rel] { state.bundles[rel] = owner }
+            }
+            if state != before {
+                do { try state.write(root: root) } catch { console.err("error: the output root's state cannot be written: \(error)") }
+            }
+            for note in Pruner(root: root).prune(removals, state: &state) { console.err("tsexport: \(note)") }
+            for o in removals { console.err("tsexport: removed \(o.name) (\(o.paths.count) path(s)): \(o.reason)") }
         }
         let order = Dictionary(plan.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         outcomes.sort { (order[$0.name] ?? 0) < (order[$1.name] ?? 0) }
         let wall = Date().timeIntervalSince(started)
         if cmd.options.json {
-            console.printJSON(ApplyReport.json(outcomes, wall: wall))
+            var report = ApplyReport.json(outcomes, wall: wall)
+            report["removed"] = removals.map { ["name": $0.name, "bundle": $0.bundle, "paths": $0.paths, "reason": $0.reason] as [String: Any] }
+            console.printJSON(report)
         } else {
-            console.out(ApplyReport.table(outcomes, wall: wall, base: FileManager.default.currentDirectoryPath))
+            console.out(ApplyReport.table(outcomes, served: served, wall: wall, base: FileManager.default.currentDirectoryPath)
+                        + (removals.isEmpty ? "" : "\nPruned: \(removals.count) orphaned bundle(s) removed with their deploys."))
         }
         return outcomes.contains { $0.status == .failed || $0.status == .notRun } ? ExitStatus.failure : ExitStatus.success
     }
 }
 
+extension Apply {
+    /// Which manifest file and document made each planned bundle, and the deploys it installs, by bundle folder
+    /// relative to the output root.
+    static func owners(_ plan: Plan, manifests: [String: Manifest], root: URL) -> [String: OutputState.Owner] {
+        var out: [String: OutputState.Owner] = [:]
+        for e in plan.entries {
+            guard let m = manifests[e.name], let rel = OutputState.relative(e.bundle, root: root) else { continue }
+            let deploys = m.output.deploy.compactMap { Planner.deployDestination($0, name: m.name, root: root).flatMap { OutputState.relative($0.path, root: root) } }
+            out[rel] = OutputState.Owner(name: m.name, manifestFile: URL(fileURLWithPath: e.file).standardizedFileURL.path,
+                                         documentIndex: e.documentIndex, deploys: deploys)
+        }
+        return out
+    }
+}
+
 /// The end-of-apply summary.
 enum ApplyReport {
-    static func table(_ outcomes: [ExportOutcome], wall: Double, base: String) -> String {
-        var rows = [["NAME", "ACTION", "RESULT", "TIME", "MAX ABS ERR", "BUNDLE"]]
+    /// One row per manifest; ENVELOPE is what the bundle on disk serves (verified), from the new record or, for an
+    /// up-to-date bundle, from `served` (the plan's reading of its record).
+    static func table(_ outcomes: [ExportOutcome], served: [String: [VerifiedAxis]] = [:], wall: Double, base: String) -> String {
+        var rows = [["NAME", "ACTION", "RESULT", "TIME", "MAX ABS ERR", "ENVELOPE", "BUNDLE"]]
         for o in outcomes {
             var err = "-"
             if let cases = o.record?["parity"]?["cases"]?.arrayValue {
@@ -104,14 +154,20 @@ enum ApplyReport {
                 err = String(format: "%.1e", worst)
             }
             let bundle = o.bundle.hasPrefix(base + "/") ? String(o.bundle.dropFirst(base.count + 1)) : o.bundle
-            rows.append([o.name, o.action.rawValue, o.status.rawValue, o.seconds > 0 ? String(format: "%.1fs", o.seconds) : "-", err, bundle])
+            let axes = o.record.map { VerifiedAxis.read(record: $0) } ?? served[o.name] ?? []
+            let envelope = o.status == .ok || o.status == .upToDate ? VerifiedAxis.summary(axes) : ""
+            // An up-to-date manifest has no action: its RESULT says so once.
+            let action = o.action == .upToDate ? "-" : o.action.rawValue
+            rows.append([o.name, action, o.status.rawValue, o.seconds > 0 ? String(format: "%.1fs", o.seconds) : "-", err,
+                         envelope.isEmpty ? "-" : envelope, bundle])
         }
         let widths = (0..<rows[0].count).map { i in rows.map { $0[i].count }.max() ?? 0 }
         var lines = rows.map { r in r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
         let count = { (s: ExportOutcome.Status) in outcomes.filter { $0.status == s }.count }
         let created = outcomes.filter { $0.status == .ok && $0.action == .create }.count
         let rebuilt = outcomes.filter { $0.status == .ok && $0.action == .rebuild }.count
-        lines.append("Apply: \(created) created, \(rebuilt) rebuilt, \(count(.upToDate)) up to date, \(count(.failed)) failed, \(count(.notRun)) not run in \(String(format: "%.1f", wall)) s.")
+        let redeployed = outcomes.filter { $0.status == .ok && $0.action == .redeploy }.count
+        lines.append("Apply: \(created) created, \(rebuilt) rebuilt, " + (redeployed > 0 ? "\(redeployed) redeployed, " : "") + "\(count(.upToDate)) up to date, \(count(.failed)) failed, \(count(.notRun)) not run in \(String(format: "%.1f", wall)) s.")
         return lines.joined(separator: "\n")
     }
 

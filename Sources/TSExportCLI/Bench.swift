@@ -34,7 +34,7 @@ public struct Bench: ParsableCommand {
     public init() {}
 
     /// The name of the report written into each bundle.
-    public static let reportFile = "bench.html"
+    public static let reportFile = BundleContent.reportFile
 
     public func run() throws {
         let code = Bench.execute(self, console: .standard)
@@ -150,7 +150,10 @@ public struct Bench: ParsableCommand {
             console.err("tsexport: benchmarking \(dir) (\(cmd.runs) runs after \(cmd.warmup) warm-up per shape and side)")
             do {
                 let result = try worker.request("bench", fields)
-                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(true)), ("result", result)]))
+                // A shape the artifact failed at (one outside its envelope, say) fails the command.
+                let failed = Self.failedShapes(result)
+                if !failed.isEmpty { bad = true }
+                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(failed.isEmpty)), ("result", result)]))
                 if !cmd.json { table(dir: dir, result).forEach(console.out) }
             } catch let f as WorkerFailure {
                 bad = true
@@ -165,6 +168,13 @@ public struct Bench: ParsableCommand {
         }
         if cmd.json { console.out(JSONValue.object([("bundles", .array(reports)), ("ok", .bool(!bad))]).serialized(pretty: true)) }
         return bad ? ExitStatus.failure : ExitStatus.success
+    }
+
+    /// The shapes at which the artifact (model.pt or model.pt2) failed, as `[1, 512]`.
+    static func failedShapes(_ r: JSONValue) -> [String] {
+        (r["shapes"]?.arrayValue ?? []).filter { row in
+            ["artifact", "aoti"].contains { row[$0]?["error"]?.stringValue != nil }
+        }.map { shapeText($0["shape"]) }
     }
 
     // MARK: the terminal table

@@ -82,6 +82,7 @@ extension Bench {
         func nonEmpty(_ v: JSONValue?) -> String? { v?.stringValue.flatMap { $0.isEmpty ? nil : $0 } }
         let attention = nonEmpty(record["attn_implementation"]) ?? nonEmpty(model["attn_implementation"]) ?? "eager"
         let config = (model["config"]?.objectValue ?? []).filter { $0.0 != "attn_implementation" }
+        let library: String = model["library"]?.stringValue ?? "transformers"
         return .model(.object([
             ("class", .string(className)),
             ("pretrained", pretrained),
@@ -94,6 +95,7 @@ extension Bench {
             ("attn_implementation", .string(attention)),
             ("trust_remote_code", .bool(model["trust_remote_code"]?.boolValue ?? false)),
             ("allow_pickle", .bool(model["allow_pickle"]?.boolValue ?? false)),
+            ("library", .string(library)),
         ]))
     }
 

@@ -58,7 +58,8 @@ public struct Validate: ParsableCommand {
         } else {
             console.report(result.diagnostics)
             if result.isValid {
-                console.err("\(result.manifests.count) manifest\(result.manifests.count == 1 ? "" : "s") in \(result.fileCount) file\(result.fileCount == 1 ? "" : "s"): valid")
+                // Success is the command's result: stdout. Diagnostics and the error count go to stderr.
+                console.out("\(result.manifests.count) manifest\(result.manifests.count == 1 ? "" : "s") in \(result.fileCount) file\(result.fileCount == 1 ? "" : "s"): valid")
             } else {
                 let n = result.diagnostics.filter { $0.severity == .error }.count
                 console.err("\(n) error\(n == 1 ? "" : "s") in \(result.fileCount) file\(result.fileCount == 1 ? "" : "s")")

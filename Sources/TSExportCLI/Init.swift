@@ -84,7 +84,8 @@ public struct Init: ParsableCommand {
                 return fail("the folder of \(cmd.output!) does not exist (init writes only the file -o names)")
             }
         }
-        let name = cmd.name ?? ManifestScaffold.defaultName(folder: source)
+        let config = FileManager.default.contents(atPath: source.appendingPathComponent("config.json").path).flatMap { try? JSONValue(parsing: $0) }
+        let name = cmd.name ?? ManifestScaffold.defaultName(folder: source, config: config)
         guard ManifestScaffold.isValidName(name) else {
             return fail("\(name) is not a valid metadata.name ([a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters); pass --name")
         }
@@ -92,7 +93,7 @@ public struct Init: ParsableCommand {
         guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "transformers"]) else {
             return ExitStatus.failure
         }
-        let facts: InitFacts
+        var facts: InitFacts
         do {
             defer { worker.shutdown() }
             let data = try worker.request("inspect", [
@@ -101,6 +102,8 @@ public struct Init: ParsableCommand {
                 ("task", cmd.task.map(JSONValue.string) ?? .null),
             ])
             facts = try InitFacts(data)
+            // A sentence-transformers folder is exported as its pipeline, unless a task names a transformers head.
+            if cmd.task == nil { facts.pipeline = InitFacts.sentenceTransformersModules(folder: source) }
         } catch let f as WorkerFailure {
             return fail(f.message)
         } catch {
@@ -211,6 +214,16 @@ public struct InitFacts: Sendable {
     public var sampleTokens: Int?
     public var safetensors: Bool
     public var pickle: [String]
+    /// The module types a sentence-transformers folder's modules.json lists (nil: no modules.json).
+    public var pipeline: [String]?
+
+    /// The last component of each module type in `folder/modules.json` (Transformer, Pooling, Normalize, ...), or nil
+    /// when the folder has none: such a folder is a sentence-transformers pipeline.
+    public static func sentenceTransformersModules(folder: URL) -> [String]? {
+        guard let data = FileManager.default.contents(atPath: folder.appendingPathComponent("modules.json").path) else { return nil }
+        let modules = (try? JSONValue(parsing: data))?.arrayValue ?? []
+        return modules.compactMap { $0["type"]?.stringValue?.split(separator: ".").last.map(String.init) }
+    }
 
     /// Reads the `inspect` result.
     public init(_ v: JSONValue) throws {
@@ -253,16 +266,47 @@ public enum ManifestScaffold {
     /// The longest sequence the envelope covers (capped by the model's positions).
     public static let sequenceCap = 128
 
-    /// metadata.name from a folder name: lower case, other characters to `-`, at most 63.
-    public static func defaultName(folder: URL) -> String {
+    /// Folder names that say nothing about the model (what `save_pretrained` targets are often called).
+    static let genericFolderNames: Set<String> = [
+        "model", "models", "checkpoint", "checkpoints", "pretrained", "weights", "final", "output", "outputs", "export",
+        "hf", "snapshot", "snapshots", "main", "latest", "best", "saved-model", "hf-model",
+    ]
+
+    /// metadata.name for a pretrained folder: its name, lower case, other characters to `-`, at most 63; when that
+    /// says nothing (`model`, `checkpoint`, a commit hash), the model's own name from config.json: the last part of
+    /// `_name_or_path` when it names a hub model, else the first architecture (`BertForMaskedLM` → `bert-for-masked-lm`).
+    public static func defaultName(folder: URL, config: JSONValue? = nil) -> String {
+        let fromFolder = slug(folder.lastPathComponent)
+        let isHash = fromFolder.count >= 12 && fromFolder.allSatisfy { $0.isHexDigit }
+        guard fromFolder.isEmpty || genericFolderNames.contains(fromFolder) || isHash else { return fromFolder }
+        if let path = config?["_name_or_path"]?.stringValue, !path.isEmpty, !path.hasPrefix("/"), !path.hasPrefix("."),
+           let last = path.split(separator: "/").last {
+            let s = slug(String(last))
+            if !s.isEmpty && !genericFolderNames.contains(s) { return s }
+        }
+        if let arch = config?["architectures"]?[0]?.stringValue {
+            var words = ""
+            for (i, ch) in arch.enumerated() {
+                let prev = i > 0 ? Array(arch)[i - 1] : ch
+                if i > 0 && ch.isUppercase && (prev.isLowercase || prev.isNumber) { words.append("-") }
+                words.append(ch)
+            }
+            let s = slug(words)
+            if !s.isEmpty { return s }
+        }
+        return fromFolder.isEmpty ? "model" : fromFolder
+    }
+
+    /// Lower case, characters other than ASCII letters and digits to one `-`, trimmed, at most 63.
+    static func slug(_ text: String) -> String {
         var s = ""
-        for ch in folder.lastPathComponent.lowercased() {
+        for ch in text.lowercased() {
             if ch.isASCII && (ch.isLetter || ch.isNumber) { s.append(ch) } else if !s.hasSuffix("-") { s.append("-") }
         }
         s = String(s.prefix(63))
         while s.hasPrefix("-") { s.removeFirst() }
         while s.hasSuffix("-") { s.removeLast() }
-        return s.isEmpty ? "model" : s
+        return s
     }
 
     public static func isValidName(_ s: String) -> Bool {
@@ -346,6 +390,12 @@ public enum ManifestScaffold {
         }
         y.append("    class: \(f.className)\u{1F}\(classNote)")
         y.append("    pretrained: \(quote(pretrained))\u{1F}config and weights, relative to this file's folder")
+        if let pipeline = f.pipeline {
+            let steps = pipeline.isEmpty ? "" : " (\(pipeline.joined(separator: " → ")))"
+            y.append("    library: sentence-transformers\u{1F}the folder's modules.json pipeline\(steps) is the model")
+            y.append("    # Outputs token_embeddings and sentence_embedding; apply checks sentence_embedding against the library's")
+            y.append("    # encode() on real text at every envelope point.")
+        }
         if !f.safetensors {
             y.append("    # The folder has only pickle weights (\(f.pickle.joined(separator: ", "))), which can run code when loaded:")
             y.append("    # apply needs --allow-pickle too. Converting them to safetensors is safer.")
@@ -353,7 +403,8 @@ public enum ManifestScaffold {
         }
         y.append("    # torchscript: true (the default) gives tuple outputs and unties tied weights, as the guide promises;")
         y.append("    # dtype: float32 (the default); attn_implementation: eager (the default; sdpa traces too).")
-        y.append("  inputs:\u{1F}bound BY NAME to \(f.resolvedClass).forward(); the artifact takes them in this order")
+        let receiver = f.pipeline == nil ? "\(f.resolvedClass).forward()" : "the pipeline (its \(f.resolvedClass))"
+        y.append("  inputs:\u{1F}bound BY NAME to \(receiver); the artifact takes them in this order")
         if useText {
             y.append("    tokenizer: \(quote(pretrained))\u{1F}the folder's own tokenizer")
             y.append("    text: \(quote(f.sampleText))\u{1F}a sample sentence; any text in the model's language")

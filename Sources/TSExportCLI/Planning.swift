@@ -23,6 +23,9 @@ public struct SelectionOptions: ParsableArguments {
     /// `--shard i/n`.
     @Option(name: .customLong("shard"), help: "Only shard i of n (1-based, e.g. 2/4): manifests are split deterministically by name, for CI matrices.")
     public var shard: String?
+    /// `--prune`.
+    @Flag(help: "Remove bundles (with their deploys) whose manifest the given paths no longer hold.")
+    public var prune = false
     public init() {}
 
     /// Parses `i/n`; nil when absent; throws a message when malformed.
@@ -71,6 +74,22 @@ public struct SelectionOptions: ParsableArguments {
 
 /// Validation, selection, state gathering and planning, shared by plan and apply.
 enum Planning {
+    /// The bundles the root's state says the given paths made, whose manifest is gone.
+    static func orphans(_ options: ManifestOptions, selection: SelectionOptions, loaded: [Manifest], root: URL) -> ([PlanOrphan], [String]) {
+        let state = OutputState.read(root: root)
+        guard !state.bundles.isEmpty else { return ([], []) }
+        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        let paths = options.paths.map { ($0.hasPrefix("/") ? URL(fileURLWithPath: $0) : cwd.appendingPathComponent($0)).standardizedFileURL.path }
+        var filters: [String] = []
+        if !selection.names.isEmpty { filters.append("--name") }
+        if !selection.selectors.isEmpty { filters.append("--selector") }
+        var shard: (Int, Int)?
+        if case .success(let s) = selection.parsedShard() { shard = s }
+        let scope = OrphanPlanner.Scope(paths: paths, filtered: filters.isEmpty ? nil : filters.joined(separator: " and "), shard: shard, prune: selection.prune)
+        return OrphanPlanner(shardIndex: SelectionOptions.shardIndex).plan(
+            state: state, loaded: loaded, root: root, scope: scope, exists: { FileManager.default.fileExists(atPath: $0) })
+    }
+
     /// Returns nil (after reporting) when the manifests are invalid; else the plan, the warnings and the selected
     /// manifests.
     /// What planning produced.
@@ -95,6 +114,15 @@ enum Planning {
             }
             return nil
         }
+        // Config keys the model's config class does not declare but nearly does are typos: refused before any model is
+        // built, from the class's declared keys (cached per runtime and class; a worker only on a miss).
+        let typos = configKeyTypos(selected, python: python, console: console)
+        if typos.hasErrors {
+            if options.json { console.printJSON(["valid": false, "diagnostics": DiagnosticPrinter.json(diagnostics + typos)] as [String: Any]) } else {
+                console.report(diagnostics + typos)
+            }
+            return nil
+        }
         let root = options.resolvedOutputRoot
         var fingerprints: [String: FingerprintInputs] = [:]
         var existing: [String: RecordSummary] = [:]
@@ -106,14 +134,42 @@ enum Planning {
             versions.merge(known.versions) { a, _ in a }
             unavailable = known.unavailableTargets
         }
+        // Every file of every existing bundle and deploy is checked against build.json; the digest cache means only
+        // files whose stat changed are read.
+        let cache = FileDigestCache(root: root)
+        var drift: [String: Drift] = [:]
         for m in selected {
             fingerprints[m.name] = FingerprintInputs(
-                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m), versions: versions)
-            if let r = RecordSummary.read(bundle: Planner.bundleURL(m, root: root)) { existing[m.name] = r }
+                manifest: FingerprintInputs.normalise(m.document), files: hasher.hashes(for: m, cache: cache),
+                versions: versions.merging(Planner.policyInputs(m)) { _, policy in policy })
+            let bundle = Planner.bundleURL(m, root: root)
+            if let r = RecordSummary.read(bundle: bundle) {
+                existing[m.name] = r
+                if r.incomplete == nil, let build = r.build { drift[m.name] = Drift.check(bundle: bundle, build: build, root: root, cache: cache) }
+            }
         }
-        let plan = Planner().plan(PlannerInput(
+        cache.save()
+        var input = PlannerInput(
             manifests: selected, outputRoot: root, fingerprints: fingerprints, existing: existing,
-            unavailableTargets: unavailable, force: selection.force, replace: Set(selection.replace)))
+            unavailableTargets: unavailable, force: selection.force, replace: Set(selection.replace))
+        input.drift = drift
+        var plan = Planner().plan(input)
+        (plan.orphans, plan.notes) = orphans(options, selection: selection, loaded: result.manifests, root: root)
         return Result(plan: plan, diagnostics: diagnostics, manifests: selected, fingerprints: fingerprints)
+    }
+
+    /// `ConfigKeyCheck`'s errors for the manifests that set `spec.model.config`, with the declared keys from
+    /// `ConfigKeysCache`. Without a runtime to ask (the managed one not created yet) or when its worker cannot answer,
+    /// nothing is checked here and the worker's warning at load stays.
+    static func configKeyTypos(_ manifests: [Manifest], python: String?, console: Console) -> [Diagnostic] {
+        let asking = manifests.filter { !$0.model.config.isEmpty }
+        guard !asking.isEmpty, let interpreter = RuntimeResolver(progress: { _ in }).peek(flag: python) else { return [] }
+        guard let answers = try? ConfigKeysCache().answers(classNames: asking.map(\.model.className), python: interpreter) else {
+            return []
+        }
+        return asking.flatMap { m -> [Diagnostic] in
+            guard case .some(.some(let answer)) = answers[m.model.className] else { return [] }
+            return ConfigKeyCheck.diagnostics(m, configClass: answer.configClass, declared: answer.keys)
+        }
     }
 }

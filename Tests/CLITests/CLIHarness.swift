@@ -1,44 +1,15 @@
 import Foundation
+import TestSupport
 import XCTest
 
-/// Runs the real `tsexport` executable that `swift build --build-tests` / `swift test` put beside the test bundle.
-///
-/// The executable is found by walking up from the test bundle (and from this process's own executable) to the first
-/// folder that holds an executable file named `tsexport`, so any `--scratch-path` works. `TSEXPORT_EXECUTABLE`
-/// overrides the search.
+/// Runs the real `tsexport` executable that `swift build --build-tests` / `swift test` put beside the test bundle
+/// (found by `BuiltExecutable`, the one rule every test target uses).
 enum CLI {
     /// The repository root (Tests/CLITests/<this file> → ../..).
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     /// The `tsexport` executable, or nil when it was not built.
-    static let executable: URL? = {
-        let fm = FileManager.default
-        if let env = ProcessInfo.processInfo.environment["TSEXPORT_EXECUTABLE"], fm.isExecutableFile(atPath: env) {
-            return URL(fileURLWithPath: env)
-        }
-        var starts: [URL] = [Bundle.main.bundleURL, Bundle(for: Token.self).bundleURL]
-        if let e = Bundle.main.executableURL { starts.append(e) }
-        if let exe = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") { starts.append(URL(fileURLWithPath: exe)) }
-        if let arg0 = CommandLine.arguments.first, arg0.contains("/") {
-            starts.append(URL(fileURLWithPath: arg0, relativeTo: URL(fileURLWithPath: fm.currentDirectoryPath)).absoluteURL)
-        }
-        for start in starts {
-            var dir = start.standardizedFileURL
-            for _ in 0..<6 {
-                let candidate = dir.appendingPathComponent("tsexport")
-                var isDir: ObjCBool = false
-                if fm.fileExists(atPath: candidate.path, isDirectory: &isDir), !isDir.boolValue, fm.isExecutableFile(atPath: candidate.path) {
-                    return candidate
-                }
-                let parent = dir.deletingLastPathComponent()
-                if parent.path == dir.path { break }
-                dir = parent
-            }
-        }
-        return nil
-    }()
-
-    final class Token {}
+    static let executable: URL? = BuiltExecutable.tsexport
 
     /// What one run printed and returned.
     struct Result {
@@ -66,7 +37,7 @@ enum CLI {
     /// Runs `tsexport ARGS` in `cwd`; stdout and stderr go through files, so neither can fill a pipe and block.
     static func run(_ args: [String], cwd: URL, env: [String: String] = environment(),
                     file: StaticString = #filePath, line: UInt = #line) throws -> Result {
-        let exe = try XCTUnwrap(executable, "the tsexport executable was not found next to the test bundle; build with --build-tests", file: file, line: line)
+        let exe = try XCTUnwrap(executable, BuiltExecutable.notFound, file: file, line: line)
         return try runProcess(exe, args, cwd: cwd, env: env)
     }
 

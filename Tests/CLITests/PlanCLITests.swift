@@ -1,5 +1,6 @@
 import Bundles
 import Foundation
+import JSON
 import Plan
 import TSExportCLI
 import XCTest
@@ -29,7 +30,7 @@ final class PlanCLITests: XCTestCase {
     }
 
     /// Writes a complete-looking bundle `<root>/build/<name>/` (every file of `Planner.bundleFiles`, the record's
-    /// model_sha256 matching model.pt) as apply would.
+    /// model_sha256 matching model.pt, build.json with the content) as apply would.
     func writeRecord(_ name: String, root: URL, document: [String: Any], versions: [String: String]? = nil, files: [String: String] = [:]) throws {
         let v = versions ?? ["worker": WorkerInfo.version, "torch": "2.5.1", "transformers": "4.46.0", "python": "3.11.2"]
         let bundle = root.appendingPathComponent("build/\(name)")
@@ -45,6 +46,8 @@ final class PlanCLITests: XCTestCase {
             "model_sha256": Digest.sha256(model),
         ]
         try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]).write(to: bundle.appendingPathComponent("record.json"))
+        let build = BuildInfo.json(content: try BundleContent.entries(of: bundle), deployments: [], facts: [])
+        try Data(build.serialized(pretty: true).utf8).write(to: bundle.appendingPathComponent(BundleContent.buildFile))
     }
 
     func testCreateWhenNoBundle() throws {
@@ -134,16 +137,22 @@ final class PlanCLITests: XCTestCase {
 
     /// The executable and the in-process command print the same thing.
     func testInProcessCommandMatchesTheExecutable() throws {
+        // The in-process commands see this process's environment: give them the executable's (no TSEXPORT_PYTHON, the
+        // isolated cache), so neither asks a Python runtime anything.
+        let saved = ["TSEXPORT_PYTHON", "TSEXPORT_CACHE_DIR"].map { ($0, ProcessInfo.processInfo.environment[$0]) }
+        unsetenv("TSEXPORT_PYTHON")
+        setenv("TSEXPORT_CACHE_DIR", CLI.isolatedCache, 1)
+        defer { for (k, v) in saved { if let v { setenv(k, v, 1) } else { unsetenv(k) } } }
         let exe = try CLI.run(["validate", "m"], cwd: dir)
         var outLines: [String] = [], errLines: [String] = []
         let console = Console(out: { outLines.append($0) }, err: { errLines.append($0) }, color: false, colorOut: false)
-        let saved = FileManager.default.currentDirectoryPath
+        let savedDirectory = FileManager.default.currentDirectoryPath
         XCTAssertTrue(FileManager.default.changeCurrentDirectoryPath(dir.path))
-        defer { FileManager.default.changeCurrentDirectoryPath(saved) }
+        defer { FileManager.default.changeCurrentDirectoryPath(savedDirectory) }
         let code = Validate.execute(try ManifestOptions.parse(["m"]), console: console)
         XCTAssertEqual(code, exe.status)
-        XCTAssertEqual(errLines.joined(separator: "\n") + "\n", exe.stderr)
-        XCTAssertEqual(outLines, [])
+        XCTAssertEqual(errLines.map { $0 + "\n" }.joined(), exe.stderr)
+        XCTAssertEqual(outLines.joined(separator: "\n") + "\n", exe.stdout)
 
         outLines = []
         errLines = []

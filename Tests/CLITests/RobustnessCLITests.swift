@@ -143,4 +143,18 @@ final class RobustnessCLITests: XCTestCase {
         XCTAssertEqual(all.errLines.dropLast().map { $0.replacingOccurrences(of: fixtures.path + "/", with: "") }, expectedAll)
         XCTAssertEqual(all.errLines.last, "\(expectedAll.filter { $0.contains(": error: ") }.count) errors in \(names.count) files")
     }
+
+    /// A manifest given where a bundle belongs: the error names the bundle that manifest makes, and no Python starts
+    /// (TSEXPORT_PYTHON names a program that does not exist).
+    func testVerifyGivenAManifestNamesItsBundle() throws {
+        try CLI.write(CLI.manifest("named"), to: "named.yaml", in: dir)
+        for command in ["verify", "bench"] {
+            var env = CLI.environment()
+            env["TSEXPORT_PYTHON"] = "/nonexistent/python"
+            let r = try CLI.run([command, "named.yaml"], cwd: dir, env: env)
+            CLI.assertNoCrash(r, command)
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertEqual(r.errLines, ["named.yaml: error: this is a manifest, not a bundle; it makes the bundle build/named (with the current directory as output root); name that folder instead"])
+        }
+    }
 }

@@ -15,12 +15,12 @@ final class ValidateCLITests: XCTestCase {
 
     // MARK: - Exit codes and the summary line
 
-    func testValidFileExitsZeroWithSummaryOnStderrOnly() throws {
+    func testValidFileExitsZeroWithSummaryOnStdoutOnly() throws {
         try CLI.write(CLI.manifest("one"), to: "one.yaml", in: dir)
         let r = try CLI.run(["validate", "one.yaml"], cwd: dir)
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertEqual(r.stdout, "")
-        XCTAssertEqual(r.stderr, "1 manifest in 1 file: valid\n")
+        XCTAssertEqual(r.stderr, "")
+        XCTAssertEqual(r.stdout, "1 manifest in 1 file: valid\n")
     }
 
     func testInvalidFileExitsOne() throws {
@@ -62,14 +62,14 @@ final class ValidateCLITests: XCTestCase {
         // The folder at once...
         let all = try CLI.run(["validate", "--output-root", out.path, "specs"], cwd: CLI.repo)
         XCTAssertEqual(all.status, 0, all.stderr)
-        XCTAssertTrue(all.stderr.hasSuffix("in \(files.count) files: valid\n"), all.stderr)
+        XCTAssertTrue(all.stdout.hasSuffix("in \(files.count) files: valid\n"), all.stdout)
         XCTAssertFalse(all.stderr.contains("error:"), all.stderr)
         CLI.assertNoCrash(all, "validate specs")
         // ...and every file on its own.
         for f in files.sorted() {
             let r = try CLI.run(["validate", "--output-root", out.path, "specs/" + f], cwd: CLI.repo)
             XCTAssertEqual(r.status, 0, "specs/\(f): \(r.stderr)")
-            XCTAssertTrue(r.stderr.hasSuffix("in 1 file: valid\n"), r.stderr)
+            XCTAssertTrue(r.stdout.hasSuffix("in 1 file: valid\n"), r.stderr)
         }
     }
 
@@ -148,7 +148,7 @@ final class ValidateCLITests: XCTestCase {
         try CLI.write(broken, to: "m/README.md", in: dir)
         var r = try CLI.run(["validate", "m"], cwd: dir)
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertEqual(r.stderr, "2 manifests in 2 files: valid\n")
+        XCTAssertEqual(r.stdout, "2 manifests in 2 files: valid\n")
 
         r = try CLI.run(["validate", "--json", "m/"], cwd: dir)
         XCTAssertEqual(r.status, 0)
@@ -162,7 +162,8 @@ final class ValidateCLITests: XCTestCase {
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("empty"), withIntermediateDirectories: true)
         let r = try CLI.run(["validate", "empty"], cwd: dir)
         XCTAssertEqual(r.status, 0)
-        XCTAssertEqual(r.errLines, ["warning: no *.yaml or *.yml files in empty", "0 manifests in 0 files: valid"])
+        XCTAssertEqual(r.errLines, ["warning: no *.yaml or *.yml files in empty"])
+        XCTAssertEqual(r.stdout, "0 manifests in 0 files: valid\n")
     }
 
     func testMultiDocumentFileCountsEveryManifest() throws {
@@ -329,7 +330,7 @@ final class ValidateCLITests: XCTestCase {
         ])
         r = try CLI.run(["validate", "--allow-remote-code", "remote.yaml"], cwd: dir)
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertEqual(r.stderr, "1 manifest in 1 file: valid\n")
+        XCTAssertEqual(r.stdout, "1 manifest in 1 file: valid\n")
         // --allow-remote-code does not also allow pickle.
         try CLI.write(text.replacingOccurrences(of: "trust_remote_code: true,", with: "trust_remote_code: true, allow_pickle: true,"), to: "both.yaml", in: dir)
         r = try CLI.run(["validate", "--allow-remote-code", "both.yaml"], cwd: dir)

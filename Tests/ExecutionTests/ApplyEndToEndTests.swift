@@ -8,7 +8,7 @@ import XCTest
 /// compared with an eager transformers model.
 final class ApplyEndToEndTests: XCTestCase {
     static let guideIDs = [101, 2040, 2001, 3958, 27227, 1029, 102, 3958, 103, 2001, 1037, 13997, 11510, 102]
-    static let bundleFiles = ["model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"]
+    static let bundleFiles = ["build.json", "model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"]
 
     func testPretrainedMiniLMWithTheGuideSentence() throws {
         let dir = try Harness.tempDir("minilm")

@@ -165,6 +165,11 @@ final class BenchTests: XCTestCase {
         XCTAssertTrue(text.stdout.contains("p50 ms"), text.stdout)
         XCTAssertTrue(text.stdout.contains("padding: traced padded to 16 tokens (14 real)"), text.stdout)
         XCTAssertFalse(text.stdout.contains("report:"), text.stdout)
+
+        // A length outside the verified envelope (sequence 1–16) fails at the guard, and so does the command.
+        let (rc3, outside) = try Self.bench([bundle.path, "--runs", "1", "--warmup", "0", "--no-report", "--lengths", "8,32"])
+        XCTAssertEqual(rc3, 1, outside.stdout + outside.stderr)
+        XCTAssertTrue(outside.stdout.contains("failed:"), outside.stdout)
     }
 
     func testMovedPretrainedFolderBenchesTheArtifactAlone() throws {

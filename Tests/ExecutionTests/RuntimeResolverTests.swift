@@ -108,7 +108,7 @@ final class RuntimeResolverTests: XCTestCase {
         env["TSEXPORT_CACHE_DIR"] = cache.path
         func doctor() throws -> (Int32, String) {
             let p = Process()
-            p.executableURL = URL(fileURLWithPath: IncrementalApplyTests.binary)
+            p.executableURL = URL(fileURLWithPath: try Harness.binary())
             p.arguments = ["doctor"]
             p.environment = env
             let pipe = Pipe()

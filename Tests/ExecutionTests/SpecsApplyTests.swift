@@ -21,7 +21,9 @@ final class SpecsApplyTests: XCTestCase {
         for name in bundles.sorted() {
             let bundle = build.appendingPathComponent(name)
             let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
-            guard case .string(let manifestFile)? = record["manifest_file"] else { return XCTFail("no manifest_file in \(name)") }
+            XCTAssertNil(record["manifest_file"], "the record names no path; build.json does")
+            let build = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("build.json")))
+            guard case .string(let manifestFile)? = build["manifest_file"] else { return XCTFail("no manifest_file in \(name)'s build.json") }
             let cmp = try Harness.compare(bundle: bundle, manifestDir: URL(fileURLWithPath: manifestFile).deletingLastPathComponent())
             XCTAssertLessThan(cmp["max_abs_error"]?.doubleValue ?? 1, 1e-3, name)
         }
@@ -48,7 +50,8 @@ final class SpecsApplyTests: XCTestCase {
     func checkGuideBundle(root: URL, spec: URL) throws {
         let bundle = root.appendingPathComponent("build/bert-base-guide")
         XCTAssertEqual(Harness.tree(bundle), ApplyEndToEndTests.bundleFiles)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent(".tsexport").path), "no staging folder or lock is left behind")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent(".tsexport/staging").path), "no staging folder is left behind")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent(".tsexport/lock.json").path), "no lock is left behind")
 
         let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
         XCTAssertEqual(record["input_signature"]?[0]?["name"], "input_ids")

@@ -132,7 +132,7 @@ final class WorkerFailureTests: XCTestCase {
         XCTAssertEqual(code, 1, out.stderr + out.stdout)
         XCTAssertTrue(out.stderr.contains("\(file.path):3:18: error: first-killed: the Python worker died during export (killed by signal 9 (SIGKILL))"), out.stderr)
         XCTAssertTrue(out.stderr.contains("starting a new Python worker"), out.stderr)
-        XCTAssertEqual(Harness.tree(root.appendingPathComponent("build")), ["second-fine"] + ["model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"].map { "second-fine/\($0)" })
+        XCTAssertEqual(Harness.tree(root.appendingPathComponent("build")), ["second-fine"] + ["build.json", "model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"].map { "second-fine/\($0)" })
         XCTAssertTrue(out.stdout.contains("first-killed  create  failed"), out.stdout)
     }
 

@@ -2,7 +2,7 @@
 //
 // Every keyword in `JSONSchemaValidator.supportedKeywords` that has a matching suite file must pass that file 100%.
 // Suite files deliberately NOT claimed (run below for information only, never asserted):
-//   - refRemote.json: needs the suite's `remotes/` folder served at http://localhost:1234/, which is not in shared/.
+//   - refRemote.json: needs the suite's `remotes/` folder served at http://localhost:1234/, which is not in Tests/Conformance/.
 //   - vocabulary.json: needs `$vocabulary` support and two custom metaschemas from `remotes/`; `$vocabulary` is
 //     ignored by this validator (the full 2020-12 vocabulary set is always on).
 // Suite files with no keyword of their own are mapped to the keyword they exercise: infinite-loop-detection.json
@@ -11,7 +11,7 @@
 //
 // dynamicRef.json has three cases that `$ref` documents from the suite's `remotes/draft2020-12/` folder
 // (tree.json, extendible-dynamic-ref.json, detached-dynamicref.json). Those three small documents are copied
-// verbatim below from JSON-Schema-Test-Suite at the commit recorded in shared/…/SOURCE (44401e0c) and passed in
+// verbatim below from JSON-Schema-Test-Suite at the commit recorded in Tests/Conformance/json-schema-test-suite/SOURCE (44401e0c) and passed in
 // the validator's `registry`, exactly as the official harness serves them; nothing else from remotes/ is used.
 // The draft 2020-12 metaschemas (used by ref.json and defs.json) are built into the JSONSchema module.
 
@@ -99,28 +99,13 @@ final class ConformanceTests: XCTestCase {
         """#,
     ]
 
-    /// `TSEXPORT_SHARED_DIR/conformance/json-schema-test-suite`, else the first ancestor A of this file with
-    /// `A/../shared/conformance` or `A/shared/conformance`.
+    /// The suite shipped with the repository: Tests/Conformance/json-schema-test-suite (LICENSE and SOURCE beside it).
+    static let suiteDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Conformance/json-schema-test-suite")
+
     static func locateSuite() -> URL? {
-        let fm = FileManager.default
-        func isDir(_ url: URL) -> Bool {
-            var d: ObjCBool = false
-            return fm.fileExists(atPath: url.path, isDirectory: &d) && d.boolValue
-        }
-        if let env = ProcessInfo.processInfo.environment["TSEXPORT_SHARED_DIR"], !env.isEmpty {
-            let suite = URL(fileURLWithPath: env).appendingPathComponent("conformance/json-schema-test-suite")
-            return isDir(suite) ? suite : nil
-        }
-        var dir = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath().deletingLastPathComponent()
-        while dir.path != "/" && !dir.path.isEmpty {
-            for candidate in [dir.deletingLastPathComponent().appendingPathComponent("shared/conformance"),
-                              dir.appendingPathComponent("shared/conformance")] {
-                let suite = candidate.appendingPathComponent("json-schema-test-suite")
-                if isDir(candidate) && isDir(suite) { return suite }
-            }
-            dir = dir.deletingLastPathComponent()
-        }
-        return nil
+        var d: ObjCBool = false
+        return FileManager.default.fileExists(atPath: suiteDirectory.path, isDirectory: &d) && d.boolValue ? suiteDirectory : nil
     }
 
     struct FileResult {
@@ -165,7 +150,7 @@ final class ConformanceTests: XCTestCase {
 
     func testClaimedKeywordsPassTheOfficialSuite() throws {
         guard let suite = Self.locateSuite() else {
-            XCTFail("JSON-Schema-Test-Suite not found: set TSEXPORT_SHARED_DIR or keep shared/conformance beside the repo")
+            XCTFail("JSON-Schema-Test-Suite not found at \(Self.suiteDirectory.path)")
             return
         }
         let registry = try Self.remotes.mapValues { try JSONValue(parsing: $0) }

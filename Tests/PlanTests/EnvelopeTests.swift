@@ -64,6 +64,29 @@ final class EnvelopeTests: XCTestCase {
         XCTAssertEqual(v.axes.last?.field, "spec.trace.envelope.dims.pixel_values.3")
     }
 
+    func testNamedAxesByTensorNameAndDeclaredInTheEnvelope() throws {
+        // CLIP-like: pixel_values' dimension 1 (channels) is not the text's sequence; the image axis named by `axes`
+        // is ranged by the envelope; input_features' frames stay fixed unless the envelope ranges them.
+        let model = "class: CLIPModel\n    config: {text_config: {vocab_size: 99}}"
+        let m = try Self.manifest("""
+                  - {name: input_ids, from: random, shape: [2, 12]}
+                  - {name: pixel_values, from: random, dtype: float32, shape: [2, 3, 32, 32], axes: [batch, null, image, image]}
+                  - {name: input_features, from: random, dtype: float32, shape: [2, 8, 30]}
+            """, trace: "envelope: {batch: [1, 4], image: [32, 64]}", model: model)
+        let e = EnvelopePlanner.plan(m)
+        XCTAssertEqual(e.axes.map(\.name), ["batch", "sequence", "image"])
+        XCTAssertEqual(e.axes.map(\.rangeText), ["[1, 4]", "[1, 12]", "[32, 64]"])
+        XCTAssertEqual(e.axes.map(\.declared), [true, false, true])
+        XCTAssertEqual(e.axes.last?.field, "spec.trace.envelope.image")
+        XCTAssertEqual(e.tensors.map(\.axes), [["batch", "sequence"], ["batch", nil, "image", "image"], ["batch", nil, nil]])
+        XCTAssertEqual(StaticShapes(m).axes[2], ["batch", nil, "frames"], "frames is named by default, fixed until ranged")
+        XCTAssertTrue(e.points.contains { $0.sizes["image"] == .some(64) })
+        let frames = try Self.manifest("      - {name: input_features, from: random, dtype: float32, shape: [1, 8, 30]}",
+                                       trace: "envelope: {frames: [10, 30]}", model: model)
+        XCTAssertEqual(EnvelopePlanner.plan(frames).tensors.map(\.axes), [["batch", nil, "frames"]])
+        XCTAssertEqual(EnvelopePlanner.plan(frames).axes.map(\.rangeText), ["[1, 1]", "[10, 30]"])
+    }
+
     func testDecoderInputsHaveASequenceOfTheirOwn() throws {
         let m = try Self.manifest("""
                   - {name: input_ids, from: random, shape: [1, 10]}

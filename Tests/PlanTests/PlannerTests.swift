@@ -188,14 +188,16 @@ final class PlannerTests: XCTestCase {
         let q = try XCTUnwrap(plan([try Self.manifest(quantized)]).entries.first)
         let qjob = try XCTUnwrap(q.steps[1].request?["job"])
         XCTAssertEqual(qjob["target"]?["quantize"], .object([
-            ("scheme", "dynamic_int8"), ("modules", .array(["torch.nn.Linear"])), ("weights", "per_channel"),
+            ("scheme", "dynamic_int8"), ("library", "torch.ao"), ("activations", "per_tensor"),
+            ("modules", .array(["torch.nn.Linear"])), ("weights", "per_channel"),
             ("select_min_cosine", .double(0.99)),  // halfway between the gate 0.98 and 1
         ]))
+        XCTAssertEqual(qjob["aoti"], .null)
         XCTAssertEqual(qjob["trace"]?["tolerance"], .object([("atol", .double(1e-5)), ("rtol", .double(1e-4)), ("min_cosine", .double(0.98))]))
         XCTAssertEqual(qjob["trace"]?["float32_reference"], .bool(true))
         XCTAssertEqual(qjob["model"]?["dtype"], "float32")
         XCTAssertEqual(qjob["extra_record"]?["target"]?["quantize"], "dynamic_int8")
-        XCTAssertTrue(q.steps[1].description.hasPrefix("dynamic int8 quantization (per-channel weights) of the Linear layers that together keep cosine 0.99 to the float32 model on the traced inputs, the rest float32; then torch.jit.trace on cpu"), q.steps[1].description)
+        XCTAssertTrue(q.steps[1].description.hasPrefix("dynamic int8 quantization with torch.ao (per-tensor activations, per-channel weights) of the Linear layers that together keep cosine 0.99 to the float32 model on the traced inputs, the rest float32; then torch.jit.trace on cpu"), q.steps[1].description)
         // quantize is part of the manifest, so of the fingerprint
         XCTAssertNotEqual(q.fingerprint, try XCTUnwrap(plan([try Self.manifest(Self.deployText)]).entries.first).fingerprint)
     }
@@ -238,6 +240,39 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(e.reasons, [])
         XCTAssertEqual(e.fingerprint, fp.fingerprint)
         XCTAssertTrue(plan([m]).hasChanges)
+    }
+
+    func testAOTIAloneWithQuantizePlansTorchaoAndFreezingAndFingerprintsThePolicy() throws {
+        let text = Self.deployText
+            .replacingOccurrences(of: "  output:\n", with: "  target: {quantize: dynamic_int8}\n  output:\n    formats: [aoti]\n")
+            .replacingOccurrences(of: "      - kind: triton\n        repository: build/triton\n      - kind: torchserve\n        store: build/model-store\n",
+                                  with: "      - {kind: triton, repository: build/triton, format: aoti}\n")
+        let m = try Self.manifest(text)
+        let e = try XCTUnwrap(plan([m]).entries.first)
+        let job = try XCTUnwrap(e.steps[1].request?["job"])
+        XCTAssertEqual(job["formats"], .array(["aoti"]))
+        XCTAssertEqual(job["aoti"], .object([("inductor_configs", .object([("freezing", .bool(true))]))]))
+        XCTAssertEqual(job["target"]?["quantize"]?["library"], "torchao")
+        XCTAssertEqual(job["target"]?["quantize"]?["activations"], "per_token")
+        XCTAssertEqual(job["trace"]?["tolerance"], .object([("atol", .double(0.5)), ("rtol", .double(5e-2)), ("min_cosine", .double(0.99))]))
+        XCTAssertTrue(e.steps[1].description.hasPrefix("torchao Int8DynamicActivationInt8WeightConfig (per-token activations, per-channel weights) of the Linear layers"), e.steps[1].description)
+        let bundle = URL(fileURLWithPath: e.bundle)
+        XCTAssertEqual(e.steps[2].outputs, ["record.json", "sample_inputs.safetensors", "reference_outputs.safetensors", "model.pt2"].map { bundle.appendingPathComponent($0).path })
+        XCTAssertTrue(e.steps[2].description.hasPrefix("torch.export (no_grad) over the envelope and AOTInductor (freezing=true) into model.pt2, compile time unknown until the first build"), e.steps[2].description)
+        XCTAssertEqual(e.steps[3].inputs, [bundle.appendingPathComponent("model.pt2").path])
+        XCTAssertTrue(e.steps[3].description.hasPrefix("reload model.pt2 in a fresh process"), e.steps[3].description)
+        XCTAssertEqual(Planner.policyInputs(m), ["policy.aoti.inductor_configs": "{\"freezing\":true}", "policy.quantize.library": "torchao"])
+
+        // the last build's compile time is the estimate; the policy is fingerprinted, so a record without it rebuilds
+        var record = Self.record(Self.fingerprint(m))
+        record.aotiCompileSeconds = 41.6
+        let again = try XCTUnwrap(plan([m], existing: [m.name: record]).entries.first)
+        XCTAssertEqual(again.action, .rebuild)
+        XCTAssertEqual(again.reasons.map(\.subject), ["policy.aoti.inductor_configs", "policy.quantize.library"])
+        XCTAssertTrue(again.steps[2].description.contains("compile about 42 s (the last build's)"), again.steps[2].description)
+        var fp = Self.fingerprint(m)
+        for (k, v) in Planner.policyInputs(m) { fp.versions[k] = v }
+        XCTAssertEqual(try XCTUnwrap(plan([m], existing: [m.name: Self.record(fp)]).entries.first).action, .upToDate)
     }
 
     func testUpToDateWhenTheRecordMatches() throws {
@@ -451,7 +486,7 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(PlanRenderer.json(back), json, "rendering is deterministic")
         // The wire names: kebab-case actions and reason kinds, snake-free keys.
         let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
-        XCTAssertEqual(Set(o.keys), ["outputRoot", "entries"])
+        XCTAssertEqual(Set(o.keys), ["outputRoot", "entries", "orphans", "notes"])
         let entries = try XCTUnwrap(o["entries"] as? [[String: Any]])
         XCTAssertEqual(Set(entries[0].keys), ["name", "file", "line", "action", "reasons", "bundle", "fingerprint", "steps", "blockers", "envelope", "manifestDirectory", "documentIndex"])
         XCTAssertEqual(entries.last?["action"] as? String, "rebuild")
@@ -498,8 +533,13 @@ final class PlannerTests: XCTestCase {
         for f in ["model.pt", "sample_inputs.safetensors", "reference_outputs.safetensors"] {
             try Data().write(to: dir.appendingPathComponent(f))
         }
+        // Without build.json (the bundle's content and its digest) it is not complete either.
+        XCTAssertEqual(RecordSummary.read(bundle: dir)?.incomplete, "build.json is missing from the bundle")
+        let build = BuildInfo.json(content: try BundleContent.entries(of: dir), deployments: [], facts: [])
+        try Data(build.serialized(pretty: true).utf8).write(to: dir.appendingPathComponent(BundleContent.buildFile))
         let s = try XCTUnwrap(RecordSummary.read(bundle: dir))
         XCTAssertNil(s.incomplete)
+        XCTAssertEqual(s.build?.contentDigest, try BundleContent.digest(of: dir))
         XCTAssertEqual(s.fingerprint, fp.fingerprint)
         XCTAssertEqual(CanonicalJSON.text(s.manifest), CanonicalJSON.text(fp.manifest))
         XCTAssertEqual(s.inputFiles, ["spec.model.pretrained/config.json": "abc"])

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 import YAML
 
-/// Runs the yaml-test-suite (data branch, in `shared/conformance/yaml-test-suite/`) through the loader.
+/// Runs the yaml-test-suite (data branch, shipped in `Tests/Conformance/yaml-test-suite/`) through the loader.
 ///
 /// - A case with `in.json` passes when it loads and its documents, as JSON values, equal the expected stream
 ///   (numbers compared numerically, object keys unordered). A YAML key that is not a string is written as its
@@ -163,27 +163,14 @@ final class ConformanceTests: XCTestCase {
         return nil
     }
 
-    /// `TSEXPORT_SHARED_DIR`'s `conformance/yaml-test-suite`, else the nearest ancestor of this file with
-    /// `../shared/conformance` or `shared/conformance` (CI clones the repo beside a read-only `shared/`).
+    /// The suite shipped with the repository: Tests/Conformance/yaml-test-suite (LICENSE and SOURCE beside it).
     static func suiteDirectory() throws -> URL {
-        let fm = FileManager.default
-        func suite(in shared: URL) -> URL? {
-            let dir = shared.appendingPathComponent("conformance/yaml-test-suite")
-            return fm.fileExists(atPath: dir.path) ? dir : nil
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Conformance/yaml-test-suite")
+        guard FileManager.default.fileExists(atPath: dir.appendingPathComponent("SOURCE").path) else {
+            throw SuiteError.notFound("the yaml-test-suite is missing from \(dir.path)")
         }
-        if let env = ProcessInfo.processInfo.environment["TSEXPORT_SHARED_DIR"], !env.isEmpty {
-            if let dir = suite(in: URL(fileURLWithPath: env)) { return dir }
-            throw SuiteError.notFound("TSEXPORT_SHARED_DIR=\(env) has no conformance/yaml-test-suite")
-        }
-        var ancestor = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath().deletingLastPathComponent()
-        while ancestor.path != "/" {
-            for shared in [ancestor.deletingLastPathComponent().appendingPathComponent("shared"),
-                           ancestor.appendingPathComponent("shared")] {
-                if let dir = suite(in: shared) { return dir }
-            }
-            ancestor = ancestor.deletingLastPathComponent()
-        }
-        throw SuiteError.notFound("no shared/conformance/yaml-test-suite above \(#filePath); set TSEXPORT_SHARED_DIR")
+        return dir
     }
 
     enum SuiteError: Error { case notFound(String) }

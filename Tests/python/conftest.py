@@ -1,16 +1,15 @@
-"""pytest setup for the Python worker: the worker folder on sys.path, the hub offline, a `slow` marker."""
+"""pytest setup for the Python worker: the hub offline, a `slow` marker.
+
+`tsexport_worker` is imported as installed (scripts/test runs `pip install -e Sources/Execution/Resources/worker`);
+pytest puts this folder on sys.path for the helpers (workerkit, deploykit, doubles) because it has no __init__.py.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-WORKER_DIR = Path(__file__).resolve().parents[2] / "Sources" / "Execution" / "Resources" / "worker"
-sys.path.insert(0, str(WORKER_DIR))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The model hubs are unreachable here; the worker's hub code path stays intact (nothing is forced in the worker).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

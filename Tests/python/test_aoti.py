@@ -4,13 +4,13 @@ libtorch (C++) runs match eager; out-of-envelope shapes and export failures."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nativekit
 import pytest
 import torch
 from tsexport_worker.aoti import (
@@ -27,8 +27,6 @@ from tsexport_worker.envelope import Envelope
 from tsexport_worker.errors import WorkerError
 from tsexport_worker.trace import ForwardWrapper
 
-WORKER_DIR = Path(__file__).resolve().parents[2] / "Sources" / "Execution" / "Resources" / "worker"
-NATIVE_SOURCE = Path(__file__).resolve().parent / "native" / "aoti_check.cpp"
 PAIR = ["input_ids", "attention_mask"]
 TRACED = {"batch": 1, "sequence": 8}
 
@@ -177,8 +175,6 @@ def test_bert_package_matches_eager_at_corners_and_inside(bert: ForwardWrapper, 
 
 
 _OUTSIDE = """
-import sys
-sys.path.insert(0, {worker!r})
 import torch
 from tsexport_worker.aoti import run_aoti
 for batch, seq in [(1, 1), (5, 8), (2, 33)]:
@@ -195,7 +191,7 @@ for batch, seq in [(1, 1), (5, 8), (2, 33)]:
 def test_bert_package_outside_envelope(bert_package: tuple[str, dict[str, Any]], check: str) -> None:
     # The package checks its inputs only when AOTI_RUNTIME_CHECK_INPUTS=1; batch 1 passes the check because the
     # package is compiled with aot_inductor.check_lowerbound=False (inductor's own lower bound is 2).
-    code = _OUTSIDE.format(worker=str(WORKER_DIR), path=bert_package[0])
+    code = _OUTSIDE.format(path=bert_package[0])
     env = {**os.environ, "AOTI_RUNTIME_CHECK_INPUTS": check}
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -235,22 +231,8 @@ def test_gpt2_exports_with_dynamic_batch_without_a_mask(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def aoti_check(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    compiler = shutil.which("g++")
-    if compiler is None:
-        pytest.skip("g++ cannot be found on PATH (install it: apt-get install -y g++); the libtorch check needs it")
-    torch_dir = Path(torch.__file__).resolve().parent
-    binary = tmp_path_factory.mktemp("aoti_native") / "aoti_check"
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    build = [
-        compiler, "-std=c++17", "-O1", "-w", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-        f"-I{torch_dir / 'include'}", f"-I{torch_dir / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
-        str(NATIVE_SOURCE), "-o", str(binary),
-        f"-L{torch_dir / 'lib'}", f"-Wl,-rpath,{torch_dir / 'lib'}", "-ltorch", "-ltorch_cpu", "-lc10",
-    ]  # fmt: skip
-    built = subprocess.run(build, capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr[-4000:]
-    return binary
+def aoti_check() -> Path:
+    return nativekit.libtorch_program("aoti_check.cpp")
 
 
 def _spec(tensor: torch.Tensor) -> str:

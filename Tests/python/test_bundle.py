@@ -61,3 +61,36 @@ def test_one_sha256_for_hashing_and_copying(tmp_path: Path) -> None:
     assert sha256_file(str(source)) == want
     assert copy_hashed(str(source), str(tmp_path / "b.bin")) == want
     assert (tmp_path / "b.bin").read_bytes() == source.read_bytes()
+
+
+def test_canonical_safetensors_gives_the_same_bytes_whatever_the_metadata_order(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from tsexport_worker.bundle import canonical_safetensors
+
+    tensors = {"b/x": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a/y": torch.ones(3, dtype=torch.int64)}
+    written = []
+    for i, metadata in enumerate(({"tsexport.cases": "[1]", "tsexport.inputs": "[\"x\"]", "z": "é"},
+                                  {"z": "é", "tsexport.inputs": "[\"x\"]", "tsexport.cases": "[1]"})):
+        path = tmp_path / f"{i}.safetensors"
+        save_file(tensors, str(path), metadata=metadata)
+        canonical_safetensors(str(path))
+        written.append(path.read_bytes())
+    assert written[0] == written[1]
+    header_length = int.from_bytes(written[0][:8], "little")
+    assert header_length % 8 == 0
+    header = json.loads(written[0][8:8 + header_length])
+    assert list(header) == ["__metadata__", "a/y", "b/x"] and list(header["__metadata__"])[0] == "tsexport.cases"
+    loaded = load_file(str(tmp_path / "0.safetensors"))
+    assert torch.equal(loaded["b/x"], tensors["b/x"]) and torch.equal(loaded["a/y"], tensors["a/y"])
+
+
+def test_cpu_features_name_the_machine_and_torch_capability() -> None:
+    import platform
+
+    from tsexport_worker.bundle import cpu_features
+
+    cpu = cpu_features()
+    assert cpu["machine"] == platform.machine()
+    assert cpu["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cpu["features"] == sorted(cpu["features"])

@@ -1,4 +1,4 @@
-"""Generation with a key/value cache outside Python (cache_split.py, issue 12): the cached artifacts of a tiny GPT-2
+"""Generation with a key/value cache outside Python (cache_split.py): the cached artifacts of a tiny GPT-2
 (prefill.pt + step.pt) and of tiny Marian / BART (encoder.pt + step.pt) against model.generate(), token for token;
 the loop in a process without transformers; the libtorch example; drift detection."""
 
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import nativekit
 import pytest
 import torch
 from workerkit import run_python
@@ -34,14 +35,29 @@ S2S: dict[str, Any] = {"vocab_size": 99, "d_model": 32, "encoder_layers": 2, "de
 MARIAN = {**S2S, "pad_token_id": 98, "decoder_start_token_id": 98, "eos_token_id": [0, 14],
           "forced_eos_token_id": 0}
 S2S_PROMPTS = [[5, 6, 7, 8, 9, 0], [10, 11, 30, 40, 50, 0], [42, 43, 44, 45, 46, 0], [7, 0]]
+# Grouped-query decoders: 4 query heads over 2 key/value heads. Mistral's every layer and Gemma 2's first layer see a
+# window of 4 slots, which the 9-token prompt plus 12 new tokens outgrow (generate() differs without the window);
+# Gemma 2 states head_dim 16 (not hidden / heads) and unties its head, which tied gives one repeated token.
+GQA: dict[str, Any] = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                       "num_key_value_heads": 2, "intermediate_size": 37, "max_position_embeddings": 128,
+                       "bos_token_id": 1, "eos_token_id": 82, "pad_token_id": 0, "initializer_range": 0.5}
+DECODERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama": ("LlamaForCausalLM", GQA),
+    "qwen2": ("Qwen2ForCausalLM", GQA),
+    "mistral": ("MistralForCausalLM", {**GQA, "sliding_window": 4}),
+    "gemma2": ("Gemma2ForCausalLM", {**GQA, "sliding_window": 4, "head_dim": 16, "tie_word_embeddings": False}),
+    "phi3": ("Phi3ForCausalLM", GQA),
+}
+DECODER_ONLY = ["gpt2", *DECODERS]
+ALL = [*DECODER_ONLY, "marian", "bart"]
 
 
 def _model(cls: str, config: dict[str, Any]) -> torch.nn.Module:
     import transformers
 
     torch.manual_seed(0)
-    config_cls = {"GPT2LMHeadModel": transformers.GPT2Config, "MarianMTModel": transformers.MarianConfig,
-                  "BartForConditionalGeneration": transformers.BartConfig}[cls]
+    config_cls = getattr(transformers, cls.replace("ForCausalLM", "Config").replace("LMHeadModel", "Config")
+                         .replace("MTModel", "Config").replace("ForConditionalGeneration", "Config"))
     model: torch.nn.Module = getattr(transformers, cls)(config_cls(**config)).eval()
     return model
 
@@ -58,9 +74,11 @@ def _generate(model: torch.nn.Module, prompts: list[list[int]], pad: int, new_to
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.nn.Module, str, dict[str, Any]]]:
-    """The three tiny models, each traced once: name -> (model, artifacts dir, the returned interface)."""
+    """The tiny models, each traced once: name -> (model, artifacts dir, the returned interface)."""
     out = {}
-    models = {"gpt2": ("GPT2LMHeadModel", GPT2, "decoder-only", torch.tensor([[4, 5, 6, 7, 8, 9], [9, 8, 7, 6, 5, 4]])),
+    decoder_example = torch.tensor([[4, 5, 6, 7, 8, 9], [9, 8, 7, 6, 5, 4]])
+    models = {"gpt2": ("GPT2LMHeadModel", GPT2, "decoder-only", decoder_example),
+              **{name: (cls, config, "decoder-only", decoder_example) for name, (cls, config) in DECODERS.items()},
               "marian": ("MarianMTModel", MARIAN, "encoder-decoder", torch.tensor([[5, 6, 7, 8, 9, 0]] * 2)),
               "bart": ("BartForConditionalGeneration", S2S, "encoder-decoder", torch.tensor([[5, 6, 7, 8, 9, 2]] * 2))}
     for name, (cls, config, kind, example) in models.items():
@@ -72,11 +90,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.
 
 
 def _prompt_sets(name: str) -> list[list[list[int]]]:
-    prompts = GPT2_PROMPTS if name == "gpt2" else S2S_PROMPTS
+    prompts = GPT2_PROMPTS if name in DECODER_ONLY else S2S_PROMPTS
     return [prompts, *[[p] for p in prompts], prompts[:2]]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "marian", "bart"])
+@pytest.mark.parametrize("name", ALL)
 def test_cached_greedy_matches_generate(exported: dict[str, Any], name: str) -> None:
     model, directory, description = exported[name]
     pad = description["pad_token_id"]
@@ -100,6 +118,35 @@ def test_the_tests_cover_early_eos_padding_and_distinct_rows(exported: dict[str,
         assert len({tuple(row) for row in rows}) > 1, rows
 
 
+def test_grouped_query_caches_use_the_key_value_heads(exported: dict[str, Any]) -> None:
+    """The buffer holds the key/value heads and the stated head_dim; the windows are the config's, per layer."""
+    for name in DECODERS:
+        description = exported[name][2]
+        head_dim = 16 if name == "gemma2" else 8
+        assert (description["layers"], description["heads"], description["head_dim"]) == (2, 2, head_dim), name
+        spec, modules = cache_split.load_artifacts(exported[name][1])
+        ids, mask = cache_split._left_pad([[5, 6, 7]], 0)
+        with torch.no_grad():
+            _, keys, _ = modules["prefill"](ids, mask)
+        assert tuple(keys.shape) == (2, 1, 2, MAX_LENGTH, head_dim), name
+    windows = {name: exported[name][2]["sliding_windows"] for name in DECODERS}
+    assert windows == {"llama": [None, None], "qwen2": [None, None], "mistral": [4, 4], "gemma2": [4, None],
+                       "phi3": [None, None]}
+
+
+@pytest.mark.parametrize("name", ["mistral", "gemma2"])
+def test_the_sliding_window_shapes_these_tokens(exported: dict[str, Any], name: str) -> None:
+    """The prompts outgrow the window, and generate() without it differs: the window is exercised, and the rows
+    differ, most of them not one repeated token."""
+    model, _, description = exported[name]
+    cls, config = DECODERS[name]
+    wide = _model(cls, {**config, "sliding_window": 1000})
+    pad = description["pad_token_id"]
+    rows = _generate(model, GPT2_PROMPTS, pad, NEW_TOKENS)
+    assert rows != _generate(wide, GPT2_PROMPTS, pad, NEW_TOKENS)
+    assert len({tuple(row) for row in rows}) == len(rows) and sum(len(set(row)) > 2 for row in rows) >= 3, rows
+
+
 def test_interface_is_returned_and_embedded(exported: dict[str, Any]) -> None:
     _, directory, description = exported["gpt2"]
     assert description["files"] == ["prefill.pt", "step.pt", "full.pt"]
@@ -121,7 +168,7 @@ def test_interface_is_returned_and_embedded(exported: dict[str, Any]) -> None:
     assert marian["eos_token_ids"] == [0, 14]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "marian", "bart"])
+@pytest.mark.parametrize("name", ALL)
 def test_every_tracer_warning_is_explained(exported: dict[str, Any], name: str) -> None:
     """transformers 5.24's TracerWarnings on these traces are all reviewed ones (a new one fails here)."""
     traced = exported[name][2]["traced"]
@@ -219,21 +266,15 @@ def test_refusals() -> None:
 
 
 @pytest.fixture(scope="session")
-def generate_binary(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """examples/generate built once per session against this Python's torch."""
-    if shutil.which("g++") is None:
-        pytest.skip("g++ is not installed")
-    out = str(tmp_path_factory.mktemp("generate") / "generate")
-    proc = subprocess.run(["bash", str(REPO / "examples" / "generate" / "build.sh"), sys.executable, out],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def generate_binary() -> str:
+    """examples/generate, built once (shared with the Swift tests) against this Python's torch."""
+    return str(nativekit.generate_example())
 
 
-@pytest.mark.parametrize("name", ["gpt2", "marian", "bart"])
+@pytest.mark.parametrize("name", ALL)
 def test_cpp_example_matches_generate(exported: dict[str, Any], generate_binary: str, name: str) -> None:
     model, directory, description = exported[name]
-    for prompt in GPT2_PROMPTS if name == "gpt2" else S2S_PROMPTS:
+    for prompt in GPT2_PROMPTS if name in DECODER_ONLY else S2S_PROMPTS:
         want = _generate(model, [prompt], description["pad_token_id"], NEW_TOKENS)[0]
         proc = subprocess.run([generate_binary, directory, str(NEW_TOKENS), *map(str, prompt)],
                               capture_output=True, text=True, timeout=120)

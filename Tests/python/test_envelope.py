@@ -110,9 +110,12 @@ def test_decoder_inputs_have_a_length_of_their_own(tmp_path: Path) -> None:
     from tsexport_worker import inputs
     from tsexport_worker.protocol import TensorSpec
 
-    specs = [TensorSpec(index=0, name="input_ids", source="random", dtype="int64", shape=[1, 10], values=None, low=None, high=None),
-             TensorSpec(index=1, name="decoder_input_ids", source="random", dtype="int64", shape=[1, 6], values=None, low=None, high=None),
-             TensorSpec(index=2, name="decoder_attention_mask", source="ones", dtype="int64", shape=[1, 7], values=None, low=None, high=None)]
+    specs = [TensorSpec(index=0, name="input_ids", source="random", dtype="int64", shape=[1, 10], values=None, low=None, high=None,
+                        axes=["batch", "sequence"]),
+             TensorSpec(index=1, name="decoder_input_ids", source="random", dtype="int64", shape=[1, 6], values=None, low=None, high=None,
+                        axes=["batch", "decoder_sequence"]),
+             TensorSpec(index=2, name="decoder_attention_mask", source="ones", dtype="int64", shape=[1, 7], values=None, low=None, high=None,
+                        axes=["batch", "decoder_sequence"])]
     tensors = [torch.zeros(1, 10, dtype=torch.long), torch.zeros(1, 6, dtype=torch.long), torch.zeros(1, 7, dtype=torch.long)]
     with pytest.raises(Exception) as caught:
         inputs.check_agreement(specs, tensors)

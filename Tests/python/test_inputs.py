@@ -72,3 +72,27 @@ def test_batch_sizes_must_agree(tmp_path: Path) -> None:
     error = export_error(make_job(tmp_path, tensors=tensors))
     assert (error.code, error.field) == ("shape_mismatch", "spec.inputs.tensors[1].shape")
     assert "batch size 2" in error.message
+
+
+def test_remade_ids_keep_their_ends_and_follow_the_mask() -> None:
+    """structure.keep_structure: the traced row's first and last real tokens stay at the ends of every remade row,
+    the tokens between are drawn from the inner ones (never an end token), and padding follows the mask."""
+    from tsexport_worker.inputs import BuiltInputs
+    from tsexport_worker.protocol import TensorSpec
+    from tsexport_worker.structure import keep_structure
+
+    specs = [TensorSpec(0, "input_ids", "values", "int64", None, None, None, None),
+             TensorSpec(1, "attention_mask", "values", "int64", None, None, None, None)]
+    traced = [torch.tensor([[101, 7, 8, 9, 102, 0, 0]]), torch.tensor([[1, 1, 1, 1, 1, 0, 0]])]
+    built = BuiltInputs(specs=specs, tensors=traced, text=None)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+    drawn = [torch.full((3, 4), 102), mask]
+    ids, kept_mask = keep_structure(built, drawn, seed=3, pad_id=None)
+    assert torch.equal(kept_mask, mask)
+    assert ids[0, 0] == 101 and ids[0, 2] == 102 and ids[0, 3] == 0 and int(ids[0, 1]) in (7, 8, 9)
+    assert ids[1].tolist() == [102, 0, 0, 0]  # one real token: the last one wins
+    assert ids[2, 0] == 101 and ids[2, 3] == 102 and all(int(t) in (7, 8, 9) for t in ids[2, 1:3])
+    # Random tensors are remade as declared, untouched.
+    random_specs = [TensorSpec(0, "input_ids", "random", "int64", [1, 7], None, None, None)]
+    same = keep_structure(BuiltInputs(random_specs, traced[:1], None), [torch.full((2, 3), 5)], seed=3, pad_id=None)
+    assert same[0].tolist() == [[5, 5, 5], [5, 5, 5]]

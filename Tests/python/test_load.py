@@ -53,6 +53,31 @@ def test_unknown_config_keys_are_warnings_with_their_field(tmp_path: Path) -> No
     assert all(w["code"] == "unknown_config_key" for w in data["warnings"])
     assert "did you mean hidden_size" in by_field["spec.model.config.hidden_sizee"]["message"]
     assert data["output_signature"][0]["shape"] == [1, 14, 32]  # hidden_sizee changed nothing
+    assert by_field["spec.model.config.vocab_size_or_config_json_file"]["message"] == (
+        "config key 'vocab_size_or_config_json_file' is not declared by BertConfig: it is passed to the config, which "
+        "stores it as an attribute, so only a model that reads 'vocab_size_or_config_json_file' uses it"
+    )
+
+
+def test_config_keys_answers_from_the_config_class_alone() -> None:
+    from workerkit import Worker
+
+    worker = Worker()
+    try:
+        _, bert = worker.request("config_keys", **{"class": "BertForSequenceClassification"})
+        _, auto = worker.request("config_keys", **{"class": "AutoModel"})
+        _, wrong = worker.request("config_keys", **{"class": "BertModle"})
+        _, bad = worker.request("config_keys", **{"klass": "BertModel"})
+    finally:
+        worker.close()
+    assert bert["type"] == "result", bert
+    data = bert["data"]
+    assert (data["class"], data["config_class"]) == ("BertForSequenceClassification", "BertConfig")
+    assert {"hidden_size", "num_attention_heads", "vocab_size", "num_labels"} <= set(data["keys"])
+    assert "hiden_size" not in data["keys"] and data["keys"] == sorted(data["keys"])
+    assert auto["data"] == {"class": "AutoModel", "config_class": None, "keys": None}
+    assert (wrong["type"], wrong["code"]) == ("error", "unknown_class"), wrong
+    assert (bad["type"], bad["code"]) == ("error", "bad_request"), bad
 
 
 def _pickle_only_model(folder: Path) -> Path:

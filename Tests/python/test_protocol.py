@@ -197,14 +197,14 @@ JOB_FIELDS = [
     ("model", "job.model"), ("inputs", "job.inputs"), ("trace", "job.trace"), ("target", "job.target"),
     *[(f"model.{k}", f"spec.model.{k}") for k in (
         "class", "pretrained", "pretrained_is_local", "revision", "config", "torchscript", "seed", "dtype",
-        "attn_implementation", "trust_remote_code", "allow_pickle")],
+        "attn_implementation", "trust_remote_code", "allow_pickle", "library")],
     *[(f"inputs.{k}", f"spec.inputs.{k}") for k in (
         "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to",
         "tensors")],
     *[(f"inputs.tensors[0].{k}", f"spec.inputs.tensors[0].{k}") for k in (
-        "name", "from", "dtype", "shape", "values", "low", "high")],
+        "name", "from", "dtype", "shape", "values", "low", "high", "axes")],
     *[(f"trace.{k}", f"spec.trace.{k}") for k in ("api", "strict", "check_shapes", "split", "tolerance", "envelope",
-                                                           "float32_reference")],
+                                                           "float32_reference", "encode_check")],
     ("trace.tolerance.atol", "spec.trace.tolerance.atol"), ("trace.tolerance.rtol", "spec.trace.tolerance.rtol"),
     ("trace.tolerance.min_cosine", "spec.trace.tolerance.min_cosine"), ("target.quantize", "spec.target.quantize"),
     ("target.hardware", "spec.target.hardware"), ("target.optimize", "spec.target.optimize"),

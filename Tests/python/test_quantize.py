@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 from workerkit import TINY_BERT, make_job, run_export
 
-QUANTIZE = {"scheme": "dynamic_int8", "modules": ["torch.nn.Linear"], "weights": "per_channel",
-            "select_min_cosine": 0.995}
+QUANTIZE = {"scheme": "dynamic_int8", "library": "torch.ao", "activations": "per_tensor",
+            "modules": ["torch.nn.Linear"], "weights": "per_channel", "select_min_cosine": 0.995}
 
 
 def _spec(select: float = 0.995, weights: str = "per_channel"):  # type: ignore[no-untyped-def]

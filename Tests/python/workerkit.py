@@ -63,9 +63,25 @@ DTYPE_TOLERANCE = {"float16": (1e-2, 1e-2), "bfloat16": (5e-2, 5e-2)}
 TOLERANCE = (1e-5, 1e-4)
 
 
+# The contract's default axes by tensor name (the Swift side resolves them into every tensor's `axes`).
+DEFAULT_AXES: dict[str, list[str | None]] = {
+    "input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"],
+    "token_type_ids": ["batch", "sequence"], "position_ids": ["batch", "sequence"],
+    "inputs_embeds": ["batch", "sequence", None], "decoder_input_ids": ["batch", "decoder_sequence"],
+    "decoder_attention_mask": ["batch", "decoder_sequence"], "decoder_position_ids": ["batch", "decoder_sequence"],
+    "pixel_values": ["batch", None, None, None], "input_features": ["batch", None, "frames"],
+    "input_values": ["batch", "samples"],
+}
+
+
 def full_tensor(tensor: dict[str, Any]) -> dict[str, Any]:
     """A tensor entry with every key protocol 2 requires (the manifest's defaults, as the Swift side fills them)."""
-    return {**TENSOR_DEFAULTS, **tensor}
+    full = {**TENSOR_DEFAULTS, **tensor}
+    if "axes" not in tensor:
+        rank = len(full["shape"]) if full["shape"] is not None else 2
+        base = DEFAULT_AXES.get(full["name"], ["batch"])
+        full["axes"] = [base[d] if d < len(base) else None for d in range(rank)]
+    return full
 
 
 def make_job(
@@ -91,7 +107,7 @@ def make_job(
         "class": cls, "pretrained": None, "pretrained_is_local": False, "revision": None,
         "config": TINY_BERT if config is None else config, "torchscript": True, "seed": 0,
         "dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False, "allow_pickle": False,
-        **(model or {}),
+        "library": "transformers", **(model or {}),
     }
     atol, rtol = DTYPE_TOLERANCE.get(model_keys["dtype"], TOLERANCE)
     reduced = model_keys["dtype"] != "float32" or quantize is not None
@@ -108,9 +124,10 @@ def make_job(
         "trace": {"api": TRACE_APIS[hardware], "strict": strict, "check_shapes": check_shapes or [], "split": split,
                   "tolerance": tolerance if tolerance is not None
                   else {"atol": atol, "rtol": rtol, "min_cosine": 0.99 if reduced else None},
-                  "envelope": None, "float32_reference": reduced},
+                  "envelope": None, "float32_reference": reduced, "encode_check": None},
         "target": {"hardware": hardware, "optimize": optimize, "quantize": quantize},
         "formats": ["torchscript"],
+        "aoti": None,
         "staging_dir": str(staging),
         "extra_record": extra_record if extra_record is not None else {"fingerprint": "test"},
     }

@@ -365,7 +365,9 @@ int main(int argc, char** argv) {
     };
     for (const auto& c : its_cases) report(file, c, run_case(run, c, names, samples, references, atol, rtol));
   };
-  script("model.pt", cases, inputs);
+  // a bundle built with formats: [aoti] alone has model.pt2 and no model.pt
+  std::string package = bundle + "/model.pt2";
+  if (is_file(bundle + "/model.pt") || !is_file(package)) script("model.pt", cases, inputs);
   for (const auto& artifact : artifacts.items) {
     const Json* file = artifact.get("file");
     if (!file || file->kind != Json::String) continue;
@@ -376,7 +378,6 @@ int main(int argc, char** argv) {
   }
 
   // model.pt2 with AOTInductor's package loader
-  std::string package = bundle + "/model.pt2";
   if (aoti && is_file(package)) {
     mark("model.pt2");
     std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;

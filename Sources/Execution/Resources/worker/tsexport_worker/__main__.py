@@ -88,12 +88,20 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
         source, class_name, task = parse_inspect(request_body(request, KEYS))
         require_in_stage("load", "torch", "transformers")
         return inspect_folder(source, class_name, task)
+    if request.op == "config_keys":
+        body = request_body(request, ("class",))
+        if not isinstance(body["class"], str):
+            raise WorkerError(None, "bad_request", "config_keys needs `class`, a model class name", field="class")
+        require_in_stage("load", "torch", "transformers")
+        from .load import config_class_keys
+
+        return config_class_keys(body["class"])
     if request.op == "deploy":
         from .deploy import deploy, parse_deploy  # needs neither torch nor transformers
 
         return deploy(parse_deploy(request.body), _progress(request, channel))
     raise WorkerError(
-        None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle, guard, inspect, deploy, bench or shutdown"
+        None, "bad_request", f"unknown op {request.op!r}; expected probe, export, verify_bundle, guard, inspect, config_keys, deploy, bench or shutdown"
     )
 
 

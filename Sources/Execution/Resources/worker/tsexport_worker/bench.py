@@ -121,6 +121,7 @@ def parse_bench_request(body: dict[str, Any]) -> BenchRequest:
 @dataclass
 class Bundle:
     dir: str
+    file: str  # the artifact timed: model.pt, or model.pt2 when it is the bundle's only artifact
     record: dict[str, Any]
     module: Any
     names: list[str]
@@ -153,6 +154,8 @@ class Bundle:
 
 def load_bundle(bundle: str) -> Bundle:
     model_path = os.path.join(bundle, MODEL_FILE)
+    if not os.path.isfile(model_path) and os.path.isfile(os.path.join(bundle, AOTI_FILE)):
+        model_path = os.path.join(bundle, AOTI_FILE)  # formats: [aoti] alone: model.pt2 is the artifact
     sample_path = os.path.join(bundle, SAMPLE_FILE)
     for path in (model_path, sample_path):
         if not os.path.isfile(path):
@@ -163,7 +166,12 @@ def load_bundle(bundle: str) -> Bundle:
         trim_heap()
         rss_before = status_kib("VmRSS")
         started = time.perf_counter()
-        module = torchjit.load(model_path, device)
+        if model_path.endswith(AOTI_FILE):
+            from .aoti import load_aoti
+
+            module = load_aoti(model_path)
+        else:
+            module = torchjit.load(model_path, device)
         load_ms = (time.perf_counter() - started) * 1000
         rss_after = status_kib("VmRSS")
         samples = load_file(sample_path)
@@ -184,7 +192,7 @@ def load_bundle(bundle: str) -> Bundle:
     if not names or not all(f"traced/{n}" in samples for n in names):
         raise WorkerError(STAGE, "load_failed", f"{sample_path} holds no traced sample inputs")
     return Bundle(
-        dir=bundle, record=record, module=module, names=names, samples=samples, references=references,
+        dir=bundle, file=os.path.basename(model_path), record=record, module=module, names=names, samples=samples, references=references,
         cases=cases, device=device, load_ms=round(load_ms, 3),
         load_rss_delta_bytes=(rss_after - rss_before) * 1024 if rss_after is not None and rss_before is not None
         else None,
@@ -314,7 +322,7 @@ def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str
 
     aoti: Any = None
     aoti_path = os.path.join(bundle.dir, AOTI_FILE)
-    if os.path.isfile(aoti_path):
+    if os.path.isfile(aoti_path) and bundle.file != AOTI_FILE:
         from .aoti import load_aoti
 
         aoti = load_aoti(aoti_path)
@@ -363,7 +371,7 @@ def bench(request: BenchRequest, progress: ProgressFn = no_progress) -> dict[str
         "runs": request.runs,
         "warmup": request.warmup,
         "memory_method": method,
-        "artifact": {"file": MODEL_FILE, "load_ms": bundle.load_ms, "load_rss_delta_bytes": bundle.load_rss_delta_bytes,
+        "artifact": {"file": bundle.file, "load_ms": bundle.load_ms, "load_rss_delta_bytes": bundle.load_rss_delta_bytes,
                      "optimize": (bundle.record.get("target") or {}).get("optimize")},
         "eager": {"available": eager.available, "reason": eager.reason, **eager.info},
         "pad_to": (spec.get("inputs") or {}).get("pad_to"),

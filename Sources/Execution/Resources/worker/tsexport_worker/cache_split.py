@@ -6,10 +6,10 @@ Decoder-only (GPT2LMHeadModel): `prefill.pt` runs the left-padded prompt and ret
 decoder token against the self-attention cache. Both kinds also get `full.pt`, the uncached model over the whole
 fixed buffer (the reference a loop compares a cached step with, and the baseline of the speed comparison).
 
-The cache is a fixed buffer, [layers, batch, heads, max_length, head_dim], so every shape is static: a step writes its
-key/value at `cache_position` (index_copy_ inside transformers' own StaticCache, whose layers are given the buffer
-tensors) and attends over the buffer through an explicit attention mask. Every attention mask handed to the model is a
-ready 4D additive mask built here, so none of transformers' data-dependent mask shortcuts (sdpa's is_causal skip, the
+The cache is a fixed buffer, [layers, batch, key/value heads, max_length, head_dim], so every shape is static: a step
+writes its key/value at `cache_position` (index_copy_ inside transformers' own StaticLayer, given the buffer tensors)
+and attends over the buffer through an explicit attention mask (kv_cache.py: the buffer's shape from the config, the
+masks, sliding windows included). Every attention mask handed to the model is a ready 4D additive mask built there, so none of transformers' data-dependent mask shortcuts (sdpa's is_causal skip, the
 padding checks) are baked into a trace.
 
 `trace_cached` writes the artifacts and returns the interface (recorded as "tsexport/generation.json" inside each
@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import torch
 
+from .kv_cache import cache_shape as _cache_shape, causal_mask as _causal_mask, decoder_mask, key_mask as _key_mask, layer_windows, stacked as _stacked, static_cache
 from .generate_loop import GENERATION_NAME, STEP_FILE, _left_pad, _token_ids, generation_picker, suppressed_ids, greedy, greedy_uncached, greedy_with_drift, load_artifacts, max_drift, tokens_per_second  # noqa: F401  (re-exported)
 
 INTERFACE_VERSION = 1
@@ -52,72 +53,14 @@ EXPLAINED_TRACER_WARNINGS: dict[str, str] = {
     "the step (source_length >= 1)",
     "cache_utils.py:2309": "EncoderDecoderCache.is_updated: True in the step (cross keys/values given), False in "
     "the encoder (computed there): fixed by construction",
+    "sdpa_attention.py:121": "grouped-query attention's route (q_length == 1: queries packed per key/value head, "
+    "else keys/values repeated per query head): both routes compute the same attention, so the traced one serves "
+    "every prompt length",
+    "sdpa_attention.py:36": "pack_gqa's mask test (shape[1] == 1): every mask here is [B, 1, Q, K] by construction",
     "functional.py:2595": "nn.functional.embedding's padding_idx range check (a constant)",
 }
 # A drift above this between a cached step's logits and the uncached model's is reported as drift.
 DRIFT_TOLERANCE = 1e-3
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Masks and caches.
-
-
-def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A boolean [B, 1, Q, K] mask as the additive float mask transformers' attention takes (0 = attend). A fully
-    masked row gets a uniform softmax, never NaN, so padding never poisons the cache."""
-    zero = torch.zeros((), dtype=dtype, device=allowed.device)
-    low = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
-    return torch.where(allowed, zero, low)
-
-
-def _key_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, K] 0/1 key mask -> [B, 1, 1, K] additive (every query sees the same keys)."""
-    return _additive(mask[:, None, None, :] != 0, dtype)
-
-
-def _causal_mask(key_valid: torch.Tensor, query_slots: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Queries at buffer slots `query_slots` [Q] attend keys at slots <= their own that `key_valid` [B, K] marks."""
-    slots = torch.arange(key_valid.shape[1], device=key_valid.device)
-    causal = slots[None, :] <= query_slots[:, None]  # [Q, K]
-    return _additive(causal[None, None, :, :] & (key_valid[:, None, None, :] != 0), dtype)
-
-
-def _static_cache(model: torch.nn.Module, max_length: int, keys: torch.Tensor, values: torch.Tensor,
-                  cache_position: torch.Tensor) -> Any:
-    """transformers' StaticCache over explicit buffers: layer l holds keys[l] / values[l] (cloned: the caller's
-    tensors are never written) and writes the next key/value at `cache_position` [1]."""
-    from transformers import StaticCache
-
-    config = cast(Any, model).config
-    cache: Any = StaticCache(config=config, max_cache_len=max_length)
-    for index, layer in enumerate(cache.layers):
-        layer.keys = keys[index].clone()
-        layer.values = values[index].clone()
-        layer.device = keys.device
-        layer.batch_size, layer.num_heads = keys.shape[1], keys.shape[2]
-        layer.k_head_dim = layer.v_head_dim = keys.shape[4]
-        layer.cumulative_length = cache_position.clone()
-        layer.is_initialized = True
-    return cache
-
-
-def _stacked(cache: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.stack([layer.keys for layer in cache.layers]),
-            torch.stack([layer.values for layer in cache.layers]))
-
-
-def _cache_shape(model: torch.nn.Module) -> tuple[int, int, int]:
-    """(layers, heads, head_dim) of the decoder's self-attention cache."""
-    # The flat encoder-decoder configs (Marian, BART) name the decoder's sizes decoder_*; transformers 5.24's
-    # get_text_config(decoder=True) copy of them keeps decoder_* at the class defaults, so read the config itself.
-    config = cast(Any, model).config
-    if not getattr(config, "is_encoder_decoder", False):
-        config = config.get_text_config(decoder=True)
-    layers = getattr(config, "decoder_layers", None) or getattr(config, "num_hidden_layers")
-    heads = getattr(config, "decoder_attention_heads", None) or getattr(config, "num_attention_heads")
-    hidden = getattr(config, "d_model", None) or getattr(config, "hidden_size")
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    return int(layers), int(heads), int(head_dim)
 
 
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -137,6 +80,7 @@ class DecoderOnlyPrefill(torch.nn.Module):
         self.model = model
         self.max_length = max_length
         self.layers, self.heads, self.head_dim = _cache_shape(model)
+        self.windows = layer_windows(model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -149,8 +93,8 @@ class DecoderOnlyPrefill(torch.nn.Module):
         empty = torch.zeros((self.layers, batch, self.heads, self.max_length, self.head_dim), dtype=dtype,
                             device=input_ids.device)
         start = torch.zeros((1,), dtype=torch.long, device=input_ids.device)
-        cache = _static_cache(self.model, self.max_length, empty, empty, start)
-        output = self.model(input_ids=input_ids, attention_mask=_causal_mask(buffer_mask, slots, dtype),
+        cache = static_cache(self.max_length, empty, empty, start)
+        output = self.model(input_ids=input_ids, attention_mask=decoder_mask(self.windows, buffer_mask, slots, dtype),
                             position_ids=position_ids, cache=cache, use_cache=True)
         keys, values = _stacked(cache)
         return output.logits[:, -1], keys, values
@@ -163,14 +107,16 @@ class DecoderOnlyStep(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, max_length: int) -> None:
         super().__init__()
         self.model = model
+        self.windows = layer_windows(model)
         self.max_length = max_length
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache_position: torch.Tensor,
                 attention_mask: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dtype = _model_dtype(self.model)
-        cache = _static_cache(self.model, self.max_length, past_keys, past_values, cache_position)
-        output = self.model(input_ids=input_ids, attention_mask=_causal_mask(attention_mask, cache_position, dtype),
+        cache = static_cache(self.max_length, past_keys, past_values, cache_position)
+        mask = decoder_mask(self.windows, attention_mask, cache_position, dtype)
+        output = self.model(input_ids=input_ids, attention_mask=mask,
                             position_ids=position_ids, cache=cache, use_cache=True)
         keys, values = _stacked(cache)
         return output.logits[:, -1], keys, values
@@ -183,14 +129,15 @@ class DecoderOnlyFull(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.windows = layer_windows(model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_position: torch.Tensor
                 ) -> tuple[torch.Tensor]:
         dtype = _model_dtype(self.model)
         slots = torch.arange(input_ids.shape[1], device=input_ids.device)
         position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-        output = self.model(input_ids=input_ids, attention_mask=_causal_mask(attention_mask, slots, dtype),
-                            position_ids=position_ids, use_cache=False)
+        mask = decoder_mask(self.windows, attention_mask, slots, dtype)
+        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
         return (output.logits.index_select(1, cache_position)[:, 0],)
 
 
@@ -239,7 +186,7 @@ class EncoderDecoderStep(torch.nn.Module):
         from transformers import DynamicCache, EncoderDecoderCache
 
         dtype = _model_dtype(self.model)
-        self_cache = _static_cache(self.model, self.max_length, past_keys, past_values, cache_position)
+        self_cache = static_cache(self.max_length, past_keys, past_values, cache_position)
         cross_cache = DynamicCache([(cross_keys[i], cross_values[i]) for i in range(cross_keys.shape[0])])
         cache = EncoderDecoderCache(self_cache, cross_cache)
         output = self.model(
@@ -505,11 +452,14 @@ def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_pro
     model = model.eval()
     rules = generation_rules(model, kind)
     layers, heads, head_dim = _cache_shape(model)
-    cache_layers = len(_static_cache(model, max_length, torch.zeros((layers, 1, heads, 1, head_dim)),
-                                     torch.zeros((layers, 1, heads, 1, head_dim)), torch.zeros(1)).layers)
-    if cache_layers != layers:
-        raise ValueError(f"transformers' StaticCache has {cache_layers} layers for {type(model).__name__}, its "
-                         f"config {layers}")
+    if kind == "decoder-only":
+        from transformers import StaticCache
+
+        cache_layers = len(StaticCache(config=config, max_cache_len=max_length).layers)
+        if cache_layers != layers:
+            raise ValueError(f"transformers' StaticCache has {cache_layers} layers for {type(model).__name__}, its "
+                             f"config {layers}")
+    windows = layer_windows(model)
     vocab = int(config.vocab_size)
     ids, mask = _example(example_prompt)
     batch, length = ids.shape
@@ -545,6 +495,7 @@ def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_pro
             full_ids[:, 0] = int(rules["decoder_start_token_id"])
             modules["full"] = (EncoderDecoderFull(model), (full_ids, hidden, mask, slot))
         shapes: dict[str, Any] = {"layers": layers, "heads": heads, "head_dim": head_dim, "vocab_size": vocab,
+                                  "sliding_windows": windows,
                   "cache_dtype": str(dtype).replace("torch.", "")}
         description = interface(kind, max_length, rules, shapes)
         os.makedirs(out_dir, exist_ok=True)

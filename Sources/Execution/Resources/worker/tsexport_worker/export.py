@@ -14,17 +14,17 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from . import PROTOCOL_VERSION, WORKER_VERSION, inputs, probe
 from .aoti import export_aoti
-from .bundle import AOTI_FILE, MODEL_FILE, RECORD_NAME
+from .bundle import AOTI_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_features
 from .envelope import Envelope, guard_inputs
 from .errors import WorkerError, describe, traceback_tail
 from .guard import wrap
-from .load import MODEL_DTYPES, load_model
+from .load import MODEL_DTYPES, load_model, model_class
 from .outputs import signature
 from .protocol import Job, ProgressFn, no_progress
 from .quantize import quantize
@@ -79,6 +79,8 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         error.stage = error.stage or "load"
         raise
     stages = Stages(progress)
+    # formats: [aoti] alone makes model.pt2 the bundle's artifact: nothing is traced or saved with TorchScript
+    torchscript = "torchscript" in job.formats
     device = "cuda" if job.target.hardware == "cuda" else "cpu"
     with contextlib.redirect_stdout(sys.stderr):
         float_model: torch.nn.Module | None = None
@@ -116,10 +118,13 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             if split_spec is not None and not cached:
                 check_split_model(model, split_spec, built.names, job.target.hardware)
             eager_outputs = run_eager(wrapper, example, job.model)
-            traced, tracer_warnings = trace_module(wrapper, example, job.trace.strict, job.trace.api)
-            traced = optimize(traced, job.target.optimize)
             plan = Envelope.parse(job.trace.envelope)
-            guarded = plan is not None and job.trace.api == "torch.jit.trace"
+            traced: Any = None
+            tracer_warnings: list[str] = []
+            if torchscript:
+                traced, tracer_warnings = trace_module(wrapper, example, job.trace.strict, job.trace.api)
+                traced = optimize(traced, job.target.optimize)
+            guarded = torchscript and plan is not None and job.trace.api == "torch.jit.trace"
             if plan is not None and guarded:
                 # model.pt refuses shapes outside the planned envelope (narrowed later by the `guard` op if needed)
                 ranges = plan.ranges(plan.traced_sizes(built))
@@ -140,7 +145,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         worker_record: dict[str, Any] = {
             "protocol": PROTOCOL_VERSION,
             "worker_version": WORKER_VERSION,
-            "model_class": type(loaded.model).__name__,
+            "model_class": model_class(loaded.model),
             "input_signature": input_signature,
             "output_signature": output_signature,
             "tracer_warnings": tracer_warnings,
@@ -170,12 +175,17 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
                 worker_record["artifacts"] = artifacts
                 worker_record["generation"] = cached_result["generation"]
             record = {**job.extra_record, **worker_record}
+            if not torchscript:
+                # the record the verifying worker reads until the Swift side writes the final record.json
+                with open(os.path.join(job.staging_dir, RECORD_FILE), "w", encoding="utf-8") as handle:
+                    json.dump(record, handle, sort_keys=True)
             try:
-                torch.jit.save(
-                    traced,
-                    os.path.join(job.staging_dir, MODEL_FILE),
-                    _extra_files={RECORD_NAME: json.dumps(record, sort_keys=True).encode("utf-8")},
-                )
+                if traced is not None:
+                    torch.jit.save(
+                        traced,
+                        os.path.join(job.staging_dir, MODEL_FILE),
+                        _extra_files={RECORD_NAME: json.dumps(record, sort_keys=True).encode("utf-8")},
+                    )
             except Exception as exc:  # noqa: BLE001
                 raise WorkerError(
                     "serialize", "serialize_failed", f"torch.jit.save failed: {describe(exc)}",
@@ -184,6 +194,10 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         with stages.stage("reference"):
             cases = write_reference(job.staging_dir, built, eager_outputs, wrapper, job, device, split_result,
                                     float_wrapper)
+        encode: dict[str, Any] | None = None
+        if job.trace.encode_min_cosine is not None:
+            with stages.stage("encode_check"):
+                encode = _encode_check(job, built, model, plan)
         float_wrapper = float_model = None  # the float32 model is not needed past the references
         loaded.model = model  # (the same class, cast or quantized): nothing holds the float32 weights any more
         aoti: dict[str, Any] | None = None
@@ -191,13 +205,19 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             # torch.export over the envelope, AOTInductor into model.pt2 (progress stage export_aoti, timed)
             traced_sizes = plan.traced_sizes(built) if plan is not None else {}
             aoti = export_aoti(wrapper, example, built.names, plan, traced_sizes,
-                               os.path.join(job.staging_dir, AOTI_FILE), progress)
+                               os.path.join(job.staging_dir, AOTI_FILE), progress,
+                               job.aoti.inductor_configs if job.aoti is not None else None)
             stages.timings_ms["export_aoti"] = round(1000 * (aoti["export_seconds"] + aoti["compile_seconds"]))
     extra: dict[str, Any] = {}
     if split_result is not None:
         extra = {"artifacts": artifacts, "generation": split_result.generation}
     if cached_result is not None:
         extra = {"artifacts": artifacts, "generation": cached_result["generation"]}
+    if loaded.pipeline_modules is not None:
+        import sentence_transformers
+
+        extra["library"] = {"name": "sentence-transformers", "version": sentence_transformers.__version__,
+                            "modules": loaded.pipeline_modules, "encode_check": encode}
     return {
         **extra,
         "input_signature": input_signature,
@@ -208,13 +228,31 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         "untied_parameters": loaded.untied_parameters,
         "adjusted_config": loaded.adjusted_config,
         "text": text,
-        "model_class": type(loaded.model).__name__,
+        "model_class": model_class(loaded.model),
         "attn_implementation": attn_implementation,
         "hardware": job.target.hardware,
         "device": device,
+        "cpu": cpu_features(),
         "guarded": guarded,
         "quantize": quantized,
         "aoti": aoti,
         "versions": versions,
         "timings_ms": stages.timings_ms,
     }
+
+
+def _encode_check(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, plan: Envelope | None) -> dict[str, Any]:
+    """The saved model.pt against sentence-transformers' encode() on real text at the traced shape and every
+    envelope point ([batch, sequence] from the points' sizes)."""
+    from .st_pipeline import encode_check
+
+    ids = built.tensors[built.names.index("input_ids")]
+    traced = plan.traced_sizes(built) if plan is not None else {"batch": int(ids.shape[0]), "sequence": int(ids.shape[1])}
+    points: list[tuple[str, dict[str, int], int, int]] = [("traced", traced, traced["batch"], traced["sequence"])]
+    for point in plan.points if plan is not None else []:
+        if point.case == "traced":
+            continue
+        sizes = plan.resolve(point, traced) if plan is not None else {}
+        points.append((point.case, sizes, sizes.get("batch", traced["batch"]), sizes.get("sequence", traced["sequence"])))
+    artifact = torch.jit.load(os.path.join(job.staging_dir, MODEL_FILE), map_location="cpu")  # type: ignore[no-untyped-call]
+    return encode_check(model, artifact.eval(), built.names, points, cast(float, job.trace.encode_min_cosine))

@@ -296,7 +296,7 @@ def wrap(traced: torch.jit.ScriptModule, inputs: Sequence[GuardInput]) -> torch.
         try:
             exec(compile(source, GUARD_FILE, "exec"), module.__dict__)
             guard = getattr(module, GUARD_CLASS)(traced)
-            guard.train(traced.training)
+            guard.train(getattr(traced, "training", False))  # a frozen module has no training flag (it is in eval)
             scripted: torch.jit.ScriptModule = torch.jit.script(guard)
         finally:
             if previous_module is None:

@@ -239,29 +239,31 @@ def _shape_field(spec: TensorSpec) -> str:
     return f"{spec.path}.shape"
 
 
+AXIS_WORDS = {"batch": "batch size", "sequence": "sequence length", "decoder_sequence": "decoder sequence length"}
+
+
 def check_agreement(specs: list[TensorSpec], tensors: list[torch.Tensor]) -> None:
-    """All tensors agree on batch size (dim 0) and sequence length (dim 1) where they have them.
+    """Dimensions that share an axis name (the request's `axes`; without them only dimension 0, batch) agree in size.
 
     The yardstick is a text-derived tensor when there is one (the text is what the user means), else the first.
     """
-    groups = [(0, DIM_NAMES[0], None), (1, DIM_NAMES[1], False), (1, "decoder sequence length", True)]
-    for dim, dim_name, decoder in groups:
-        having = [
-            (spec, t) for spec, t in zip(specs, tensors, strict=True)
-            if t.dim() > dim and (decoder is None or spec.name.startswith("decoder_") == decoder)
-        ]
-        if not having:
-            continue
-        reference = next(((s, t) for s, t in having if s.source == "text"), having[0])
-        ref_spec, ref_tensor = reference
-        for spec, tensor in having:
-            if tensor.shape[dim] != ref_tensor.shape[dim]:
+    having: dict[str, list[tuple[TensorSpec, torch.Tensor, int]]] = {}
+    for spec, tensor in zip(specs, tensors, strict=True):
+        axes = spec.axes if spec.axes is not None else ["batch"]
+        for dim, axis in enumerate(axes):
+            if axis is not None and dim < tensor.dim():
+                having.setdefault(axis, []).append((spec, tensor, dim))
+    for axis, entries in having.items():
+        ref_spec, ref_tensor, ref_dim = next(((s, t, d) for s, t, d in entries if s.source == "text"), entries[0])
+        for spec, tensor, dim in entries:
+            if tensor.shape[dim] != ref_tensor.shape[ref_dim]:
                 origin = " (from the text)" if ref_spec.source == "text" else ""
+                words = AXIS_WORDS.get(axis, f"{axis} size")
                 raise WorkerError(
                     STAGE, "shape_mismatch",
-                    f"{spec.name} has {dim_name} {tensor.shape[dim]} but {ref_spec.name}{origin} has "
-                    f"{ref_tensor.shape[dim]} ({tensor.shape[dim]} vs {ref_tensor.shape[dim]}); every input must "
-                    f"agree on batch size and sequence length",
+                    f"{spec.name} has {words} {tensor.shape[dim]} but {ref_spec.name}{origin} has "
+                    f"{ref_tensor.shape[ref_dim]} ({tensor.shape[dim]} vs {ref_tensor.shape[ref_dim]}); dimensions "
+                    f"that share the axis {axis!r} must agree",
                     field=_shape_field(spec),
                 )
 
@@ -275,10 +277,19 @@ def build(spec: InputsSpec, model: torch.nn.Module, seed: int, trust_remote_code
         tokenizer = load_tokenizer(spec.tokenizer, spec.tokenizer_revision, trust_remote_code)
         text = tokenize(spec, tokenizer)
     generator = torch.Generator().manual_seed(seed)
-    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    vocab_size = config_vocab_size(getattr(model, "config", None))
     tensors = [make_tensor(t, None, generator, vocab_size, text) for t in spec.tensors]
     check_agreement(spec.tensors, tensors)
     return BuiltInputs(specs=list(spec.tensors), tensors=tensors, text=text)
+
+
+def config_vocab_size(config: Any) -> int | None:
+    """The vocabulary of input_ids: the config's vocab_size, else its text_config's (CLIP, SigLIP and other
+    multimodal configs nest it)."""
+    size = getattr(config, "vocab_size", None)
+    if size is None:
+        size = getattr(getattr(config, "text_config", None), "vocab_size", None)
+    return int(size) if isinstance(size, int) else None
 
 
 def remake(built: BuiltInputs, shape: list[int], seed: int, vocab_size: int | None) -> list[torch.Tensor]:

@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -29,6 +29,18 @@ class LoadedModel:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     adjusted_config: dict[str, Any] = field(default_factory=dict)
     untied_parameters: list[str] = field(default_factory=list)
+    # library sentence-transformers: the pipeline's module types, in modules.json's order.
+    pipeline_modules: list[str] | None = None
+
+
+def model_class(model: torch.nn.Module) -> str:
+    """The class the record names: the model's, or for a sentence-transformers pipeline its Transformer module's."""
+    inner = getattr(model, "pipeline", None)
+    if inner is not None and type(model).__name__ == "SentenceTransformerPipeline":
+        from .st_pipeline import transformer_model
+
+        return type(transformer_model(inner)).__name__
+    return type(model).__name__
 
 
 def _model_class_names(transformers: Any) -> list[str]:
@@ -70,8 +82,24 @@ def known_config_keys(config: Any) -> set[str]:
     return keys
 
 
+def config_class_keys(class_name: str) -> dict[str, Any]:
+    """The `config_keys` op: the keys the config class of model class `class_name` defines, read from the class alone
+    (no weights, no model). An Auto* class has no config class of its own: `config_class` and `keys` are null."""
+    cls, is_auto = resolve_class(class_name)
+    if is_auto:
+        return {"class": class_name, "config_class": None, "keys": None}
+    config_class = cls.config_class  # type: ignore[attr-defined]
+    try:
+        known = known_config_keys(config_class())
+    except Exception:  # noqa: BLE001 - a config class that needs arguments: judge by its class attributes
+        known = known_config_keys(config_class)
+    keys = sorted(k for k in known if not k.startswith("__"))
+    return {"class": class_name, "config_class": config_class.__name__, "keys": keys}
+
+
 def unknown_key_warnings(keys: list[str], known: set[str], config_name: str) -> list[dict[str, Any]]:
-    """A warning per config key the config class does not define: transformers keeps such keys silently."""
+    """A warning per config key the config class does not declare: the config stores it as an attribute, and only a
+    model that reads that attribute uses it."""
     found = []
     for key in keys:
         if key in known or f"_{key}" in known:  # `attn_implementation` is stored as `_attn_implementation`
@@ -82,8 +110,8 @@ def unknown_key_warnings(keys: list[str], known: set[str], config_name: str) -> 
             {
                 "code": "unknown_config_key",
                 "field": f"spec.model.config.{key}",
-                "message": f"unknown config key {key!r}: {config_name} does not define it, so transformers stores "
-                f"it and the model most likely ignores it{hint}",
+                "message": f"config key {key!r} is not declared by {config_name}: it is passed to the config, which "
+                f"stores it as an attribute, so only a model that reads {key!r} uses it{hint}",
             }
         )
     return found
@@ -299,9 +327,19 @@ def untie_weights(model: torch.nn.Module) -> list[str]:
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
-    """The model of the job, in eval mode, untied when torchscript is true."""
-    cls, is_auto = resolve_class(spec.class_name)
+    """The model of the job, in eval mode, untied when torchscript is true. With library sentence-transformers it is
+    the folder's pipeline (st_pipeline.py), whose inner transformers model is untied."""
     loaded = LoadedModel(model=torch.nn.Module())
+    if spec.library == "sentence-transformers":
+        from .st_pipeline import load_pipeline, transformer_model
+
+        pipeline, modules = load_pipeline(spec)
+        if spec.torchscript:
+            loaded.untied_parameters = untie_weights(transformer_model(cast(Any, pipeline).pipeline))
+        loaded.model = pipeline
+        loaded.pipeline_modules = modules
+        return loaded
+    cls, is_auto = resolve_class(spec.class_name)
     if spec.pretrained is None:
         model = _random_init(cls, is_auto, spec, loaded)
     else:

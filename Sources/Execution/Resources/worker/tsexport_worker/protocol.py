@@ -17,7 +17,7 @@ from typing import IO, Any
 from .bundle import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE  # noqa: F401  (re-exported)
 from .errors import WorkerError
 
-OPS = ("probe", "export", "verify_bundle", "guard", "inspect", "deploy", "bench", "shutdown")
+OPS = ("probe", "export", "verify_bundle", "guard", "inspect", "config_keys", "deploy", "bench", "shutdown")
 STAGES = ("load", "inputs", "quantize", "trace", "serialize", "reference", "verify", "guard", "export_aoti", "deploy", "bench")
 HARDWARE = ("cpu", "cuda", "inf1", "inf2")
 TRACE_APIS = ("torch.jit.trace", "torch.neuron.trace", "torch_neuronx.trace")
@@ -213,22 +213,29 @@ class Reader:
 
 MODEL_KEYS = (
     "class", "pretrained", "pretrained_is_local", "revision", "config", "torchscript", "seed", "dtype",
-    "attn_implementation", "trust_remote_code", "allow_pickle",
+    "attn_implementation", "trust_remote_code", "allow_pickle", "library",
 )
-TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high")
+LIBRARIES = ("transformers", "sentence-transformers")
+TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high", "axes")
 INPUTS_KEYS = (
     "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to", "tensors",
 )
-TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope", "float32_reference")
+TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope", "float32_reference", "encode_check")
+ENCODE_CHECK_KEYS = ("min_cosine",)
 SPLIT_KEYS = ("kind", "max_length", "cache")
 TOLERANCE_KEYS = ("atol", "rtol", "min_cosine")
 TARGET_KEYS = ("hardware", "optimize", "quantize")
-QUANTIZE_KEYS = ("scheme", "modules", "weights", "select_min_cosine")
+QUANTIZE_KEYS = ("scheme", "library", "activations", "modules", "weights", "select_min_cosine")
+# torch.ao: torch.ao.nn.quantized.dynamic.Linear (per-tensor activations; TorchScript); torchao:
+# Int8DynamicActivationInt8WeightConfig (per-token activations, per-channel weights; torch.export / AOTInductor).
+QUANTIZE_LIBRARIES = ("torch.ao", "torchao")
+QUANTIZE_ACTIVATIONS = ("per_tensor", "per_token")
 QUANTIZE_SCHEMES = ("dynamic_int8",)
 QUANTIZE_MODULES = ("torch.nn.Linear",)
 QUANTIZE_WEIGHTS = ("per_channel", "per_tensor")
 BENCH_KEYS = ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")
-JOB_KEYS = ("name", "model", "inputs", "trace", "target", "formats", "staging_dir", "extra_record")
+JOB_KEYS = ("name", "model", "inputs", "trace", "target", "formats", "aoti", "staging_dir", "extra_record")
+AOTI_KEYS = ("inductor_configs",)
 FORMATS = ("torchscript", "aoti")
 
 
@@ -245,6 +252,8 @@ class ModelSpec:
     attn_implementation: str
     trust_remote_code: bool
     allow_pickle: bool
+    # "transformers" (the class is the model) or "sentence-transformers" (the folder's modules.json pipeline).
+    library: str
 
 
 @dataclass(frozen=True)
@@ -257,6 +266,9 @@ class TensorSpec:
     values: Any
     low: float | None
     high: float | None
+    # The named axis of each dimension (null entries: fixed), as the Swift side resolved them; dimensions that share
+    # a name must agree. None: only dimension 0 (batch) is named.
+    axes: list[str | None] | None = None
 
     @property
     def path(self) -> str:
@@ -304,11 +316,16 @@ class TraceSpec:
     envelope: dict[str, Any] | None
     # Also record the float32 eager model's outputs (reduced precision: the quality gate's reference).
     float32_reference: bool
+    # sentence-transformers: the cosine the artifact's sentence_embedding must keep to the library's encode() on real
+    # text at every envelope point (null: no such check).
+    encode_min_cosine: float | None
 
 
 @dataclass(frozen=True)
 class QuantizeSpec:
     scheme: str
+    library: str
+    activations: str
     modules: list[str]
     weights: str
     # The chosen layers must keep at least this cosine to the float32 outputs on the traced inputs.
@@ -323,14 +340,21 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class AotiSpec:
+    inductor_configs: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Job:
     name: str
     model: ModelSpec
     inputs: InputsSpec
     trace: TraceSpec
     target: TargetSpec
-    # The artifacts to write: "torchscript" (model.pt) and optionally "aoti" (model.pt2).
+    # The artifacts to write: "torchscript" (model.pt), "aoti" (model.pt2), or both.
     formats: list[str]
+    # With "aoti": how AOTInductor compiles (torch._inductor config keys and values, set as given); else None.
+    aoti: AotiSpec | None
     staging_dir: str
     extra_record: dict[str, Any]
 
@@ -354,6 +378,7 @@ def parse_model(data: Any, path: str = "spec.model") -> ModelSpec:
         attn_implementation=r.text("attn_implementation"),
         trust_remote_code=r.flag("trust_remote_code"),
         allow_pickle=r.flag("allow_pickle"),
+        library=r.choice("library", LIBRARIES),
     )
 
 
@@ -386,7 +411,16 @@ def _parse_tensor(index: int, data: Any) -> TensorSpec:
         values=values,
         low=r.opt_number("low"),
         high=r.opt_number("high"),
+        axes=_parse_axes(r.raw("axes"), r.field("axes")),
     )
+
+
+def _parse_axes(data: Any, field: str) -> list[str | None] | None:
+    if data is None:
+        return None
+    if not isinstance(data, list) or not all(a is None or isinstance(a, str) for a in data):
+        raise WorkerError(None, "bad_request", f"`{field}` must be a list of axis names or nulls", field=field)
+    return list(data)
 
 
 def _parse_inputs(data: Any) -> InputsSpec:
@@ -457,7 +491,8 @@ def parse_quantize(raw: Any) -> QuantizeSpec | None:
         raise WorkerError(
             None, "bad_request", f"`{r.field('select_min_cosine')}` must be in (0, 1]", field=r.field("select_min_cosine")
         )
-    return QuantizeSpec(scheme=r.choice("scheme", QUANTIZE_SCHEMES), modules=list(modules),
+    return QuantizeSpec(scheme=r.choice("scheme", QUANTIZE_SCHEMES), library=r.choice("library", QUANTIZE_LIBRARIES),
+                        activations=r.choice("activations", QUANTIZE_ACTIVATIONS), modules=list(modules),
                         weights=r.choice("weights", QUANTIZE_WEIGHTS), select_min_cosine=select)
 
 
@@ -478,7 +513,15 @@ def _parse_trace(data: Any) -> TraceSpec:
         tolerance=parse_tolerance(r.raw("tolerance"), r.field("tolerance")),
         envelope=r.opt_mapping("envelope"),
         float32_reference=r.flag("float32_reference"),
+        encode_min_cosine=_parse_encode_check(r.raw("encode_check")),
     )
+
+
+def _parse_encode_check(data: Any) -> float | None:
+    if data is None:
+        return None
+    r = Reader(data, "spec.trace.encode_check", ENCODE_CHECK_KEYS)
+    return float(r.number("min_cosine"))
 
 
 def _parse_target(data: Any) -> TargetSpec:
@@ -502,9 +545,17 @@ def parse_job(data: Any) -> Job:
         trace=_parse_trace(r.raw("trace")),
         target=_parse_target(r.raw("target")),
         formats=_parse_formats(r.raw("formats")),
+        aoti=_parse_aoti(r.raw("aoti")),
         staging_dir=staging,
         extra_record=r.mapping("extra_record"),
     )
+
+
+def _parse_aoti(value: Any) -> AotiSpec | None:
+    if value is None:
+        return None
+    r = Reader(value, "job.aoti", AOTI_KEYS)
+    return AotiSpec(inductor_configs=dict(r.mapping("inductor_configs")))
 
 
 def _parse_formats(value: Any) -> list[str]:

@@ -1,7 +1,8 @@
 """Dynamic int8 quantization with per-layer choices, and the per-row cosine both it and verification measure.
 
-The request (`job.target.quantize`) says what to do: which module type, how the weights are quantized, and the cosine
-to the float32 outputs the chosen set must keep on the traced inputs. This module only carries it out:
+The request (`job.target.quantize`) says what to do: which library, which module type, how activations and weights are
+quantized, and the cosine to the float32 outputs the chosen set must keep on the traced inputs. This module only
+carries it out:
 
 1. each candidate layer alone is swapped for its int8 version and the outputs compared with the float32 model's
    (its sensitivity);
@@ -69,8 +70,25 @@ def _swap(model: torch.nn.Module, name: str, module: torch.nn.Module) -> torch.n
     return old
 
 
-def _quantized(linear: torch.nn.Module, weights: str) -> torch.nn.Module:
+def _torchao_quantized(linear: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `linear` with torchao's Int8DynamicActivationInt8WeightConfig: weights int8 per output channel,
+    activations quantized per token at run time. It stays a torch.nn.Linear whose weight is a torchao tensor
+    subclass, which torch.export lowers to plain aten ops (the exported program does not need torchao)."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    quantized = copy.deepcopy(linear)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
+    return quantized
+
+
+def _quantized(linear: torch.nn.Module, spec: QuantizeSpec) -> torch.nn.Module:
+    if spec.library == "torchao":
+        return _torchao_quantized(linear)
     import torch.ao.nn.quantized.dynamic as nnqd
+
+    weights = spec.weights
 
     linear.qconfig = _qconfig(weights)
     with warnings.catch_warnings():
@@ -88,7 +106,7 @@ def quantize(
     started = time.perf_counter()
     work = copy.deepcopy(model)
     names = _candidates(work, spec)
-    int8 = {name: _quantized(work.get_submodule(name), spec.weights) for name in names}
+    int8 = {name: _quantized(work.get_submodule(name), spec) for name in names}
     forwards = 0
 
     def cosine_with(chosen: list[str]) -> float:
@@ -118,6 +136,9 @@ def quantize(
         _swap(work, name, int8[name])
     record = {
         "scheme": spec.scheme,
+        "library": spec.library,
+        "activations": spec.activations,
+        "config": "Int8DynamicActivationInt8WeightConfig" if spec.library == "torchao" else "torch.ao.nn.quantized.dynamic.Linear",
         "modules": spec.modules,
         "weights": spec.weights,
         "select_min_cosine": spec.select_min_cosine,

@@ -12,11 +12,12 @@ import torch
 from safetensors.torch import save_file
 
 from . import inputs
-from .bundle import REFERENCE_FILE, SAMPLE_FILE
+from .bundle import REFERENCE_FILE, SAMPLE_FILE, canonical_safetensors, readable_as_others
 from .envelope import Envelope, inputs_at
 from .errors import describe
 from .outputs import flatten
 from .protocol import Job
+from .structure import keep_structure
 from .trace import ForwardWrapper, as_float32
 
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ def write_reference(
                 references[f"{case}/float32_output_{i}"] = cpu_copy(tensor)
 
     float32_outputs("traced", built.tensors)
-    vocab_size = getattr(getattr(wrapper.model, "config", None), "vocab_size", None)
+    vocab_size = inputs.config_vocab_size(getattr(wrapper.model, "config", None))
+    pad_id = getattr(getattr(wrapper.model, "config", None), "pad_token_id", None)
     plan = Envelope.parse(job.trace.envelope)
     traced = plan.traced_sizes(built) if plan is not None else {}
     if plan is not None:
@@ -77,13 +79,16 @@ def write_reference(
     if plan is None:
         for k, shape in enumerate(job.trace.check_shapes):
             entry: dict[str, Any] = {"case": f"check{k}", "shape": list(shape)}
-            work.append((f"check{k}", inputs.remake(built, shape, job.model.seed + 1 + k, vocab_size), entry))
+            remade = keep_structure(built, inputs.remake(built, shape, job.model.seed + 1 + k, vocab_size),
+                                    job.model.seed + 1 + k, pad_id)
+            work.append((f"check{k}", remade, entry))
     else:
         for k, point in enumerate(plan.points):
             if point.case == "traced":
                 continue
             sizes = plan.resolve(point, traced)
-            remade = inputs_at(plan, built, sizes, job.model.seed + 1 + k, vocab_size)
+            remade = keep_structure(built, inputs_at(plan, built, sizes, job.model.seed + 1 + k, vocab_size),
+                                    job.model.seed + 1 + k, pad_id)
             entry = {"case": point.case, "shape": traced_shape(remade), "sizes": sizes}
             work.append((point.case, remade, entry))
     for case, remade, entry in work:
@@ -96,8 +101,8 @@ def write_reference(
             for i, (_, tensor) in enumerate(outputs):
                 references[f"{case}/output_{i}"] = cpu_copy(tensor)
             float32_outputs(case, remade)
-        except Exception as exc:  # noqa: BLE001 - the eager model itself cannot run at this shape
-            entry["error"] = f"the eager model failed at shape {shape}: {describe(exc)}"
+        except Exception as exc:  # noqa: BLE001 - the eager model itself refuses this input
+            entry["rejected_by_model"] = f"the eager model refuses it at shape {shape} ({describe(exc)})"
         cases.append(entry)
     metadata = {"tsexport.cases": json.dumps(cases), "tsexport.inputs": json.dumps(built.names)}
     if split is not None:
@@ -107,6 +112,8 @@ def write_reference(
         metadata["tsexport.artifacts"] = json.dumps(
             [{"role": p.role, "file": p.file, "inputs": p.input_names, "cases": p.cases} for p in split.artifacts]
         )
-    save_file(samples, os.path.join(staging, SAMPLE_FILE), metadata=metadata)
-    save_file(references, os.path.join(staging, REFERENCE_FILE), metadata=metadata)
+    for tensors, name in ((samples, SAMPLE_FILE), (references, REFERENCE_FILE)):
+        save_file(tensors, os.path.join(staging, name), metadata=metadata)
+        canonical_safetensors(os.path.join(staging, name))
+        readable_as_others(os.path.join(staging, name))
     return cases

@@ -470,7 +470,10 @@ def export_cached(model: torch.nn.Module, built: inputs.BuiltInputs, split: Spli
     try:
         description = trace_cached(model, split.kind, split.max_length, ids[:1], staging)
     except ValueError as exc:
-        raise WorkerError("trace", "bad_config", f"spec.trace.split: {exc}", field="spec.trace.split") from exc
+        raise WorkerError("trace", "bad_config", str(exc), field="spec.trace.split") from exc
+    except Exception as exc:  # noqa: BLE001  (any failure of the cached trace is about the split)
+        raise WorkerError("trace", "trace_failed", "the cached generation artifacts could not be traced: "
+                          + describe(exc), field="spec.trace.split", detail=traceback_tail(exc)) from exc
     row = [int(v) for v in ids[0].tolist()]
     prompts = [row, row[: max(1, len(row) // 2)], row[: max(1, len(row) // 3)]]
     reference = []

@@ -4,6 +4,7 @@ names), and freeze / optimize_for_inference.
 
 from __future__ import annotations
 
+import io
 import sys
 import warnings
 from typing import Any
@@ -157,16 +158,28 @@ def trace_module(
 
 
 def optimize(module: torch.jit.ScriptModule, how: str) -> torch.jit.ScriptModule:
+    """`module` frozen or optimized for inference, as the module `torch.jit.load` gives back for it.
+
+    The module `torch.jit.freeze` returns cannot be the submodule of a scripted module (the envelope guard); the same
+    module saved and loaded again keeps the optimized graph and can be, as it is when the `guard` op rewraps
+    `model.pt`'s inner module.
+    """
     try:
         if how == "freeze":
-            frozen: torch.jit.ScriptModule = torch.jit.freeze(module.eval())
-            return frozen
+            return _reloaded(torch.jit.freeze(module.eval()))
         if how == "optimize_for_inference":
-            optimized: torch.jit.ScriptModule = torch.jit.optimize_for_inference(module.eval())
-            return optimized
+            return _reloaded(torch.jit.optimize_for_inference(module.eval()))
     except Exception as exc:  # noqa: BLE001
         raise WorkerError(
             "trace", "trace_failed", f"{how} failed on the traced module: {describe(exc)}",
             field="spec.target.optimize", detail=traceback_tail(exc),
         ) from exc
     return module
+
+
+def _reloaded(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    buffer.seek(0)
+    loaded: torch.jit.ScriptModule = torch.jit.load(buffer)  # type: ignore[no-untyped-call]
+    return loaded

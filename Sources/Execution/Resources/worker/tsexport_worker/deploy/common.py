@@ -9,7 +9,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from ..bundle import MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device
+from ..bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device
 from ..errors import WorkerError, describe, traceback_tail
 from ..protocol import check_keys
 
@@ -116,6 +116,8 @@ def _signature(value: Any) -> list[dict[str, Any]] | None:
 def read_bundle(directory: str) -> Bundle:
     """model.pt and the record (bundle.read_record: `record.json` laid over the record embedded in model.pt)."""
     model_path = os.path.join(directory, MODEL_FILE)
+    if not os.path.isfile(model_path) and os.path.isfile(os.path.join(directory, AOTI_FILE)):
+        model_path = os.path.join(directory, AOTI_FILE)  # formats: [aoti] alone: model.pt2 is the artifact
     if not os.path.isfile(model_path):
         raise failed(f"the bundle {directory} has no {MODEL_FILE}")
     record = read_record(directory, STAGE, FAILED)

@@ -143,7 +143,7 @@ def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
         "# <name>__<index> convention, in the record's order; each entry's comment names the record's tensor.",
     ]
     lines = [
-        f"# Written by tsexport (worker {WORKER_VERSION}) from the bundle {bundle.dir}.",
+        f"# Written by tsexport (worker {WORKER_VERSION}) from the bundle of {request.name}.",
         *header,
         f"name: {_quote(request.name)}",
         *(['backend: "pytorch"'] if aoti else []),
@@ -167,6 +167,8 @@ def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
             if not os.path.isfile(source):
                 raise failed(f"format: aoti needs {AOTI_FILE} in the bundle; add aoti to spec.output.formats")
             copied = copy_hashed(source, os.path.join(version_dir, AOTI_FILE))
+        elif not bundle.model_path.endswith(MODEL_FILE):
+            raise failed(f"the bundle has no {MODEL_FILE} (its artifact is {AOTI_FILE}); deploy it with format: aoti")
         else:
             copied = copy_hashed(bundle.model_path, os.path.join(version_dir, MODEL_FILE))
             check_sha(bundle, copied)

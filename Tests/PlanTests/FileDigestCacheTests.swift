@@ -1,0 +1,45 @@
+import Bundles
+import Foundation
+import XCTest
+
+/// The digest cache answers from the stat of a file alone while device, inode, size, mtime and ctime are unchanged,
+/// and reads the file again when any of them changes (a same-size rewrite with its mtime put back changes ctime).
+final class FileDigestCacheTests: XCTestCase {
+    func testAWarmCacheReadsNothingAndASameSizeRewriteWithTheOldMtimeIsHashedAgain() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("tsexport-digests-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(".tsexport"), withIntermediateDirectories: true)
+        let file = root.appendingPathComponent("model.pt")
+        try Data(repeating: 7, count: 1 << 20).write(to: file)
+        let mtime = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: file.path)[.modificationDate] as? Date)
+        Thread.sleep(forTimeInterval: 2.2)  // digests of files changed in the last 2 s are not remembered
+
+        let cold = FileDigestCache(root: root)
+        let first = try XCTUnwrap(cold.digest(path: file.path))
+        XCTAssertEqual(first.sha256, try Digest.sha256(file: file.path))
+        XCTAssertEqual(first.size, 1 << 20)
+        XCTAssertEqual(cold.hashed, 1)
+        cold.save()
+
+        let warm = FileDigestCache(root: root)
+        XCTAssertEqual(warm.digest(path: file.path)?.sha256, first.sha256)
+        XCTAssertEqual(warm.hashed, 0, "answered from the stat alone")
+
+        var bytes = Data(repeating: 7, count: 1 << 20)
+        bytes[1000] = 8
+        try bytes.write(to: file)
+        try FileManager.default.setAttributes([.modificationDate: mtime], ofItemAtPath: file.path)
+        let after = FileDigestCache(root: root)
+        XCTAssertEqual(after.digest(path: file.path)?.sha256, Digest.sha256(bytes))
+        XCTAssertEqual(after.hashed, 1)
+        XCTAssertNil(after.digest(path: root.appendingPathComponent("missing").path))
+    }
+
+    func testTheContentDigestIsOverSortedLinesOfShaSizeAndPath() throws {
+        let a = ContentEntry(path: "b.bin", sha256: String(repeating: "1", count: 64), size: 3)
+        let b = ContentEntry(path: "a/x.bin", sha256: String(repeating: "2", count: 64), size: 10)
+        let lines = "\(b.sha256) 10 a/x.bin\n\(a.sha256) 3 b.bin\n"
+        XCTAssertEqual(BundleContent.digest([a, b]), "sha256:" + Digest.sha256(lines))
+        XCTAssertEqual(BundleContent.digest([b, a]), BundleContent.digest([a, b]))
+    }
+}

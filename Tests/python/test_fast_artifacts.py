@@ -1,0 +1,103 @@
+"""formats: [aoti] alone (model.pt2 is the bundle's artifact, no model.pt), bfloat16 and torchao int8 through
+AOTInductor with freezing: export, verification in a fresh reading of the bundle, bench's loading, and a package that loads in a
+Python without torchao. Two AOTInductor compiles in all (tiny random BERT)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from workerkit import make_job, random_ids, run_export, run_python
+
+FREEZING = {"inductor_configs": {"freezing": True}}
+TORCHAO = {"scheme": "dynamic_int8", "library": "torchao", "activations": "per_token",
+           "modules": ["torch.nn.Linear"], "weights": "per_channel", "select_min_cosine": 0.995}
+
+
+def _aoti_job(staging: Path, **fields):  # type: ignore[no-untyped-def]
+    job = make_job(staging, tensors=[random_ids([2, 12])], **fields)
+    job["formats"] = ["aoti"]
+    job["aoti"] = FREEZING
+    return job
+
+
+def test_bfloat16_aoti_alone_writes_model_pt2_and_a_record_and_no_model_pt(tmp_path: Path) -> None:
+    from tsexport_worker.bench import load_bundle
+    from tsexport_worker.verify import verify_bundle
+
+    data = run_export(_aoti_job(tmp_path, model={"dtype": "bfloat16"}))
+    assert not (tmp_path / "model.pt").exists()
+    assert (tmp_path / "model.pt2").stat().st_size == data["aoti"]["bytes"]
+    assert data["aoti"]["inductor_configs"]["freezing"] is True
+    assert data["guarded"] is False and data["tracer_warnings"] == []
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert [s["name"] for s in record["input_signature"]] == ["input_ids"]
+    assert record["dtype"] == "bfloat16"
+    verdict = verify_bundle(str(tmp_path), 5e-2, 5e-2)
+    assert verdict["artifact"] == "model.pt2" and verdict["passed"] is True
+    assert [c["case"] for c in verdict["cases"]] == ["traced"]
+    traced = verdict["cases"][0]
+    assert traced["max_abs_error"] < 5e-2
+    assert 0.99 <= traced["float32"]["min_cosine"] < 1.0  # bfloat16 costs something, within the gate
+    assert verdict["aoti"]["sha256"] == verdict["sha256"]
+    bundle = load_bundle(str(tmp_path))
+    assert bundle.file == "model.pt2"
+    ids = load_file(str(tmp_path / "sample_inputs.safetensors"))["traced/input_ids"]
+    with torch.no_grad():
+        got = bundle.module(ids)
+    expected = load_file(str(tmp_path / "reference_outputs.safetensors"))["traced/output_0"]
+    assert got[0].dtype == torch.bfloat16
+    assert float((got[0].float() - expected.float()).abs().max()) < 5e-2
+
+
+def test_torchao_int8_through_aoti_keeps_quality_and_loads_without_torchao(tmp_path: Path) -> None:
+    from tsexport_worker.quantize import min_cosine
+    from tsexport_worker.verify import verify_bundle
+
+    data = run_export(_aoti_job(tmp_path, quantize=TORCHAO))
+    q = data["quantize"]
+    assert (q["library"], q["activations"], q["config"]) == ("torchao", "per_token", "Int8DynamicActivationInt8WeightConfig")
+    assert q["candidates"] >= 12 and len(q["quantized"]) + len(q["kept_float"]) == q["candidates"]
+    assert q["cosine_on_traced_inputs"] >= 0.995
+    assert not (tmp_path / "model.pt").exists()
+    verdict = verify_bundle(str(tmp_path), 1e-2, 1e-2)
+    traced = verdict["cases"][0]
+    assert traced["float32"]["min_cosine"] >= 0.99
+    # the package runs in a Python where importing torchao fails
+    script = """
+        import sys
+        sys.modules["torchao"] = None
+        import torch
+        from safetensors.torch import load_file
+        package = torch._inductor.aoti_load_package(sys.argv[1] + "/model.pt2")
+        ids = load_file(sys.argv[1] + "/sample_inputs.safetensors")["traced/input_ids"]
+        with torch.no_grad():
+            out = package(ids)
+        torch.save(out[0], sys.argv[1] + "/out.pt")
+        print("torchao" in sys.modules and sys.modules["torchao"] is not None)
+    """
+    ran = run_python(script, str(tmp_path))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip().splitlines()[-1] == "False"
+    got = torch.load(str(tmp_path / "out.pt"))
+    float32 = load_file(str(tmp_path / "reference_outputs.safetensors"))
+    expected = [v for k, v in float32.items() if k == "traced/float32_output_0"]
+    assert expected, sorted(float32)
+    cosine = min_cosine([got], [expected[0]])
+    assert cosine is not None and cosine >= 0.99
+
+
+def test_a_torchao_request_needs_library_and_activations() -> None:
+    from tsexport_worker.errors import WorkerError
+    from tsexport_worker.protocol import parse_quantize
+
+    with pytest.raises(WorkerError) as raised:
+        parse_quantize({**TORCHAO, "library": "bitsandbytes"})
+    assert raised.value.field == "spec.target.quantize.library"
+    missing = {k: v for k, v in TORCHAO.items() if k != "activations"}
+    with pytest.raises(WorkerError) as raised:
+        parse_quantize(missing)
+    assert "activations" in raised.value.message

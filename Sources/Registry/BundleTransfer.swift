@@ -14,9 +14,16 @@ public struct PushResult: Sendable {
 
 /// What a pull wrote.
 public struct PullResult: Sendable {
+    /// The manifest's digest.
     public var digest: String
+    /// The record's fingerprint.
     public var fingerprint: String
+    /// The files written, relative to the bundle, in layer order.
     public var files: [String]
+    /// The content as checked: each file's path, sha256 (its layer digest) and size.
+    public var content: [ContentEntry]
+    /// The content digest (`BundleContent.digest`).
+    public var contentDigest: String { BundleContent.digest(content) }
 }
 
 /// Pushes a bundle folder as a ModelPack artifact and pulls one back into a bundle folder.
@@ -48,10 +55,10 @@ public struct BundleTransfer: Sendable {
         return PushResult(digest: digest, tags: tags, blobs: blobs)
     }
 
-    /// Fetches a ModelPack artifact and installs it as the bundle folder `dir`: every blob streamed into a staging
-    /// folder and checked against its digest and size, the paths checked to stay inside the bundle, the record's
-    /// fingerprint compared with the manifest's, then one atomic move (or exchange with an existing bundle). On any
-    /// failure the staging folder is removed and `dir` is as it was.
+    /// Fetches a ModelPack artifact and installs it as the bundle folder `dir`: `fetch` into a staging folder,
+    /// `build.json` written there (the content as checked, where it was pulled from), the bundle's completeness
+    /// checked, then one atomic move (or exchange with an existing bundle). On any failure the staging folder is
+    /// removed and `dir` is as it was.
     public func pull(_ ref: Reference, into dir: URL, expectFingerprint: String? = nil) throws -> PullResult {
         let dir = dir.standardizedFileURL
         let fm = FileManager.default
@@ -62,12 +69,41 @@ public struct BundleTransfer: Sendable {
                 throw RegistryError("\(dir.path) exists and is not a bundle; pull replaces only a bundle or an empty folder")
             }
         }
+        let store = BundleStore(root: dir.deletingLastPathComponent())
+        let staging = try store.makeStaging(name: "\(dir.lastPathComponent).pull")
+        do {
+            let result = try fetch(ref, into: staging, expectFingerprint: expectFingerprint)
+            let build = BuildInfo.json(content: result.content, deployments: [], facts: [
+                ("pulled", Self.pulledFact(ref, result)), ("bundle", .string(dir.path)),
+            ])
+            try Data((build.serialized(pretty: true) + "\n").utf8).write(to: staging.appendingPathComponent(BundleContent.buildFile))
+            if let why = RecordSummary.read(bundle: staging)?.incomplete { throw RegistryError("\(ref): \(why)") }
+            try store.install(staging, at: dir)
+            return result
+        } catch {
+            store.discard(staging)
+            throw error
+        }
+    }
+
+    /// build.json's `pulled`: the reference, the manifest digest and the time.
+    public static func pulledFact(_ ref: Reference, _ result: PullResult) -> JSONValue {
+        .object([("reference", .string(ref.description)), ("digest", .string(result.digest)),
+                 ("at", .string(ISO8601DateFormatter().string(from: Date())))])
+    }
+
+    /// Fetches a ModelPack artifact into `staging` (an empty folder): the manifest (its bytes checked against the
+    /// digest asked for), every layer streamed and checked against its digest and size, each path checked to stay
+    /// inside the bundle, record.json's fingerprint compared with the manifest's annotation and with
+    /// `expectFingerprint`. Throws on the first problem, naming the digest; the caller removes `staging`.
+    public func fetch(_ ref: Reference, into staging: URL, expectFingerprint: String? = nil) throws -> PullResult {
+        let fm = FileManager.default
         guard let (data, descriptor) = try client.getManifest(ref) else { throw RegistryError("\(ref) not found") }
         let manifest: JSONValue
-        do { manifest = try JSONValue(parsing: data) } catch { throw RegistryError("manifest \(ref) is not JSON") }
+        do { manifest = try JSONValue(parsing: data) } catch { throw RegistryError("manifest \(ref) (\(descriptor.digest)) is not JSON") }
         guard manifest["artifactType"]?.stringValue == ModelPack.artifactType
                 || manifest["config"]?["mediaType"]?.stringValue == ModelPack.configMediaType else {
-            throw RegistryError("\(ref) is not a ModelPack model artifact (artifactType \(manifest["artifactType"]?.stringValue ?? "none"))")
+            throw RegistryError("\(ref) (\(descriptor.digest)) is not a ModelPack model artifact (artifactType \(manifest["artifactType"]?.stringValue ?? "none"))")
         }
         let manifestFingerprint = manifest["annotations"]?[ModelPack.annotationPrefix + "fingerprint"]?.stringValue
         var layers: [(String, Descriptor)] = []
@@ -86,29 +122,20 @@ public struct BundleTransfer: Sendable {
             guard seen.insert(path).inserted else { throw RegistryError("manifest \(ref): two layers write \(path)") }
             layers.append((path, Descriptor(mediaType: mt, digest: dg, size: size)))
         }
-        guard seen.contains(RecordSummary.fileName) else { throw RegistryError("\(ref) has no record.json layer") }
-
-        let store = BundleStore(root: dir.deletingLastPathComponent())
-        let staging = try store.makeStaging(name: "\(dir.lastPathComponent).pull")
-        do {
-            for (path, d) in layers {
-                let target = staging.appendingPathComponent(path)
-                try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-                try client.pullBlob(ref, d, to: target)
-            }
-            guard let summary = RecordSummary.read(bundle: staging) else { throw RegistryError("\(ref): record.json is not a readable record") }
-            if let m = manifestFingerprint, m != summary.fingerprint {
-                throw RegistryError("\(ref): record.json has fingerprint \(summary.fingerprint), the manifest says \(m)")
-            }
-            if let e = expectFingerprint, e != summary.fingerprint {
-                throw RegistryError("\(ref): record.json has fingerprint \(summary.fingerprint), expected \(e)")
-            }
-            if let why = summary.incomplete { throw RegistryError("\(ref): \(why)") }
-            try store.install(staging, at: dir)
-            return PullResult(digest: descriptor.digest, fingerprint: summary.fingerprint, files: layers.map(\.0))
-        } catch {
-            store.discard(staging)
-            throw error
+        guard seen.contains(RecordSummary.fileName) else { throw RegistryError("\(ref) (\(descriptor.digest)) has no record.json layer") }
+        for (path, d) in layers {
+            let target = staging.appendingPathComponent(path)
+            try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try client.pullBlob(ref, d, to: target)
         }
+        guard let summary = RecordSummary.read(bundle: staging) else { throw RegistryError("\(ref): record.json is not a readable record") }
+        if let m = manifestFingerprint, m != summary.fingerprint {
+            throw RegistryError("\(ref) (\(descriptor.digest)): record.json has fingerprint \(summary.fingerprint), the manifest says \(m)")
+        }
+        if let e = expectFingerprint, e != summary.fingerprint {
+            throw RegistryError("\(ref) (\(descriptor.digest)): record.json has fingerprint \(summary.fingerprint), expected \(e)")
+        }
+        let content = layers.map { ContentEntry(path: $0.0, sha256: String($0.1.digest.dropFirst("sha256:".count)), size: $0.1.size) }
+        return PullResult(digest: descriptor.digest, fingerprint: summary.fingerprint, files: layers.map(\.0), content: content)
     }
 }

@@ -17,8 +17,9 @@ public enum ModelPack {
     public static let titleAnnotation = "org.opencontainers.image.title"
     /// The prefix of tsexport's own annotations.
     public static let annotationPrefix = "dev.tsexport."
-    /// Files of a bundle folder that are not its content (how it was built; the report `tsexport bench` writes).
-    public static let excludedFiles: Set<String> = ["build.json", "bench.html"]
+    /// Files of a bundle folder that are not its content (how it was built; the report `tsexport bench` writes):
+    /// `BundleContent.notContent`, never layers.
+    public static let excludedFiles: Set<String> = BundleContent.notContent
     /// Extensions of weight files (the programs and tensors); every other file is a weight config.
     static let weightExtensions: Set<String> = ["pt", "pt2", "safetensors", "bin"]
 
@@ -39,21 +40,19 @@ public enum ModelPack {
         public var manifestDigest: String { "sha256:" + Digest.sha256(manifest) }
     }
 
-    /// Reads a bundle folder (hashing each file, streamed) into an artifact.
-    public static func artifact(bundle: URL) throws -> Artifact {
+    /// Reads a bundle folder into an artifact: one layer per content file (`BundleContent`), hashed streamed or
+    /// through `cache`.
+    public static func artifact(bundle: URL, cache: FileDigestCache? = nil) throws -> Artifact {
         let recordURL = bundle.appendingPathComponent(RecordSummary.fileName)
         guard let recordData = FileManager.default.contents(atPath: recordURL.path),
               let record = try? JSONValue(parsing: recordData), let fingerprint = record["fingerprint"]?.stringValue else {
             throw RegistryError("\(bundle.path) is not a bundle: no readable record.json with a fingerprint")
         }
-        var layers: [Layer] = []
-        for path in try files(in: bundle) {
-            let file = bundle.appendingPathComponent(path)
-            let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
-            let ext = (path as NSString).pathExtension
-            layers.append(Layer(path: path, file: file, descriptor: Descriptor(
-                mediaType: weightExtensions.contains(ext) ? weightMediaType : weightConfigMediaType,
-                digest: "sha256:" + (try Digest.sha256(file: file.path)), size: size)))
+        try refuseLinks(in: bundle)
+        let layers = try BundleContent.entries(of: bundle, cache: cache).map { e in
+            Layer(path: e.path, file: bundle.appendingPathComponent(e.path), descriptor: Descriptor(
+                mediaType: weightExtensions.contains((e.path as NSString).pathExtension) ? weightMediaType : weightConfigMediaType,
+                digest: "sha256:" + e.sha256, size: e.size))
         }
         let config = Data(CanonicalJSON.text(configJSON(record: record, diffIds: layers.map(\.descriptor.digest))).utf8)
         let configDescriptor = Descriptor(mediaType: configMediaType, digest: "sha256:" + Digest.sha256(config), size: config.count)
@@ -108,20 +107,16 @@ public enum ModelPack {
         return .object(o)
     }
 
-    /// The bundle's regular files, relative, sorted; symbolic links and the excluded files are refused or skipped.
-    static func files(in bundle: URL) throws -> [String] {
+    /// A bundle holds only regular files and folders: a symbolic link or any other kind of file is refused.
+    static func refuseLinks(in bundle: URL) throws {
         let fm = FileManager.default
         guard let e = fm.enumerator(atPath: bundle.path) else { throw RegistryError("cannot read \(bundle.path)") }
-        var out: [String] = []
         while let rel = e.nextObject() as? String {
-            let attrs = try fm.attributesOfItem(atPath: bundle.appendingPathComponent(rel).path)
-            let type = attrs[.type] as? FileAttributeType
-            if type == .typeDirectory { continue }
-            guard type == .typeRegular else { throw RegistryError("\(bundle.path)/\(rel) is not a regular file; a bundle holds only files") }
-            if excludedFiles.contains(rel) { continue }
-            out.append(rel)
+            let type = e.fileAttributes?[.type] as? FileAttributeType
+            guard type == .typeDirectory || type == .typeRegular else {
+                throw RegistryError("\(bundle.path)/\(rel) is not a regular file; a bundle holds only files")
+            }
         }
-        return out.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
     }
 
     /// Whether a layer's `org.cncf.model.filepath` stays inside the folder it is written to.

@@ -2,7 +2,9 @@ import Foundation
 import XCTest
 
 /// A real CNCF distribution registry (Debian's `docker-registry`, distribution 2.8) on a loopback port, with
-/// filesystem storage in a temporary folder; optionally behind htpasswd basic auth. Started and stopped by the tests.
+/// filesystem storage in a temporary folder; optionally behind htpasswd basic auth. Started by a test and stopped in
+/// its teardown (whether it passed or failed); started under `setpriv --pdeathsig KILL`, so a test process that dies
+/// takes its registry with it.
 final class LocalRegistry: @unchecked Sendable {
     let dir: URL
     let port: Int
@@ -13,9 +15,9 @@ final class LocalRegistry: @unchecked Sendable {
     /// Where the registry keeps blobs: `<storage>/docker/registry/v2/blobs/sha256/<2>/<64>/data`.
     var storage: URL { dir.appendingPathComponent("data") }
 
-    init(htpasswd: (user: String, password: String)? = nil) throws {
+    init(_ test: XCTestCase, htpasswd: (user: String, password: String)? = nil) throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/docker-registry") else {
-            throw XCTSkip("docker-registry is not installed (scripts/bootstrap --test installs it)")
+            throw (test as? RegistryTestCase)?.missing("docker-registry is not installed") ?? XCTSkip("docker-registry is not installed")
         }
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("tsx-registry-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -42,13 +44,23 @@ final class LocalRegistry: @unchecked Sendable {
             config += "\nauth:\n  htpasswd:\n    realm: tsexport-test\n    path: \(file.path)"
         }
         try (config + "\n").write(to: dir.appendingPathComponent("config.yml"), atomically: true, encoding: .utf8)
+        test.addTeardownBlock { [self] in
+            stop()
+            try? FileManager.default.removeItem(at: dir)
+        }
         try start()
     }
 
     func start() throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
-        p.arguments = ["serve", dir.appendingPathComponent("config.yml").path]
+        let serve = ["/usr/bin/docker-registry", "serve", dir.appendingPathComponent("config.yml").path]
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") {
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            p.arguments = ["--pdeathsig", "KILL", "--"] + serve
+        } else {
+            p.executableURL = URL(fileURLWithPath: serve[0])
+            p.arguments = Array(serve.dropFirst())
+        }
         p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         p.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try p.run()

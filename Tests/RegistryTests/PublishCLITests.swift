@@ -2,27 +2,19 @@ import Bundles
 import Foundation
 import JSON
 @testable import Registry
+import TestSupport
 import XCTest
 
 /// `deploy: kind: oci` and `tsexport pull` through the real executable, with real torch: a tiny BERT exported,
 /// verified, pushed; pulled into another folder byte-identical and accepted by `tsexport verify`.
 final class PublishCLITests: RegistryTestCase {
-    static let executable: String? = {
-        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        for _ in 0..<6 {
-            let candidate = dir.appendingPathComponent("tsexport").path
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDir), !isDir.boolValue { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return nil
-    }()
-
     func tsexport(_ args: [String], cwd: URL) throws -> (Int32, String) {
-        guard let exe = Self.executable else { throw XCTSkip("the tsexport executable is not built beside the tests") }
+        guard let exe = BuiltExecutable.tsexport else {
+            XCTFail(BuiltExecutable.notFound)
+            throw RegistryError(BuiltExecutable.notFound)
+        }
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
+        p.executableURL = exe
         p.arguments = args
         p.currentDirectoryURL = cwd
         var env = ProcessInfo.processInfo.environment
@@ -61,8 +53,8 @@ final class PublishCLITests: RegistryTestCase {
     }
 
     func testApplyPublishesAndPullGivesAVerifiableIdenticalBundle() throws {
-        guard ProcessInfo.processInfo.environment["TSEXPORT_PYTHON"] != nil else { throw XCTSkip("TSEXPORT_PYTHON names no runtime with torch") }
-        let registry = try LocalRegistry()
+        guard ProcessInfo.processInfo.environment["TSEXPORT_PYTHON"] != nil else { throw missing("TSEXPORT_PYTHON names no runtime with torch") }
+        let registry = try LocalRegistry(self)
         try manifest(repository: "\(registry.host)/team/models").write(to: tmp.appendingPathComponent("m.yaml"), atomically: true, encoding: .utf8)
 
         // Registry down: the verified bundle is not installed and the error names the push.

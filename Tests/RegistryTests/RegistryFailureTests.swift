@@ -7,13 +7,13 @@ import XCTest
 /// Independent clients, corrupted storage, basic auth and a registry that dies mid-transfer.
 final class RegistryFailureTests: RegistryTestCase {
     func testSkopeoAndOrasReadTheModelPackArtifact() throws {
-        let registry = try LocalRegistry()
+        let registry = try LocalRegistry(self)
         let bundle = try makeBundle("bert-tiny")
         let repo = try Reference(parsing: "\(registry.host)/team/models")
         _ = try BundleTransfer(client: client(registry)).push(bundle: bundle, to: repo, tags: ["bert-tiny"])
         let shas = try Dictionary(uniqueKeysWithValues: contentFiles(bundle).map { ($0.key, "sha256:" + Digest.sha256($0.value)) })
 
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/skopeo") else { throw XCTSkip("skopeo is not installed") }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/skopeo") else { throw missing("skopeo is not installed") }
         let raw = try LocalRegistry.run(["/usr/bin/skopeo", "inspect", "--tls-verify=false", "--raw", "docker://\(registry.host)/team/models:bert-tiny"])
         let m = try JSONValue(parsing: raw)
         XCTAssertEqual(m["artifactType"]?.stringValue, ModelPack.artifactType)
@@ -26,7 +26,7 @@ final class RegistryFailureTests: RegistryTestCase {
         XCTAssertEqual(try JSONValue(parsing: configText)["descriptor"]?["family"]?.stringValue, "bert")
 
         guard let py = ProcessInfo.processInfo.environment["TSEXPORT_PYTHON"] ?? ProcessInfo.processInfo.environment["PY"] else {
-            throw XCTSkip("TSEXPORT_PYTHON names no Python with the oras SDK")
+            throw missing("TSEXPORT_PYTHON names no Python with the oras SDK")
         }
         let outdir = tmp.appendingPathComponent("oras-out")
         let script = """
@@ -49,7 +49,7 @@ final class RegistryFailureTests: RegistryTestCase {
     }
 
     func testCorruptBlobIsRefusedWithItsDigestAndNothingInstalled() throws {
-        let registry = try LocalRegistry()
+        let registry = try LocalRegistry(self)
         let bundle = try makeBundle("bert-tiny")
         let repo = try Reference(parsing: "\(registry.host)/team/models")
         let artifact = try ModelPack.artifact(bundle: bundle)
@@ -76,7 +76,7 @@ final class RegistryFailureTests: RegistryTestCase {
     }
 
     func testBasicAuthWithDockerConfig() throws {
-        let registry = try LocalRegistry(htpasswd: (user: "ci", password: "s3cret-pass"))
+        let registry = try LocalRegistry(self, htpasswd: (user: "ci", password: "s3cret-pass"))
         let bundle = try makeBundle("bert-tiny")
         let repo = try Reference(parsing: "\(registry.host)/team/models")
 
@@ -101,7 +101,7 @@ final class RegistryFailureTests: RegistryTestCase {
     }
 
     func testRegistryKilledMidPushLeavesTagsAndDestinationsAsTheyWere() throws {
-        let registry = try LocalRegistry()
+        let registry = try LocalRegistry(self)
         let repo = try Reference(parsing: "\(registry.host)/team/models")
         let v1 = try makeBundle("v1", modelBytes: 10_000, seed: 1)
         let first = try BundleTransfer(client: client(registry)).push(bundle: v1, to: repo, tags: ["bert"])

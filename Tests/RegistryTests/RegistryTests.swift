@@ -15,6 +15,16 @@ class RegistryTestCase: XCTestCase {
 
     override func tearDown() { try? FileManager.default.removeItem(at: tmp) }
 
+    /// A tool or runtime the test needs is missing: skipped on a developer's machine, a failure where CI is set
+    /// (`.ci/run` installs everything, so a missing tool there is a broken setup, never a pass).
+    func missing(_ what: String) -> Error {
+        if ProcessInfo.processInfo.environment["CI"].map({ !$0.isEmpty }) ?? false {
+            XCTFail("\(what) (CI is set: scripts/bootstrap --test installs it)")
+            return RegistryError("\(what)")
+        }
+        return XCTSkip(what)
+    }
+
     /// A bundle folder of the layout tsexport writes (files of arbitrary content: these tests are about transport),
     /// plus a build.json that is not content.
     func makeBundle(_ name: String, modelBytes: Int = 300_000, seed: UInt8 = 1, fingerprint: String = String(repeating: "ab", count: 32)) throws -> URL {
@@ -108,7 +118,7 @@ final class RegistryTests: RegistryTestCase {
     }
 
     func testPushPullByteIdenticalMonolithicAndChunked() throws {
-        let registry = try LocalRegistry()
+        let registry = try LocalRegistry(self)
         let bundle = try makeBundle("bert-tiny")
         let repo = try Reference(parsing: "\(registry.host)/team/models")
         let pushed = try BundleTransfer(client: client(registry)).push(bundle: bundle, to: repo, tags: ["bert-tiny", "bert-tiny-abababababab"])
@@ -123,7 +133,14 @@ final class RegistryTests: RegistryTestCase {
         let pulled = try BundleTransfer(client: client(registry)).pull(repo.tagged("bert-tiny-abababababab"), into: out)
         XCTAssertEqual(pulled.digest, pushed.digest)
         XCTAssertEqual(try contentFiles(out), try contentFiles(bundle))
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("build.json").path))
+        // build.json: the content as checked (the layers' digests) and where it came from; not content itself.
+        let build = try XCTUnwrap(BuildInfo.read(bundle: out))
+        XCTAssertEqual(build.contentDigest, try BundleContent.digest(of: out))
+        XCTAssertEqual(build.contentDigest, pulled.contentDigest)
+        XCTAssertEqual(Set(build.files.map(\.path)), ["model.pt", "record.json", "reference_outputs.safetensors", "sample_inputs.safetensors"])
+        let pulledFact = try JSONValue(parsing: Data(contentsOf: out.appendingPathComponent("build.json")))["pulled"]
+        XCTAssertEqual(pulledFact?["digest"]?.stringValue, pushed.digest)
+        XCTAssertEqual(pulledFact?["reference"]?.stringValue, "\(registry.host)/team/models:bert-tiny-abababababab")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.deletingLastPathComponent().appendingPathComponent(".tsexport").path))
 
         // Chunked upload (PATCH with Content-Range) into another repository, pulled back by digest.

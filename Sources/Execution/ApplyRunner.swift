@@ -69,8 +69,10 @@ public final class ApplyRunner: @unchecked Sendable {
     public func run(_ items: [ExportItem], jobs: Int, keepGoing: Bool) throws(StartProblem) -> [ExportOutcome] {
         let slots = max(1, min(jobs, items.count))
         let first = Exporter(python: python, runner: runner, outputRoot: root, progress: progress, registry: registry)
+        // Manifests served from the cache load no model: when all are, no exporting worker starts.
+        let cachedOnly = items.allSatisfy { $0.entry.cache?.status == .cached }
         let hello: WorkerHello
-        do { hello = try first.start() } catch {
+        do { hello = try first.start(cachedOnly: cachedOnly) } catch {
             first.stop()
             throw .failed(error)
         }
@@ -89,7 +91,7 @@ public final class ApplyRunner: @unchecked Sendable {
             Thread.detachNewThread { [self] in
                 defer { group.leave() }
                 if exporter !== first {
-                    do { _ = try exporter.start() } catch {
+                    do { _ = try exporter.start(cachedOnly: cachedOnly) } catch {
                         progress.message("a parallel worker could not start: \(error)")
                         return
                     }
@@ -113,7 +115,8 @@ public final class ApplyRunner: @unchecked Sendable {
                     } else {
                         progress.stage(name, "start", seconds: nil)
                         outcome = exporter.export(item, isLast: state.isDrained)
-                        progress.finished(name, status: outcome.status == .ok ? (item.entry.action == .create ? "created" : "rebuilt") : outcome.status.rawValue, seconds: outcome.seconds)
+                        let done = outcome.status == .ok ? (item.entry.action == .create ? "created" : "rebuilt") + (outcome.cache == "pulled" ? " from the cache" : "") : outcome.status.rawValue
+                        progress.finished(name, status: done, seconds: outcome.seconds)
                     }
                     report(outcome.diagnostics)
                     state.put(index, outcome)

@@ -28,6 +28,8 @@ public struct ExportOutcome: Sendable {
     public var record: JSONValue?
     /// Errors and warnings, positioned in the manifest where they come from it.
     public var diagnostics: [Diagnostic]
+    /// With `--cache`: `pulled` (served from the cache), `pushed`, or `push failed`.
+    public var cache: String?
 
     /// Creates an outcome.
     public init(name: String, action: PlanAction, status: Status, seconds: Double, bundle: String, record: JSONValue?, diagnostics: [Diagnostic]) {
@@ -57,8 +59,10 @@ public final class Exporter: @unchecked Sendable {
         self.workers = WorkerPair(python: python, runner: runner, progress: progress)
     }
 
-    /// Starts the exporting worker.
-    public func start() throws -> WorkerHello { try workers.start() }
+    /// Starts the exporting worker, or only the verifying one when every manifest of the slot comes from the cache.
+    public func start(cachedOnly: Bool = false) throws -> WorkerHello {
+        cachedOnly ? try workers.startVerifierOnly() : try workers.start()
+    }
 
     /// Stops both workers.
     public func stop() { workers.stop() }
@@ -72,6 +76,12 @@ public final class Exporter: @unchecked Sendable {
         let entry = item.entry, locations = item.locations
         let started = Date()
         var outcome = ExportOutcome(name: entry.name, action: entry.action, status: .failed, seconds: 0, bundle: entry.bundle, record: nil, diagnostics: [])
+        if entry.cache?.status == .cached {
+            switch fromCache(item, started: started) {
+            case .installed(let o): return o
+            case .refused(let warning): outcome.diagnostics.append(warning)
+            }
+        }
         let nameAt = locations.location(of: "metadata.name")
         let staging: URL
         do {
@@ -91,6 +101,11 @@ public final class Exporter: @unchecked Sendable {
             let record = try run.execute(isLast: isLast, deployments: &deployments)
             outcome.diagnostics += run.warnings
             try publish(staging, entry: entry, locations: locations)
+            if let step = entry.step(.push) {
+                let (result, warning) = try pushToCache(staging, step: step, entry: entry, locations: locations)
+                outcome.cache = result
+                if let warning { outcome.diagnostics.append(warning) }
+            }
             try store.install(staging, at: URL(fileURLWithPath: entry.bundle))
             for d in deployments { try install(d) }
             outcome.status = .ok
@@ -128,7 +143,9 @@ public final class Exporter: @unchecked Sendable {
             let start = Date()
             do {
                 let ref = try Reference(parsing: repository)
-                _ = try BundleTransfer(client: RegistryClient(options: registry)).push(bundle: staging, to: ref, tags: tags)
+                let pushed = try BundleTransfer(client: RegistryClient(options: registry)).push(bundle: staging, to: ref, tags: tags)
+                try BuildFile.append("published", .object([("repository", .string(repository)), ("digest", .string(pushed.digest)),
+                                                           ("tags", .array(tags.map { .string($0) }))]), bundle: staging)
             } catch {
                 let field = "spec.output.deploy[\(index)].repository"
                 throw Diagnostic.error("\(entry.name): push to \(repository) failed, nothing installed and no tag moved: \(error)",

@@ -121,6 +121,7 @@ def main() -> None:
         print(f"{label:<44} {s:8.2f} {s / build_wall:8.3f} {s / skopeo_wall:9.2f}")
 
     row("apply that builds (trace, verify, push)", build_wall)
+    row("  of which the verification (fresh process)", build_json.get("timings_ms", {}).get("verify", 0.0) / 1000)
     row("  of which the push to the cache", float(push.get("seconds", 0.0)))
     row("apply served from the cache (second root)", cached_wall)
     row("  of which the pull (every digest checked)", timings.get("pull", 0.0) / 1000)

@@ -39,7 +39,7 @@ final class CacheCLITests: RegistryTestCase {
         return p
     }
 
-    func writeManifest(seed: Int = 0, file: String = "m.yaml") throws {
+    func writeManifest(seed: Int = 0, file: String = "m.yaml", triton: Bool = false) throws {
         try """
         apiVersion: tsexport/v1
         kind: Export
@@ -54,7 +54,7 @@ final class CacheCLITests: RegistryTestCase {
             tensors:
               - {name: input_ids, from: random, shape: [2, 8]}
               - {name: attention_mask, from: ones, shape: [2, 8]}
-
+        \(triton ? "  trace:\n    envelope: {batch: [1, 4]}\n  output:\n    deploy:\n      - {kind: triton, repository: triton}\n" : "")
         """.write(to: tmp.appendingPathComponent(file), atomically: true, encoding: .utf8)
     }
 
@@ -84,7 +84,7 @@ final class CacheCLITests: RegistryTestCase {
 
     func testHitInASecondRootIsByteIdenticalAndLoadsNoModel() throws {
         let registry = try LocalRegistry(self)
-        try writeManifest()
+        try writeManifest(triton: true)
         let (built, builtText) = try tsexport(["apply", "m.yaml", "--output-root", "a"] + cacheArgs(registry))
         XCTAssertEqual(built, 0, builtText)
         XCTAssertTrue(builtText.contains("ok (pushed)"), builtText)
@@ -110,6 +110,13 @@ final class CacheCLITests: RegistryTestCase {
         XCTAssertTrue(servedText.contains("ok (pulled)"), servedText)
         XCTAssertEqual(try contentFiles(bundle("b")), try contentFiles(bundle("a")))
         XCTAssertEqual(BuildInfo.read(bundle: bundle("b"))?.contentDigest, BuildInfo.read(bundle: bundle("a"))?.contentDigest)
+        // The Triton deploy, made from the pulled bundle with the recorded batch settings, is the built one.
+        let triton = "triton/tiny-bert"
+        for file in ["config.pbtxt", "1/model.pt"] {
+            XCTAssertEqual(try Data(contentsOf: tmp.appendingPathComponent("b/\(triton)/\(file)")),
+                           try Data(contentsOf: tmp.appendingPathComponent("a/\(triton)/\(file)")), file)
+        }
+        XCTAssertEqual(BuildInfo.read(bundle: bundle("b"))?.deployments, BuildInfo.read(bundle: bundle("a"))?.deployments)
         let build = try buildJSON("b")
         XCTAssertEqual(build["cache"]?["result"]?.stringValue, "pulled")
         XCTAssertEqual(build["cache"]?["digest"]?.stringValue, cache?["digest"]?.stringValue)
@@ -118,8 +125,9 @@ final class CacheCLITests: RegistryTestCase {
         }
         XCTAssertTrue(ops.contains("verify_bundle"), "\(ops)")
         XCTAssertFalse(ops.contains("export"), "a cached manifest was exported: \(ops)")
-        // config_keys (plan's typo check: the config class's declared keys, no model) is asked once per new interpreter.
-        XCTAssertEqual(Set(ops).subtracting(["verify_bundle", "config_keys", "shutdown"]), [], "\(ops)")
+        // config_keys (plan's typo check: the config class's declared keys, no model) is asked once per new interpreter;
+        // deploy makes the Triton entry from the pulled bundle.
+        XCTAssertEqual(Set(ops).subtracting(["verify_bundle", "deploy", "config_keys", "shutdown"]), [], "\(ops)")
 
         // Installed as if built: the next plan is up to date, and verify accepts it.
         let (again, againText) = try tsexport(["plan", "m.yaml", "--output-root", "b"])

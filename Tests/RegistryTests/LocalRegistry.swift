@@ -6,6 +6,15 @@ import XCTest
 /// its teardown (whether it passed or failed); started under `setpriv --pdeathsig KILL`, so a test process that dies
 /// takes its registry with it.
 final class LocalRegistry: @unchecked Sendable {
+    /// Bearer-token auth (`auth: token:`): where the token server is, the service and issuer it signs for, and the
+    /// certificate whose key signs the tokens.
+    struct TokenAuth {
+        var realm: String
+        var service: String
+        var issuer: String
+        var certificate: String
+    }
+
     let dir: URL
     let port: Int
     let htpasswd: (user: String, password: String)?
@@ -15,7 +24,7 @@ final class LocalRegistry: @unchecked Sendable {
     /// Where the registry keeps blobs: `<storage>/docker/registry/v2/blobs/sha256/<2>/<64>/data`.
     var storage: URL { dir.appendingPathComponent("data") }
 
-    init(_ test: XCTestCase, htpasswd: (user: String, password: String)? = nil) throws {
+    init(_ test: XCTestCase, htpasswd: (user: String, password: String)? = nil, token: TokenAuth? = nil) throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/docker-registry") else {
             throw (test as? RegistryTestCase)?.missing("docker-registry is not installed") ?? XCTSkip("docker-registry is not installed")
         }
@@ -42,6 +51,9 @@ final class LocalRegistry: @unchecked Sendable {
             let out = try LocalRegistry.run(["/usr/bin/htpasswd", "-Bbn", h.user, h.password])
             try out.write(to: file, atomically: true, encoding: .utf8)
             config += "\nauth:\n  htpasswd:\n    realm: tsexport-test\n    path: \(file.path)"
+        }
+        if let t = token {
+            config += "\nauth:\n  token:\n    realm: \(t.realm)\n    service: \(t.service)\n    issuer: \(t.issuer)\n    rootcertbundle: \(t.certificate)"
         }
         try (config + "\n").write(to: dir.appendingPathComponent("config.yml"), atomically: true, encoding: .utf8)
         test.addTeardownBlock { [self] in

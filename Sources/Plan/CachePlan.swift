@@ -99,6 +99,13 @@ public enum CachePlanner {
                     inputs: ["oci://\(cache.reference)"], outputs: [e.bundle],
                     request: .object([("op", "pull"), ("reference", .string(cache.reference)), ("fingerprint", .string(e.fingerprint)),
                                       ("staging_dir", .string(staging))]))
+                // The build's steps stay, with their requests, for a cached entry that is refused.
+                e.steps = e.steps.map { s in
+                    guard [.load, .trace, .serialize].contains(s.kind) else { return s }
+                    var s = s
+                    s.description = "only if the cached entry is refused: " + s.description
+                    return s
+                }
                 e.steps.insert(pull, at: 0)
             }
             let when = cache.status == .cached ? "only when the cached entry is refused and the bundle is built: " : ""

@@ -27,6 +27,8 @@ final class CachePlannerTests: XCTestCase {
         let hit = plan.entries[0]
         XCTAssertEqual(hit.cache, PlanCache(status: .cached, repository: "reg:5000/team/cache", tag: tag, digest: digest))
         XCTAssertEqual(hit.steps.map(\.kind), [.pull, .trace, .verify, .push])
+        XCTAssertEqual(hit.steps[1].description, "only if the cached entry is refused: trace")
+        XCTAssertEqual(hit.steps[2].description, "verify")
         XCTAssertEqual(hit.steps[0].request, .object([
             ("op", "pull"), ("reference", .string("reg:5000/team/cache@\(digest)")), ("fingerprint", .string(fp)),
             ("staging_dir", "/out/.tsexport/staging/hit"),
@@ -37,6 +39,7 @@ final class CachePlannerTests: XCTestCase {
         XCTAssertEqual(plan.entries[1].cache?.status, .build)
         XCTAssertEqual(plan.entries[1].cache?.reason, "not in the cache")
         XCTAssertEqual(plan.entries[1].steps.map(\.kind), [.trace, .verify, .push])
+        XCTAssertEqual(plan.entries[1].steps[0].description, "trace")
         XCTAssertEqual(plan.entries[2].cache?.reason, "the cache could not be reached: connection refused")
         XCTAssertEqual(plan.entries[2].cache?.blocksApply, false)
         XCTAssertEqual(plan.entries[2].blockers, [])

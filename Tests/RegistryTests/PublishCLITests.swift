@@ -6,7 +6,8 @@ import TestSupport
 import XCTest
 
 /// `deploy: kind: oci` and `tsexport pull` through the real executable, with real torch: a tiny BERT exported,
-/// verified, pushed; pulled into another folder byte-identical and accepted by `tsexport verify`.
+/// verified, pushed; pulled into another folder byte-identical and accepted by `tsexport verify`, `bench` and
+/// `verify --native`.
 final class PublishCLITests: RegistryTestCase {
     func tsexport(_ args: [String], cwd: URL) throws -> (Int32, String) {
         guard let exe = BuiltExecutable.tsexport else {
@@ -79,5 +80,13 @@ final class PublishCLITests: RegistryTestCase {
         XCTAssertEqual(try contentFiles(tmp.appendingPathComponent("pulled/tiny-bert")), try contentFiles(built))
         let (verified, verifyText) = try tsexport(["verify", "pulled/tiny-bert"], cwd: tmp)
         XCTAssertEqual(verified, 0, verifyText)
+        // bench and the libtorch checker accept the pulled bundle as well.
+        let (benched, benchText) = try tsexport(["bench", "pulled/tiny-bert"], cwd: tmp)
+        XCTAssertEqual(benched, 0, benchText)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("pulled/tiny-bert/bench.html").path), benchText)
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/g++") else { throw missing("g++ is not installed (verify --native)") }
+        let (native, nativeText) = try tsexport(["verify", "--native", "pulled/tiny-bert"], cwd: tmp)
+        XCTAssertEqual(native, 0, nativeText)
+        XCTAssertTrue(nativeText.contains("pass model.pt  traced"), nativeText)
     }
 }

@@ -137,7 +137,7 @@ final class CacheCLITests: RegistryTestCase {
         XCTAssertEqual(verified, 0, verifyText)
     }
 
-    func testForeignAndCorruptedEntriesAreReportedAndBuiltInstead() throws {
+    func testForeignCorruptedAndForgedEntriesAreReportedAndBuiltInstead() throws {
         let registry = try LocalRegistry(self)
         let repo = try Reference(parsing: "\(registry.host)/team/cache")
         // Another manifest's bundle, pushed under this manifest's fingerprint tag: a foreign entry.
@@ -173,6 +173,20 @@ final class CacheCLITests: RegistryTestCase {
         XCTAssertEqual(try contentFiles(bundle("b")), try contentFiles(bundle("a")))
         let staging = tmp.appendingPathComponent("b/.tsexport/staging")
         XCTAssertEqual((try? FileManager.default.contentsOfDirectory(atPath: staging.path)) ?? [], [])
+
+        // A consistent artifact with this fingerprint's record but another model.pt: every digest matches its
+        // manifest, so only the verification in the fresh process catches it.
+        let tampered = tmp.appendingPathComponent("tampered")
+        try FileManager.default.createDirectory(at: tampered, withIntermediateDirectories: true)
+        for (name, data) in try contentFiles(bundle("a")) { try data.write(to: tampered.appendingPathComponent(name)) }
+        try FileManager.default.removeItem(at: tampered.appendingPathComponent("model.pt"))
+        try FileManager.default.copyItem(at: bundle("other").appendingPathComponent("model.pt"), to: tampered.appendingPathComponent("model.pt"))
+        let forged = try BundleTransfer(client: client(registry)).push(bundle: tampered, to: repo, tags: [tag])
+        let (c, cText) = try tsexport(["apply", "m.yaml", "--output-root", "c"] + cacheArgs(registry))
+        XCTAssertEqual(c, 0, cText)
+        let otherSHA = Digest.sha256(try Data(contentsOf: bundle("other").appendingPathComponent("model.pt")))
+        XCTAssertTrue(cText.contains("warning: tiny-bert: the cached entry \(registry.host)/team/cache@\(forged.digest) was refused, not installed: its verification in a fresh process failed: model.pt sha256 \(otherSHA) differs from the recorded \(Digest.sha256(model))"), cText)
+        XCTAssertEqual(try contentFiles(bundle("c")), try contentFiles(bundle("a")))
     }
 
     func testUnreachableCacheWarnsOrWithCacheRequiredExitsOne() throws {

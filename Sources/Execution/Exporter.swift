@@ -130,7 +130,6 @@ public final class Exporter: @unchecked Sendable {
         return outcome
     }
 
-    /// A worker error, placed at the manifest field it names (or the manifest's name).
     /// Pushes the verified, recorded bundle (still in staging) for every `oci` deploy step: blobs and the manifest
     /// first, the plan's tags last, so a failed push leaves the registry's tags where they were and, like any failed
     /// deploy, installs nothing.
@@ -155,6 +154,7 @@ public final class Exporter: @unchecked Sendable {
         }
     }
 
+    /// A worker error, placed at the manifest field it names (or the manifest's name).
     static func diagnostic(for f: WorkerFailure, name: String, _ locations: FieldLocations) -> Diagnostic {
         let field = f.field ?? "metadata.name"
         var message = "\(name): \(f.stage) failed: " + (f.field.map { "\($0): " } ?? "") + f.message

@@ -206,6 +206,13 @@ final class CacheCLITests: RegistryTestCase {
         XCTAssertTrue(plainText.contains("ok (push failed)"), plainText)
         XCTAssertEqual(try buildJSON("plain")["cache"]?["result"]?.stringValue, "push failed")
 
+        // TSEXPORT_CACHE names the cache when --cache is not given; plan says why it builds.
+        let (env, envText) = try tsexport(["plan", "m.yaml", "--output-root", "envroot", "--registry-insecure", registry.host],
+                                          env: ["TSEXPORT_CACHE": "oci://\(registry.host)/team/cache"])
+        XCTAssertEqual(env, 0, envText)
+        XCTAssertTrue(envText.contains("    cache: build (the cache could not be reached: "), envText)
+        XCTAssertTrue(envText.contains("(0 from the cache)."), envText)
+
         let (flag, flagText) = try tsexport(["apply", "m.yaml", "--output-root", "x", "--cache", "https://\(registry.host)/team/cache"])
         XCTAssertEqual(flag, 1, flagText)
         XCTAssertTrue(flagText.contains("error: --cache 'https://\(registry.host)/team/cache' is not oci://HOST[:PORT]/PATH"), flagText)

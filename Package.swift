@@ -44,6 +44,12 @@ let package = Package(
             name: "Bundles",
             dependencies: ["JSON", "Manifest", "CSystem", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // The OCI distribution client (FoundationNetworking, streamed blobs, Docker-config credentials) and the bundle
+        // as a CNCF ModelPack artifact: push, pull.
+        .target(
+            name: "Registry",
+            dependencies: ["JSON", "Bundles", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // The pure planner: manifests and observed bundles in, a Plan value (with the exact worker requests) out.
         .target(name: "Plan", dependencies: ["Manifest", "JSON", "Bundles"]),
         // The Python worker, a Python project of its own in Sources/Worker, shipped as this target's resources.
@@ -57,14 +63,14 @@ let package = Package(
         .target(
             name: "Execution",
             dependencies: [
-                "Plan", "Bundles", "Manifest", "JSON", "Diagnostics", "CSystem", "WorkerPackage",
+                "Plan", "Bundles", "Manifest", "JSON", "Diagnostics", "CSystem", "WorkerPackage", "Registry",
             ]
         ),
         // The commands, as a library so tests can drive them in-process.
         .target(
             name: "TSExportCLI",
             dependencies: [
-                "Manifest", "Plan", "Bundles", "Execution", "JSON", "YAML", "Diagnostics",
+                "Manifest", "Plan", "Bundles", "Execution", "JSON", "YAML", "Diagnostics", "Registry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -78,6 +84,7 @@ let package = Package(
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML", "JSON"], exclude: ["Fixtures"]),
         .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest", "Bundles", "JSON"]),
         .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Bundles", "Manifest", "TSExportCLI", "JSON", "TestSupport"], exclude: ["Support"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Bundles", "JSON", "TSExportCLI", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TSExportCLI", "Plan", "Bundles", "TestSupport"]),
         // What several test targets share: finding the built tsexport executable. Not part of the product.
         .target(name: "TestSupport", path: "Tests/TestSupport"),

@@ -3,6 +3,7 @@ import Diagnostics
 import Foundation
 import Manifest
 import Plan
+import Registry
 
 /// One plan entry to run, with where its manifest's fields were written (for positioned diagnostics).
 public struct ExportItem: Sendable {
@@ -31,6 +32,8 @@ public final class ApplyRunner: @unchecked Sendable {
     let root: URL
     let progress: ProgressSink
     let report: @Sendable ([Diagnostic]) -> Void
+    /// How `oci` deploys reach their registries.
+    public var registry = RegistryOptions()
 
     /// Creates a runner.
     public init(python: String, runner: ProcessRunner, root: URL, progress: ProgressSink,
@@ -65,9 +68,11 @@ public final class ApplyRunner: @unchecked Sendable {
     /// before any export, so the caller can refuse a runtime that lacks torch.
     public func run(_ items: [ExportItem], jobs: Int, keepGoing: Bool) throws(StartProblem) -> [ExportOutcome] {
         let slots = max(1, min(jobs, items.count))
-        let first = Exporter(python: python, runner: runner, outputRoot: root, progress: progress)
+        let first = Exporter(python: python, runner: runner, outputRoot: root, progress: progress, registry: registry)
+        // Manifests served from the cache load no model: when all are, no exporting worker starts.
+        let cachedOnly = items.allSatisfy { $0.entry.cache?.status == .cached }
         let hello: WorkerHello
-        do { hello = try first.start() } catch {
+        do { hello = try first.start(cachedOnly: cachedOnly) } catch {
             first.stop()
             throw .failed(error)
         }
@@ -77,7 +82,7 @@ public final class ApplyRunner: @unchecked Sendable {
         }
         RuntimeCache().store(python: python, hello: hello)
         var exporters = [first]
-        for _ in 1..<slots { exporters.append(Exporter(python: python, runner: runner, outputRoot: root, progress: progress)) }
+        for _ in 1..<slots { exporters.append(Exporter(python: python, runner: runner, outputRoot: root, progress: progress, registry: registry)) }
 
         let state = SharedQueue(count: items.count)
         let group = DispatchGroup()
@@ -86,7 +91,7 @@ public final class ApplyRunner: @unchecked Sendable {
             Thread.detachNewThread { [self] in
                 defer { group.leave() }
                 if exporter !== first {
-                    do { _ = try exporter.start() } catch {
+                    do { _ = try exporter.start(cachedOnly: cachedOnly) } catch {
                         progress.message("a parallel worker could not start: \(error)")
                         return
                     }
@@ -110,7 +115,8 @@ public final class ApplyRunner: @unchecked Sendable {
                     } else {
                         progress.stage(name, "start", seconds: nil)
                         outcome = exporter.export(item, isLast: state.isDrained)
-                        progress.finished(name, status: outcome.status == .ok ? (item.entry.action == .create ? "created" : "rebuilt") : outcome.status.rawValue, seconds: outcome.seconds)
+                        let done = outcome.status == .ok ? (item.entry.action == .create ? "created" : "rebuilt") + (outcome.cache == "pulled" ? " from the cache" : "") : outcome.status.rawValue
+                        progress.finished(name, status: done, seconds: outcome.seconds)
                     }
                     report(outcome.diagnostics)
                     state.put(index, outcome)

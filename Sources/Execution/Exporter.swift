@@ -4,6 +4,7 @@ import Foundation
 import JSON
 import Manifest
 import Plan
+import Registry
 
 /// What happened to one manifest during apply.
 public struct ExportOutcome: Sendable {
@@ -27,6 +28,8 @@ public struct ExportOutcome: Sendable {
     public var record: JSONValue?
     /// Errors and warnings, positioned in the manifest where they come from it.
     public var diagnostics: [Diagnostic]
+    /// With `--cache`: `pulled` (served from the cache), `pushed`, or `push failed`.
+    public var cache: String?
 
     /// Creates an outcome.
     public init(name: String, action: PlanAction, status: Status, seconds: Double, bundle: String, record: JSONValue?, diagnostics: [Diagnostic]) {
@@ -46,16 +49,20 @@ public final class Exporter: @unchecked Sendable {
     let store: BundleStore
     let progress: ProgressSink
     let workers: WorkerPair
+    let registry: RegistryOptions
 
     /// Creates an exporter; nothing starts until `start()`.
-    public init(python: String, runner: ProcessRunner, outputRoot: URL, progress: ProgressSink) {
+    public init(python: String, runner: ProcessRunner, outputRoot: URL, progress: ProgressSink, registry: RegistryOptions = RegistryOptions()) {
+        self.registry = registry
         self.store = BundleStore(root: outputRoot)
         self.progress = progress
         self.workers = WorkerPair(python: python, runner: runner, progress: progress)
     }
 
-    /// Starts the exporting worker.
-    public func start() throws -> WorkerHello { try workers.start() }
+    /// Starts the exporting worker, or only the verifying one when every manifest of the slot comes from the cache.
+    public func start(cachedOnly: Bool = false) throws -> WorkerHello {
+        cachedOnly ? try workers.startVerifierOnly() : try workers.start()
+    }
 
     /// Stops both workers.
     public func stop() { workers.stop() }
@@ -69,6 +76,12 @@ public final class Exporter: @unchecked Sendable {
         let entry = item.entry, locations = item.locations
         let started = Date()
         var outcome = ExportOutcome(name: entry.name, action: entry.action, status: .failed, seconds: 0, bundle: entry.bundle, record: nil, diagnostics: [])
+        if entry.cache?.status == .cached {
+            switch fromCache(item, started: started) {
+            case .installed(let o): return o
+            case .refused(let warning): outcome.diagnostics.append(warning)
+            }
+        }
         let nameAt = locations.location(of: "metadata.name")
         let staging: URL
         do {
@@ -87,6 +100,12 @@ public final class Exporter: @unchecked Sendable {
                                workers: workers, store: store, progress: progress)
             let record = try run.execute(isLast: isLast, deployments: &deployments)
             outcome.diagnostics += run.warnings
+            try publish(staging, entry: entry, locations: locations)
+            if let step = entry.step(.push) {
+                let (result, warning) = try pushToCache(staging, step: step, entry: entry, locations: locations)
+                outcome.cache = result
+                if let warning { outcome.diagnostics.append(warning) }
+            }
             try store.install(staging, at: URL(fileURLWithPath: entry.bundle))
             for d in deployments { try install(d) }
             outcome.status = .ok
@@ -109,6 +128,30 @@ public final class Exporter: @unchecked Sendable {
         }
         outcome.seconds = Date().timeIntervalSince(started)
         return outcome
+    }
+
+    /// Pushes the verified, recorded bundle (still in staging) for every `oci` deploy step: blobs and the manifest
+    /// first, the plan's tags last, so a failed push leaves the registry's tags where they were and, like any failed
+    /// deploy, installs nothing.
+    func publish(_ staging: URL, entry: PlanEntry, locations: FieldLocations) throws {
+        let deploys = entry.steps.filter { $0.kind == .deploy }
+        for (index, step) in deploys.enumerated() where step.request?["op"]?.stringValue == "push" {
+            guard let repository = step.request?["repository"]?.stringValue else { continue }
+            let tags = (step.request?["tags"]?.arrayValue ?? []).compactMap(\.stringValue)
+            progress.stage(entry.name, "push oci", seconds: nil)
+            let start = Date()
+            do {
+                let ref = try Reference(parsing: repository)
+                let pushed = try BundleTransfer(client: RegistryClient(options: registry)).push(bundle: staging, to: ref, tags: tags)
+                try BuildFile.append("published", .object([("repository", .string(repository)), ("digest", .string(pushed.digest)),
+                                                           ("tags", .array(tags.map { .string($0) }))]), bundle: staging)
+            } catch {
+                let field = "spec.output.deploy[\(index)].repository"
+                throw Diagnostic.error("\(entry.name): push to \(repository) failed, nothing installed and no tag moved: \(error)",
+                                       at: locations.location(of: field), field: field)
+            }
+            progress.stage(entry.name, "push oci", seconds: Date().timeIntervalSince(start))
+        }
     }
 
     /// A worker error, placed at the manifest field it names (or the manifest's name).

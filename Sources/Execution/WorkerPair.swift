@@ -26,6 +26,15 @@ final class WorkerPair: @unchecked Sendable {
         return w.hello
     }
 
+    /// Starts the verifying worker only, and returns its hello: for a slot whose manifests all come from the cache,
+    /// where no model is loaded and no exporting worker is needed (one starts if a cached entry is refused).
+    func startVerifierOnly() throws -> WorkerHello {
+        let w = try WorkerClient(python: python, runner: runner)
+        verifierStart = DispatchGroup()
+        verifierResult = .success(w)
+        return w.hello
+    }
+
     /// The exporting worker, started anew when the previous one died.
     func ensureExporter() throws -> WorkerClient {
         if let w = exporter { return w }

@@ -224,6 +224,7 @@ struct DocumentValidator {
             case "directory": return .directory
             case "triton": return .triton(repository: d["repository"]?.stringValue ?? "", format: d["format"]?.stringValue ?? "torchscript")
             case "torchserve": return .torchserve(store: d["store"]?.stringValue ?? "")
+            case "oci": return .oci(repository: d["repository"]?.stringValue ?? "")
             default: return nil
             }
         }

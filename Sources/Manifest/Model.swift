@@ -135,6 +135,8 @@ public enum DeployTarget: Hashable, Sendable {
     case triton(repository: String, format: String = "torchscript")
     /// A TorchServe .mar archive in the given root-relative model store.
     case torchserve(store: String)
+    /// An OCI registry repository (`host[:port]/path`): the verified bundle pushed as a ModelPack artifact.
+    case oci(repository: String)
 
     /// The kind, as written in the manifest.
     public var kind: String {
@@ -142,6 +144,7 @@ public enum DeployTarget: Hashable, Sendable {
         case .directory: return "directory"
         case .triton: return "triton"
         case .torchserve: return "torchserve"
+        case .oci: return "oci"
         }
     }
 }

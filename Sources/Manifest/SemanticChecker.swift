@@ -382,7 +382,7 @@ struct SemanticChecker {
         for (i, d) in manifest.output.deploy.enumerated() {
             let field: String, path: String
             switch d {
-            case .directory: continue
+            case .directory, .oci: continue
             case .triton(let repo, _): (field, path) = ("spec.output.deploy[\(i)].repository", repo)
             case .torchserve(let store): (field, path) = ("spec.output.deploy[\(i)].store", store)
             }

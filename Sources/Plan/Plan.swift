@@ -108,6 +108,10 @@ public struct PlanStep: Codable, Hashable, Sendable {
     /// The step kinds, in the order apply runs them.
     public enum Kind: String, Codable, Hashable, Sendable {
         case load, trace, serialize, verify, deploy
+        /// Fetch a bundle from the shared cache into staging (`--cache`), every digest checked.
+        case pull
+        /// Push the verified bundle to the shared cache under its fingerprint's tag.
+        case push
     }
     /// The kind.
     public var kind: Kind
@@ -165,6 +169,9 @@ public struct PlanEntry: Codable, Hashable, Sendable {
     public var documentIndex: Int = 0
     /// The content digest of the bundle on disk (build.json), when there is one.
     public var contentDigest: String?
+    /// With `--cache`: whether the bundle is pulled from the shared cache or built (and pushed); nil without one or
+    /// when nothing is built.
+    public var cache: PlanCache?
 
     /// Creates an entry.
     public init(

@@ -26,6 +26,9 @@ public enum PlanRenderer {
                 lines.append("    serves \(VerifiedAxis.summary(axes)) (verified\(how))")
             }
             for r in e.reasons { lines.append("    because \(r.summary)") }
+            if let cache = e.cache {
+                lines.append("    cache: " + (cache.status == .cached ? c("32", "cached") + " at \(cache.reference)" : c("33", "build") + " (\(cache.reason ?? "not in the cache"))"))
+            }
             for b in e.blockers { lines.append("    " + c("31", "blocked: ") + b) }
             for s in e.steps {
                 lines.append("    \(s.kind.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(s.description)")
@@ -46,6 +49,8 @@ public enum PlanRenderer {
         var summary = "Plan: \(create) to create, \(rebuild) to rebuild, "
         if redeploy > 0 { summary += "\(redeploy) to redeploy, " }
         summary += "\(same) up to date"
+        let cached = plan.entries.filter { $0.cache?.status == .cached }.count
+        if plan.entries.contains(where: { $0.cache != nil }) { summary += " (\(cached) from the cache)" }
         let orphaned = plan.orphans.filter { $0.action == .orphaned }.count, remove = plan.orphans.count - orphaned
         if orphaned > 0 { summary += ", \(orphaned) orphaned (apply --prune removes them)" }
         if remove > 0 { summary += ", \(remove) to remove" }

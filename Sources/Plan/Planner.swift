@@ -157,7 +157,7 @@ public struct Planner: Sendable {
     /// Where a deploy entry goes: a Triton model folder `<repository>/<name>` or a `.mar` in the store.
     public static func deployDestination(_ d: DeployTarget, name: String, root: URL) -> URL? {
         switch d {
-        case .directory: return nil
+        case .directory, .oci: return nil
         case .triton(let repo, _): return root.appendingPathComponent(OutputPaths.normalise(repo)).appendingPathComponent(name)
         case .torchserve(let store): return root.appendingPathComponent(OutputPaths.normalise(store)).appendingPathComponent("\(name).mar")
         }
@@ -234,6 +234,14 @@ public struct Planner: Sendable {
         let maxBatch = WorkerRequests.maxBatchSize(min: batch?.min, max: batch?.max)
         let variable = WorkerRequests.variableDims(envelope.axes.map { ($0.name, $0.min, $0.max) })
         for (i, d) in m.output.deploy.enumerated() {
+            if case .oci(let repository) = d {
+                let tags = WorkerRequests.ociTags(name: m.name, fingerprint: fingerprint.fingerprint)
+                steps.append(PlanStep(
+                    kind: .deploy, description: "oci: push to \(repository) as a ModelPack artifact, tags \(tags.joined(separator: ", "))",
+                    inputs: [bundle.path], outputs: tags.map { "oci://\(repository):\($0)" },
+                    request: WorkerRequests.ociPush(repository: repository, tags: tags)))
+                continue
+            }
             guard let dest = Self.deployDestination(d, name: m.name, root: root) else {
                 steps.append(PlanStep(kind: .deploy, description: "directory: the bundle itself", inputs: [], outputs: [bundle.path]))
                 continue
@@ -242,7 +250,7 @@ public struct Planner: Sendable {
                 kind: d.kind, bundle: staging, dest: store.stagingURL(name: "\(m.name).deploy-\(i)"), name: m.name,
                 maxBatchSize: maxBatch, variableDims: variable, format: format(of: d)).objectValue ?? []))
             switch d {
-            case .directory: break
+            case .directory, .oci: break
             case .triton(_, let format):
                 let file = format == "aoti" ? BundleLayout.aotiFile : "model.pt"
                 let platform = format == "aoti" ? "torch_aoti" : "pytorch_libtorch"

@@ -142,6 +142,18 @@ public enum WorkerRequests {
         .object([("dir", .string(bundle.path)), ("tolerance", tolerance(m))])
     }
 
+    /// The tags an `oci` deploy pushes: `<name>` (moves to each new build) and `<name>-<first 12 of the fingerprint>`.
+    public static func ociTags(name: String, fingerprint: String) -> [String] {
+        let hex = fingerprint.split(separator: ":").last.map(String.init) ?? fingerprint
+        return [name, "\(name)-\(hex.prefix(12))"]
+    }
+
+    /// The `oci` deploy's push, run by the executor in Swift (no worker): the destination and the tags, in the order
+    /// they are set after every blob and the manifest are in the registry.
+    public static func ociPush(repository: String, tags: [String]) -> JSONValue {
+        .object([("op", "push"), ("kind", "oci"), ("repository", .string(repository)), ("tags", .array(tags.map { .string($0) }))])
+    }
+
     /// The `deploy` request. `maxBatchSize` and `variableDims` come from the verified envelope.
     public static func deploy(kind: String, bundle: URL, dest: URL, name: String, maxBatchSize: Int, variableDims: Bool, format: String) -> JSONValue {
         .object([

@@ -12,6 +12,8 @@ public struct Apply: ParsableCommand {
     @OptionGroup public var options: ManifestOptions
     @OptionGroup public var selection: SelectionOptions
     @OptionGroup public var runtime: RuntimeOptions
+    @OptionGroup public var registry: RegistryFlags
+    @OptionGroup public var cache: CacheFlags
     @Flag(name: .customLong("dry-run"), help: "Only show the plan.")
     public var dryRun = false
     @Flag(name: .customLong("keep-going"), help: "After a failed manifest, go on with the others (default: stop starting new ones).")
@@ -30,9 +32,28 @@ public struct Apply: ParsableCommand {
     /// Runs apply and returns the exit code.
     public static func execute(_ cmd: Apply, console: Console, runner: ProcessRunner = SystemProcessRunner()) -> Int32 {
         let started = Date()
-        guard let planned = Planning.build(cmd.options, selection: cmd.selection, python: cmd.runtime.python, console: console) else { return ExitStatus.failure }
+        let cacheSetting: CacheSetting?
+        switch cmd.cache.setting(registry: cmd.registry.options()) {
+        case .success(let s): cacheSetting = s
+        case .failure(let e):
+            console.err("error: \(e.message)")
+            return ExitStatus.failure
+        }
+        guard var planned = Planning.build(cmd.options, selection: cmd.selection, python: cmd.runtime.python, console: console, cache: cacheSetting) else { return ExitStatus.failure }
+        if cacheSetting != nil, !cmd.dryRun, CacheProbe.needsVersions(planned) {
+            // The fingerprint names the runtime's versions: learn them (one worker's hello, remembered) so the
+            // lookups ask for the tags the builds will push.
+            guard CacheProbe.learnVersions(cmd, console: console, runner: runner),
+                  let again = Planning.build(cmd.options, selection: cmd.selection, python: cmd.runtime.python, console: console, cache: cacheSetting)
+            else { return ExitStatus.failure }
+            planned = again
+        }
         let (plan, diagnostics, selected) = (planned.plan, planned.diagnostics, planned.manifests)
         console.report(diagnostics)
+        if let blocked = plan.entries.first(where: { $0.cache?.blocksApply == true }), let cache = blocked.cache, !cmd.dryRun {
+            console.err("error: the cache \(cache.repository) could not be reached and --cache-required is set: \(cache.unreachable ?? "")")
+            return ExitStatus.failure
+        }
         if cmd.dryRun {
             console.out(cmd.options.json ? PlanRenderer.json(plan) : PlanRenderer.text(plan, color: console.colorOut, relativeTo: FileManager.default.currentDirectoryPath))
             return ExitStatus.success
@@ -86,6 +107,7 @@ public struct Apply: ParsableCommand {
                 let progress = Progress.make(console: console)
                 defer { (progress as? LiveProgress)?.close() }
                 let applyRunner = ApplyRunner(python: rt.python, runner: runner, root: root, progress: progress, report: { console.report($0) })
+                applyRunner.registry = cmd.registry.options()
                 do {
                     outcomes += try applyRunner.run(items, jobs: jobs, keepGoing: cmd.keepGoing)
                 } catch {
@@ -139,6 +161,21 @@ extension Apply {
     }
 }
 
+/// The runtime's versions, which every fingerprint names, learned before a cache lookup when `RuntimeCache` does not
+/// know them yet (a fresh CI runner): one worker's hello, stored for the next run.
+enum CacheProbe {
+    static func needsVersions(_ planned: Planning.Result) -> Bool {
+        planned.plan.entries.contains { CachePlanner.concerns($0) && !CachePlanner.versionsKnown(planned.fingerprints[$0.name]?.versions ?? [:]) }
+    }
+
+    static func learnVersions(_ cmd: Apply, console: Console, runner: ProcessRunner) -> Bool {
+        guard let (rt, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "transformers"]) else { return false }
+        RuntimeCache().store(python: rt.python, hello: worker.hello)
+        worker.shutdown()
+        return true
+    }
+}
+
 /// The end-of-apply summary.
 enum ApplyReport {
     /// One row per manifest; ENVELOPE is what the bundle on disk serves (verified), from the new record or, for an
@@ -156,7 +193,8 @@ enum ApplyReport {
             let envelope = o.status == .ok || o.status == .upToDate ? VerifiedAxis.summary(axes) : ""
             // An up-to-date manifest has no action: its RESULT says so once.
             let action = o.action == .upToDate ? "-" : o.action.rawValue
-            rows.append([o.name, action, o.status.rawValue, o.seconds > 0 ? String(format: "%.1fs", o.seconds) : "-", err,
+            let result = o.status.rawValue + (o.cache.map { o.status == .ok ? " (\($0))" : "" } ?? "")
+            rows.append([o.name, action, result, o.seconds > 0 ? String(format: "%.1fs", o.seconds) : "-", err,
                          envelope.isEmpty ? "-" : envelope, bundle])
         }
         let widths = (0..<rows[0].count).map { i in rows.map { $0[i].count }.max() ?? 0 }
@@ -176,6 +214,7 @@ enum ApplyReport {
                 var d: [String: Any] = ["name": o.name, "action": o.action.rawValue, "status": o.status.rawValue, "seconds": o.seconds, "bundle": o.bundle,
                                         "diagnostics": DiagnosticPrinter.json(o.diagnostics)]
                 if let r = o.record, let obj = try? JSONSerialization.jsonObject(with: Data(r.serialized(pretty: false).utf8)) { d["record"] = obj }
+                if let c = o.cache { d["cache"] = c }
                 return d
             },
         ]

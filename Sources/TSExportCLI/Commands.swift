@@ -11,7 +11,7 @@ public struct TSExportCommand: ParsableCommand {
         commandName: "tsexport",
         abstract: "Export Hugging Face Transformers models to verified TorchScript bundles, described by YAML manifests.",
         version: ToolInfo.version,
-        subcommands: [Init.self, Validate.self, PlanCommand.self, Apply.self, Verify.self, Bench.self, Doctor.self, Schema.self])
+        subcommands: [Init.self, Validate.self, PlanCommand.self, Apply.self, Verify.self, Bench.self, Pull.self, Doctor.self, Schema.self])
 
     /// Creates the command.
     public init() {}
@@ -78,16 +78,26 @@ public struct PlanCommand: ParsableCommand {
     @Flag(name: .customLong("detailed-exitcode"), help: "Exit 0 when nothing would change, 2 when changes are pending, 1 on errors.")
     public var detailedExitcode = false
     @OptionGroup public var runtime: RuntimeOptions
+    @OptionGroup public var cache: CacheFlags
+    @OptionGroup public var registry: RegistryFlags
     public init() {}
 
     public func run() throws {
-        let code = PlanCommand.execute(options, selection: selection, detailedExitcode: detailedExitcode, python: runtime.python, console: .standard)
+        let setting: CacheSetting?
+        switch cache.setting(registry: registry.options()) {
+        case .success(let s): setting = s
+        case .failure(let e):
+            Console.standard.err("error: \(e.message)")
+            throw ExitCode(ExitStatus.failure)
+        }
+        let code = PlanCommand.execute(options, selection: selection, detailedExitcode: detailedExitcode, python: runtime.python, console: .standard, cache: setting)
         if code != 0 { throw ExitCode(code) }
     }
 
     /// Runs the command and returns its exit code.
-    public static func execute(_ options: ManifestOptions, selection: SelectionOptions, detailedExitcode: Bool, python: String? = nil, console: Console) -> Int32 {
-        guard let planned = Planning.build(options, selection: selection, python: python, console: console) else { return ExitStatus.failure }
+    public static func execute(_ options: ManifestOptions, selection: SelectionOptions, detailedExitcode: Bool, python: String? = nil, console: Console,
+                               cache: CacheSetting? = nil) -> Int32 {
+        guard let planned = Planning.build(options, selection: selection, python: python, console: console, cache: cache) else { return ExitStatus.failure }
         let (plan, diagnostics) = (planned.plan, planned.diagnostics)
         if options.json {
             console.out(PlanRenderer.json(plan))

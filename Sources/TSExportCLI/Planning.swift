@@ -100,7 +100,7 @@ enum Planning {
         var fingerprints: [String: FingerprintInputs]
     }
 
-    static func build(_ options: ManifestOptions, selection: SelectionOptions, python: String?, console: Console) -> Result? {
+    static func build(_ options: ManifestOptions, selection: SelectionOptions, python: String?, console: Console, cache shared: CacheSetting? = nil) -> Result? {
         guard !options.paths.isEmpty else {
             console.err("error: name at least one manifest file or folder")
             return nil
@@ -155,6 +155,7 @@ enum Planning {
         input.drift = drift
         var plan = Planner().plan(input)
         (plan.orphans, plan.notes) = orphans(options, selection: selection, loaded: result.manifests, root: root)
+        shared?.annotate(&plan, fingerprints: fingerprints)
         return Result(plan: plan, diagnostics: diagnostics, manifests: selected, fingerprints: fingerprints)
     }
 

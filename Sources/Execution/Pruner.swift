@@ -4,8 +4,16 @@ import Plan
 
 /// What a prune did: the paths actually removed, the paths kept on purpose, and the removals that failed.
 public struct PruneResult: Sendable, Equatable {
-    /// Per orphan name, the paths removed (absolute), in the orphan's order.
-    public var removed: [(name: String, paths: [String])] = []
+    /// One orphan's paths that were removed.
+    public struct Removal: Sendable, Equatable {
+        /// The orphan's name, bundle folder (absolute) and reason, as planned.
+        public var name: String, bundle: String, reason: String
+        /// The paths removed (absolute), in the orphan's order.
+        public var paths: [String]
+    }
+
+    /// Per orphan with anything removed, what was removed.
+    public var removed: [Removal] = []
     /// One line per path kept on purpose (files tsexport did not write are in it, another manifest owns it now).
     public var kept: [String] = []
     /// One line per path that should have gone but did not (refused as unsafe, or the rename failed).
@@ -13,10 +21,6 @@ public struct PruneResult: Sendable, Equatable {
 
     /// Nothing done yet.
     public init() {}
-
-    public static func == (a: PruneResult, b: PruneResult) -> Bool {
-        a.kept == b.kept && a.failed == b.failed && a.removed.map(\.name) == b.removed.map(\.name) && a.removed.map(\.paths) == b.removed.map(\.paths)
-    }
 }
 
 /// Removes orphaned bundles and deploys; only the holder of the output root's lock calls it, with the state read
@@ -114,7 +118,7 @@ public struct Pruner {
             try? FileManager.default.removeItem(at: trash)
             // A folder that kept files tsexport did not write loses the folders the removed files leave empty.
             for dir in leftFolders { Self.removeEmptyFolders(dir) }
-            if !removed.isEmpty { result.removed.append((o.name, removed)) }
+            if !removed.isEmpty { result.removed.append(.init(name: o.name, bundle: o.bundle, reason: o.reason, paths: removed)) }
         }
         return result
     }

@@ -117,8 +117,7 @@ public struct Apply: ParsableCommand {
                 pruned = Pruner(root: root).prune(confirmed, state: &state)
                 for note in pruned.kept { console.err("tsexport: \(note)") }
                 for note in pruned.failed { console.err("error: \(note)") }
-                let reasons = Dictionary(confirmed.map { ($0.name, $0.reason) }, uniquingKeysWith: { a, _ in a })
-                for r in pruned.removed { console.err("tsexport: removed \(r.name) (\(r.paths.count) path(s)): \(reasons[r.name] ?? "")") }
+                for r in pruned.removed { console.err("tsexport: removed \(r.name) (\(r.paths.count) path(s)): \(r.reason)") }
             }
         }
         let order = Dictionary(plan.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -126,7 +125,7 @@ public struct Apply: ParsableCommand {
         let wall = Date().timeIntervalSince(started)
         if cmd.options.json {
             var report = ApplyReport.json(outcomes, wall: wall)
-            report["removed"] = pruned.removed.map { ["name": $0.name, "paths": $0.paths] as [String: Any] }
+            report["removed"] = pruned.removed.map { ["name": $0.name, "bundle": $0.bundle, "paths": $0.paths, "reason": $0.reason] as [String: Any] }
             report["prune_failed"] = pruned.failed
             console.printJSON(report)
         } else {

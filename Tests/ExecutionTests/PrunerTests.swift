@@ -149,4 +149,41 @@ final class PrunerTests: XCTestCase {
         XCTAssertNil(state.bundles["build/x"])
         XCTAssertTrue(exists("triton/y/config.pbtxt") && exists("triton/y/1/model.pt") && exists("build/y/model.pt"))
     }
+
+    /// The whole apply: it plans, then waits for the output root's lock (held here); meanwhile another manifest makes
+    /// one of the planned orphans fresh. Under the lock the apply judges again: only the other orphan goes. No
+    /// manifest is left in the folder, so no Python starts.
+    func testApplyPruneJudgesTheOrphansAgainUnderTheLock() throws {
+        let specs = dir.appendingPathComponent("specs")
+        try FileManager.default.createDirectory(at: specs, withIntermediateDirectories: true)
+        try bundle("build/x")
+        try bundle("build/w")
+        var state = OutputState()
+        state.bundles["build/x"] = .init(name: "x", manifestFile: specs.appendingPathComponent("x.yaml").path, documentIndex: 0, deploys: [])
+        state.bundles["build/w"] = .init(name: "w", manifestFile: specs.appendingPathComponent("w.yaml").path, documentIndex: 0, deploys: [])
+        try state.write(root: root)
+
+        let lock = try OutputRootLock(root: root, timeout: 0)
+        let (p, pipe) = try IncrementalApplyTests.launch(["apply", specs.path, "--output-root", root.path, "--prune", "--lock-timeout", "60"], python: "/bin/false")
+        // The event: the apply holds the output root open, waiting for its lock (it has planned by then).
+        func waiting() -> Bool {
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p.processIdentifier)/fd")) ?? []
+            return fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.processIdentifier)/fd/\($0)")) == root.path }
+        }
+        let until = Date().addingTimeInterval(60)
+        while p.isRunning, Date() < until, !waiting() { usleep(1000) }
+        XCTAssertTrue(p.isRunning && waiting(), "the apply waits for the lock")
+        state.bundles["build/x"] = .init(name: "x", manifestFile: dir.appendingPathComponent("other/x.yaml").path, documentIndex: 0, deploys: [])
+        try state.write(root: root)
+        lock.release()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, out)
+        XCTAssertTrue(exists("build/x/model.pt"), "the bundle another manifest owns now stays: \(out)")
+        XCTAssertFalse(exists("build/w"), out)
+        XCTAssertTrue(out.contains("removed w (1 path(s)): the manifest file is gone"), out)
+        XCTAssertFalse(out.contains("removed x"), out)
+        XCTAssertTrue(out.contains("Pruned: 1 path(s) of 1 orphan(s) removed."), out)
+        XCTAssertEqual(Set(OutputState.read(root: root).bundles.keys), ["build/x"])
+    }
 }

@@ -57,7 +57,7 @@ public struct Pruner {
             let build = Self.noSymlink(bundleRel, root: root) ? BuildInfo.read(bundle: root.appendingPathComponent(bundleRel)) : nil
             let trash = store.stagingRoot.appendingPathComponent("prune-\(UUID().uuidString.prefix(8).lowercased())")
             var removed: [String] = []
-            var leftFolders: [URL] = []
+            var emptied: [URL] = []
             for path in o.paths {
                 guard let rel = OutputState.relative(path, root: root), OutputState.isSafeRelative(rel),
                       rel == bundleRel || owner.deploys.contains(rel), Self.noSymlink(rel, root: root) else {
@@ -76,7 +76,7 @@ public struct Pruner {
                 var st = stat()
                 guard lstat(path, &st) == 0 else { continue }
                 let isDir = (st.st_mode & S_IFMT) == S_IFDIR
-                let foreign = isDir ? Self.entries(in: url).filter { !recorded.contains($0) && !BundleContent.isNotContent($0) } : []
+                let foreign = isDir ? Self.foreign(in: url, recorded: recorded) : []
                 if !isDir, !recorded.contains("") || (st.st_mode & S_IFMT) != S_IFREG {
                     result.failed.append("\(o.name): refused \(path): not the file tsexport wrote")
                     continue
@@ -91,9 +91,15 @@ public struct Pruner {
                         var n = 0
                         for f in recorded.sorted() where !f.isEmpty && Self.noSymlink(rel + "/" + f, root: root) {
                             n += 1
-                            _ = rename(url.appendingPathComponent(f).path, trash.appendingPathComponent("\(removed.count)-\(n)").path)
+                            if rename(url.appendingPathComponent(f).path, trash.appendingPathComponent("\(removed.count)-\(n)").path) == 0 {
+                                // The folders between the path and the file, deepest first.
+                                var parts = f.split(separator: "/").dropLast()
+                                while !parts.isEmpty {
+                                    emptied.append(url.appendingPathComponent(parts.joined(separator: "/")))
+                                    parts = parts.dropLast()
+                                }
+                            }
                         }
-                        leftFolders.append(url)
                         result.kept.append("\(o.name): kept \(path) with files tsexport did not write: \(foreign.prefix(3).joined(separator: ", "))")
                     }
                 } catch {
@@ -116,8 +122,8 @@ public struct Pruner {
             }
             do { try state.write(root: root) } catch { result.failed.append("\(o.name): the state could not be written: \(error)") }
             try? FileManager.default.removeItem(at: trash)
-            // A folder that kept files tsexport did not write loses the folders the removed files leave empty.
-            for dir in leftFolders { Self.removeEmptyFolders(dir) }
+            // A folder that kept files tsexport did not write loses only the folders its removed files leave empty.
+            for dir in emptied.sorted(by: { $0.path.count > $1.path.count }) { rmdir(dir.path) }
             if !removed.isEmpty { result.removed.append(.init(name: o.name, bundle: o.bundle, reason: o.reason, paths: removed)) }
         }
         return result
@@ -143,14 +149,19 @@ public struct Pruner {
     /// Whether one relative path is the other or lies inside it.
     static func overlaps(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b + "/") || b.hasPrefix(a + "/") }
 
-    /// Every entry in a folder that is not a folder (files, links, anything else), relative to it.
-    static func entries(in dir: URL) -> [String] {
+    /// What a folder holds that is not in `recorded` (relative paths): files, links and anything else, and folders
+    /// that hold no recorded file; the temporary files of a bundle's atomic writes are not counted.
+    static func foreign(in dir: URL, recorded: Set<String>) -> [String] {
         var out: [String] = []
         guard let e = FileManager.default.enumerator(atPath: dir.path) else { return [] }
         while let rel = e.nextObject() as? String {
-            if (e.fileAttributes?[.type] as? FileAttributeType) != .typeDirectory { out.append(rel) }
+            if (e.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory {
+                if !recorded.contains(where: { $0.hasPrefix(rel + "/") }) { out.append(rel + "/") }
+            } else if !recorded.contains(rel) && !BundleContent.isNotContent(rel) {
+                out.append(rel)
+            }
         }
-        return out
+        return out.sorted()
     }
 
     /// Whether no component of `rel` below the root is a symbolic link.
@@ -162,16 +173,5 @@ public struct Pruner {
             if lstat(url.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFLNK { return false }
         }
         return true
-    }
-
-    /// Removes the empty folders under `dir` and `dir` itself when it is left empty.
-    static func removeEmptyFolders(_ dir: URL) {
-        guard let e = FileManager.default.enumerator(atPath: dir.path) else { return }
-        var dirs: [String] = []
-        while let rel = e.nextObject() as? String {
-            if (e.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory { dirs.append(rel) }
-        }
-        for d in dirs.sorted(by: { $0.count > $1.count }) { rmdir(dir.appendingPathComponent(d).path) }
-        rmdir(dir.path)
     }
 }

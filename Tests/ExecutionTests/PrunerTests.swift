@@ -121,6 +121,7 @@ final class PrunerTests: XCTestCase {
         try bundle("build/x", deploys: [tx])
         try bundle("build/y", deploys: [ty])
         try write("triton/x/notes.txt", "the user's")
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("triton/x/mine"), withIntermediateDirectories: true)
         var owner = gone
         owner.deploys = ["triton/x"]
         owner.deployFiles = ["triton/x": tx.files]
@@ -130,11 +131,12 @@ final class PrunerTests: XCTestCase {
         var result = Pruner(root: root).prune([orphan(owner, paths: ["build/x", "triton/x"])], state: &state)
         XCTAssertEqual(result.failed, [])
         XCTAssertEqual(result.removed.map(\.paths), [[root.path + "/build/x"]])
-        XCTAssertEqual(result.kept, ["x: kept \(root.path)/triton/x with files tsexport did not write: notes.txt"])
+        XCTAssertEqual(result.kept, ["x: kept \(root.path)/triton/x with files tsexport did not write: mine/, notes.txt"])
         XCTAssertFalse(exists("build/x"))
         XCTAssertFalse(exists("triton/x/config.pbtxt"))
         XCTAssertFalse(exists("triton/x/1"), "the folders its removed files leave empty go")
         XCTAssertTrue(exists("triton/x/notes.txt"))
+        XCTAssertTrue(exists("triton/x/mine"), "an empty folder the user made stays")
         XCTAssertEqual(state.bundles["build/x"]?.deploys, ["triton/x"], "the model folder is still x's: it is not forgotten")
         XCTAssertEqual(OutputState.read(root: root), state, "the state on disk says the same")
 
@@ -143,6 +145,7 @@ final class PrunerTests: XCTestCase {
             state: state, loaded: [], root: root, scope: .init(paths: ["/specs/x.yaml"], prune: true), exists: { FileManager.default.fileExists(atPath: $0) })
         XCTAssertEqual(again.map(\.paths), [[root.path + "/triton/x"]])
         try FileManager.default.removeItem(at: root.appendingPathComponent("triton/x/notes.txt"))
+        try FileManager.default.removeItem(at: root.appendingPathComponent("triton/x/mine"))
         result = Pruner(root: root).prune(again, state: &state)
         XCTAssertEqual(result.removed.map(\.paths), [[root.path + "/triton/x"]])
         XCTAssertFalse(exists("triton/x"))

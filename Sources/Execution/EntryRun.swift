@@ -195,14 +195,7 @@ struct RecordAssembly {
         }
         for key in ["model_class", "input_signature", "output_signature", "cases", "tracer_warnings", "untied_parameters", "hardware", "device", "cpu",
                     "attn_implementation", "adjusted_config", "warnings", "artifacts", "generation", "quantize"] {
-            guard let v = data[key] else { continue }
-            if key == "quantize", case .object(let o) = v {
-                // How long the layer selection took is a build fact; the layers chosen are what the artifact is.
-                fields.append((key, .object(o.filter { $0.0 != "seconds" })))
-                if let t = v["seconds"] { buildFacts.append(("quantize_seconds", t)) }
-                continue
-            }
-            fields.append((key, v))
+            if let v = data[key] { fields.append((key, v)) }
         }
     }
 

@@ -58,6 +58,21 @@ final class StateTests: XCTestCase {
         XCTAssertEqual(code, 0, out)
     }
 
+    func testAnInt8BundleIsByteIdenticalUnderTwoRoots() throws {
+        let dir = try Harness.tempDir("repro-int8")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("m.yaml")
+        try QualityApplyTests.manifest("q8", target: "    quantize: dynamic_int8").write(to: file, atomically: true, encoding: .utf8)
+        let a = dir.appendingPathComponent("root-a"), b = dir.appendingPathComponent("elsewhere/root-b")
+        for root in [a, b] { XCTAssertEqual(try run(["apply", file.path, "--output-root", root.path]).0, 0) }
+        for rel in ["model.pt", "record.json", "sample_inputs.safetensors", "reference_outputs.safetensors"] {
+            let x = try Data(contentsOf: a.appendingPathComponent("build/q8/\(rel)")), y = try Data(contentsOf: b.appendingPathComponent("build/q8/\(rel)"))
+            XCTAssertEqual(x, y, "\(rel) differs between the two roots")
+        }
+        XCTAssertEqual(try json(a.appendingPathComponent("build/q8/build.json"))["content_digest"],
+                       try json(b.appendingPathComponent("build/q8/build.json"))["content_digest"])
+    }
+
     func testDriftIsNamedAndApplyRestoresIt() throws {
         let dir = try Harness.tempDir("drift")
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -100,11 +100,15 @@ final class StateTests: XCTestCase {
         // A hand-edited Triton config and a deleted .mar: a redeploy from the installed bundle, no re-export.
         try Data("# edited by hand\n".utf8).write(to: config)
         try FileManager.default.removeItem(at: mar)
+        let added = root.appendingPathComponent("triton/drift/2/model.pt")
+        try FileManager.default.createDirectory(at: added.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try originalModel.write(to: added)
         (code, out) = try run(["plan", file.path, "--output-root", root.path, "--detailed-exitcode"], python: "/bin/false")
         XCTAssertEqual(code, 2, out)
         XCTAssertTrue(out.contains("~ redeploy drift"), out)
         XCTAssertTrue(out.contains("because deploy triton: config.pbtxt changed"), out)
         XCTAssertTrue(out.contains("because deploy torchserve: .mar missing"), out)
+        XCTAssertTrue(out.contains("because deploy triton: 2/model.pt added"), out)
         XCTAssertFalse(out.contains("trace "), "no export step is planned: \(out)")
         let before = try FileManager.default.attributesOfItem(atPath: model.path)
         (code, out) = try run(["apply", file.path, "--output-root", root.path])
@@ -115,6 +119,7 @@ final class StateTests: XCTestCase {
         XCTAssertEqual(before[.modificationDate] as? Date, after[.modificationDate] as? Date)
         XCTAssertEqual(try Data(contentsOf: config), originalConfig)
         XCTAssertTrue(FileManager.default.fileExists(atPath: mar.path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: added.path), "a Triton model folder holds only what tsexport wrote")
         (code, out) = try run(["plan", file.path, "--output-root", root.path, "--detailed-exitcode"], python: "/bin/false")
         XCTAssertEqual(code, 0, out)
     }

@@ -103,6 +103,14 @@ public struct BuildInfo: Sendable {
             }
             if d.sha256 != e.sha256 || d.size != e.size { out.append("deploy \(deploy.kind): \(name) changed") }
         }
+        // A deploy folder (a Triton model folder) holds only what was written there.
+        let prefix = deploy.path + "/"
+        if deploy.files.contains(where: { $0.path.hasPrefix(prefix) }) {
+            let known = Set(deploy.files.map(\.path))
+            for f in BundleContent.files(in: root.appendingPathComponent(deploy.path)) where !known.contains(prefix + f) {
+                out.append("deploy \(deploy.kind): \(f) added")
+            }
+        }
         return out
     }
 }

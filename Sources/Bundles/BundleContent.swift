@@ -38,13 +38,21 @@ public enum BundleContent {
     /// Top-level files that are about the bundle rather than part of it.
     public static let notContent: Set<String> = [buildFile, reportFile]
 
+    /// Whether a path in a bundle (relative to it) is not content: `build.json`, `bench.html`, and the temporary files
+    /// their atomic writes hold for a moment at the top level (`.build.json.*.tmp`, `.bench-*.html.tmp`).
+    public static func isNotContent(_ rel: String) -> Bool {
+        if notContent.contains(rel) { return true }
+        guard !rel.contains("/"), rel.hasSuffix(".tmp") else { return false }
+        return rel.hasPrefix(".\(buildFile).") || (rel.hasPrefix(".bench-") && rel.hasSuffix(".html.tmp"))
+    }
+
     /// The relative paths of the bundle's content files, sorted by their UTF-8 bytes (hidden files included, so
-    /// nothing slips past the digest; `build.json` and `bench.html` at the top level excluded).
+    /// nothing slips past the digest; what `isNotContent` names excluded).
     public static func files(in bundle: URL) -> [String] {
         var out: [String] = []
         guard let e = FileManager.default.enumerator(atPath: bundle.path) else { return [] }
         while let rel = e.nextObject() as? String {
-            if (e.fileAttributes?[.type] as? FileAttributeType) == .typeRegular, !notContent.contains(rel) { out.append(rel) }
+            if (e.fileAttributes?[.type] as? FileAttributeType) == .typeRegular, !isNotContent(rel) { out.append(rel) }
         }
         return out.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
     }

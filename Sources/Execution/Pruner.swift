@@ -2,77 +2,166 @@ import Bundles
 import Foundation
 import Plan
 
-/// Removes orphaned bundles and their deploys; only the holder of the output root's lock calls it.
+/// What a prune did: the paths actually removed, the paths kept on purpose, and the removals that failed.
+public struct PruneResult: Sendable, Equatable {
+    /// One orphan's paths that were removed.
+    public struct Removal: Sendable, Equatable {
+        /// The orphan's name, bundle folder (absolute) and reason, as planned.
+        public var name: String, bundle: String, reason: String
+        /// The paths removed (absolute), in the orphan's order.
+        public var paths: [String]
+    }
+
+    /// Per orphan with anything removed, what was removed.
+    public var removed: [Removal] = []
+    /// One line per path kept on purpose (files tsexport did not write are in it, another manifest owns it now).
+    public var kept: [String] = []
+    /// One line per path that should have gone but did not (refused as unsafe, or the rename failed).
+    public var failed: [String] = []
+
+    /// Nothing done yet.
+    public init() {}
+}
+
+/// Removes orphaned bundles and deploys; only the holder of the output root's lock calls it, with the state read
+/// under that lock and orphans planned from that state.
 ///
-/// Per orphan: every path is first checked (under the output root, outside `.tsexport`, no symbolic link on the
-/// way, one that the state says tsexport installed) and moved into `.tsexport/staging` by rename; then the state
-/// file drops the bundle (one atomic rename); then the moved files are deleted. A run killed at any moment leaves
-/// either the state naming the bundle (the next `--prune` finishes the job) or neither, and staging that the next
-/// locked run removes. A folder that holds files tsexport did not write (not in build.json) keeps them: only the
-/// recorded files are removed from it.
+/// Every path is checked again here, because the state file and build.json are untrusted input: it must be a safe
+/// relative path under the output root (no `..`, not absolute, not in `.tsexport`), with no symbolic link on the way,
+/// owned in the state by the orphan's own manifest document and by no other entry; and what tsexport wrote there must
+/// be listed (build.json or the state's deploy files), each listed file a safe path inside it. A folder that also holds
+/// files tsexport did not write keeps them (only the listed files go). Each path is moved into `.tsexport/staging` by
+/// rename; then the state is written (an owner stays while any of its paths remains on disk); then the moved files are
+/// deleted. A run killed at any moment leaves either the state naming the path (the next `--prune` finishes the job)
+/// or neither, and staging that the next locked run removes.
 public struct Pruner {
     let store: BundleStore
 
     /// A pruner for an output root.
     public init(root: URL) { store = BundleStore(root: root) }
 
-    /// Removes each orphan (its `paths`) and drops it from `state`, writing the state after each one. Returns one
-    /// line per path that was kept or could not be removed.
-    public func prune(_ orphans: [PlanOrphan], state: inout OutputState) -> [String] {
-        var notes: [String] = []
+    /// Removes each `remove` orphan's paths and updates `state`, writing it after each orphan.
+    public func prune(_ orphans: [PlanOrphan], state: inout OutputState) -> PruneResult {
+        var result = PruneResult()
         let root = store.root
         for o in orphans where o.action == .remove {
-            guard let bundleRel = OutputState.relative(o.bundle, root: root), let owner = state.bundles[bundleRel] else { continue }
-            let build = BuildInfo.read(bundle: URL(fileURLWithPath: o.bundle))
-            var moved: [URL] = []
+            guard let bundleRel = OutputState.relative(o.bundle, root: root), OutputState.isSafeRelative(bundleRel),
+                  var owner = state.bundles[bundleRel] else {
+                result.failed.append("\(o.name): refused \(o.bundle): not a bundle the output root's state names")
+                continue
+            }
+            guard owner.name == o.name, owner.manifestFile == o.manifestFile, owner.documentIndex == o.documentIndex else {
+                result.kept.append("\(o.name): kept \(o.bundle): the output root's state now names another manifest for it")
+                continue
+            }
+            let build = Self.noSymlink(bundleRel, root: root) ? BuildInfo.read(bundle: root.appendingPathComponent(bundleRel)) : nil
             let trash = store.stagingRoot.appendingPathComponent("prune-\(UUID().uuidString.prefix(8).lowercased())")
+            var removed: [String] = []
+            var emptied: [URL] = []
             for path in o.paths {
-                guard let rel = OutputState.relative(path, root: root), rel == bundleRel || owner.deploys.contains(rel),
-                      !rel.hasPrefix(".tsexport/"), Self.noSymlink(rel, root: root) else {
-                    notes.append("\(o.name): kept \(path): not a path tsexport installed under the output root")
+                guard let rel = OutputState.relative(path, root: root), OutputState.isSafeRelative(rel),
+                      rel == bundleRel || owner.deploys.contains(rel), Self.noSymlink(rel, root: root) else {
+                    result.failed.append("\(o.name): refused \(path): not a path tsexport installed under the output root")
                     continue
                 }
-                // What tsexport wrote there, relative to the path: build.json's files for a bundle or a deploy.
-                let recorded: Set<String>?
-                if rel == bundleRel {
-                    recorded = build.map { Set($0.files.map(\.path)).union(BundleContent.notContent) }
-                } else if let d = build?.deployments.first(where: { $0.path == rel }) {
-                    recorded = Set(d.files.map { $0.path == rel ? "" : String($0.path.dropFirst(rel.count + 1)) })
-                } else {
-                    recorded = nil
+                if let other = state.bundles.first(where: { k, v in k != bundleRel && (Self.overlaps(k, rel) || v.deploys.contains { Self.overlaps($0, rel) }) }) {
+                    result.kept.append("\(o.name): kept \(path): the output root's state says \(other.value.name) owns it")
+                    continue
+                }
+                guard let recorded = Self.recorded(rel, bundle: bundleRel, build: build, owner: owner) else {
+                    result.failed.append("\(o.name): refused \(path): no safe list of the files tsexport wrote there")
+                    continue
                 }
                 let url = URL(fileURLWithPath: path)
-                let isDir = (try? url.resourceValues(forKeys: [.isDirectoryKey]).isDirectory) ?? false
-                let foreign = isDir ? BundleContent.files(in: url).filter { !(recorded?.contains($0) ?? false) && !BundleContent.notContent.contains($0) } : []
-                if recorded == nil && isDir {
-                    notes.append("\(o.name): kept \(path): its build.json does not list what tsexport wrote there")
+                var st = stat()
+                guard lstat(path, &st) == 0 else { continue }
+                let isDir = (st.st_mode & S_IFMT) == S_IFDIR
+                let foreign = isDir ? Self.foreign(in: url, recorded: recorded) : []
+                if !isDir, !recorded.contains("") || (st.st_mode & S_IFMT) != S_IFREG {
+                    result.failed.append("\(o.name): refused \(path): not the file tsexport wrote")
                     continue
                 }
                 do {
                     try FileManager.default.createDirectory(at: trash, withIntermediateDirectories: true)
                     if foreign.isEmpty {
-                        let target = trash.appendingPathComponent("\(moved.count)")
+                        let target = trash.appendingPathComponent("\(removed.count)")
                         guard rename(path, target.path) == 0 else { throw BundleError(String(cString: strerror(errno))) }
-                        moved.append(target)
+                        removed.append(path)
                     } else {
-                        for f in recorded ?? [] where !f.isEmpty {
-                            let target = trash.appendingPathComponent("\(moved.count)")
-                            if rename(url.appendingPathComponent(f).path, target.path) == 0 { moved.append(target) }
+                        var n = 0
+                        for f in recorded.sorted() where !f.isEmpty && Self.noSymlink(rel + "/" + f, root: root) {
+                            n += 1
+                            if rename(url.appendingPathComponent(f).path, trash.appendingPathComponent("\(removed.count)-\(n)").path) == 0 {
+                                // The folders between the path and the file, deepest first.
+                                var parts = f.split(separator: "/").dropLast()
+                                while !parts.isEmpty {
+                                    emptied.append(url.appendingPathComponent(parts.joined(separator: "/")))
+                                    parts = parts.dropLast()
+                                }
+                            }
                         }
-                        notes.append("\(o.name): kept \(path) with files tsexport did not write: \(foreign.prefix(3).joined(separator: ", "))")
+                        result.kept.append("\(o.name): kept \(path) with files tsexport did not write: \(foreign.prefix(3).joined(separator: ", "))")
                     }
                 } catch {
-                    notes.append("\(o.name): could not remove \(path): \(error)")
+                    result.failed.append("\(o.name): could not remove \(path): \(error)")
                 }
             }
-            state.bundles[bundleRel] = nil
-            do { try state.write(root: root) } catch { notes.append("\(o.name): the state could not be written: \(error)") }
+            // The owner stays while any of its paths remains, so that nothing it installed is forgotten; a deploy that
+            // another entry now owns, or that is gone, is no longer its.
+            owner.deploys = owner.deploys.filter { d in
+                let path = root.appendingPathComponent(d).path
+                var st = stat()
+                return !removed.contains(path) && lstat(path, &st) == 0
+                    && !state.bundles.contains { k, v in k != bundleRel && (k == d || v.deploys.contains(d)) }
+            }
+            var st = stat()
+            if lstat(root.appendingPathComponent(bundleRel).path, &st) != 0 && owner.deploys.isEmpty {
+                state.bundles[bundleRel] = nil
+            } else {
+                state.bundles[bundleRel] = owner
+            }
+            do { try state.write(root: root) } catch { result.failed.append("\(o.name): the state could not be written: \(error)") }
             try? FileManager.default.removeItem(at: trash)
-            // Empty folders the orphan's paths leave behind (a Triton model folder's version folder) stay only when
-            // they hold something else.
-            for path in o.paths { Self.removeEmptyFolders(URL(fileURLWithPath: path)) }
+            // A folder that kept files tsexport did not write loses only the folders its removed files leave empty.
+            for dir in emptied.sorted(by: { $0.path.count > $1.path.count }) { rmdir(dir.path) }
+            if !removed.isEmpty { result.removed.append(.init(name: o.name, bundle: o.bundle, reason: o.reason, paths: removed)) }
         }
-        return notes
+        return result
+    }
+
+    /// What tsexport wrote at `rel`, relative to it (`""` for a file deploy itself): build.json's files for the bundle,
+    /// the state's or build.json's files for a deploy. Nil when it is not listed or a listed path is not safe.
+    static func recorded(_ rel: String, bundle: String, build: BuildInfo?, owner: OutputState.Owner) -> Set<String>? {
+        if rel == bundle {
+            guard let files = build?.files.map(\.path), files.allSatisfy(OutputState.isSafeRelative) else { return nil }
+            return Set(files).union(BundleContent.notContent)
+        }
+        guard let files = owner.deployFiles[rel] ?? build?.deployments.first(where: { $0.path == rel })?.files else { return nil }
+        var out: Set<String> = []
+        for f in files {
+            if f.path == rel { out.insert(""); continue }
+            guard f.path.hasPrefix(rel + "/"), OutputState.isSafeRelative(f.path) else { return nil }
+            out.insert(String(f.path.dropFirst(rel.count + 1)))
+        }
+        return out
+    }
+
+    /// Whether one relative path is the other or lies inside it.
+    static func overlaps(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b + "/") || b.hasPrefix(a + "/") }
+
+    /// What a folder holds that is not in `recorded` (relative paths): files, links and anything else, and folders
+    /// that hold no recorded file; the temporary files of a bundle's atomic writes are not counted.
+    static func foreign(in dir: URL, recorded: Set<String>) -> [String] {
+        var out: [String] = []
+        guard let e = FileManager.default.enumerator(atPath: dir.path) else { return [] }
+        while let rel = e.nextObject() as? String {
+            if (e.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory {
+                if !recorded.contains(where: { $0.hasPrefix(rel + "/") }) { out.append(rel + "/") }
+            } else if !recorded.contains(rel) && !BundleContent.isNotContent(rel) {
+                out.append(rel)
+            }
+        }
+        return out.sorted()
     }
 
     /// Whether no component of `rel` below the root is a symbolic link.
@@ -80,18 +169,9 @@ public struct Pruner {
         var url = root
         for part in rel.split(separator: "/") {
             url.appendPathComponent(String(part))
-            if (try? FileManager.default.destinationOfSymbolicLink(atPath: url.path)) != nil { return false }
+            var st = stat()
+            if lstat(url.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFLNK { return false }
         }
         return true
-    }
-
-    static func removeEmptyFolders(_ dir: URL) {
-        guard let e = FileManager.default.enumerator(atPath: dir.path) else { return }
-        var dirs: [String] = []
-        while let rel = e.nextObject() as? String {
-            if (e.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory { dirs.append(rel) }
-        }
-        for d in dirs.sorted(by: { $0.count > $1.count }) { rmdir(dir.appendingPathComponent(d).path) }
-        rmdir(dir.path)
     }
 }

@@ -3,6 +3,10 @@ import Dispatch
 import Foundation
 import YAML
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What the command line decides about validation.
 public struct ValidationOptions: Sendable {
     /// Output paths resolve against it and must stay inside it.
@@ -111,7 +115,7 @@ public struct ManifestLoader: Sendable {
                         if (e.fileAttributes?[.type] as? FileAttributeType) == .typeDirectory { e.skipDescendants() }
                         continue
                     }
-                    if rel.hasSuffix(".yaml") || rel.hasSuffix(".yml") {
+                    if isManifestName(rel) {
                         found.append(path.hasSuffix("/") ? path + rel : path + "/" + rel)
                     }
                 }
@@ -120,6 +124,48 @@ public struct ManifestLoader: Sendable {
             out += found.sorted()
         }
         return out
+    }
+
+    /// The manifest files that validating `paths` reads (`expand`, its diagnostics left out).
+    public static func manifestFiles(paths: [String]) -> [String] {
+        var ignored: [Diagnostic] = []
+        return expand(paths: paths, diagnostics: &ignored)
+    }
+
+    /// Whether a path found inside a given folder (relative to it) is a manifest file the expansion picks up: no
+    /// hidden component, a `.yaml` or `.yml` name.
+    static func isManifestName(_ rel: String) -> Bool {
+        !rel.split(separator: "/").contains { $0.hasPrefix(".") } && (rel.hasSuffix(".yaml") || rel.hasSuffix(".yml"))
+    }
+
+    /// Whether loading `paths` covers the manifest file `file` (absolute, standardized): exactly the files `expand`
+    /// gives for them when the file exists, and for a file that is gone, the files `expand` would have given (given
+    /// itself, or under a given folder with a manifest name and no symbolic link or hidden folder on the way).
+    /// Pruning judges only what this covers, so a bundle is never orphaned by a manifest the loader did not read.
+    public static func coverage(paths: [String]) -> (String) -> Bool {
+        let given = paths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        let expanded = Set(manifestFiles(paths: given.filter { FileManager.default.fileExists(atPath: $0) })
+            .map { URL(fileURLWithPath: $0).standardizedFileURL.path })
+        return { file in
+            let file = URL(fileURLWithPath: file).standardizedFileURL.path
+            var st = stat()
+            if lstat(file, &st) == 0 { return expanded.contains(file) }
+            for p in given {
+                if file == p { return true }
+                let base = p.hasSuffix("/") ? p : p + "/"
+                guard file.hasPrefix(base) else { continue }
+                let rel = String(file.dropFirst(base.count))
+                guard isManifestName(rel) else { continue }
+                // A folder on the way that is a symbolic link or not a folder is one the expansion does not enter.
+                var dir = p, entered = true
+                for part in rel.split(separator: "/").dropLast() {
+                    dir += "/" + part
+                    if lstat(dir, &st) == 0, (st.st_mode & S_IFMT) != S_IFDIR { entered = false }
+                }
+                if entered { return true }
+            }
+            return false
+        }
     }
 
     /// Loads one file: every document in it, each validated; the file's problems in reading order.

@@ -72,10 +72,9 @@ public struct Apply: ParsableCommand {
         let owners = Self.owners(plan, manifests: manifests, root: root)
         let removals = plan.orphans.filter { $0.action == .remove }
         let known = OutputState.read(root: root)
-        let untracked = plan.entries.contains { e in
-            guard let rel = OutputState.relative(e.bundle, root: root), e.action == .upToDate else { return false }
-            return known.bundles[rel] != owners[rel]
-        }
+        var probe = known
+        Self.claim(&probe, bundles: plan.entries.filter { $0.action == .upToDate }.map(\.bundle), owners: owners, root: root)
+        let untracked = probe != known
         let needsLock = !items.isEmpty || !removals.isEmpty || untracked
         if !needsLock, !((try? FileManager.default.contentsOfDirectory(atPath: BundleStore(root: root).stagingRoot.path)) ?? []).isEmpty,
            let lock = try? OutputRootLock(root: root, timeout: 0) {
@@ -84,6 +83,7 @@ public struct Apply: ParsableCommand {
             lock.release()
             if !leftovers.isEmpty { console.err("tsexport: removed \(leftovers.count) staging folder(s) left by an interrupted run") }
         }
+        var pruned = PruneResult()
         if needsLock {
             // The state file, the prune and every install happen under the output root's lock.
             let lock: OutputRootLock
@@ -122,31 +122,57 @@ public struct Apply: ParsableCommand {
             }
             var state = OutputState.read(root: root)
             let before = state
-            for o in outcomes where o.status == .ok || o.status == .upToDate {
-                if let rel = OutputState.relative(o.bundle, root: root), let owner = owners[rel] { state.bundles[rel] = owner }
-            }
+            Self.claim(&state, bundles: outcomes.filter { $0.status == .ok || $0.status == .upToDate }.map(\.bundle), owners: owners, root: root)
             if state != before {
                 do { try state.write(root: root) } catch { console.err("error: the output root's state cannot be written: \(error)") }
             }
-            for note in Pruner(root: root).prune(removals, state: &state) { console.err("tsexport: \(note)") }
-            for o in removals { console.err("tsexport: removed \(o.name) (\(o.paths.count) path(s)): \(o.reason)") }
+            if !removals.isEmpty {
+                // The orphans are planned again from the state as it is under the lock, so a bundle that another
+                // manifest made fresh since the plan is not touched; only paths both plans name go.
+                let shown = Set(removals.flatMap(\.paths))
+                let confirmed = Planning.orphans(cmd.options, selection: cmd.selection, loaded: planned.loaded, root: root).0
+                    .filter { $0.action == .remove }.map { o -> PlanOrphan in
+                        var o = o
+                        o.paths = o.paths.filter(shown.contains)
+                        return o
+                    }
+                pruned = Pruner(root: root).prune(confirmed, state: &state)
+                for note in pruned.kept { console.err("tsexport: \(note)") }
+                for note in pruned.failed { console.err("error: \(note)") }
+                for r in pruned.removed { console.err("tsexport: removed \(r.name) (\(r.paths.count) path(s)): \(r.reason)") }
+            }
         }
         let order = Dictionary(plan.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         outcomes.sort { (order[$0.name] ?? 0) < (order[$1.name] ?? 0) }
         let wall = Date().timeIntervalSince(started)
         if cmd.options.json {
             var report = ApplyReport.json(outcomes, wall: wall)
-            report["removed"] = removals.map { ["name": $0.name, "bundle": $0.bundle, "paths": $0.paths, "reason": $0.reason] as [String: Any] }
+            report["removed"] = pruned.removed.map { ["name": $0.name, "bundle": $0.bundle, "paths": $0.paths, "reason": $0.reason] as [String: Any] }
+            report["prune_failed"] = pruned.failed
             console.printJSON(report)
         } else {
+            let removedPaths = pruned.removed.reduce(0) { $0 + $1.paths.count }
             console.out(ApplyReport.table(outcomes, served: served, wall: wall, base: FileManager.default.currentDirectoryPath)
-                        + (removals.isEmpty ? "" : "\nPruned: \(removals.count) orphaned bundle(s) removed with their deploys."))
+                        + (removals.isEmpty ? "" : "\nPruned: \(removedPaths) path(s) of \(pruned.removed.count) orphan(s) removed"
+                           + (pruned.failed.isEmpty ? "." : ", \(pruned.failed.count) could not be removed.")))
         }
-        return outcomes.contains { $0.status == .failed || $0.status == .notRun } ? ExitStatus.failure : ExitStatus.success
+        let failed = outcomes.contains { $0.status == .failed || $0.status == .notRun } || !pruned.failed.isEmpty
+        return failed ? ExitStatus.failure : ExitStatus.success
     }
 }
 
 extension Apply {
+    /// Records the owners of the given bundles in `state`, each with the files its deploys wrote (from its build.json).
+    static func claim(_ state: inout OutputState, bundles: [String], owners: [String: OutputState.Owner], root: URL) {
+        for bundle in bundles {
+            guard let rel = OutputState.relative(bundle, root: root), var owner = owners[rel] else { continue }
+            for d in BuildInfo.read(bundle: URL(fileURLWithPath: bundle))?.deployments ?? [] where owner.deploys.contains(d.path) {
+                owner.deployFiles[d.path] = d.files
+            }
+            state.claim(rel, owner)
+        }
+    }
+
     /// Which manifest file and document made each planned bundle, and the deploys it installs, by bundle folder
     /// relative to the output root.
     static func owners(_ plan: Plan, manifests: [String: Manifest], root: URL) -> [String: OutputState.Owner] {

@@ -97,6 +97,8 @@ enum Planning {
         var plan: Plan
         var diagnostics: [Diagnostic]
         var manifests: [Manifest]
+        /// Every manifest loaded from the given paths (before `--name`, `--selector` and `--shard`).
+        var loaded: [Manifest] = []
         var fingerprints: [String: FingerprintInputs]
     }
 
@@ -156,7 +158,7 @@ enum Planning {
         var plan = Planner().plan(input)
         (plan.orphans, plan.notes) = orphans(options, selection: selection, loaded: result.manifests, root: root)
         shared?.annotate(&plan, fingerprints: fingerprints)
-        return Result(plan: plan, diagnostics: diagnostics, manifests: selected, fingerprints: fingerprints)
+        return Result(plan: plan, diagnostics: diagnostics, manifests: selected, loaded: result.manifests, fingerprints: fingerprints)
     }
 
     /// `ConfigKeyCheck`'s errors for the manifests that set `spec.model.config`, with the declared keys from

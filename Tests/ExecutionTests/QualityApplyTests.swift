@@ -57,6 +57,10 @@ final class QualityApplyTests: XCTestCase {
         XCTAssertEqual(q["select_min_cosine"]?.doubleValue, 0.995)
         XCTAssertGreaterThanOrEqual(q["cosine_on_traced_inputs"]?.doubleValue ?? 0, 0.995)
         XCTAssertEqual(int8["target"]?["quantize"], "dynamic_int8")
+        // How long the selection took is a build fact: the quantize stage's time in build.json, never in the record.
+        XCTAssertNil(q["seconds"], "record.json holds no timing")
+        let build = try JSONValue(parsing: Data(contentsOf: root.appendingPathComponent("build/int8/build.json")))
+        XCTAssertGreaterThan(build["timings_ms"]?["quantize"]?.doubleValue ?? 0, 0)
         XCTAssertEqual(int8["parity"]?["tolerance"], .object([("atol", .double(1e-5)), ("rtol", .double(1e-4)), ("min_cosine", .double(0.99))]))
 
         for (name, record) in [("int8", int8), ("bf16", try record(root, "bf16"))] {

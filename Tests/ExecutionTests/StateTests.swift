@@ -26,7 +26,7 @@ final class StateTests: XCTestCase {
         let a = dir.appendingPathComponent("root-a"), b = dir.appendingPathComponent("elsewhere/root-b")
         for root in [a, b] { XCTAssertEqual(try run(["apply", file.path, "--output-root", root.path]).0, 0) }
         for rel in ["build/repro/model.pt", "build/repro/record.json", "build/repro/sample_inputs.safetensors",
-                    "build/repro/reference_outputs.safetensors", "triton/repro/config.pbtxt", "triton/repro/1/model.pt"] {
+                    "build/repro/reference_outputs.safetensors", "triton/repro/config.pbtxt", "triton/repro/1/model.pt", "model-store/repro.mar"] {
             let x = try Data(contentsOf: a.appendingPathComponent(rel)), y = try Data(contentsOf: b.appendingPathComponent(rel))
             XCTAssertEqual(x, y, "\(rel) differs between the two roots")
         }
@@ -58,6 +58,21 @@ final class StateTests: XCTestCase {
         XCTAssertEqual(code, 0, out)
     }
 
+    func testAnInt8BundleIsByteIdenticalUnderTwoRoots() throws {
+        let dir = try Harness.tempDir("repro-int8")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("m.yaml")
+        try QualityApplyTests.manifest("q8", target: "    quantize: dynamic_int8").write(to: file, atomically: true, encoding: .utf8)
+        let a = dir.appendingPathComponent("root-a"), b = dir.appendingPathComponent("elsewhere/root-b")
+        for root in [a, b] { XCTAssertEqual(try run(["apply", file.path, "--output-root", root.path]).0, 0) }
+        for rel in ["model.pt", "record.json", "sample_inputs.safetensors", "reference_outputs.safetensors"] {
+            let x = try Data(contentsOf: a.appendingPathComponent("build/q8/\(rel)")), y = try Data(contentsOf: b.appendingPathComponent("build/q8/\(rel)"))
+            XCTAssertEqual(x, y, "\(rel) differs between the two roots")
+        }
+        XCTAssertEqual(try json(a.appendingPathComponent("build/q8/build.json"))["content_digest"],
+                       try json(b.appendingPathComponent("build/q8/build.json"))["content_digest"])
+    }
+
     func testDriftIsNamedAndApplyRestoresIt() throws {
         let dir = try Harness.tempDir("drift")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -85,11 +100,15 @@ final class StateTests: XCTestCase {
         // A hand-edited Triton config and a deleted .mar: a redeploy from the installed bundle, no re-export.
         try Data("# edited by hand\n".utf8).write(to: config)
         try FileManager.default.removeItem(at: mar)
+        let added = root.appendingPathComponent("triton/drift/2/model.pt")
+        try FileManager.default.createDirectory(at: added.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try originalModel.write(to: added)
         (code, out) = try run(["plan", file.path, "--output-root", root.path, "--detailed-exitcode"], python: "/bin/false")
         XCTAssertEqual(code, 2, out)
         XCTAssertTrue(out.contains("~ redeploy drift"), out)
         XCTAssertTrue(out.contains("because deploy triton: config.pbtxt changed"), out)
         XCTAssertTrue(out.contains("because deploy torchserve: .mar missing"), out)
+        XCTAssertTrue(out.contains("because deploy triton: 2/model.pt added"), out)
         XCTAssertFalse(out.contains("trace "), "no export step is planned: \(out)")
         let before = try FileManager.default.attributesOfItem(atPath: model.path)
         (code, out) = try run(["apply", file.path, "--output-root", root.path])
@@ -100,6 +119,7 @@ final class StateTests: XCTestCase {
         XCTAssertEqual(before[.modificationDate] as? Date, after[.modificationDate] as? Date)
         XCTAssertEqual(try Data(contentsOf: config), originalConfig)
         XCTAssertTrue(FileManager.default.fileExists(atPath: mar.path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: added.path), "a Triton model folder holds only what tsexport wrote")
         (code, out) = try run(["plan", file.path, "--output-root", root.path, "--detailed-exitcode"], python: "/bin/false")
         XCTAssertEqual(code, 0, out)
     }
@@ -162,6 +182,53 @@ final class StateTests: XCTestCase {
         XCTAssertEqual(try run(["plan", specs.path, "--output-root", root.path, "--detailed-exitcode", "--prune"], python: "/bin/false").0, 0)
     }
 
+    func testADeployDroppedFromALiveManifestIsPrunedAndAFailedRemovalFailsTheApply() throws {
+        let dir = try Harness.tempDir("dropdeploy")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let specs = dir.appendingPathComponent("specs"), root = dir.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: specs, withIntermediateDirectories: true)
+        let file = specs.appendingPathComponent("m.yaml")
+        try Self.manifest("dd").write(to: file, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try run(["apply", specs.path, "--output-root", root.path]).0, 0)
+        let stateText = try String(contentsOf: OutputState.file(root: root), encoding: .utf8)
+        XCTAssertTrue(stateText.contains("\"manifest_file\": \"../specs/m.yaml\""), stateText)
+
+        // The torchserve deploy leaves the manifest: its .mar is an orphan; the bundle and the Triton model are not.
+        try (IncrementalApplyTests.tinyManifest(name: "dd", seed: 7) + "  output:\n    deploy:\n      - {kind: triton, repository: triton}\n")
+            .write(to: file, atomically: true, encoding: .utf8)
+        var (code, out) = try run(["plan", specs.path, "--output-root", root.path], python: "/bin/false")
+        XCTAssertTrue(out.contains("! orphaned dd  (\(file.path), document 1: its manifest no longer declares the deploy to model-store/dd.mar)"), out)
+        (code, out) = try run(["apply", specs.path, "--output-root", root.path, "--prune"])
+        XCTAssertEqual(code, 0, out)
+        XCTAssertTrue(out.contains("removed dd (1 path(s))"), out)
+        XCTAssertTrue(out.contains("Pruned: 1 path(s) of 1 orphan(s) removed."), out)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("model-store/dd.mar").path))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root.appendingPathComponent("build/dd/model.pt").path))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root.appendingPathComponent("triton/dd/config.pbtxt").path))
+        XCTAssertEqual(OutputState.read(root: root).bundles["build/dd"]?.deploys, ["triton/dd"])
+
+        // The manifest goes; a forged state also names a file outside the output root as its deploy. The bundle and
+        // its Triton model go, the outside file stays, and apply says so and fails.
+        try FileManager.default.removeItem(at: file)
+        let victim = dir.appendingPathComponent("victim.mar")
+        try Data("not tsexport's".utf8).write(to: victim)
+        var state = OutputState.read(root: root)
+        state.bundles["build/dd"]?.deploys.append("../victim.mar")
+        try state.write(root: root)
+        (code, out) = try run(["apply", specs.path, "--output-root", root.path, "--prune", "--json"])
+        XCTAssertEqual(code, 1, out)
+        XCTAssertTrue(out.contains("error: dd: refused \(root.path)/../victim.mar: not a path tsexport installed under the output root"), out)
+        XCTAssertEqual(try String(contentsOf: victim, encoding: .utf8), "not tsexport's")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("build/dd").path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("triton/dd").path))
+        let start = try XCTUnwrap(out.range(of: "\n{\n")?.lowerBound ?? (out.hasPrefix("{") ? out.startIndex : nil), out)
+        let end = try XCTUnwrap(out.range(of: "\n}", options: .backwards)?.upperBound, out)
+        let json = try JSONValue(parsing: Data(out[start..<end].utf8))
+        XCTAssertEqual(json["removed"]?[0]?["paths"], .array([.string(root.path + "/build/dd"), .string(root.path + "/triton/dd")]))
+        XCTAssertEqual(json["prune_failed"]?.arrayValue?.count, 1)
+        XCTAssertEqual(OutputState.read(root: root).bundles["build/dd"]?.deploys, ["../victim.mar"], "what was not removed stays named")
+    }
+
     /// Five bundles applied; four manifest files then deleted, leaving one so the folder still holds a manifest.
     func orphanedRoot(_ dir: URL) throws -> (specs: URL, root: URL, names: [String]) {
         let specs = dir.appendingPathComponent("specs"), root = dir.appendingPathComponent("out")
@@ -201,16 +268,20 @@ final class StateTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let (specs, root, _) = try orphanedRoot(dir)
         let fm = FileManager.default
-        // Fixed delays, then rounds that kill the moment the state file loses its first bundle (between two orphans).
-        for delay in [0.02, 0.05, 0.08, 0.12, 0.2, -1, -1] {
+        // Each round kills at an event the prune makes on disk, not after a delay: the moment a path has been moved
+        // into staging (before the state drops its owner), or the moment the state has lost a bundle (between two
+        // orphans). Four orphans, so the rounds alternate until none is left.
+        let staging = root.appendingPathComponent(".tsexport/staging")
+        func pruneFolders() -> Set<String> { Set(((try? fm.contentsOfDirectory(atPath: staging.path)) ?? []).filter { $0.hasPrefix("prune-") }) }
+        var caught = 0
+        for round in 0..<4 {
             let count = OutputState.read(root: root).bundles.count
+            let leftovers = pruneFolders()
+            let event: () -> Bool = round % 2 == 0 ? { !pruneFolders().subtracting(leftovers).isEmpty } : { OutputState.read(root: root).bundles.count < count }
             let (p, _) = try IncrementalApplyTests.launch(["apply", specs.path, "--output-root", root.path, "--prune"])
-            if delay >= 0 {
-                Thread.sleep(forTimeInterval: delay)
-            } else {
-                let until = Date().addingTimeInterval(20)
-                while p.isRunning, Date() < until, OutputState.read(root: root).bundles.count == count { usleep(200) }
-            }
+            let until = Date().addingTimeInterval(60)
+            while p.isRunning, Date() < until, !event() { usleep(100) }
+            if p.isRunning, event() { caught += 1 }
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
             // The state file is always whole, and every bundle still on disk is one it names (nothing leaks).
@@ -218,10 +289,11 @@ final class StateTests: XCTestCase {
             XCTAssertEqual(try JSONValue(parsing: Data(text.utf8))["format"]?.stringValue, OutputState.format)
             let state = OutputState.read(root: root)
             for b in (try? fm.contentsOfDirectory(atPath: root.appendingPathComponent("build").path)) ?? [] {
-                XCTAssertNotNil(state.bundles["build/\(b)"], "\(b) is on disk but not in the state (after \(delay) s)")
+                XCTAssertNotNil(state.bundles["build/\(b)"], "\(b) is on disk but not in the state (round \(round))")
                 XCTAssertTrue(fm.fileExists(atPath: root.appendingPathComponent("build/\(b)/build.json").path), b)
             }
         }
+        XCTAssertGreaterThan(caught, 0, "no round killed the prune at its event")
         let (code, out) = try run(["apply", specs.path, "--output-root", root.path, "--prune"])
         XCTAssertEqual(code, 0, out)
         XCTAssertEqual(try fm.contentsOfDirectory(atPath: root.appendingPathComponent("build").path), ["s-1"])

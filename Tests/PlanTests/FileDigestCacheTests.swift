@@ -2,6 +2,10 @@ import Bundles
 import Foundation
 import XCTest
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The digest cache answers from the stat of a file alone while device, inode, size, mtime and ctime are unchanged,
 /// and reads the file again when any of them changes (a same-size rewrite with its mtime put back changes ctime).
 final class FileDigestCacheTests: XCTestCase {
@@ -11,7 +15,6 @@ final class FileDigestCacheTests: XCTestCase {
         try FileManager.default.createDirectory(at: root.appendingPathComponent(".tsexport"), withIntermediateDirectories: true)
         let file = root.appendingPathComponent("model.pt")
         try Data(repeating: 7, count: 1 << 20).write(to: file)
-        let mtime = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: file.path)[.modificationDate] as? Date)
         Thread.sleep(forTimeInterval: 2.2)  // digests of files changed in the last 2 s are not remembered
 
         let cold = FileDigestCache(root: root)
@@ -25,10 +28,23 @@ final class FileDigestCacheTests: XCTestCase {
         XCTAssertEqual(warm.digest(path: file.path)?.sha256, first.sha256)
         XCTAssertEqual(warm.hashed, 0, "answered from the stat alone")
 
+        // One byte changed in place (same inode, same size) and the old mtime put back: only ctime tells.
         var bytes = Data(repeating: 7, count: 1 << 20)
         bytes[1000] = 8
-        try bytes.write(to: file)
-        try FileManager.default.setAttributes([.modificationDate: mtime], ofItemAtPath: file.path)
+        let before = try XCTUnwrap(FileStamp.of(file.path))
+        let handle = try FileHandle(forWritingTo: file)
+        try handle.seek(toOffset: 1000)
+        try handle.write(contentsOf: Data([8]))
+        try handle.close()
+        // The exact old mtime, to the nanosecond, so the stamp cannot differ in it.
+        let old = timespec(tv_sec: Int(before.mtimeNs / 1_000_000_000), tv_nsec: Int(before.mtimeNs % 1_000_000_000))
+        var times = [old, old]
+        XCTAssertEqual(utimensat(AT_FDCWD, file.path, &times, 0), 0)
+        let changed = try XCTUnwrap(FileStamp.of(file.path))
+        XCTAssertEqual([changed.device, changed.inode], [before.device, before.inode])
+        XCTAssertEqual(changed.size, before.size)
+        XCTAssertEqual(changed.mtimeNs, before.mtimeNs, "the stamp differs in ctime alone")
+        XCTAssertNotEqual(changed.ctimeNs, before.ctimeNs)
         let after = FileDigestCache(root: root)
         XCTAssertEqual(after.digest(path: file.path)?.sha256, Digest.sha256(bytes))
         XCTAssertEqual(after.hashed, 1)

@@ -62,4 +62,21 @@ final class OrphanPlannerTests: XCTestCase {
         XCTAssertFalse(OrphanPlanner.Scope(paths: ["/specs/a"]).covers("/specs/ab.yaml"))
         XCTAssertTrue(OrphanPlanner.Scope(paths: ["/specs"]).covers("/specs/sub/ab.yaml"))
     }
+
+    func testADeployALiveManifestNoLongerDeclaresIsAnOrphanButItsBundleIsNot() throws {
+        var state = OutputState()
+        state.bundles["build/x-v2"] = .init(name: "x", manifestFile: "/specs/a.yaml", documentIndex: 0, deploys: ["triton/x", "store/x.mar"])
+        let live = try PlannerTests.manifest(text("x"), file: "/specs/a.yaml")
+        let (orphans, notes) = planner().plan(state: state, loaded: [live], root: root, scope: .init(paths: ["/specs"], prune: true), exists: { _ in true })
+        XCTAssertEqual(notes, [])
+        let o = try XCTUnwrap(orphans.first)
+        XCTAssertEqual(orphans.count, 1)
+        XCTAssertEqual(o.action, .remove)
+        XCTAssertEqual(o.reason, "its manifest no longer declares the deploy to store/x.mar")
+        XCTAssertEqual(o.paths, [root.path + "/store/x.mar"], "the bundle and the Triton model it still declares stay")
+        XCTAssertEqual(o.kept, [])
+        // Under --name the subset cannot judge it.
+        let (filtered, _) = planner().plan(state: state, loaded: [live], root: root, scope: .init(paths: ["/specs"], filtered: "--name"), exists: { _ in true })
+        XCTAssertEqual(filtered, [])
+    }
 }

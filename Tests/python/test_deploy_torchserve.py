@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -38,7 +39,10 @@ def test_mar_holds_the_bundles_module_and_a_manifest(bundle: Path, mar: tuple[Pa
         "modelVersion": "1.0",
     }
     assert manifest["archiverVersion"] == "0.12.0" == data["archiver_version"]
-    assert data["manifest"] == manifest and data["files"] == ["tiny-bert.mar"]
+    # The archive states a fixed creation time; build.json gets the archiver's own (data["manifest"]).
+    assert manifest["createdOn"] == "01/01/1980 00:00:00"
+    assert {k: v for k, v in data["manifest"].items() if k != "createdOn"} == {k: v for k, v in manifest.items() if k != "createdOn"}
+    assert data["files"] == ["tiny-bert.mar"]
     assert {"record.json", "torchserve_handler.py", "tsexport_signature.json"} <= names
     assert hashlib.sha256(serialized).hexdigest() == record_of(bundle)["model_sha256"] == data["model_sha256"]
     record = record_of(bundle)
@@ -48,6 +52,19 @@ def test_mar_holds_the_bundles_module_and_a_manifest(bundle: Path, mar: tuple[Pa
     extracted = path.parent.parent / "extracted-model.pt"
     extracted.write_bytes(serialized)
     assert str(torch.jit.load(str(extracted)).graph) == str(module.graph)
+
+
+def test_the_same_bundle_archived_twice_at_different_times_gives_the_same_bytes(
+    bundle: Path, mar: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    first, data = mar
+    time.sleep(1.1)  # the archiver's createdOn has one-second resolution: a later second, a different clock time
+    again = deploy("torchserve", bundle, tmp_path / "elsewhere")
+    assert again["manifest"]["createdOn"] != data["manifest"]["createdOn"] or data["manifest"]["createdOn"] == ""
+    assert (tmp_path / "elsewhere" / "tiny-bert.mar").read_bytes() == first.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        assert archive.testzip() is None
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
 def test_torchserve_loads_the_mar_and_the_handler_binds_inputs_by_name(

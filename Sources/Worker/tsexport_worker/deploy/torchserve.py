@@ -20,6 +20,34 @@ from .common import FAILED, STAGE, Bundle, DeployRequest, check_sha, failed
 SIGNATURE_FILE = "tsexport_signature.json"
 HANDLER_FILE = "torchserve_handler.py"
 ARCHIVER_MODULE = "model_archiver.model_packaging"
+MANIFEST_ENTRY = "MAR-INF/MANIFEST.json"
+# What the archive states as its creation time and its entries' times: fixed, so the same bundle gives the same bytes.
+FIXED_CREATED_ON = "01/01/1980 00:00:00"
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def make_reproducible(mar: str) -> dict[str, Any]:
+    """Rewrites the archive so its bytes depend only on its files: entries in name order, fixed times and modes, and
+    MANIFEST.json's createdOn fixed. Returns the manifest as the archiver wrote it (its real creation time)."""
+    with zipfile.ZipFile(mar) as archive:
+        original: dict[str, Any] = json.loads(archive.read(MANIFEST_ENTRY).decode("utf-8"))
+        entries = sorted(
+            ((info.filename, archive.read(info)) for info in archive.infolist() if not info.is_dir()), key=lambda e: e[0]
+        )
+    fixed = dict(original)
+    if "createdOn" in fixed:
+        fixed["createdOn"] = FIXED_CREATED_ON
+    temporary = mar + ".tmp"
+    with zipfile.ZipFile(temporary, "w") as out:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            if name == MANIFEST_ENTRY:
+                data = json.dumps(fixed, indent=4).encode("utf-8")
+            out.writestr(info, data, compresslevel=6)
+    os.replace(temporary, mar)
+    return original
 
 
 def handler_path() -> str:
@@ -93,8 +121,7 @@ def deploy_torchserve(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
             STAGE, FAILED, f"torch-model-archiver failed: {last}", detail=f"argv: {argv}\n{tail}"
         )
     try:
-        with zipfile.ZipFile(mar) as archive:
-            manifest = json.loads(archive.read("MAR-INF/MANIFEST.json").decode("utf-8"))
+        manifest = make_reproducible(mar)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise failed(f"torch-model-archiver wrote an unreadable archive: {describe(exc)}", exc) from exc
     return {

@@ -15,7 +15,6 @@ carries it out:
 from __future__ import annotations
 
 import copy
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -103,7 +102,6 @@ def quantize(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A copy of `model` with the chosen layers quantized, and the record of the choice. `run(m)` gives m's outputs on
     the traced inputs; `reference` is the float32 model's."""
-    started = time.perf_counter()
     work = copy.deepcopy(model)
     names = _candidates(work, spec)
     int8 = {name: _quantized(work.get_submodule(name), spec) for name in names}
@@ -150,7 +148,6 @@ def quantize(
         "kept_float": [{"name": name, "cosine_alone": alone[name]} for name in order[low:]],
         "cosine_on_traced_inputs": best,
         "forwards": forwards,
-        "seconds": round(time.perf_counter() - started, 3),
         "how": "each Linear alone quantized and compared with the float32 outputs on the traced inputs; the "
         "largest set of the least sensitive layers that keeps select_min_cosine is quantized, the rest kept float32",
     }

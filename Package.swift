@@ -54,11 +54,13 @@ let package = Package(
             ],
             resources: [.copy("Resources/worker")]
         ),
+        // `tsexport init`: a first manifest from a pretrained folder's facts, with the defaults the loader fills in.
+        .target(name: "Scaffold", dependencies: ["Manifest", "Plan", "JSON", "Diagnostics"]),
         // The commands, as a library so tests can drive them in-process.
         .target(
             name: "TSExportCLI",
             dependencies: [
-                "Manifest", "Plan", "Bundles", "Execution", "JSON", "YAML", "Diagnostics",
+                "Manifest", "Plan", "Bundles", "Execution", "JSON", "YAML", "Diagnostics", "Scaffold",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -72,6 +74,7 @@ let package = Package(
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML", "JSON"], exclude: ["Fixtures"]),
         .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest", "Bundles", "JSON"]),
         .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Bundles", "Manifest", "TSExportCLI", "JSON", "TestSupport"], exclude: ["Support"]),
+        .testTarget(name: "ScaffoldTests", dependencies: ["Scaffold", "Manifest", "JSON"]),
         .testTarget(name: "CLITests", dependencies: ["TSExportCLI", "Plan", "Bundles", "TestSupport"]),
         // What several test targets share: finding the built tsexport executable. Not part of the product.
         .target(name: "TestSupport", path: "Tests/TestSupport"),

@@ -1,5 +1,7 @@
 import Foundation
 import JSON
+import Manifest
+import Plan
 
 /// The worker's `bench` request (protocol 2): every key present, the eager model decided here.
 extension Bench {
@@ -80,23 +82,19 @@ extension Bench {
             return .missing("the model sets allow_pickle: true; rebuilding it needs --allow-pickle")
         }
         func nonEmpty(_ v: JSONValue?) -> String? { v?.stringValue.flatMap { $0.isEmpty ? nil : $0 } }
-        let attention = nonEmpty(record["attn_implementation"]) ?? nonEmpty(model["attn_implementation"]) ?? "eager"
+        // The record keeps the manifest as written: a field left out takes the default the loader fills in.
+        let attention = nonEmpty(record["attn_implementation"]) ?? nonEmpty(model["attn_implementation"]) ?? ManifestDefaults.attnImplementation
         let config = (model["config"]?.objectValue ?? []).filter { $0.0 != "attn_implementation" }
-        let library: String = model["library"]?.stringValue ?? "transformers"
-        return .model(.object([
-            ("class", .string(className)),
-            ("pretrained", pretrained),
-            ("pretrained_is_local", .bool(local)),
-            ("revision", model["revision"]?.stringValue.map(JSONValue.string) ?? .null),
-            ("config", .object(config)),
-            ("torchscript", .bool(model["torchscript"]?.boolValue ?? true)),
-            ("seed", .int(model["seed"]?.intValue ?? 0)),
-            ("dtype", .string(model["dtype"]?.stringValue ?? "float32")),
-            ("attn_implementation", .string(attention)),
-            ("trust_remote_code", .bool(model["trust_remote_code"]?.boolValue ?? false)),
-            ("allow_pickle", .bool(model["allow_pickle"]?.boolValue ?? false)),
-            ("library", .string(library)),
-        ]))
+        return .model(WorkerRequests.model(EagerModel(
+            className: className, pretrained: pretrained.stringValue, pretrainedIsLocal: local,
+            revision: model["revision"]?.stringValue, config: config,
+            torchscript: model["torchscript"]?.boolValue ?? ManifestDefaults.torchscript,
+            seed: model["seed"]?.intValue ?? ManifestDefaults.seed,
+            dtype: model["dtype"]?.stringValue ?? ManifestDefaults.dtype,
+            attnImplementation: attention,
+            trustRemoteCode: model["trust_remote_code"]?.boolValue ?? false,
+            allowPickle: model["allow_pickle"]?.boolValue ?? false,
+            library: model["library"]?.stringValue ?? ManifestDefaults.library)))
     }
 
     /// The whole `bench` request for one bundle (without `id` and `op`).

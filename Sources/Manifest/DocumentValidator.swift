@@ -207,7 +207,7 @@ struct DocumentValidator {
         let dtype = model?["dtype"]?.stringValue ?? ManifestDefaults.dtype
         let formats = output?["formats"]?.arrayValue?.compactMap(\.stringValue) ?? ManifestDefaults.formats
         let compiledInt8 = (spec?["target"]?["quantize"]?.stringValue ?? ManifestDefaults.quantize) != "none" && !formats.contains("torchscript")
-        let defaults = Manifest.defaultTolerance(dtype: dtype, compiledInt8: compiledInt8)
+        let defaults = ManifestDefaults.tolerance(dtype: dtype, compiledInt8: compiledInt8)
         let tensors: [TensorSpec] = (inputs?["tensors"]?.arrayValue ?? []).map { t in
             TensorSpec(
                 name: t["name"]?.stringValue ?? "",
@@ -255,7 +255,7 @@ struct DocumentValidator {
                 atol: trace?["tolerance"]?["atol"]?.doubleValue ?? defaults.atol,
                 rtol: trace?["tolerance"]?["rtol"]?.doubleValue ?? defaults.rtol,
                 minCosine: trace?["tolerance"]?["min_cosine"]?.doubleValue
-                    ?? Manifest.defaultMinCosine(dtype: dtype, quantize: target?["quantize"]?.stringValue ?? ManifestDefaults.quantize),
+                    ?? ManifestDefaults.minCosine(dtype: dtype, quantize: target?["quantize"]?.stringValue ?? ManifestDefaults.quantize),
                 split: trace?["split"].map { ($0["kind"]?.stringValue ?? "encoder-decoder", $0["max_length"]?.intValue ?? 64, $0["cache"]?.boolValue ?? false) }),
             target: .init(
                 hardware: target?["hardware"]?.stringValue ?? ManifestDefaults.hardware,

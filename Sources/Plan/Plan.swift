@@ -165,6 +165,8 @@ public struct PlanEntry: Codable, Hashable, Sendable {
     public var documentIndex: Int = 0
     /// The content digest of the bundle on disk (build.json), when there is one.
     public var contentDigest: String?
+    /// How verification is judged (nil when nothing is exported).
+    public var policy: VerificationPolicy?
 
     /// Creates an entry.
     public init(

@@ -32,7 +32,7 @@ public enum WorkerRequests {
     /// The cosine the quantized layers are chosen to keep on the traced inputs: halfway between the gate and 1
     /// (0.995 for the default gate 0.99), so the margin absorbs the other verified points.
     public static func selectionCosine(gate: Double?) -> Double {
-        1 - (1 - (gate ?? 0.99)) / 2
+        1 - (1 - (gate ?? ManifestDefaults.reducedPrecisionMinCosine)) / 2
     }
 
     /// `job.target.quantize`: null, or how to quantize — which module type, how weights are quantized, and the cosine

@@ -1,6 +1,7 @@
 import Bundles
 import Foundation
 import JSON
+import Manifest
 import Plan
 
 /// The tolerance and quality gate a bundle was verified with, as its record states them (`parity.tolerance`).
@@ -147,7 +148,8 @@ public enum BundleVerifier {
     /// unnamed one) is held to the quality gate the bundle was built under.
     public static func judge(_ cases: [(artifact: String?, result: JSONValue)], record: JSONValue, gate: Double?) -> [CaseCheck] {
         let outside = outsideCases(record)
-        let traced = QualityGate.tracedModel(dtype: record["dtype"]?.stringValue ?? "float32",
+        // A record without a dtype predates the field, when every export was float32.
+        let traced = QualityGate.tracedModel(dtype: record["dtype"]?.stringValue ?? ManifestDefaults.dtype,
                                              quantized: record["quantize"].map { $0 != .null } ?? false)
         return cases.map { artifact, c in
             let passed = c["passed"] == .bool(true)

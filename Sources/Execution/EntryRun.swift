@@ -70,11 +70,10 @@ struct EntryRun {
         var judge = try VerificationJudge(entry: entry, data: data, verdict: verdict)
         let envelope = try judge.judge()
         for w in judge.warnings { warn(w.field, w.message) }
-        let formats = (try? fields(.trace).first { $0.0 == "job" }?.1["formats"]?.arrayValue?.compactMap(\.stringValue)) ?? nil
-        let torchscript = formats?.contains("torchscript") ?? true
         // formats: [aoti] alone: model.pt2 is the artifact; its compiled dims are the planned envelope's, and the
         // record states the verified one
-        let artifact = torchscript ? BundleLayout.modelFile : BundleLayout.aotiFile
+        let artifact = judge.policy.artifact
+        let torchscript = artifact == BundleLayout.modelFile
         if let ranges = envelope.resealRanges, let planned = judge.policy.guardRequest?.objectValue {
             // A default envelope narrowed: the artifact's guard is rewritten to refuse what did not verify.
             progress.stage(name, "guard", seconds: nil)

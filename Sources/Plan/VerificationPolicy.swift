@@ -1,3 +1,4 @@
+import Bundles
 import Foundation
 import JSON
 import Manifest
@@ -5,6 +6,8 @@ import Manifest
 /// How apply judges one entry's verification, decided once by the planner from the manifest with every default
 /// resolved; `plan --json` shows it as the entry's `policy`, and `VerificationJudge` reads it.
 public struct VerificationPolicy: Codable, Hashable, Sendable {
+    /// The file verified and recorded as the artifact: model.pt, or model.pt2 with `formats: [aoti]` alone.
+    public var artifact: String
     /// `spec.trace.strict`: a check shape must match, and tracer warnings must be covered by a match at every point.
     public var strict: Bool
     /// The tolerance against the eager model at the artifact's own precision (the dtype's default unless written).
@@ -31,6 +34,7 @@ public struct VerificationPolicy: Codable, Hashable, Sendable {
 
     /// The policy of a manifest whose bundle is staged at `staging`.
     public init(_ m: Manifest, staging: URL) {
+        artifact = m.output.formats.contains("torchscript") ? BundleLayout.modelFile : BundleLayout.aotiFile
         strict = m.trace.strict
         atol = m.trace.atol
         rtol = m.trace.rtol
@@ -40,7 +44,7 @@ public struct VerificationPolicy: Codable, Hashable, Sendable {
         selectMinCosine = quantized ? WorkerRequests.selectionCosine(gate: m.trace.minCosine) : nil
         reducedPrecision = m.reducedPrecision
         encodeMinCosine = m.model.library == "sentence-transformers" ? WorkerRequests.encodeMinCosine : nil
-        guarded = m.output.formats.contains("torchscript") && WorkerRequests.traceAPI(hardware: m.target.hardware) == "torch.jit.trace"
+        guarded = artifact == BundleLayout.modelFile && WorkerRequests.traceAPI(hardware: m.target.hardware) == "torch.jit.trace"
         guardRequest = guarded ? .some(WorkerRequests.guardRequest(bundle: staging, ranges: .null)) : .none
     }
 

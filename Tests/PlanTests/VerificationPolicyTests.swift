@@ -47,6 +47,7 @@ final class VerificationPolicyTests: XCTestCase {
         XCTAssertFalse(p.reducedPrecision)
         XCTAssertNil(p.selectMinCosine)
         XCTAssertTrue(p.guarded)
+        XCTAssertEqual(p.artifact, "model.pt")
         let staging = BundleStore(root: PlannerTests.root.standardizedFileURL).stagingURL(name: "small")
         XCTAssertEqual(p.guardRequest, WorkerRequests.guardRequest(bundle: staging, ranges: .null))
         XCTAssertEqual(p.tolerance, .object([("atol", 1e-5), ("rtol", 1e-4), ("min_cosine", .null)]))
@@ -68,6 +69,7 @@ final class VerificationPolicyTests: XCTestCase {
         XCTAssertEqual(p.minCosine, 0.99)
         XCTAssertEqual(p.selectMinCosine, 0.995)
         XCTAssertEqual(p.atol, 0.5)
+        XCTAssertEqual(p.artifact, "model.pt2")
         XCTAssertFalse(p.guarded, "model.pt2 has no envelope guard")
         XCTAssertNil(p.guardRequest)
     }

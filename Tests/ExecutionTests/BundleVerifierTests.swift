@@ -133,7 +133,8 @@ final class SharedRequestTests: XCTestCase {
         let m = try XCTUnwrap(manifests.first)
         // The record keeps the manifest as written; the defaults are filled in on both sides from the same place.
         let record: JSONValue = .object([("fingerprint_inputs", .object([("manifest", m.document)]))])
-        let decision = Bench.eagerDecision(record: record, manifestDir: dir.path, allowRemoteCode: false, allowPickle: false)
+        let decision = BenchRequests.eagerDecision(record: record, manifestDir: dir.path, allowRemoteCode: false, allowPickle: false,
+                                                   directoryExists: { _ in false })
         XCTAssertEqual(decision, .model(WorkerRequests.model(m)))
         XCTAssertEqual(WorkerRequests.verify(m, bundle: dir),
                        WorkerRequests.verifyBundle(bundle: dir, tolerance: WorkerRequests.tolerance(atol: m.trace.atol, rtol: m.trace.rtol, minCosine: m.trace.minCosine)))

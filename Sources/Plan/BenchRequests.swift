@@ -1,10 +1,10 @@
 import Foundation
 import JSON
 import Manifest
-import Plan
 
-/// The worker's `bench` request (protocol 2): every key present, the eager model decided here.
-extension Bench {
+/// The worker's `bench` request (protocol 2): every key present, the eager model decided here from the bundle's
+/// record, with the builder of the export's `job.model`.
+public enum BenchRequests {
     /// What the worker is told about the eager side: the export job's `model` object to rebuild, or why it cannot be.
     public enum EagerDecision: Equatable, CustomStringConvertible {
         /// `eager: {"model": <model>}`, `eager_missing: null`.
@@ -34,7 +34,7 @@ extension Bench {
 
     /// The eager model the export loaded, from the record, or why it cannot be rebuilt. `manifestDir` is the
     /// manifest's folder as `manifestDirectory` found it (nil: unknown); `directoryExists` is the only look at the
-    /// disk (whether a local pretrained folder is still there); `home` expands a leading `~`.
+    /// disk, made by the caller (whether a local pretrained folder is still there); `home` expands a leading `~`.
     ///
     /// - The model is `fingerprint_inputs.manifest.spec.model` (an object with a string `class`).
     /// - A string `pretrained` is local when the record hashed files under `spec.model.pretrained/` or it starts
@@ -44,7 +44,7 @@ extension Bench {
     /// - `attn_implementation` is the record's, else the manifest model's, else `eager`; it leaves `config`.
     public static func eagerDecision(
         record: JSONValue, manifestDir: String?, allowRemoteCode: Bool, allowPickle: Bool,
-        directoryExists: (String) -> Bool = Bench.isDirectory,
+        directoryExists: (String) -> Bool,
         expandTilde: (String) -> String = { ($0 as NSString).expandingTildeInPath }
     ) -> EagerDecision {
         guard let model = record["fingerprint_inputs"]?["manifest"]?["spec"]?["model"], model.objectValue != nil,
@@ -116,11 +116,6 @@ extension Bench {
         let files = record["fingerprint_inputs"]?["files"]?.objectValue ?? []
         if files.contains(where: { $0.0.hasPrefix("spec.model.pretrained/") }) { return true }
         return ["/", "./", "../", "~"].contains { value.hasPrefix($0) }
-    }
-
-    @Sendable public static func isDirectory(_ path: String) -> Bool {
-        var isDir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
     }
 
     /// Python's repr of a string, as the user saw these messages before: single quotes unless the text has one.

@@ -66,11 +66,13 @@ let package = Package(
                 "Plan", "Bundles", "Manifest", "JSON", "Diagnostics", "CSystem", "WorkerPackage", "Registry",
             ]
         ),
+        // `tsexport init`: a first manifest from a pretrained folder's facts, with the defaults the loader fills in.
+        .target(name: "Scaffold", dependencies: ["Manifest", "Plan", "JSON", "Diagnostics"]),
         // The commands, as a library so tests can drive them in-process.
         .target(
             name: "TSExportCLI",
             dependencies: [
-                "Manifest", "Plan", "Bundles", "Execution", "JSON", "YAML", "Diagnostics", "Registry",
+                "Manifest", "Plan", "Bundles", "Execution", "JSON", "YAML", "Diagnostics", "Registry", "Scaffold",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -85,6 +87,7 @@ let package = Package(
         .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest", "Bundles", "JSON"]),
         .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Bundles", "Manifest", "TSExportCLI", "JSON", "TestSupport"], exclude: ["Support"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Bundles", "JSON", "TSExportCLI", "TestSupport"]),
+        .testTarget(name: "ScaffoldTests", dependencies: ["Scaffold", "Manifest", "JSON"]),
         .testTarget(name: "CLITests", dependencies: ["TSExportCLI", "Plan", "Bundles", "TestSupport"]),
         // What several test targets share: finding the built tsexport executable. Not part of the product.
         .target(name: "TestSupport", path: "Tests/TestSupport"),

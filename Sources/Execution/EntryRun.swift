@@ -67,22 +67,22 @@ struct EntryRun {
             warn(w["field"]?.stringValue, message)
         }
 
-        var judge = VerificationJudge(entry: entry, data: data, verdict: verdict)
+        var judge = try VerificationJudge(entry: entry, data: data, verdict: verdict)
         let envelope = try judge.judge()
         for w in judge.warnings { warn(w.field, w.message) }
-        let formats = (try? fields(.trace).first { $0.0 == "job" }?.1["formats"]?.arrayValue?.compactMap(\.stringValue)) ?? nil
-        let torchscript = formats?.contains("torchscript") ?? true
         // formats: [aoti] alone: model.pt2 is the artifact; its compiled dims are the planned envelope's, and the
         // record states the verified one
-        let artifact = torchscript ? BundleLayout.modelFile : BundleLayout.aotiFile
-        if let ranges = envelope.resealRanges, torchscript {
+        let artifact = judge.policy.artifact
+        let torchscript = artifact == BundleLayout.modelFile
+        if let ranges = envelope.resealRanges, let planned = judge.policy.guardRequest?.objectValue {
             // A default envelope narrowed: the artifact's guard is rewritten to refuse what did not verify.
             progress.stage(name, "guard", seconds: nil)
-            _ = try workers.verifier().request("guard", [("dir", .string(staging.path)), ("ranges", ranges)])
+            let fields = planned.filter { $0.0 != "op" }.map { $0.0 == "ranges" ? ($0.0, ranges) : $0 }
+            _ = try workers.verifier().request("guard", fields)
         }
 
         let modelSHA = try Digest.sha256(file: staging.appendingPathComponent(artifact).path)
-        if envelope.resealRanges == nil || !torchscript, let reported = verdict["sha256"]?.stringValue, reported != modelSHA {
+        if envelope.resealRanges == nil || !judge.policy.guarded, let reported = verdict["sha256"]?.stringValue, reported != modelSHA {
             throw WorkerFailure(stage: "verify", code: "verify_failed", message: "\(artifact) changed while it was being verified", field: nil, detail: nil)
         }
         var record = RecordAssembly(entry: entry, fingerprint: fingerprint, job: job, data: data)

@@ -31,10 +31,17 @@ struct VerificationJudge {
     /// The record's `library` object (sentence-transformers), once judged.
     var library: JSONValue?
 
-    init(entry: PlanEntry, data: JSONValue, verdict: JSONValue) {
+    /// The planner's rules for this entry.
+    let policy: VerificationPolicy
+
+    init(entry: PlanEntry, data: JSONValue, verdict: JSONValue) throws {
+        guard let policy = entry.policy else {
+            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "the plan states no verification policy for \(entry.name)", field: nil, detail: nil)
+        }
         self.entry = entry
         self.data = data
         self.verdict = verdict
+        self.policy = policy
     }
 
     var cases: [JSONValue] {
@@ -58,8 +65,8 @@ struct VerificationJudge {
 
     mutating func judge() throws -> JudgedEnvelope {
         let plan = entry.envelope ?? EnvelopePlan(axes: [], tensors: [], points: [], padMasks: false)
-        let tolerance = entry.step(.verify)?.request?["tolerance"]
-        let strict = entry.step(.trace)?.request?["job"]?["trace"]?["strict"]?.boolValue ?? true
+        let tolerance: JSONValue? = policy.tolerance
+        let strict = policy.strict
         let all = cases
         func sizes(_ c: JSONValue) -> [String: Int] {
             var out: [String: Int] = [:]
@@ -172,11 +179,7 @@ struct VerificationJudge {
     /// The quality gate (tolerance.min_cosine) at the traced shape and every point inside the verified envelope,
     /// for model.pt and model.pt2: a case below it fails the apply with both comparisons.
     func judgeQuality(box: VerifiedEnvelope, results: [PointResult], all: [JSONValue], tolerance: JSONValue?) throws -> JSONValue {
-        let job = entry.step(.trace)?.request?["job"]
-        let dtype = job?["model"]?["dtype"]?.stringValue ?? "float32"
-        let quantized = (job?["target"]?["quantize"]).map { $0 != .null } ?? false
-        let reduced = job?["trace"]?["float32_reference"] == .bool(true)
-        let gate = tolerance?["min_cosine"]?.doubleValue
+        let (dtype, quantized, reduced, gate) = (policy.dtype, policy.quantized, policy.reducedPrecision, policy.minCosine)
         let sizes = Dictionary(results.map { ($0.name, $0.sizes) }, uniquingKeysWith: { a, _ in a })
         let inside = { (name: String) -> Bool in name == "traced" || (sizes[name].map(box.contains) ?? false) }
         let described = QualityGate.tracedModel(dtype: dtype, quantized: quantized)
@@ -192,7 +195,7 @@ struct VerificationJudge {
                 let name = c["case"]?.stringValue ?? "?"
                 let shape = sizes[name].map { Self.shapeText($0, axes: plan?.axes ?? [], fallback: c["shape"]) } ?? CanonicalJSON.text(c["shape"] ?? .null)
                 let help = quantized
-                    ? "the layers quantized were chosen to keep cosine \(job?["target"]?["quantize"]?["select_min_cosine"]?.doubleValue.map(QualityGate.format) ?? "?") on the traced inputs; lower spec.trace.tolerance.min_cosine if this loss is acceptable, or set quantize: none"
+                    ? "the layers quantized were chosen to keep cosine \(policy.selectMinCosine.map(QualityGate.format) ?? "?") on the traced inputs; lower spec.trace.tolerance.min_cosine if this loss is acceptable, or set quantize: none"
                     : "use a wider dtype (float32), or lower spec.trace.tolerance.min_cosine if this loss is acceptable"
                 throw WorkerFailure(stage: "verify", code: "quality_failed",
                                     message: "\(artifact) loses quality at \(name == "traced" ? "the traced shape " : "")\(shape): \(why); \(help); nothing was written",
@@ -206,7 +209,7 @@ struct VerificationJudge {
     /// encode() on real text at the traced shape and at every point inside the verified envelope.
     func judgeLibrary(box: VerifiedEnvelope) throws -> JSONValue? {
         guard let library = data["library"], library != .null, var o = library.objectValue else { return nil }
-        guard let gate = entry.step(.trace)?.request?["job"]?["trace"]?["encode_check"]?["min_cosine"]?.doubleValue,
+        guard let gate = policy.encodeMinCosine,
               let check = library["encode_check"], check != .null else { return library }
         var points: [JSONValue] = []
         for p in check["points"]?.arrayValue ?? [] {
@@ -293,7 +296,7 @@ struct VerificationJudge {
         let text = box.isEmpty ? "the traced shape" : box.map { "\($0.0) \(CanonicalJSON.text($0.1))" }.joined(separator: ", ")
         let narrowed = envelope.record["narrowed"] == .bool(true)
         return .object([
-            ("tolerance", entry.step(.verify)?.request?["tolerance"] ?? .null), ("cases", .array(cases)),
+            ("tolerance", policy.tolerance), ("cases", .array(cases)),
             ("verdict", .string((narrowed ? "valid in the narrowed envelope " : "valid across the envelope ") + text)),
         ])
     }

@@ -204,17 +204,17 @@ struct DocumentValidator {
         var labels: [String: String] = [:]
         for (k, lv) in metadata?["labels"]?.objectValue ?? [] { labels[k] = lv.stringValue ?? "" }
 
-        let dtype = model?["dtype"]?.stringValue ?? "float32"
-        let formats = output?["formats"]?.arrayValue?.compactMap(\.stringValue) ?? ["torchscript"]
-        let compiledInt8 = (spec?["target"]?["quantize"]?.stringValue ?? "none") != "none" && !formats.contains("torchscript")
-        let defaults = Manifest.defaultTolerance(dtype: dtype, compiledInt8: compiledInt8)
+        let dtype = model?["dtype"]?.stringValue ?? ManifestDefaults.dtype
+        let formats = output?["formats"]?.arrayValue?.compactMap(\.stringValue) ?? ManifestDefaults.formats
+        let compiledInt8 = (spec?["target"]?["quantize"]?.stringValue ?? ManifestDefaults.quantize) != "none" && !formats.contains("torchscript")
+        let defaults = ManifestDefaults.tolerance(dtype: dtype, compiledInt8: compiledInt8)
         let tensors: [TensorSpec] = (inputs?["tensors"]?.arrayValue ?? []).map { t in
             TensorSpec(
                 name: t["name"]?.stringValue ?? "",
                 from: TensorSpec.Source(rawValue: t["from"]?.stringValue ?? "") ?? .values,
                 values: t["values"],
                 shape: t["shape"]?.arrayValue?.compactMap(\.intValue),
-                dtype: t["dtype"]?.stringValue ?? "int64",
+                dtype: t["dtype"]?.stringValue ?? ManifestDefaults.tensorDtype,
                 low: t["low"]?.doubleValue,
                 high: t["high"]?.doubleValue,
                 axes: t["axes"]?.arrayValue?.map(\.stringValue))
@@ -235,13 +235,13 @@ struct DocumentValidator {
                 pretrained: model?["pretrained"]?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
                 revision: model?["revision"]?.stringValue,
                 config: model?["config"]?.objectValue ?? [],
-                torchscript: model?["torchscript"]?.boolValue ?? true,
-                seed: model?["seed"]?.intValue ?? 0,
+                torchscript: model?["torchscript"]?.boolValue ?? ManifestDefaults.torchscript,
+                seed: model?["seed"]?.intValue ?? ManifestDefaults.seed,
                 dtype: dtype,
-                attnImplementation: model?["attn_implementation"]?.stringValue ?? "eager",
+                attnImplementation: model?["attn_implementation"]?.stringValue ?? ManifestDefaults.attnImplementation,
                 trustRemoteCode: model?["trust_remote_code"]?.boolValue ?? false,
                 allowPickle: model?["allow_pickle"]?.boolValue ?? false,
-                library: model?["library"]?.stringValue ?? "transformers"),
+                library: model?["library"]?.stringValue ?? ManifestDefaults.library),
             inputs: .init(
                 tokenizer: inputs?["tokenizer"]?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
                 text: inputs?["text"]?.stringValue,
@@ -250,21 +250,21 @@ struct DocumentValidator {
                 padTo: inputs?["pad_to"]?.intValue,
                 tensors: tensors),
             trace: .init(
-                strict: trace?["strict"]?.boolValue ?? true,
+                strict: trace?["strict"]?.boolValue ?? ManifestDefaults.strict,
                 envelope: Self.envelope(trace?["envelope"]),
                 checkShapes: trace?["check_shapes"]?.arrayValue?.map { $0.arrayValue?.compactMap(\.intValue) ?? [] } ?? [],
                 atol: trace?["tolerance"]?["atol"]?.doubleValue ?? defaults.atol,
                 rtol: trace?["tolerance"]?["rtol"]?.doubleValue ?? defaults.rtol,
                 minCosine: trace?["tolerance"]?["min_cosine"]?.doubleValue
-                    ?? Manifest.defaultMinCosine(dtype: dtype, quantize: target?["quantize"]?.stringValue ?? "none"),
+                    ?? ManifestDefaults.minCosine(dtype: dtype, quantize: target?["quantize"]?.stringValue ?? ManifestDefaults.quantize),
                 split: trace?["split"].map { ($0["kind"]?.stringValue ?? "encoder-decoder", $0["max_length"]?.intValue ?? 64, $0["cache"]?.boolValue ?? false) }),
             target: .init(
-                hardware: target?["hardware"]?.stringValue ?? "cpu",
-                optimize: target?["optimize"]?.stringValue ?? "none",
-                quantize: target?["quantize"]?.stringValue ?? "none"),
+                hardware: target?["hardware"]?.stringValue ?? ManifestDefaults.hardware,
+                optimize: target?["optimize"]?.stringValue ?? ManifestDefaults.optimize,
+                quantize: target?["quantize"]?.stringValue ?? ManifestDefaults.quantize),
             output: .init(
-                dir: output?["dir"]?.stringValue ?? "build/\(name)",
-                formats: output?["formats"]?.arrayValue?.compactMap(\.stringValue) ?? ["torchscript"],
+                dir: output?["dir"]?.stringValue ?? ManifestDefaults.outputDir(name: name),
+                formats: formats,
                 deploy: deploy),
             document: v, locations: locations, directory: directory)
     }

@@ -225,26 +225,6 @@ public struct Manifest: Sendable {
     /// The folder local `pretrained`/`tokenizer` paths resolve against.
     public var directory: URL
 
-    /// The default quality gate: 0.99 when the artifact's precision is reduced, else none.
-    public static func defaultMinCosine(dtype: String, quantize: String) -> Double? {
-        dtype != "float32" || quantize != "none" ? 0.99 : nil
-    }
-
     /// Whether the artifact runs at less than float32 precision (and so is also compared with the float32 model).
     public var reducedPrecision: Bool { model.dtype != "float32" || target.quantize != "none" }
-
-    /// The default tolerances for a model dtype (float32: atol 1e-5, rtol 1e-4; float16: 1e-2, 1e-2; bfloat16: 5e-2, 5e-2).
-    /// `compiledInt8` (quantize with formats: [aoti]): atol 0.5, rtol 5e-2 against the int8 eager model. The compiled
-    /// kernels quantize activations per token on their own, so a value on a rounding boundary lands one int8 step
-    /// away from eager, and the step grows through the layers: tiny BERT max abs error 2.2e-4, the MiniLM 0.19 at
-    /// its traced shape (hidden states up to about 10). Fidelity here only says the compile did not break the model;
-    /// the quality gate against the float32 model (min_cosine) is the bar that holds the artifact's answers.
-    public static func defaultTolerance(dtype: String, compiledInt8: Bool = false) -> (atol: Double, rtol: Double) {
-        if compiledInt8 { return (0.5, 5e-2) }
-        switch dtype {
-        case "float16": return (1e-2, 1e-2)
-        case "bfloat16": return (5e-2, 5e-2)
-        default: return (1e-5, 1e-4)
-        }
-    }
 }

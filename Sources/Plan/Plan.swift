@@ -172,6 +172,8 @@ public struct PlanEntry: Codable, Hashable, Sendable {
     /// With `--cache`: whether the bundle is pulled from the shared cache or built (and pushed); nil without one or
     /// when nothing is built.
     public var cache: PlanCache?
+    /// How verification is judged (nil when nothing is exported).
+    public var policy: VerificationPolicy?
 
     /// Creates an entry.
     public init(

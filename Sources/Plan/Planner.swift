@@ -91,6 +91,7 @@ public struct Planner: Sendable {
                 steps: envelope.map { steps(m, bundle: bundle, root: root, envelope: $0, fingerprint: fp, existing: input.existing[m.name]) } ?? redeploy, blockers: blockers,
                 envelope: envelope)
             entry.contentDigest = input.existing[m.name]?.build?.contentDigest
+            if envelope != nil { entry.policy = VerificationPolicy(m, staging: BundleStore(root: root).stagingURL(name: m.name)) }
             entry.manifestDirectory = m.directory.path
             if action == .upToDate || action == .redeploy { entry.verifiedEnvelope = input.existing[m.name]?.verifiedEnvelope }
             entry.documentIndex = m.documentIndex

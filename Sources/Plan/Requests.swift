@@ -21,14 +21,18 @@ public enum WorkerRequests {
     /// The tolerance object both the export (split checks) and verification use.
     /// `min_cosine` is the quality gate (nil: none); the worker only measures, `QualityGate` judges.
     public static func tolerance(_ m: Manifest) -> JSONValue {
-        .object([("atol", .double(m.trace.atol)), ("rtol", .double(m.trace.rtol)),
-                 ("min_cosine", m.trace.minCosine.map(JSONValue.double) ?? .null)])
+        tolerance(atol: m.trace.atol, rtol: m.trace.rtol, minCosine: m.trace.minCosine)
+    }
+
+    /// The tolerance object from its values (`verify` takes them from a bundle's record).
+    public static func tolerance(atol: Double, rtol: Double, minCosine: Double?) -> JSONValue {
+        .object([("atol", .double(atol)), ("rtol", .double(rtol)), ("min_cosine", minCosine.map(JSONValue.double) ?? .null)])
     }
 
     /// The cosine the quantized layers are chosen to keep on the traced inputs: halfway between the gate and 1
     /// (0.995 for the default gate 0.99), so the margin absorbs the other verified points.
     public static func selectionCosine(gate: Double?) -> Double {
-        1 - (1 - (gate ?? 0.99)) / 2
+        1 - (1 - (gate ?? ManifestDefaults.reducedPrecisionMinCosine)) / 2
     }
 
     /// `job.target.quantize`: null, or how to quantize — which module type, how weights are quantized, and the cosine
@@ -68,22 +72,27 @@ public enum WorkerRequests {
         return m.model.revision
     }
 
-    /// `job.model`: also what `bench` sends to rebuild the eager model.
+    /// `job.model` for a manifest.
     public static func model(_ m: Manifest) -> JSONValue {
+        model(EagerModel(m))
+    }
+
+    /// `job.model`: what the export loads, and what `bench` sends to rebuild the eager model.
+    public static func model(_ e: EagerModel) -> JSONValue {
         func opt(_ s: String?) -> JSONValue { s.map(JSONValue.string) ?? .null }
         return .object([
-            ("class", .string(m.model.className)),
-            ("pretrained", opt(m.model.pretrained?.reference)),
-            ("pretrained_is_local", .bool(m.model.pretrained?.isLocal ?? false)),
-            ("revision", opt(m.model.revision)),
-            ("config", .object(m.model.config)),
-            ("torchscript", .bool(m.model.torchscript)),
-            ("seed", .int(m.model.seed)),
-            ("dtype", .string(m.model.dtype)),
-            ("attn_implementation", .string(m.model.attnImplementation)),
-            ("trust_remote_code", .bool(m.model.trustRemoteCode)),
-            ("allow_pickle", .bool(m.model.allowPickle)),
-            ("library", .string(m.model.library)),
+            ("class", .string(e.className)),
+            ("pretrained", opt(e.pretrained)),
+            ("pretrained_is_local", .bool(e.pretrainedIsLocal)),
+            ("revision", opt(e.revision)),
+            ("config", .object(e.config)),
+            ("torchscript", .bool(e.torchscript)),
+            ("seed", .int(e.seed)),
+            ("dtype", .string(e.dtype)),
+            ("attn_implementation", .string(e.attnImplementation)),
+            ("trust_remote_code", .bool(e.trustRemoteCode)),
+            ("allow_pickle", .bool(e.allowPickle)),
+            ("library", .string(e.library)),
         ])
     }
 
@@ -137,9 +146,14 @@ public enum WorkerRequests {
         ])
     }
 
-    /// The `verify_bundle` request.
+    /// The `verify_bundle` request of a plan's verify step.
     public static func verify(_ m: Manifest, bundle: URL) -> JSONValue {
-        .object([("dir", .string(bundle.path)), ("tolerance", tolerance(m))])
+        verifyBundle(bundle: bundle, tolerance: tolerance(m))
+    }
+
+    /// The `verify_bundle` request: the bundle folder and the tolerance object (`tolerance(...)`).
+    public static func verifyBundle(bundle: URL, tolerance: JSONValue) -> JSONValue {
+        .object([("dir", .string(bundle.path)), ("tolerance", tolerance)])
     }
 
     /// The tags an `oci` deploy pushes: `<name>` (moves to each new build) and `<name>-<first 12 of the fingerprint>`.
@@ -174,5 +188,48 @@ public enum WorkerRequests {
     /// may differ from the minimum.
     public static func variableDims(_ axes: [(name: String, min: Int, max: Int?)]) -> Bool {
         axes.contains { $0.name != "batch" && ($0.max == nil || $0.max != $0.min) }
+    }
+}
+
+/// The model the export loads (`job.model`), from a manifest or, for `bench`, from a bundle's record.
+public struct EagerModel: Sendable {
+    public var className: String
+    /// The hub id, or the local folder (absolute).
+    public var pretrained: String?
+    public var pretrainedIsLocal: Bool
+    public var revision: String?
+    public var config: [(String, JSONValue)]
+    public var torchscript: Bool
+    public var seed: Int
+    public var dtype: String
+    public var attnImplementation: String
+    public var trustRemoteCode: Bool
+    public var allowPickle: Bool
+    public var library: String
+
+    public init(className: String, pretrained: String?, pretrainedIsLocal: Bool, revision: String?, config: [(String, JSONValue)],
+                torchscript: Bool, seed: Int, dtype: String, attnImplementation: String, trustRemoteCode: Bool,
+                allowPickle: Bool, library: String) {
+        self.className = className
+        self.pretrained = pretrained
+        self.pretrainedIsLocal = pretrainedIsLocal
+        self.revision = revision
+        self.config = config
+        self.torchscript = torchscript
+        self.seed = seed
+        self.dtype = dtype
+        self.attnImplementation = attnImplementation
+        self.trustRemoteCode = trustRemoteCode
+        self.allowPickle = allowPickle
+        self.library = library
+    }
+
+    /// The manifest's model, every default already filled in by the loader.
+    public init(_ m: Manifest) {
+        self.init(className: m.model.className, pretrained: m.model.pretrained?.reference,
+                  pretrainedIsLocal: m.model.pretrained?.isLocal ?? false, revision: m.model.revision, config: m.model.config,
+                  torchscript: m.model.torchscript, seed: m.model.seed, dtype: m.model.dtype,
+                  attnImplementation: m.model.attnImplementation, trustRemoteCode: m.model.trustRemoteCode,
+                  allowPickle: m.model.allowPickle, library: m.model.library)
     }
 }

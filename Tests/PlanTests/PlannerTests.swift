@@ -488,7 +488,7 @@ final class PlannerTests: XCTestCase {
         let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         XCTAssertEqual(Set(o.keys), ["outputRoot", "entries", "orphans", "notes"])
         let entries = try XCTUnwrap(o["entries"] as? [[String: Any]])
-        XCTAssertEqual(Set(entries[0].keys), ["name", "file", "line", "action", "reasons", "bundle", "fingerprint", "steps", "blockers", "envelope", "manifestDirectory", "documentIndex"])
+        XCTAssertEqual(Set(entries[0].keys), ["name", "file", "line", "action", "reasons", "bundle", "fingerprint", "steps", "blockers", "envelope", "manifestDirectory", "documentIndex", "policy"])
         XCTAssertEqual(entries.last?["action"] as? String, "rebuild")
         let reason = try XCTUnwrap((entries.last?["reasons"] as? [[String: Any]])?.first)
         XCTAssertEqual(reason["kind"] as? String, "field")

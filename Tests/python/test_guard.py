@@ -78,7 +78,7 @@ def _same(a: Any, b: Any) -> bool:
     return isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and all(map(_same, a, b))
 
 
-# The product's float32 tolerance (Manifest's defaultTolerance for float32: atol 1e-5, rtol 1e-4), judged by the
+# The product's float32 tolerance (ManifestDefaults.tolerance for float32: atol 1e-5, rtol 1e-4), judged by the
 # worker's own comparison, for rewrites such as optimize_for_inference that may reorder floating-point operations.
 FLOAT32_ATOL, FLOAT32_RTOL = 1e-5, 1e-4
 

@@ -1,5 +1,4 @@
 import Bundles
-import Execution
 import Foundation
 import JSON
 
@@ -111,8 +110,17 @@ public enum NativeVerify {
         return Built(binary: binary, buildSeconds: Date().timeIntervalSince(started), compiler: compiler)
     }
 
+    /// The checker for a runtime: the compiler, where the runtime's torch is (Python is asked once), the build
+    /// (cached).
+    public static func prepare(python: String, environment: [String: String], runner: ProcessRunner,
+                               progress: (String) -> Void) throws -> Built {
+        guard let compiler = compiler(environment: environment) else { throw Failure(message: noCompilerMessage) }
+        let torch = try probeTorch(python: python, environment: environment, runner: runner)
+        return try build(python: python, torch: torch, compiler: compiler, environment: environment, runner: runner, progress: progress)
+    }
+
     /// What the checker said about one bundle.
-    public struct Report {
+    public struct Report: Sendable {
         /// One object per case (artifact, case, shape, passed, max_abs_error, max_rel_error, error).
         public var cases: [JSONValue] = []
         /// Artifacts that could not be loaded: (file, message).

@@ -1,8 +1,10 @@
 import Foundation
 import JSON
+import Manifest
 
-/// The worker's `bench` request (protocol 2): every key present, the eager model decided here.
-extension Bench {
+/// The worker's `bench` request (protocol 2): every key present, the eager model decided here from the bundle's
+/// record, with the builder of the export's `job.model`.
+public enum BenchRequests {
     /// What the worker is told about the eager side: the export job's `model` object to rebuild, or why it cannot be.
     public enum EagerDecision: Equatable, CustomStringConvertible {
         /// `eager: {"model": <model>}`, `eager_missing: null`.
@@ -32,7 +34,7 @@ extension Bench {
 
     /// The eager model the export loaded, from the record, or why it cannot be rebuilt. `manifestDir` is the
     /// manifest's folder as `manifestDirectory` found it (nil: unknown); `directoryExists` is the only look at the
-    /// disk (whether a local pretrained folder is still there); `home` expands a leading `~`.
+    /// disk, made by the caller (whether a local pretrained folder is still there); `home` expands a leading `~`.
     ///
     /// - The model is `fingerprint_inputs.manifest.spec.model` (an object with a string `class`).
     /// - A string `pretrained` is local when the record hashed files under `spec.model.pretrained/` or it starts
@@ -42,7 +44,7 @@ extension Bench {
     /// - `attn_implementation` is the record's, else the manifest model's, else `eager`; it leaves `config`.
     public static func eagerDecision(
         record: JSONValue, manifestDir: String?, allowRemoteCode: Bool, allowPickle: Bool,
-        directoryExists: (String) -> Bool = Bench.isDirectory,
+        directoryExists: (String) -> Bool,
         expandTilde: (String) -> String = { ($0 as NSString).expandingTildeInPath }
     ) -> EagerDecision {
         guard let model = record["fingerprint_inputs"]?["manifest"]?["spec"]?["model"], model.objectValue != nil,
@@ -80,23 +82,19 @@ extension Bench {
             return .missing("the model sets allow_pickle: true; rebuilding it needs --allow-pickle")
         }
         func nonEmpty(_ v: JSONValue?) -> String? { v?.stringValue.flatMap { $0.isEmpty ? nil : $0 } }
-        let attention = nonEmpty(record["attn_implementation"]) ?? nonEmpty(model["attn_implementation"]) ?? "eager"
+        // The record keeps the manifest as written: a field left out takes the default the loader fills in.
+        let attention = nonEmpty(record["attn_implementation"]) ?? nonEmpty(model["attn_implementation"]) ?? ManifestDefaults.attnImplementation
         let config = (model["config"]?.objectValue ?? []).filter { $0.0 != "attn_implementation" }
-        let library: String = model["library"]?.stringValue ?? "transformers"
-        return .model(.object([
-            ("class", .string(className)),
-            ("pretrained", pretrained),
-            ("pretrained_is_local", .bool(local)),
-            ("revision", model["revision"]?.stringValue.map(JSONValue.string) ?? .null),
-            ("config", .object(config)),
-            ("torchscript", .bool(model["torchscript"]?.boolValue ?? true)),
-            ("seed", .int(model["seed"]?.intValue ?? 0)),
-            ("dtype", .string(model["dtype"]?.stringValue ?? "float32")),
-            ("attn_implementation", .string(attention)),
-            ("trust_remote_code", .bool(model["trust_remote_code"]?.boolValue ?? false)),
-            ("allow_pickle", .bool(model["allow_pickle"]?.boolValue ?? false)),
-            ("library", .string(library)),
-        ]))
+        return .model(WorkerRequests.model(EagerModel(
+            className: className, pretrained: pretrained.stringValue, pretrainedIsLocal: local,
+            revision: model["revision"]?.stringValue, config: config,
+            torchscript: model["torchscript"]?.boolValue ?? ManifestDefaults.torchscript,
+            seed: model["seed"]?.intValue ?? ManifestDefaults.seed,
+            dtype: model["dtype"]?.stringValue ?? ManifestDefaults.dtype,
+            attnImplementation: attention,
+            trustRemoteCode: model["trust_remote_code"]?.boolValue ?? false,
+            allowPickle: model["allow_pickle"]?.boolValue ?? false,
+            library: model["library"]?.stringValue ?? ManifestDefaults.library)))
     }
 
     /// The whole `bench` request for one bundle (without `id` and `op`).
@@ -118,11 +116,6 @@ extension Bench {
         let files = record["fingerprint_inputs"]?["files"]?.objectValue ?? []
         if files.contains(where: { $0.0.hasPrefix("spec.model.pretrained/") }) { return true }
         return ["/", "./", "../", "~"].contains { value.hasPrefix($0) }
-    }
-
-    @Sendable public static func isDirectory(_ path: String) -> Bool {
-        var isDir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
     }
 
     /// Python's repr of a string, as the user saw these messages before: single quotes unless the text has one.

@@ -56,6 +56,7 @@ let package = Package(
         .target(
             name: "WorkerPackage",
             path: "Sources/Worker",
+            exclude: ["README.md"],
             sources: ["WorkerPackage.swift"],
             resources: [.copy("tsexport_worker"), .copy("native"), .copy("requirements.txt"), .copy("pyproject.toml")]
         ),

@@ -32,7 +32,8 @@ def make_reproducible(mar: str) -> dict[str, Any]:
     with zipfile.ZipFile(mar) as archive:
         original: dict[str, Any] = json.loads(archive.read(MANIFEST_ENTRY).decode("utf-8"))
         entries = sorted(
-            ((info.filename, archive.read(info)) for info in archive.infolist() if not info.is_dir()), key=lambda e: e[0]
+            ((info.filename, archive.read(info)) for info in archive.infolist() if not info.is_dir()),
+            key=lambda e: e[0],
         )
     fixed = dict(original)
     if "createdOn" in fixed:

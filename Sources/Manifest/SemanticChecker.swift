@@ -31,6 +31,7 @@ struct SemanticChecker {
         let maxPositions = config["max_position_embeddings"]?.intValue ?? config["n_positions"]?.intValue
         checkTensorSizes()
         checkEnvelope(maxPositions: maxPositions)
+        checkFixedAxes(config: config)
         checkSplit(maxPositions: maxPositions, config: config)
         checkOutputPaths()
         checkTargetCombinations()

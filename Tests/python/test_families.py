@@ -26,7 +26,8 @@ REQUIRED_CLASSES = {
     "BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
     "BertForQuestionAnswering", "DistilBertModel", "RobertaModel", "XLMRobertaForSequenceClassification",
     "AlbertForMaskedLM", "ElectraForPreTraining", "GPT2Model", "GPT2LMHeadModel", "BartForConditionalGeneration",
-    "MarianMTModel", "T5EncoderModel", "ViTForImageClassification",
+    "MarianMTModel", "T5EncoderModel", "ViTForImageClassification", "ModernBertModel",
+    "DebertaV2ForSequenceClassification", "WhisperForConditionalGeneration", "WhisperForAudioClassification",
 }
 
 
@@ -116,6 +117,10 @@ EXPECTED_WARNING_SOURCES = {
     "family-phi3": {"transformers/masking_utils.py"},
     "family-clip": {"transformers/masking_utils.py", "transformers/models/clip/modeling_clip.py"},
     "family-siglip": {"torch/nn/functional.py", "transformers/models/siglip/modeling_siglip.py"},
+    "family-modernbert": {"transformers/masking_utils.py"},
+    "family-deberta-v3": {"transformers/models/deberta_v2/modeling_deberta_v2.py"},
+    "family-whisper": {"transformers/masking_utils.py", "transformers/models/whisper/modeling_whisper.py"},
+    "family-whisper-encoder": {"transformers/models/whisper/modeling_whisper.py"},
 }
 
 

@@ -240,7 +240,8 @@ struct DocumentValidator {
                 attnImplementation: model?["attn_implementation"]?.stringValue ?? "eager",
                 trustRemoteCode: model?["trust_remote_code"]?.boolValue ?? false,
                 allowPickle: model?["allow_pickle"]?.boolValue ?? false,
-                library: model?["library"]?.stringValue ?? "transformers"),
+                library: model?["library"]?.stringValue ?? "transformers",
+                forward: model?["forward"]?.objectValue ?? []),
             inputs: .init(
                 tokenizer: inputs?["tokenizer"]?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
                 text: inputs?["text"]?.stringValue,

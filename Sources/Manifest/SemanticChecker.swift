@@ -32,6 +32,7 @@ struct SemanticChecker {
         checkTensorSizes()
         checkEnvelope(maxPositions: maxPositions)
         checkFixedAxes(config: config)
+        checkForward()
         checkSplit(maxPositions: maxPositions, config: config)
         checkOutputPaths()
         checkTargetCombinations()

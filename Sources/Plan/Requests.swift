@@ -84,6 +84,7 @@ public enum WorkerRequests {
             ("trust_remote_code", .bool(m.model.trustRemoteCode)),
             ("allow_pickle", .bool(m.model.allowPickle)),
             ("library", .string(m.model.library)),
+            ("forward", .object(m.model.forward)),
         ])
     }
 

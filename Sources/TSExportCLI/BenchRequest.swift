@@ -83,6 +83,7 @@ extension Bench {
         let attention = nonEmpty(record["attn_implementation"]) ?? nonEmpty(model["attn_implementation"]) ?? "eager"
         let config = (model["config"]?.objectValue ?? []).filter { $0.0 != "attn_implementation" }
         let library: String = model["library"]?.stringValue ?? "transformers"
+        let forward: JSONValue = .object(model["forward"]?.objectValue ?? [])
         return .model(.object([
             ("class", .string(className)),
             ("pretrained", pretrained),
@@ -96,6 +97,7 @@ extension Bench {
             ("trust_remote_code", .bool(model["trust_remote_code"]?.boolValue ?? false)),
             ("allow_pickle", .bool(model["allow_pickle"]?.boolValue ?? false)),
             ("library", .string(library)),
+            ("forward", forward),
         ]))
     }
 

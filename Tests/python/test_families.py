@@ -53,7 +53,7 @@ def job_from_manifest(doc: dict[str, Any], staging: Path) -> dict[str, Any]:
         staging, model["class"], model.get("config", {}), tensors,
         model={"seed": model.get("seed", 0), "torchscript": model.get("torchscript", True),
                "dtype": model.get("dtype", "float32"),
-               "attn_implementation": model.get("attn_implementation", "eager")},
+               "attn_implementation": model.get("attn_implementation", "eager"), "forward": model.get("forward", {})},
         strict=trace.get("strict", True), check_shapes=trace.get("check_shapes", []),
     )
     job["name"] = doc["metadata"]["name"]
@@ -121,6 +121,7 @@ EXPECTED_WARNING_SOURCES = {
     "family-deberta-v3": {"transformers/models/deberta_v2/modeling_deberta_v2.py"},
     "family-whisper": {"transformers/masking_utils.py", "transformers/models/whisper/modeling_whisper.py"},
     "family-whisper-encoder": {"transformers/models/whisper/modeling_whisper.py"},
+    "family-vit-sizes": {"transformers/models/vit/modeling_vit.py"},
 }
 
 
@@ -174,7 +175,7 @@ for entry in json.loads(sys.argv[1]):
     names = [s["name"] for s in record["input_signature"]]
     with torch.no_grad():
         actual = traced(*args)
-        expected = eager(**dict(zip(names, args))).to_tuple()
+        expected = eager(**dict(zip(names, args)), **entry["forward"]).to_tuple()
     actual, expected = flat(actual), flat(expected)
     assert len(actual) == len(expected), (entry["name"], len(actual), len(expected))
     report[entry["name"]] = max(float((a - e).abs().max()) for a, e in zip(actual, expected))
@@ -184,7 +185,8 @@ print(json.dumps(report))
 
 def test_artifacts_match_an_independent_eager_model_on_fresh_inputs(families: dict) -> None:
     entries = [
-        {"name": name, "dir": str(staging), "config": doc["spec"]["model"]["config"]}
+        {"name": name, "dir": str(staging), "config": doc["spec"]["model"]["config"],
+         "forward": doc["spec"]["model"].get("forward", {})}
         for name, (staging, _, doc) in families.items()
     ]
     proc = run_python(FRESH, json.dumps(entries), timeout=600)

@@ -197,7 +197,7 @@ JOB_FIELDS = [
     ("model", "job.model"), ("inputs", "job.inputs"), ("trace", "job.trace"), ("target", "job.target"),
     *[(f"model.{k}", f"spec.model.{k}") for k in (
         "class", "pretrained", "pretrained_is_local", "revision", "config", "torchscript", "seed", "dtype",
-        "attn_implementation", "trust_remote_code", "allow_pickle", "library")],
+        "attn_implementation", "trust_remote_code", "allow_pickle", "library", "forward")],
     *[(f"inputs.{k}", f"spec.inputs.{k}") for k in (
         "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to",
         "tensors")],

@@ -101,19 +101,19 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             example = [t.to(device) for t in built.tensors]
         float_wrapper = None
         if float_model is not None:
-            float_wrapper = ForwardWrapper(float_model, built.names, tuple_outputs=job.model.torchscript).eval()
+            float_wrapper = ForwardWrapper(float_model, built.names, tuple_outputs=job.model.torchscript, constants=job.model.forward).eval()
         quantized: dict[str, Any] | None = None
         if job.target.quantize is not None and float_model is not None and float_wrapper is not None:
             with stages.stage("quantize"):
                 float_outputs = [t for _, t in run_eager(float_wrapper, as_float32(example), job.model)]
 
                 def outputs_of(candidate: torch.nn.Module) -> list[torch.Tensor]:
-                    wrapped = ForwardWrapper(candidate, built.names, tuple_outputs=job.model.torchscript)
+                    wrapped = ForwardWrapper(candidate, built.names, tuple_outputs=job.model.torchscript, constants=job.model.forward)
                     return [t for _, t in run_eager(wrapped, example, job.model)]
 
                 model, quantized = quantize(float_model, outputs_of, float_outputs, job.target.quantize)
         with stages.stage("trace"):
-            wrapper = ForwardWrapper(model, built.names, tuple_outputs=job.model.torchscript).eval()
+            wrapper = ForwardWrapper(model, built.names, tuple_outputs=job.model.torchscript, constants=job.model.forward).eval()
             cached = split_spec is not None and (split_spec.cache or split_spec.kind == "decoder-only")
             if split_spec is not None and not cached:
                 check_split_model(model, split_spec, built.names, job.target.hardware)

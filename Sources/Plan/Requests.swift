@@ -126,8 +126,7 @@ public enum WorkerRequests {
                 // reduced precision: also record the float32 eager model's outputs, the quality gate's reference
                 ("float32_reference", .bool(m.reducedPrecision)),
                 // sentence-transformers: the cosine model.pt's sentence_embedding keeps to the library's encode()
-                ("encode_check", m.model.library == "sentence-transformers"
-                    ? .object([("min_cosine", .double(encodeMinCosine))]) : .null),
+                ("encode_check", encodeCheck(m)),
             ])),
             ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize)),
                                 ("quantize", quantize(m))])),
@@ -138,9 +137,16 @@ public enum WorkerRequests {
         ])
     }
 
-    /// The `verify_bundle` request.
+    /// The `verify_bundle` request; the verifying process also compares model.pt with encode() where
+    /// `encode_check` is set.
     public static func verify(_ m: Manifest, bundle: URL) -> JSONValue {
-        .object([("dir", .string(bundle.path)), ("tolerance", tolerance(m))])
+        .object([("dir", .string(bundle.path)), ("tolerance", tolerance(m)), ("encode_check", encodeCheck(m))])
+    }
+
+    /// library sentence-transformers: the cosine model.pt's sentence_embedding keeps to the library's encode() (the
+    /// exporting process writes encode()'s embeddings of real text, the verifying one compares); else null.
+    public static func encodeCheck(_ m: Manifest) -> JSONValue {
+        m.model.library == "sentence-transformers" ? .object([("min_cosine", .double(encodeMinCosine))]) : .null
     }
 
     /// The `deploy` request. `maxBatchSize` and `variableDims` come from the verified envelope.

@@ -52,7 +52,9 @@ public struct Verify: ParsableCommand {
                 // Bundles made before the quality gate state no min_cosine: no gate (protocol 2 wants the key).
                 let request = JSONValue.object([("atol", tolerance["atol"] ?? .null), ("rtol", tolerance["rtol"] ?? .null),
                                                 ("min_cosine", tolerance["min_cosine"] ?? .null)])
-                let result = try worker.request("verify_bundle", [("dir", .string(abs)), ("tolerance", request)])
+                // A sentence-transformers bundle is compared with encode() again, at the cosine its record states.
+                let encode = record["library"]?["encode_check"]?["min_cosine_allowed"].map { JSONValue.object([("min_cosine", $0)]) } ?? .null
+                let result = try worker.request("verify_bundle", [("dir", .string(abs)), ("tolerance", request), ("encode_check", encode)])
                 let sha = result["sha256"]?.stringValue
                 if let recorded = record["model_sha256"]?.stringValue, sha != recorded {
                     ok = false
@@ -100,6 +102,17 @@ public struct Verify: ParsableCommand {
                 } else if record["aoti"]?.objectValue != nil {
                     ok = false
                     lines.append("  the bundle lacks model.pt2, which record.json lists (aoti)")
+                }
+                // sentence-transformers: encode()'s cosine at every point the record judged inside the envelope.
+                if let allowed = record["library"]?["encode_check"]?["min_cosine_allowed"]?.doubleValue {
+                    let inside = Set((record["library"]?["encode_check"]?["points"]?.arrayValue ?? []).filter { $0["inside"] == .bool(true) }.compactMap { $0["case"]?.stringValue })
+                    for p in result["encode_check"]?["points"]?.arrayValue ?? [] where p["skipped"] == nil && inside.contains(p["case"]?.stringValue ?? "") {
+                        let cosine = p["min_cosine"]?.doubleValue ?? .nan
+                        if !(cosine >= allowed) {
+                            ok = false
+                            lines.append("  model.pt's sentence_embedding at \(CanonicalJSON.text(p["shape"] ?? .null)) has cosine \(cosine) to encode(), below \(allowed)")
+                        }
+                    }
                 }
                 reports.append(["bundle": dir, "ok": ok, "result": (try? JSONSerialization.jsonObject(with: Data(result.serialized(pretty: false).utf8))) ?? [:]])
             } catch let f as WorkerFailure {

@@ -38,6 +38,12 @@ final class SentenceTransformersTests: XCTestCase {
         let record = try JSONValue(parsing: Data(contentsOf: root.appendingPathComponent("build/minilm-st/record.json")))
         XCTAssertEqual(record["library"]?["encode_check"]?["passed"], .bool(true))
         XCTAssertEqual(record["library"]?["encode_check"]?["min_cosine_allowed"], .double(0.9999))
+        // The comparison ran in the verifying process, on the tokens and encode() embeddings the export wrote.
+        XCTAssertEqual(record["library"]?["encode_check"]?["compared_in"], "verify")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root.appendingPathComponent("build/minilm-st/encode_reference.safetensors").path))
+        let compared = (record["library"]?["encode_check"]?["points"]?.arrayValue ?? []).filter { $0["skipped"] == nil }
+        XCTAssertEqual(compared.count, 4, "the traced [1, 16], [3, 16] and the two interior points; sequence 1 holds no text")
+        for p in compared { XCTAssertGreaterThanOrEqual(p["min_cosine"]?.doubleValue ?? 0, 0.9999, "\(p)") }
         let config = try String(contentsOf: root.appendingPathComponent("build/triton/minilm-st/config.pbtxt"), encoding: .utf8)
         XCTAssertTrue(config.contains("name: \"token_embeddings__0\"") && config.contains("name: \"sentence_embedding__1\""), config)
         XCTAssertTrue(config.contains("max_batch_size: 3"), config)

@@ -14,13 +14,13 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from . import PROTOCOL_VERSION, WORKER_VERSION, inputs, probe
 from .aoti import export_aoti
-from .bundle import AOTI_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_features
+from .bundle import AOTI_FILE, ENCODE_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_features
 from .envelope import Envelope, guard_inputs
 from .errors import WorkerError, describe, traceback_tail
 from .guard import wrap
@@ -194,10 +194,9 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         with stages.stage("reference"):
             cases = write_reference(job.staging_dir, built, eager_outputs, wrapper, job, device, split_result,
                                     float_wrapper)
-        encode: dict[str, Any] | None = None
         if job.trace.encode_min_cosine is not None:
-            with stages.stage("encode_check"):
-                encode = _encode_check(job, built, model, plan)
+            with stages.stage("encode_reference"):
+                _encode_references(job, built, model, plan)
         float_wrapper = float_model = None  # the float32 model is not needed past the references
         loaded.model = model  # (the same class, cast or quantized): nothing holds the float32 weights any more
         aoti: dict[str, Any] | None = None
@@ -217,7 +216,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         import sentence_transformers
 
         extra["library"] = {"name": "sentence-transformers", "version": sentence_transformers.__version__,
-                            "modules": loaded.pipeline_modules, "encode_check": encode}
+                            "modules": loaded.pipeline_modules}
     return {
         **extra,
         "input_signature": input_signature,
@@ -241,10 +240,10 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
     }
 
 
-def _encode_check(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, plan: Envelope | None) -> dict[str, Any]:
-    """The saved model.pt against sentence-transformers' encode() on real text at the traced shape and every
-    envelope point ([batch, sequence] from the points' sizes)."""
-    from .st_pipeline import encode_check
+def _encode_references(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, plan: Envelope | None) -> None:
+    """encode()'s embeddings of real text at the traced shape and every envelope point ([batch, sequence] from the
+    points' sizes), with the tokens, into staging; the verifying process compares the saved model.pt with them."""
+    from .st_pipeline import encode_references
 
     ids = built.tensors[built.names.index("input_ids")]
     traced = plan.traced_sizes(built) if plan is not None else {"batch": int(ids.shape[0]), "sequence": int(ids.shape[1])}
@@ -254,5 +253,4 @@ def _encode_check(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, p
             continue
         sizes = plan.resolve(point, traced) if plan is not None else {}
         points.append((point.case, sizes, sizes.get("batch", traced["batch"]), sizes.get("sequence", traced["sequence"])))
-    artifact = torch.jit.load(os.path.join(job.staging_dir, MODEL_FILE), map_location="cpu")  # type: ignore[no-untyped-call]
-    return encode_check(model, artifact.eval(), built.names, points, cast(float, job.trace.encode_min_cosine))
+    encode_references(model, built.names, points, os.path.join(job.staging_dir, ENCODE_FILE))

@@ -106,13 +106,18 @@ public struct Verify: ParsableCommand {
                 // sentence-transformers: encode()'s cosine at every point the record judged inside the envelope.
                 if let allowed = record["library"]?["encode_check"]?["min_cosine_allowed"]?.doubleValue {
                     let inside = Set((record["library"]?["encode_check"]?["points"]?.arrayValue ?? []).filter { $0["inside"] == .bool(true) }.compactMap { $0["case"]?.stringValue })
-                    for p in result["encode_check"]?["points"]?.arrayValue ?? [] where p["skipped"] == nil && inside.contains(p["case"]?.stringValue ?? "") {
+                    let compared = (result["encode_check"]?["points"]?.arrayValue ?? []).filter { p in
+                        p["skipped"] == nil && inside.contains(p["case"]?.stringValue ?? "")
+                    }
+                    for p in compared {
                         let cosine = p["min_cosine"]?.doubleValue ?? .nan
                         if !(cosine >= allowed) {
                             ok = false
                             lines.append("  model.pt's sentence_embedding at \(CanonicalJSON.text(p["shape"] ?? .null)) has cosine \(cosine) to encode(), below \(allowed)")
                         }
                     }
+                    let least = compared.compactMap { $0["min_cosine"]?.doubleValue }.min()
+                    lines.append("  sentence_embedding against encode(): least cosine \(least.map { String(format: "%.6f", $0) } ?? "-") at \(compared.count) point\(compared.count == 1 ? "" : "s") (allowed \(allowed))")
                 }
                 reports.append(["bundle": dir, "ok": ok, "result": (try? JSONSerialization.jsonObject(with: Data(result.serialized(pretty: false).utf8))) ?? [:]])
             } catch let f as WorkerFailure {

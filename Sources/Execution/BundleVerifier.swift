@@ -105,8 +105,11 @@ public enum BundleVerifier {
         let reported: [(artifact: String?, result: JSONValue)]
         switch checker {
         case .python(let worker):
+            // A sentence-transformers bundle is compared with encode() again, at the cosine its record states.
+            let allowed = record["library"]?["encode_check"]?["min_cosine_allowed"]
             let request = WorkerRequests.verifyBundle(
-                bundle: bundle, tolerance: WorkerRequests.tolerance(atol: tolerance.atol, rtol: tolerance.rtol, minCosine: tolerance.minCosine))
+                bundle: bundle, tolerance: WorkerRequests.tolerance(atol: tolerance.atol, rtol: tolerance.rtol, minCosine: tolerance.minCosine),
+                encodeCheck: allowed.map { JSONValue.object([("min_cosine", $0)]) } ?? .null)
             let result: JSONValue
             do {
                 result = try worker.request("verify_bundle", request.objectValue ?? [])
@@ -125,6 +128,7 @@ public enum BundleVerifier {
             }
             for c in aoti?["cases"]?.arrayValue ?? [] { cases.append(("model.pt2", c)) }
             reported = cases
+            v.findings += encodeFindings(record: record, result: result)
             if aoti == nil && listsPT2 && hasPT2 {
                 v.findings.append(.problem("model.pt2 was not checked: the worker's verify_bundle returned no aoti result"))
             }
@@ -141,6 +145,25 @@ public enum BundleVerifier {
         }
         v.findings += judge(reported, record: record, gate: tolerance.minCosine).map(VerifyFinding.check)
         return v
+    }
+
+    /// sentence-transformers: encode()'s cosine at every point the record judged inside the envelope, held to the
+    /// cosine the record allows.
+    static func encodeFindings(record: JSONValue, result: JSONValue) -> [VerifyFinding] {
+        guard let allowed = record["library"]?["encode_check"]?["min_cosine_allowed"]?.doubleValue else { return [] }
+        let recorded = record["library"]?["encode_check"]?["points"]?.arrayValue ?? []
+        let inside = Set(recorded.filter { $0["inside"] == .bool(true) }.compactMap { $0["case"]?.stringValue })
+        let compared = (result["encode_check"]?["points"]?.arrayValue ?? []).filter { p in
+            p["skipped"] == nil && inside.contains(p["case"]?.stringValue ?? "")
+        }
+        if compared.isEmpty {
+            return [.problem("model.pt's sentence_embedding was not compared with encode(): the worker returned no point inside the envelope")]
+        }
+        return compared.compactMap { p in
+            let cosine = p["min_cosine"]?.doubleValue ?? .nan
+            guard !(cosine >= allowed) else { return nil }
+            return .problem("model.pt's sentence_embedding at \(CanonicalJSON.text(p["shape"] ?? .null)) has cosine \(cosine) to encode(), below \(allowed)")
+        }
     }
 
     /// Judges reported cases: a model.pt2 failure at a case the record marks outside the envelope model.pt2 was

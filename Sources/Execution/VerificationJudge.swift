@@ -206,11 +206,16 @@ struct VerificationJudge {
     }
 
     /// library sentence-transformers: model.pt's sentence_embedding must keep the planned cosine to the library's
-    /// encode() on real text at the traced shape and at every point inside the verified envelope.
+    /// encode() on real text at the traced shape and at every point inside the verified envelope. The comparison
+    /// comes from the verifying process (`verify_bundle`'s `encode_check`), which loaded model.pt from disk.
     func judgeLibrary(box: VerifiedEnvelope) throws -> JSONValue? {
         guard let library = data["library"], library != .null, var o = library.objectValue else { return nil }
-        guard let gate = policy.encodeMinCosine,
-              let check = library["encode_check"], check != .null else { return library }
+        guard let gate = policy.encodeMinCosine else { return library }
+        guard let check = verdict["encode_check"], check != .null else {
+            throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                message: "the verifying worker returned no comparison of model.pt with sentence-transformers' encode(); nothing was written",
+                                field: "spec.model.library", detail: nil)
+        }
         var points: [JSONValue] = []
         for p in check["points"]?.arrayValue ?? [] {
             var sizes: [String: Int] = [:]
@@ -229,7 +234,8 @@ struct VerificationJudge {
         var c = check.objectValue ?? []
         c = c.map { k, v in k == "points" ? (k, .array(points)) : (k, v) }
         c.append(("passed", .bool(true)))
-        o = o.map { k, v in k == "encode_check" ? (k, .object(c)) : (k, v) }
+        o.removeAll { $0.0 == "encode_check" }
+        o.append(("encode_check", .object(c)))
         return .object(o)
     }
 

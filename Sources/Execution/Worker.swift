@@ -160,7 +160,9 @@ public final class WorkerClient: @unchecked Sendable {
         nextID += 1
         let message = JSONValue.object([("id", .int(id)), ("op", .string(op))] + fields)
         do {
-            try child.write(Data((CanonicalJSON.text(message) + "\n").utf8))
+            // serialized() keeps a float written as 2.0 a float (canonical JSON would write 2): strict config
+            // classes (T5Gemma's) refuse an int for a float field.
+            try child.write(Data((message.serialized() + "\n").utf8))
         } catch {
             throw crash("the worker stopped reading its input")
         }

@@ -241,7 +241,8 @@ struct DocumentValidator {
                 attnImplementation: model?["attn_implementation"]?.stringValue ?? ManifestDefaults.attnImplementation,
                 trustRemoteCode: model?["trust_remote_code"]?.boolValue ?? false,
                 allowPickle: model?["allow_pickle"]?.boolValue ?? false,
-                library: model?["library"]?.stringValue ?? ManifestDefaults.library),
+                library: model?["library"]?.stringValue ?? ManifestDefaults.library,
+                forward: model?["forward"]?.objectValue ?? []),
             inputs: .init(
                 tokenizer: inputs?["tokenizer"]?.stringValue.map { SourceResolver.classify($0, relativeTo: directory) },
                 text: inputs?["text"]?.stringValue,

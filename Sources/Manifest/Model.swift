@@ -167,6 +167,8 @@ public struct Manifest: Sendable {
         public var allowPickle: Bool
         /// `transformers` (the class is the model) or `sentence-transformers` (the folder's modules.json pipeline).
         public var library: String = "transformers"
+        /// `forward`: constant keyword arguments given to the model's forward beside the input tensors, in order.
+        public var forward: [(String, JSONValue)] = []
     }
     /// The dummy inputs.
     public struct Inputs: Sendable {

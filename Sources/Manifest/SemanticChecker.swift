@@ -31,6 +31,8 @@ struct SemanticChecker {
         let maxPositions = config["max_position_embeddings"]?.intValue ?? config["n_positions"]?.intValue
         checkTensorSizes()
         checkEnvelope(maxPositions: maxPositions)
+        checkFixedAxes(config: config)
+        checkForward()
         checkSplit(maxPositions: maxPositions, config: config)
         checkOutputPaths()
         checkTargetCombinations()

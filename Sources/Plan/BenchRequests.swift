@@ -94,7 +94,8 @@ public enum BenchRequests {
             attnImplementation: attention,
             trustRemoteCode: model["trust_remote_code"]?.boolValue ?? false,
             allowPickle: model["allow_pickle"]?.boolValue ?? false,
-            library: model["library"]?.stringValue ?? ManifestDefaults.library)))
+            library: model["library"]?.stringValue ?? ManifestDefaults.library,
+            forward: model["forward"]?.objectValue ?? [])))
     }
 
     /// The whole `bench` request for one bundle (without `id` and `op`).

@@ -93,6 +93,7 @@ public enum WorkerRequests {
             ("trust_remote_code", .bool(e.trustRemoteCode)),
             ("allow_pickle", .bool(e.allowPickle)),
             ("library", .string(e.library)),
+            ("forward", .object(e.forward)),
         ])
     }
 
@@ -134,8 +135,7 @@ public enum WorkerRequests {
                 // reduced precision: also record the float32 eager model's outputs, the quality gate's reference
                 ("float32_reference", .bool(m.reducedPrecision)),
                 // sentence-transformers: the cosine model.pt's sentence_embedding keeps to the library's encode()
-                ("encode_check", m.model.library == "sentence-transformers"
-                    ? .object([("min_cosine", .double(encodeMinCosine))]) : .null),
+                ("encode_check", encodeCheck(m)),
             ])),
             ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize)),
                                 ("quantize", quantize(m))])),
@@ -148,12 +148,19 @@ public enum WorkerRequests {
 
     /// The `verify_bundle` request of a plan's verify step.
     public static func verify(_ m: Manifest, bundle: URL) -> JSONValue {
-        verifyBundle(bundle: bundle, tolerance: tolerance(m))
+        verifyBundle(bundle: bundle, tolerance: tolerance(m), encodeCheck: encodeCheck(m))
     }
 
-    /// The `verify_bundle` request: the bundle folder and the tolerance object (`tolerance(...)`).
-    public static func verifyBundle(bundle: URL, tolerance: JSONValue) -> JSONValue {
-        .object([("dir", .string(bundle.path)), ("tolerance", tolerance)])
+    /// The `verify_bundle` request: the bundle folder, the tolerance object (`tolerance(...)`) and, for a
+    /// sentence-transformers pipeline, `encode_check` (the verifying process also compares model.pt with encode()).
+    public static func verifyBundle(bundle: URL, tolerance: JSONValue, encodeCheck: JSONValue = .null) -> JSONValue {
+        .object([("dir", .string(bundle.path)), ("tolerance", tolerance), ("encode_check", encodeCheck)])
+    }
+
+    /// library sentence-transformers: the cosine model.pt's sentence_embedding keeps to the library's encode() (the
+    /// exporting process writes encode()'s embeddings of real text, the verifying one compares); else null.
+    public static func encodeCheck(_ m: Manifest) -> JSONValue {
+        m.model.library == "sentence-transformers" ? .object([("min_cosine", .double(encodeMinCosine))]) : .null
     }
 
     /// The tags an `oci` deploy pushes: `<name>` (moves to each new build) and `<name>-<first 12 of the fingerprint>`.
@@ -206,10 +213,12 @@ public struct EagerModel: Sendable {
     public var trustRemoteCode: Bool
     public var allowPickle: Bool
     public var library: String
+    /// Constant keyword arguments passed to forward beside the input tensors (`spec.model.forward`).
+    public var forward: [(String, JSONValue)]
 
     public init(className: String, pretrained: String?, pretrainedIsLocal: Bool, revision: String?, config: [(String, JSONValue)],
                 torchscript: Bool, seed: Int, dtype: String, attnImplementation: String, trustRemoteCode: Bool,
-                allowPickle: Bool, library: String) {
+                allowPickle: Bool, library: String, forward: [(String, JSONValue)] = []) {
         self.className = className
         self.pretrained = pretrained
         self.pretrainedIsLocal = pretrainedIsLocal
@@ -222,6 +231,7 @@ public struct EagerModel: Sendable {
         self.trustRemoteCode = trustRemoteCode
         self.allowPickle = allowPickle
         self.library = library
+        self.forward = forward
     }
 
     /// The manifest's model, every default already filled in by the loader.
@@ -230,6 +240,6 @@ public struct EagerModel: Sendable {
                   pretrainedIsLocal: m.model.pretrained?.isLocal ?? false, revision: m.model.revision, config: m.model.config,
                   torchscript: m.model.torchscript, seed: m.model.seed, dtype: m.model.dtype,
                   attnImplementation: m.model.attnImplementation, trustRemoteCode: m.model.trustRemoteCode,
-                  allowPickle: m.model.allowPickle, library: m.model.library)
+                  allowPickle: m.model.allowPickle, library: m.model.library, forward: m.model.forward)
     }
 }

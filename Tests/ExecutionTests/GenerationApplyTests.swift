@@ -5,7 +5,7 @@ import TSExportCLI
 import XCTest
 
 /// Cached generation through `tsexport apply`: a tiny GPT-2, a grouped-query Llama and a Gemma 2 with a sliding
-/// window (decoder-only) and a tiny Marian (encoder-decoder) with `split.cache: true`; the verifying process (no transformers) reproduces generate() from the artifacts alone, and
+/// window (decoder-only), a tiny Marian and a grouped-query T5Gemma (encoder-decoder) with `split.cache: true`; the verifying process (no transformers) reproduces generate() from the artifacts alone, and
 /// the C++ example (examples/generate, built with g++ against the runtime's torch) prints the same tokens.
 final class GenerationApplyTests: XCTestCase {
     static let manifests = """
@@ -69,6 +69,30 @@ final class GenerationApplyTests: XCTestCase {
               - {name: attention_mask, from: ones, shape: [1, 8]}
           trace:
             split: {kind: decoder-only, max_length: 32, cache: true}
+        ---
+        apiVersion: tsexport/v1
+        kind: Export
+        metadata: {name: t5gemma-cached}
+        spec:
+          model:
+            class: T5GemmaForConditionalGeneration
+            config:
+              encoder: {vocab_size: 99, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+                        head_dim: 8, intermediate_size: 37, max_position_embeddings: 128, sliding_window: 2, initializer_range: 2.0}
+              decoder: {vocab_size: 99, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+                        head_dim: 8, intermediate_size: 37, max_position_embeddings: 128, sliding_window: 2, initializer_range: 2.0}
+              vocab_size: 99
+              bos_token_id: 1
+              eos_token_id: 82
+              pad_token_id: 0
+              decoder_start_token_id: 1
+              tie_word_embeddings: false
+          inputs:
+            tensors:
+              - {name: input_ids, from: random, shape: [1, 8], low: 2}
+              - {name: decoder_input_ids, from: ones, shape: [1, 1]}
+          trace:
+            split: {kind: encoder-decoder, max_length: 16, cache: true}
         """
 
     func testCachedDecodersAndMarianReproduceGenerateInTheVerifierAndInCpp() throws {
@@ -88,7 +112,8 @@ final class GenerationApplyTests: XCTestCase {
 
         let decoderOnly = ["prefill.pt", "step.pt", "full.pt", "generation.json"]
         for (name, files) in [("gpt2-cached", decoderOnly), ("llama-cached", decoderOnly), ("gemma2-cached", decoderOnly),
-                              ("marian-cached", ["encoder.pt", "step.pt", "full.pt", "generation.json"])] {
+                              ("marian-cached", ["encoder.pt", "step.pt", "full.pt", "generation.json"]),
+                              ("t5gemma-cached", ["encoder.pt", "step.pt", "full.pt", "generation.json"])] {
             let bundle = root.appendingPathComponent("build/\(name)")
             XCTAssertEqual(Harness.tree(bundle), (ApplyEndToEndTests.bundleFiles + files).sorted(), name)
             let record = try JSONValue(parsing: Data(contentsOf: bundle.appendingPathComponent("record.json")))
@@ -107,14 +132,19 @@ final class GenerationApplyTests: XCTestCase {
                 let expected = (p["expected"]?.arrayValue ?? []).compactMap(\.intValue).map(String.init).joined(separator: " ")
                 XCTAssertEqual(run.stdout, expected + "\n", "\(name) prompt \(ids): C++ must print generate()'s tokens, one line")
             }
-            XCTAssertEqual(record["generation"]?["kind"]?.stringValue, name == "marian-cached" ? "encoder-decoder" : "decoder-only")
-            if name == "llama-cached" || name == "gemma2-cached" {
+            XCTAssertEqual(record["generation"]?["kind"]?.stringValue, name == "marian-cached" || name == "t5gemma-cached" ? "encoder-decoder" : "decoder-only")
+            if name == "llama-cached" || name == "gemma2-cached" || name == "t5gemma-cached" {
                 // The buffer holds the 2 key/value heads, not the 4 query heads.
                 XCTAssertEqual(record["generation"]?["heads"]?.intValue, 2, name)
             }
         }
         let gemma = try JSONValue(parsing: Data(contentsOf: root.appendingPathComponent("build/gemma2-cached/record.json")))
         XCTAssertEqual(gemma["generation"]?["sliding_windows"], .array([.int(4), .null]))
+        // T5Gemma: grouped-query encoder-decoder; the nested decoder config states the heads, head_dim and windows,
+        // and its float initializer_range (2.0) reaches the strict config class as a float.
+        let t5gemma = try JSONValue(parsing: Data(contentsOf: root.appendingPathComponent("build/t5gemma-cached/record.json")))
+        XCTAssertEqual(t5gemma["generation"]?["sliding_windows"], .array([.int(2), .null]))
+        XCTAssertEqual(t5gemma["generation"]?["head_dim"], .int(8))
     }
 
     func testRefusalsAtTheirPositions() throws {

@@ -38,6 +38,34 @@ final class SentenceTransformersTests: XCTestCase {
         let record = try JSONValue(parsing: Data(contentsOf: root.appendingPathComponent("build/minilm-st/record.json")))
         XCTAssertEqual(record["library"]?["encode_check"]?["passed"], .bool(true))
         XCTAssertEqual(record["library"]?["encode_check"]?["min_cosine_allowed"], .double(0.9999))
+        // The comparison ran in the verifying process, on the tokens and encode() embeddings the export wrote.
+        XCTAssertEqual(record["library"]?["encode_check"]?["compared_in"], "verify")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root.appendingPathComponent("build/minilm-st/encode_reference.safetensors").path))
+        let compared = (record["library"]?["encode_check"]?["points"]?.arrayValue ?? []).filter { $0["skipped"] == nil }
+        XCTAssertEqual(compared.count, 4, "the traced [1, 16], [3, 16] and the two interior points; sequence 1 holds no text")
+        for p in compared { XCTAssertGreaterThanOrEqual(p["min_cosine"]?.doubleValue ?? 0, 0.9999, "\(p)") }
+        // tsexport verify compares again in its worker; a reference embedding that differs fails it, at its shape.
+        let bundle = root.appendingPathComponent("build/minilm-st")
+        let (console, captured) = Harness.console()
+        XCTAssertEqual(Verify.execute(try Verify.parse([bundle.path, "--python", Harness.python]), console: console), 0, captured.stdout)
+        XCTAssertTrue(captured.stdout.contains("sentence_embedding against encode(): least cosine 1.000000 at 4 points (allowed 0.9999)"), captured.stdout)
+        let tampered = dir.appendingPathComponent("tampered")
+        try FileManager.default.copyItem(at: bundle, to: tampered)
+        _ = try Harness.pythonJSON(["-c", """
+            import json, sys
+            from safetensors import safe_open
+            from safetensors.torch import load_file, save_file
+            path = sys.argv[1] + "/encode_reference.safetensors"
+            with safe_open(path, framework="pt") as handle:
+                metadata = handle.metadata()
+            tensors = load_file(path)
+            tensors["traced/sentence_embedding"] = -tensors["traced/sentence_embedding"]
+            save_file(tensors, path, metadata=metadata)
+            print(json.dumps({}))
+            """, tampered.path])
+        let (console2, captured2) = Harness.console()
+        XCTAssertEqual(Verify.execute(try Verify.parse([tampered.path, "--python", Harness.python]), console: console2), 1)
+        XCTAssertTrue(captured2.stdout.contains("model.pt's sentence_embedding at [1,16] has cosine -1"), captured2.stdout)
         let config = try String(contentsOf: root.appendingPathComponent("build/triton/minilm-st/config.pbtxt"), encoding: .utf8)
         XCTAssertTrue(config.contains("name: \"token_embeddings__0\"") && config.contains("name: \"sentence_embedding__1\""), config)
         XCTAssertTrue(config.contains("max_batch_size: 3"), config)

@@ -57,7 +57,7 @@ final class EnvelopeTests: XCTestCase {
 
         let vit = try Self.manifest("      - {name: pixel_values, from: random, dtype: float32, shape: [1, 3, 32, 32]}",
                                     trace: "envelope: {batch: [1, 4], dims: {pixel_values: {2: [32, 32], 3: [16, 32]}}}",
-                                    model: "class: ViTModel\n    config: {image_size: 32, patch_size: 8}")
+                                    model: "class: ViTModel\n    config: {image_size: 32, patch_size: 8}\n    forward: {interpolate_pos_encoding: true}")
         let v = EnvelopePlanner.plan(vit)
         XCTAssertEqual(v.tensors.map(\.axes), [["batch", nil, nil, "pixel_values.3"]], "channels and a fixed dim are not axes")
         XCTAssertEqual(v.axes.map(\.name), ["batch", "pixel_values.3"])
@@ -67,7 +67,7 @@ final class EnvelopeTests: XCTestCase {
     func testNamedAxesByTensorNameAndDeclaredInTheEnvelope() throws {
         // CLIP-like: pixel_values' dimension 1 (channels) is not the text's sequence; the image axis named by `axes`
         // is ranged by the envelope; input_features' frames stay fixed unless the envelope ranges them.
-        let model = "class: CLIPModel\n    config: {text_config: {vocab_size: 99}}"
+        let model = "class: CLIPModel\n    config: {text_config: {vocab_size: 99}, vision_config: {image_size: 32}}\n    forward: {interpolate_pos_encoding: true}"
         let m = try Self.manifest("""
                   - {name: input_ids, from: random, shape: [2, 12]}
                   - {name: pixel_values, from: random, dtype: float32, shape: [2, 3, 32, 32], axes: [batch, null, image, image]}

@@ -167,7 +167,8 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(job["inputs"]?["tokenizer_revision"], .null)
         XCTAssertEqual(job["trace"]?["envelope"]?["pad_masks"], .bool(true))
         XCTAssertEqual(e.steps[3].request, .object([("op", "verify_bundle"), ("dir", .string(staging)),
-                                                      ("tolerance", .object([("atol", .double(1e-5)), ("rtol", .double(1e-4)), ("min_cosine", .null)]))]))
+                                                      ("tolerance", .object([("atol", .double(1e-5)), ("rtol", .double(1e-4)), ("min_cosine", .null)])),
+                                                      ("encode_check", .null)]))
         XCTAssertEqual(e.steps[5].request?["max_batch_size"], 2)
         XCTAssertEqual(e.steps[5].request?["variable_dims"], .bool(true))
         XCTAssertEqual(e.steps[5].request?["dest"], .string(r + "/.tsexport/staging/small.deploy-1.staging"))

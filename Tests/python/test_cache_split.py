@@ -48,8 +48,15 @@ DECODERS: dict[str, tuple[str, dict[str, Any]]] = {
     "gemma2": ("Gemma2ForCausalLM", {**GQA, "sliding_window": 4, "head_dim": 16, "tie_word_embeddings": False}),
     "phi3": ("Phi3ForCausalLM", GQA),
 }
+# Grouped-query encoder-decoder: T5Gemma states its encoder's and decoder's sizes in nested configs (4 query heads over
+# 2 key/value heads); the first layer of each is a sliding window of 2 (bidirectional in the encoder, causal in the
+# decoder), which the prompts and the 12 new tokens outgrow. A larger initializer_range gives varied tokens.
+T5GEMMA_PART: dict[str, Any] = {**GQA, "head_dim": 8, "sliding_window": 2, "initializer_range": 2.0}
+T5GEMMA: dict[str, Any] = {"encoder": T5GEMMA_PART, "decoder": T5GEMMA_PART, "vocab_size": 99, "bos_token_id": 1,
+                           "eos_token_id": 82, "pad_token_id": 0, "decoder_start_token_id": 1,
+                           "tie_word_embeddings": False}
 DECODER_ONLY = ["gpt2", *DECODERS]
-ALL = [*DECODER_ONLY, "marian", "bart"]
+ALL = [*DECODER_ONLY, "marian", "bart", "t5gemma"]
 
 
 def _model(cls: str, config: dict[str, Any]) -> torch.nn.Module:
@@ -80,7 +87,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.
     models = {"gpt2": ("GPT2LMHeadModel", GPT2, "decoder-only", decoder_example),
               **{name: (cls, config, "decoder-only", decoder_example) for name, (cls, config) in DECODERS.items()},
               "marian": ("MarianMTModel", MARIAN, "encoder-decoder", torch.tensor([[5, 6, 7, 8, 9, 0]] * 2)),
-              "bart": ("BartForConditionalGeneration", S2S, "encoder-decoder", torch.tensor([[5, 6, 7, 8, 9, 2]] * 2))}
+              "bart": ("BartForConditionalGeneration", S2S, "encoder-decoder", torch.tensor([[5, 6, 7, 8, 9, 2]] * 2)),
+              "t5gemma": ("T5GemmaForConditionalGeneration", T5GEMMA, "encoder-decoder",
+                          torch.tensor([[5, 6, 7, 8, 9, 0]] * 2))}
     for name, (cls, config, kind, example) in models.items():
         model = _model(cls, config)
         directory = str(tmp_path_factory.mktemp(name))
@@ -132,6 +141,26 @@ def test_grouped_query_caches_use_the_key_value_heads(exported: dict[str, Any]) 
     windows = {name: exported[name][2]["sliding_windows"] for name in DECODERS}
     assert windows == {"llama": [None, None], "qwen2": [None, None], "mistral": [4, 4], "gemma2": [4, None],
                        "phi3": [None, None]}
+
+
+def test_grouped_query_encoder_decoder_caches_use_the_nested_decoder_config(exported: dict[str, Any]) -> None:
+    """T5Gemma: the self-attention buffer and the cross-attention keys/values hold the 2 key/value heads of head_dim 8
+    the nested decoder config states; the decoder's windows are its layer types'; the sliding windows (encoder and
+    decoder) change these tokens, and the rows are varied."""
+    model, directory, description = exported["t5gemma"]
+    assert (description["layers"], description["heads"], description["head_dim"]) == (2, 2, 8)
+    assert description["sliding_windows"] == [2, None]
+    _, modules = cache_split.load_artifacts(directory)
+    ids, mask = cache_split._left_pad([[5, 6, 7]], 0)
+    with torch.no_grad():
+        hidden, cross_keys, cross_values = modules["encoder"](ids, mask)
+    assert tuple(hidden.shape) == (1, 3, 32)
+    assert tuple(cross_keys.shape) == tuple(cross_values.shape) == (2, 1, 2, 3, 8)
+    rows = _generate(model, S2S_PROMPTS, description["pad_token_id"], NEW_TOKENS)
+    wide = _model("T5GemmaForConditionalGeneration", {**T5GEMMA, "encoder": {**T5GEMMA_PART, "sliding_window": 1000},
+                                                      "decoder": {**T5GEMMA_PART, "sliding_window": 1000}})
+    assert rows != _generate(wide, S2S_PROMPTS, description["pad_token_id"], NEW_TOKENS)
+    assert len({tuple(row) for row in rows}) == len(rows) and sum(len(set(row)) > 4 for row in rows) >= 3, rows
 
 
 @pytest.mark.parametrize("name", ["mistral", "gemma2"])

@@ -26,7 +26,8 @@ REQUIRED_CLASSES = {
     "BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
     "BertForQuestionAnswering", "DistilBertModel", "RobertaModel", "XLMRobertaForSequenceClassification",
     "AlbertForMaskedLM", "ElectraForPreTraining", "GPT2Model", "GPT2LMHeadModel", "BartForConditionalGeneration",
-    "MarianMTModel", "T5EncoderModel", "ViTForImageClassification",
+    "MarianMTModel", "T5EncoderModel", "ViTForImageClassification", "ModernBertModel",
+    "DebertaV2ForSequenceClassification", "WhisperForConditionalGeneration", "WhisperForAudioClassification",
 }
 
 
@@ -52,7 +53,7 @@ def job_from_manifest(doc: dict[str, Any], staging: Path) -> dict[str, Any]:
         staging, model["class"], model.get("config", {}), tensors,
         model={"seed": model.get("seed", 0), "torchscript": model.get("torchscript", True),
                "dtype": model.get("dtype", "float32"),
-               "attn_implementation": model.get("attn_implementation", "eager")},
+               "attn_implementation": model.get("attn_implementation", "eager"), "forward": model.get("forward", {})},
         strict=trace.get("strict", True), check_shapes=trace.get("check_shapes", []),
     )
     job["name"] = doc["metadata"]["name"]
@@ -116,6 +117,11 @@ EXPECTED_WARNING_SOURCES = {
     "family-phi3": {"transformers/masking_utils.py"},
     "family-clip": {"transformers/masking_utils.py", "transformers/models/clip/modeling_clip.py"},
     "family-siglip": {"torch/nn/functional.py", "transformers/models/siglip/modeling_siglip.py"},
+    "family-modernbert": {"transformers/masking_utils.py"},
+    "family-deberta-v3": {"transformers/models/deberta_v2/modeling_deberta_v2.py"},
+    "family-whisper": {"transformers/masking_utils.py", "transformers/models/whisper/modeling_whisper.py"},
+    "family-whisper-encoder": {"transformers/models/whisper/modeling_whisper.py"},
+    "family-vit-sizes": {"transformers/models/vit/modeling_vit.py"},
 }
 
 
@@ -169,7 +175,7 @@ for entry in json.loads(sys.argv[1]):
     names = [s["name"] for s in record["input_signature"]]
     with torch.no_grad():
         actual = traced(*args)
-        expected = eager(**dict(zip(names, args))).to_tuple()
+        expected = eager(**dict(zip(names, args)), **entry["forward"]).to_tuple()
     actual, expected = flat(actual), flat(expected)
     assert len(actual) == len(expected), (entry["name"], len(actual), len(expected))
     report[entry["name"]] = max(float((a - e).abs().max()) for a, e in zip(actual, expected))
@@ -179,7 +185,8 @@ print(json.dumps(report))
 
 def test_artifacts_match_an_independent_eager_model_on_fresh_inputs(families: dict) -> None:
     entries = [
-        {"name": name, "dir": str(staging), "config": doc["spec"]["model"]["config"]}
+        {"name": name, "dir": str(staging), "config": doc["spec"]["model"]["config"],
+         "forward": doc["spec"]["model"].get("forward", {})}
         for name, (staging, _, doc) in families.items()
     ]
     proc = run_python(FRESH, json.dumps(entries), timeout=600)

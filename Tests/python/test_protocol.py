@@ -96,10 +96,12 @@ def test_shutdown_answers_and_exits_zero(exported: dict) -> None:
 def test_verify_bundle_in_a_second_worker_process(exported: dict) -> None:
     worker = Worker()
     progress, answer = worker.request(
-        "verify_bundle", dir=str(exported["staging"]), tolerance={"atol": 1e-5, "rtol": 1e-4, "min_cosine": None}
+        "verify_bundle", dir=str(exported["staging"]), tolerance={"atol": 1e-5, "rtol": 1e-4, "min_cosine": None},
+        encode_check=None,
     )
     missing = worker.request(
-        "verify_bundle", dir=str(exported["staging"] / "nope"), tolerance={"atol": 1e-5, "rtol": 1e-4, "min_cosine": None}
+        "verify_bundle", dir=str(exported["staging"] / "nope"), tolerance={"atol": 1e-5, "rtol": 1e-4, "min_cosine": None},
+        encode_check=None,
     )[1]
     assert worker.close() == 0  # end of stdin ends it
     assert [(m["stage"], m["status"]) for m in progress] == [("verify", "start"), ("verify", "done")]
@@ -197,7 +199,7 @@ JOB_FIELDS = [
     ("model", "job.model"), ("inputs", "job.inputs"), ("trace", "job.trace"), ("target", "job.target"),
     *[(f"model.{k}", f"spec.model.{k}") for k in (
         "class", "pretrained", "pretrained_is_local", "revision", "config", "torchscript", "seed", "dtype",
-        "attn_implementation", "trust_remote_code", "allow_pickle", "library")],
+        "attn_implementation", "trust_remote_code", "allow_pickle", "library", "forward")],
     *[(f"inputs.{k}", f"spec.inputs.{k}") for k in (
         "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to",
         "tensors")],
@@ -261,7 +263,7 @@ def _full_requests(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "probe": {},
         "shutdown": {},
         "export": {"job": make_job(tmp_path / "staging")},
-        "verify_bundle": {"dir": bundle, "tolerance": {"atol": 1e-5, "rtol": 1e-4, "min_cosine": None}},
+        "verify_bundle": {"dir": bundle, "tolerance": {"atol": 1e-5, "rtol": 1e-4, "min_cosine": None}, "encode_check": None},
         "deploy": deploy_request("triton", bundle, tmp_path / "dest"),
         "bench": bench_request(bundle),
     }
@@ -271,7 +273,7 @@ REQUEST_FIELDS = [
     ("export", "job", "job"),
     ("verify_bundle", "dir", "dir"), ("verify_bundle", "tolerance", "tolerance"),
     ("verify_bundle", "tolerance.atol", "tolerance.atol"), ("verify_bundle", "tolerance.rtol", "tolerance.rtol"),
-    ("verify_bundle", "tolerance.min_cosine", "tolerance.min_cosine"),
+    ("verify_bundle", "tolerance.min_cosine", "tolerance.min_cosine"), ("verify_bundle", "encode_check", "encode_check"),
     *[("deploy", k, k) for k in ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "version")],
     *[("bench", k, k) for k in ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")],
     ("export", "job.model.seed", "spec.model.seed"),

@@ -107,7 +107,7 @@ def make_job(
         "class": cls, "pretrained": None, "pretrained_is_local": False, "revision": None,
         "config": TINY_BERT if config is None else config, "torchscript": True, "seed": 0,
         "dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False, "allow_pickle": False,
-        "library": "transformers", **(model or {}),
+        "library": "transformers", "forward": {}, **(model or {}),
     }
     atol, rtol = DTYPE_TOLERANCE.get(model_keys["dtype"], TOLERANCE)
     reduced = model_keys["dtype"] != "float32" or quantize is not None

@@ -24,6 +24,8 @@ AOTI_FILE = "model.pt2"
 RECORD_FILE = "record.json"
 SAMPLE_FILE = "sample_inputs.safetensors"
 REFERENCE_FILE = "reference_outputs.safetensors"
+# library sentence-transformers: real-text tokens and encode()'s embeddings at every point, for the verifier.
+ENCODE_FILE = "encode_reference.safetensors"
 ENCODER_FILE = "encoder.pt"
 DECODER_STEP_FILE = "decoder_step.pt"
 REPORT_FILE = "bench.html"

@@ -216,7 +216,7 @@ class Reader:
 
 MODEL_KEYS = (
     "class", "pretrained", "pretrained_is_local", "revision", "config", "torchscript", "seed", "dtype",
-    "attn_implementation", "trust_remote_code", "allow_pickle", "library",
+    "attn_implementation", "trust_remote_code", "allow_pickle", "library", "forward",
 )
 LIBRARIES = ("transformers", "sentence-transformers")
 TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high", "axes")
@@ -257,6 +257,8 @@ class ModelSpec:
     allow_pickle: bool
     # "transformers" (the class is the model) or "sentence-transformers" (the folder's modules.json pipeline).
     library: str
+    # Constant keyword arguments given to forward beside the input tensors (e.g. interpolate_pos_encoding).
+    forward: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -382,6 +384,7 @@ def parse_model(data: Any, path: str = "spec.model") -> ModelSpec:
         trust_remote_code=r.flag("trust_remote_code"),
         allow_pickle=r.flag("allow_pickle"),
         library=r.choice("library", LIBRARIES),
+        forward=r.mapping("forward"),
     )
 
 

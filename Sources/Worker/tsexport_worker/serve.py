@@ -53,15 +53,24 @@ def handle(request: Request, channel: Channel) -> dict[str, Any]:
 
         return export(job, _progress(request, channel))
     if request.op == "verify_bundle":
-        body = request_body(request, ("dir", "tolerance"))
+        body = request_body(request, ("dir", "tolerance", "encode_check"))
         bundle = body["dir"]
         if not isinstance(bundle, str) or not os.path.isabs(bundle):
             raise WorkerError(None, "bad_request", "verify_bundle needs `dir`, the bundle's absolute path", field="dir")
         tolerance = parse_tolerance(body["tolerance"], "tolerance")
+        encode = body["encode_check"]
+        min_cosine: float | None = None
+        if encode is not None:
+            gate = encode.get("min_cosine") if isinstance(encode, dict) and set(encode) == {"min_cosine"} else None
+            if isinstance(gate, bool) or not isinstance(gate, (int, float)):
+                raise WorkerError(None, "bad_request", "verify_bundle's `encode_check` is null or "
+                                  "{\"min_cosine\": number}", field="encode_check")
+            min_cosine = float(gate)
         require_in_stage("verify", "torch", "safetensors")
         from .verify.verify import verify_bundle
 
-        return verify_bundle(bundle, tolerance.atol, tolerance.rtol, _progress(request, channel))
+        return verify_bundle(bundle, tolerance.atol, tolerance.rtol, _progress(request, channel),
+                             encode_min_cosine=min_cosine)
     if request.op == "bench":
         request_body(request, BENCH_KEYS)  # before torch is required: a bad request is answered as one
         require_in_stage("bench", "torch", "safetensors")  # transformers only for the eager side

@@ -66,7 +66,7 @@ def rebuild_eager(
     info["load_ms"] = round((time.perf_counter() - started) * 1000, 3)
     rss_after = status_kib("VmRSS")
     info["load_rss_delta_bytes"] = (rss_after - rss_before) * 1024 if rss_after and rss_before else None
-    wrapper = ForwardWrapper(model, names, tuple_outputs=spec.torchscript).eval()
+    wrapper = ForwardWrapper(model, names, tuple_outputs=spec.torchscript, constants=spec.forward).eval()
     info["model_class"] = type(model).__name__
     # Is it the model the artifact came from? Compare with the recorded reference outputs at the traced shape.
     expected = [references[k] for k in sorted(

@@ -14,12 +14,12 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from .. import PROTOCOL_VERSION, WORKER_VERSION
-from ..bundle import AOTI_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_features
+from ..bundle import AOTI_FILE, ENCODE_FILE, MODEL_FILE, RECORD_FILE, RECORD_NAME, cpu_features
 from ..errors import WorkerError, describe, traceback_tail
 from ..generation.split import SplitResult, check_split_model, export_cached, save_split, trace_split
 from ..outputs import signature
@@ -104,19 +104,25 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             example = [t.to(device) for t in built.tensors]
         float_wrapper = None
         if float_model is not None:
-            float_wrapper = ForwardWrapper(float_model, built.names, tuple_outputs=job.model.torchscript).eval()
+            float_wrapper = ForwardWrapper(
+                float_model, built.names, tuple_outputs=job.model.torchscript, constants=job.model.forward
+            ).eval()
         quantized: dict[str, Any] | None = None
         if job.target.quantize is not None and float_model is not None and float_wrapper is not None:
             with stages.stage("quantize"):
                 float_outputs = [t for _, t in run_eager(float_wrapper, as_float32(example), job.model)]
 
                 def outputs_of(candidate: torch.nn.Module) -> list[torch.Tensor]:
-                    wrapped = ForwardWrapper(candidate, built.names, tuple_outputs=job.model.torchscript)
+                    wrapped = ForwardWrapper(
+                        candidate, built.names, tuple_outputs=job.model.torchscript, constants=job.model.forward
+                    )
                     return [t for _, t in run_eager(wrapped, example, job.model)]
 
                 model, quantized = quantize(float_model, outputs_of, float_outputs, job.target.quantize)
         with stages.stage("trace"):
-            wrapper = ForwardWrapper(model, built.names, tuple_outputs=job.model.torchscript).eval()
+            wrapper = ForwardWrapper(
+                model, built.names, tuple_outputs=job.model.torchscript, constants=job.model.forward
+            ).eval()
             cached = split_spec is not None and (split_spec.cache or split_spec.kind == "decoder-only")
             if split_spec is not None and not cached:
                 check_split_model(model, split_spec, built.names, job.target.hardware)
@@ -197,10 +203,9 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         with stages.stage("reference"):
             cases = write_reference(job.staging_dir, built, eager_outputs, wrapper, job, device, split_result,
                                     float_wrapper)
-        encode: dict[str, Any] | None = None
         if job.trace.encode_min_cosine is not None:
-            with stages.stage("encode_check"):
-                encode = _encode_check(job, built, model, plan)
+            with stages.stage("encode_reference"):
+                _encode_references(job, built, model, plan)
         float_wrapper = float_model = None  # the float32 model is not needed past the references
         loaded.model = model  # (the same class, cast or quantized): nothing holds the float32 weights any more
         aoti: dict[str, Any] | None = None
@@ -220,7 +225,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
         import sentence_transformers
 
         extra["library"] = {"name": "sentence-transformers", "version": sentence_transformers.__version__,
-                            "modules": loaded.pipeline_modules, "encode_check": encode}
+                            "modules": loaded.pipeline_modules}
     return {
         **extra,
         "input_signature": input_signature,
@@ -244,10 +249,10 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
     }
 
 
-def _encode_check(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, plan: Envelope | None) -> dict[str, Any]:
-    """The saved model.pt against sentence-transformers' encode() on real text at the traced shape and every
-    envelope point ([batch, sequence] from the points' sizes)."""
-    from ..runtime.st_pipeline import encode_check
+def _encode_references(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, plan: Envelope | None) -> None:
+    """encode()'s embeddings of real text at the traced shape and every envelope point ([batch, sequence] from the
+    points' sizes), with the tokens, into staging; the verifying process compares the saved model.pt with them."""
+    from ..runtime.st_pipeline import encode_references
 
     ids = built.tensors[built.names.index("input_ids")]
     traced = (
@@ -261,5 +266,4 @@ def _encode_check(job: Job, built: inputs.BuiltInputs, model: torch.nn.Module, p
         points.append(
             (point.case, sizes, sizes.get("batch", traced["batch"]), sizes.get("sequence", traced["sequence"]))
         )
-    artifact = torch.jit.load(os.path.join(job.staging_dir, MODEL_FILE), map_location="cpu")  # type: ignore[no-untyped-call]
-    return encode_check(model, artifact.eval(), built.names, points, cast(float, job.trace.encode_min_cosine))
+    encode_references(model, built.names, points, os.path.join(job.staging_dir, ENCODE_FILE))

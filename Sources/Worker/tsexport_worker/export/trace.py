@@ -19,16 +19,20 @@ from ..torchjit import trace as jit_trace
 
 
 class ForwardWrapper(torch.nn.Module):
-    """Calls the model with keyword arguments (names in manifest order) and, for torchscript, returns tuples."""
+    """Calls the model with keyword arguments (names in manifest order, then the job's constant `forward`
+    arguments) and, for torchscript, returns tuples."""
 
-    def __init__(self, model: torch.nn.Module, names: list[str], tuple_outputs: bool) -> None:
+    def __init__(
+        self, model: torch.nn.Module, names: list[str], tuple_outputs: bool, constants: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.names = list(names)
         self.tuple_outputs = tuple_outputs
+        self.constants = dict(constants or {})
 
     def call_model(self, *args: torch.Tensor) -> Any:
-        return self.model(**dict(zip(self.names, args, strict=True)))
+        return self.model(**dict(zip(self.names, args, strict=True)), **self.constants)
 
     def forward(self, *args: torch.Tensor) -> Any:
         output = self.call_model(*args)

@@ -42,8 +42,8 @@ from .generate_loop import (  # noqa: F401  (re-exported)
     tokens_per_second,
 )
 from .kv_cache import cache_shape as _cache_shape
-from .kv_cache import causal_mask as _causal_mask
 from .kv_cache import decoder_mask, layer_windows, static_cache
+from .kv_cache import encoder_mask as _encoder_mask
 from .kv_cache import key_mask as _key_mask
 from .kv_cache import stacked as _stacked
 
@@ -76,6 +76,8 @@ EXPLAINED_TRACER_WARNINGS: dict[str, str] = {
     "every prompt length",
     "sdpa_attention.py:36": "pack_gqa's mask test (shape[1] == 1): every mask here is [B, 1, Q, K] by construction",
     "functional.py:2595": "nn.functional.embedding's padding_idx range check (a constant)",
+    "modeling_t5gemma.py:677": "T5Gemma's encoder embedding scale, sqrt(hidden_size): a config constant",
+    "modeling_t5gemma.py:783": "T5Gemma's decoder embedding scale, sqrt(hidden_size): a config constant",
 }
 # A drift above this between a cached step's logits and the uncached model's is reported as drift.
 DRIFT_TOLERANCE = 1e-3
@@ -159,6 +161,13 @@ class DecoderOnlyFull(torch.nn.Module):
         return (output.logits.index_select(1, cache_position)[:, 0],)
 
 
+def _encoder_output(hidden: torch.Tensor) -> Any:
+    """The encoder's states as the model's `encoder_outputs` (a BaseModelOutput: T5Gemma reads `last_hidden_state`)."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    return BaseModelOutput(last_hidden_state=hidden)
+
+
 class EncoderWithCross(torch.nn.Module):
     """(input_ids [B,S], attention_mask [B,S]) -> (encoder_hidden_states [B,S,d], cross_keys, cross_values
     [L,B,H,S,D]): the cross-attention keys/values come from one decoder call on a dummy token with an empty
@@ -175,7 +184,7 @@ class EncoderWithCross(torch.nn.Module):
         dtype = _model_dtype(self.model)
         model = cast(Any, self.model)
         encoder_mask = _key_mask(attention_mask, dtype)
-        hidden = model.get_encoder()(input_ids=input_ids, attention_mask=encoder_mask)[0]
+        hidden = model.get_encoder()(input_ids=input_ids, attention_mask=_encoder_mask(model, attention_mask, dtype))[0]
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         dummy = torch.zeros((input_ids.shape[0], 1), dtype=torch.long, device=input_ids.device)
         self_mask = torch.zeros((input_ids.shape[0], 1, 1, 1), dtype=dtype, device=input_ids.device)
@@ -196,6 +205,7 @@ class EncoderDecoderStep(torch.nn.Module):
         super().__init__()
         self.model = model
         self.max_length = max_length
+        self.windows = layer_windows(model)
 
     def forward(self, decoder_input_ids: torch.Tensor, cache_position: torch.Tensor,
                 decoder_attention_mask: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor,
@@ -208,9 +218,9 @@ class EncoderDecoderStep(torch.nn.Module):
         cross_cache = DynamicCache([(cross_keys[i], cross_values[i]) for i in range(cross_keys.shape[0])])
         cache = EncoderDecoderCache(self_cache, cross_cache)
         output = self.model(
-            encoder_outputs=(encoder_hidden_states,), attention_mask=_key_mask(attention_mask, dtype),
+            encoder_outputs=_encoder_output(encoder_hidden_states), attention_mask=_key_mask(attention_mask, dtype),
             decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=_causal_mask(decoder_attention_mask, cache_position, dtype),
+            decoder_attention_mask=decoder_mask(self.windows, decoder_attention_mask, cache_position, dtype),
             cache=cache, use_cache=True,
         )
         keys, values = _stacked(self_cache)
@@ -224,6 +234,7 @@ class EncoderDecoderFull(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.windows = layer_windows(model)
 
     def forward(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 attention_mask: torch.Tensor, cache_position: torch.Tensor) -> tuple[torch.Tensor]:
@@ -231,8 +242,8 @@ class EncoderDecoderFull(torch.nn.Module):
         slots = torch.arange(decoder_input_ids.shape[1], device=decoder_input_ids.device)
         ones = torch.ones_like(decoder_input_ids)
         output = self.model(
-            encoder_outputs=(encoder_hidden_states,), attention_mask=_key_mask(attention_mask, dtype),
-            decoder_input_ids=decoder_input_ids, decoder_attention_mask=_causal_mask(ones, slots, dtype),
+            encoder_outputs=_encoder_output(encoder_hidden_states), attention_mask=_key_mask(attention_mask, dtype),
+            decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_mask(self.windows, ones, slots, dtype),
             use_cache=False,
         )
         return (output.logits.index_select(1, cache_position)[:, 0],)

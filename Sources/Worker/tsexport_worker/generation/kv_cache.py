@@ -2,7 +2,8 @@
 buffers as a transformers cache, and the ready 4D attention masks.
 
 The buffer is [layers, batch, key_value_heads, max_length, head_dim]. Grouped-query and multi-query models (Llama,
-Qwen2, Mistral, Gemma 2, Phi-3) keep fewer key/value heads than query heads, so the buffer is sized from
+Qwen2, Mistral, Gemma 2, Phi-3, and T5Gemma's decoder, whose sizes live in a nested decoder config) keep fewer
+key/value heads than query heads, so the buffer is sized from
 `num_key_value_heads` (the query heads when the config has none) and `head_dim` (hidden_size / num_attention_heads
 when the config has none). Every layer keeps every slot; a sliding-window layer (Mistral's, Gemma 2's alternate
 layers) sees only the keys within its window of the query's slot, which the mask says, as transformers'
@@ -49,14 +50,47 @@ def layer_windows(model: torch.nn.Module) -> list[int | None]:
 
     config = cast(Any, model).config
     if getattr(config, "is_encoder_decoder", False):
-        return [None] * cache_shape(model)[0]
-    types, kwargs = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+        nested = sub_config(config, "decoder")
+        if nested is None or not hasattr(nested, "layer_types"):
+            return [None] * cache_shape(model)[0]
+        config = nested
+    else:
+        config = config.get_text_config(decoder=True)
+    types, kwargs = get_layer_types_and_kwargs(config)
     unsupported = sorted({t for t in types if t not in SUPPORTED_LAYER_TYPES})
     if unsupported:
         raise ValueError(f"{type(model).__name__} has {', '.join(unsupported)} layers; cached generation supports "
                          f"{' and '.join(SUPPORTED_LAYER_TYPES)} layers")
     return [int(kw["sliding_window"]) if t == "sliding_attention" else None
             for t, kw in zip(types, kwargs, strict=True)]
+
+
+def sub_config(config: Any, part: str) -> Any:
+    """An encoder-decoder model's nested `encoder` / `decoder` config (T5Gemma's), else None (Marian and BART state
+    the decoder's sizes flat, as decoder_*)."""
+    from transformers import PretrainedConfig
+
+    nested = getattr(config, part, None)
+    return nested if isinstance(nested, PretrainedConfig) else None
+
+
+def encoder_mask(
+    model: torch.nn.Module, mask: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The encoder's self-attention mask from the [B, S] 0/1 mask: the key mask, or for an encoder with
+    bidirectional sliding-window layers (T5Gemma's) one mask per layer type, the sliding one keeping the keys within
+    the window of each query on both sides (|query - key| <= sliding_window, as transformers' bidirectional
+    sliding-window mask)."""
+    config = sub_config(cast(Any, model).config, "encoder")
+    types = set(getattr(config, "layer_types", None) or [])
+    if "sliding_attention" not in types:
+        return key_mask(mask, dtype)
+    window = int(config.sliding_window)
+    slots = torch.arange(mask.shape[1], device=mask.device)
+    near = (slots[None, :] - slots[:, None]).abs() <= window  # [Q, K]
+    keys = mask[:, None, None, :] != 0
+    return {"full_attention": additive(keys.expand(-1, -1, mask.shape[1], -1), dtype),
+            "sliding_attention": additive(near[None, None, :, :] & keys, dtype)}
 
 
 def decoder_mask(windows: list[int | None], key_valid: torch.Tensor, query_slots: torch.Tensor,
@@ -104,6 +138,8 @@ def cache_shape(model: torch.nn.Module) -> tuple[int, int, int]:
     config = cast(Any, model).config
     if not getattr(config, "is_encoder_decoder", False):
         config = config.get_text_config(decoder=True)
+    else:
+        config = sub_config(config, "decoder") or config
     layers = getattr(config, "decoder_layers", None) or config.num_hidden_layers
     heads = getattr(config, "decoder_attention_heads", None) or config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads

@@ -170,6 +170,11 @@ def _adjust_for_torchscript(config: Any, spec: ModelSpec) -> dict[str, Any]:
     if "use_cache" not in spec.config and getattr(config, "use_cache", None):
         config.use_cache = False
         adjusted["use_cache"] = False
+    # A nested decoder config (T5Gemma's, which sets its use_cache itself) follows the model's setting.
+    decoder: Any = getattr(config, "decoder", None)
+    if not getattr(config, "use_cache", False) and getattr(decoder, "use_cache", None) and hasattr(decoder, "to_dict"):
+        decoder.use_cache = False
+        adjusted["decoder.use_cache"] = False
     return adjusted
 
 

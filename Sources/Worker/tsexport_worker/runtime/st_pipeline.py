@@ -1,11 +1,13 @@
 """`library: sentence-transformers`: the folder's own modules.json pipeline (Transformer → Pooling → Dense/Normalize,
 as it lists them), built by the sentence-transformers library, as one module that takes the token tensors by keyword
 and returns token_embeddings and sentence_embedding; and the check of the saved artifact against the library's
-encode() on real text at every envelope point.
+encode() on real text at every envelope point: the exporting process writes the tokens and encode()'s embeddings,
+the verifying process runs the saved artifact on them and compares.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 import torch
@@ -113,31 +115,66 @@ def _real_text_inputs(tokenizer: Any, names: list[str], batch: int, length: int,
     return texts, tensors
 
 
-def encode_check(module: torch.nn.Module, artifact: Any, names: list[str],
-                 points: list[tuple[str, dict[str, int], int, int]], min_cosine: float) -> dict[str, Any]:
-    """At each point (case, sizes, batch, sequence): real sentences through the artifact (padded to the sequence, cut
-    by the tokenizer at it) against the library's encode() with max_seq_length at that sequence; the smallest
-    per-row cosine of sentence_embedding. The Swift side judges the points inside the verified envelope."""
+def encode_references(module: torch.nn.Module, names: list[str], points: list[tuple[str, dict[str, int], int, int]],
+                      path: str) -> None:
+    """At each point (case, sizes, batch, sequence): real sentences tokenized to the sequence (padded to it, cut by the
+    tokenizer at it) and the library's encode() of them with max_seq_length at that sequence, written to `path` for
+    the verifying process, which runs the saved model.pt on the same tokens (`compare_with_encode`)."""
+    from safetensors.torch import save_file
+
+    from ..bundle import canonical_safetensors, readable_as_others
+
     pipeline: Any = cast(SentenceTransformerPipeline, module).pipeline
-    index = OUTPUTS.index("sentence_embedding")
     previous = pipeline.max_seq_length
-    results: list[dict[str, Any]] = []
+    tensors: dict[str, torch.Tensor] = {}
+    described: list[dict[str, Any]] = []
     try:
         specials = int(pipeline.tokenizer.num_special_tokens_to_add())
         for k, (case, sizes, batch, length) in enumerate(points):
             if length <= specials:
-                results.append({"case": case, "sizes": sizes, "shape": [batch, length], "skipped":
-                                f"{length} token(s) hold no text beside the tokenizer's {specials} special tokens"})
+                described.append({"case": case, "sizes": sizes, "shape": [batch, length], "skipped":
+                                  f"{length} token(s) hold no text beside the tokenizer's {specials} special tokens"})
                 continue
-            texts, tensors = _real_text_inputs(pipeline.tokenizer, names, batch, length, k)
+            texts, given = _real_text_inputs(pipeline.tokenizer, names, batch, length, k)
             pipeline.max_seq_length = length
             with torch.no_grad():
                 expected = pipeline.encode(texts, convert_to_tensor=True, batch_size=batch).float().cpu()
-                got = artifact(*tensors)[index].float()
-            cosine = torch.nn.functional.cosine_similarity(got, expected, dim=-1)
-            results.append({"case": case, "sizes": sizes, "shape": [batch, length], "texts": texts,
-                            "min_cosine": float(cosine.min()), "max_abs_error": float((got - expected).abs().max())})
+            for name, tensor in zip(names, given, strict=True):
+                tensors[f"{case}/{name}"] = tensor.contiguous()
+            tensors[f"{case}/sentence_embedding"] = expected.contiguous()
+            described.append({"case": case, "sizes": sizes, "shape": [batch, length], "texts": texts})
     finally:
         pipeline.max_seq_length = previous
-    return {"reference": "SentenceTransformer.encode", "artifact": "model.pt", "min_cosine_allowed": min_cosine,
-            "points": results}
+    save_file(tensors, path, metadata={"tsexport.encode_points": json.dumps(described, sort_keys=True),
+                                       "tsexport.inputs": json.dumps(names)})
+    canonical_safetensors(path)
+    readable_as_others(path)
+
+
+def compare_with_encode(artifact: Any, path: str, device: str, min_cosine: float) -> dict[str, Any]:
+    """The saved artifact on the tokens `encode_references` wrote, against the encode() embeddings beside them: per
+    point the smallest per-row cosine of sentence_embedding. Needs neither transformers nor sentence-transformers.
+    The Swift side judges the points inside the verified envelope."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    described = json.loads(metadata.get("tsexport.encode_points", "[]"))
+    names = json.loads(metadata.get("tsexport.inputs", "[]"))
+    tensors = load_file(path)
+    index = OUTPUTS.index("sentence_embedding")
+    results: list[dict[str, Any]] = []
+    for point in described:
+        if "skipped" in point:
+            results.append(point)
+            continue
+        case = point["case"]
+        expected = tensors[f"{case}/sentence_embedding"]
+        with torch.no_grad():
+            got = artifact(*[tensors[f"{case}/{name}"].to(device) for name in names])[index].float().cpu()
+        cosine = torch.nn.functional.cosine_similarity(got, expected, dim=-1)
+        error = float((got - expected).abs().max())
+        results.append({**point, "min_cosine": float(cosine.min()), "max_abs_error": error})
+    return {"reference": "SentenceTransformer.encode", "artifact": "model.pt", "compared_in": "verify",
+            "min_cosine_allowed": min_cosine, "points": results}

@@ -16,7 +16,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .. import torchjit
-from ..bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device, sha256_file
+from ..bundle import (
+    AOTI_FILE,
+    ENCODE_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    SAMPLE_FILE,
+    read_record,
+    recorded_device,
+    sha256_file,
+)
 from ..errors import WorkerError, describe
 from ..export.quantize import min_cosine
 from ..outputs import flatten
@@ -158,9 +167,11 @@ def _count(references: dict[str, torch.Tensor], case: str) -> int:
     return sum(1 for key in references if key.startswith(f"{case}/output_"))
 
 
-def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = no_progress) -> dict[str, Any]:
+def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = no_progress,
+                  encode_min_cosine: float | None = None) -> dict[str, Any]:
     """Per-case parity of the bundle's model.pt against its reference outputs at the request's tolerance, plus the
-    sha256 of model.pt."""
+    sha256 of model.pt; with `encode_min_cosine` (library sentence-transformers), model.pt against encode()'s
+    embeddings of real text that the exporting process wrote."""
     progress("verify", "start", None)
     started = time.perf_counter()
     model_path = os.path.join(bundle, MODEL_FILE)
@@ -215,6 +226,14 @@ def verify_bundle(bundle: str, atol: float, rtol: float, progress: ProgressFn = 
         data["artifacts_sha256"] = artifact_sha
     if aoti is not None:
         data["aoti"] = aoti
+    if encode_min_cosine is not None:
+        encode_path = os.path.join(bundle, ENCODE_FILE)
+        if not os.path.isfile(encode_path):
+            raise WorkerError("verify", "verify_failed", f"the bundle lacks {ENCODE_FILE} ({encode_path}), which the "
+                              "encode() comparison of library: sentence-transformers reads")
+        from ..runtime.st_pipeline import compare_with_encode
+
+        data["encode_check"] = compare_with_encode(module, encode_path, device, encode_min_cosine)
     generation = record.get("generation")
     if isinstance(generation, dict) and generation.get("cache"):
         data["generation"] = verify_generation(bundle, generation)

@@ -9,36 +9,6 @@ import XCTest
 /// output root (byte-identical files, no model loaded), a foreign and a corrupted entry (reported, built instead),
 /// an unreachable cache (warning, or exit 1 with --cache-required), two applies pushing one fingerprint at once.
 final class CacheCLITests: RegistryTestCase {
-    func tsexport(_ args: [String], env extra: [String: String] = [:]) throws -> (Int32, String) {
-        let p = try process(args, env: extra)
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
-    func process(_ args: [String], env extra: [String: String] = [:]) throws -> Process {
-        guard let exe = BuiltExecutable.tsexport else {
-            XCTFail(BuiltExecutable.notFound)
-            throw RegistryError(BuiltExecutable.notFound)
-        }
-        guard ProcessInfo.processInfo.environment["TSEXPORT_PYTHON"] != nil else { throw missing("TSEXPORT_PYTHON names no runtime with torch") }
-        let p = Process()
-        p.executableURL = exe
-        p.arguments = args
-        p.currentDirectoryURL = tmp
-        var env = ProcessInfo.processInfo.environment
-        env["DOCKER_CONFIG"] = tmp.appendingPathComponent("no-docker-config").path
-        env["HF_HUB_OFFLINE"] = "1"
-        env.removeValue(forKey: "TSEXPORT_CACHE")
-        for (k, v) in extra { env[k] = v }
-        p.environment = env
-        return p
-    }
-
     func writeManifest(seed: Int = 0, file: String = "m.yaml", triton: Bool = false) throws {
         try """
         apiVersion: tsexport/v1

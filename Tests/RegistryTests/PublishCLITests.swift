@@ -9,28 +9,6 @@ import XCTest
 /// verified, pushed; pulled into another folder byte-identical and accepted by `tsexport verify`, `bench` and
 /// `verify --native`.
 final class PublishCLITests: RegistryTestCase {
-    func tsexport(_ args: [String], cwd: URL) throws -> (Int32, String) {
-        guard let exe = BuiltExecutable.tsexport else {
-            XCTFail(BuiltExecutable.notFound)
-            throw RegistryError(BuiltExecutable.notFound)
-        }
-        let p = Process()
-        p.executableURL = exe
-        p.arguments = args
-        p.currentDirectoryURL = cwd
-        var env = ProcessInfo.processInfo.environment
-        env["DOCKER_CONFIG"] = cwd.appendingPathComponent("no-docker-config").path
-        env["HF_HUB_OFFLINE"] = "1"
-        p.environment = env
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
     func manifest(repository: String) -> String {
         """
         apiVersion: tsexport/v1

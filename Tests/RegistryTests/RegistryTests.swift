@@ -1,6 +1,7 @@
 import Bundles
 import Foundation
 import JSON
+import TestSupport
 @testable import Registry
 import XCTest
 
@@ -23,6 +24,40 @@ class RegistryTestCase: XCTestCase {
             return RegistryError("\(what)")
         }
         return XCTSkip(what)
+    }
+
+    /// The built tsexport, started in `cwd` (the test's folder unless given) with no Docker credentials, the hub
+    /// offline and no cache from the caller's environment; `extra` is added last. Needs a runtime with torch.
+    func process(_ args: [String], cwd: URL? = nil, env extra: [String: String] = [:]) throws -> Process {
+        guard let exe = BuiltExecutable.tsexport else {
+            XCTFail(BuiltExecutable.notFound)
+            throw RegistryError(BuiltExecutable.notFound)
+        }
+        guard ProcessInfo.processInfo.environment["TSEXPORT_PYTHON"] != nil else { throw missing("TSEXPORT_PYTHON names no runtime with torch") }
+        let folder = cwd ?? tmp!
+        let p = Process()
+        p.executableURL = exe
+        p.arguments = args
+        p.currentDirectoryURL = folder
+        var env = ProcessInfo.processInfo.environment
+        env["DOCKER_CONFIG"] = folder.appendingPathComponent("no-docker-config").path
+        env["HF_HUB_OFFLINE"] = "1"
+        env.removeValue(forKey: "TSEXPORT_CACHE")
+        for (k, v) in extra { env[k] = v }
+        p.environment = env
+        return p
+    }
+
+    /// Runs the built tsexport to its end: the exit status and stdout and stderr together.
+    func tsexport(_ args: [String], cwd: URL? = nil, env extra: [String: String] = [:]) throws -> (Int32, String) {
+        let p = try process(args, cwd: cwd, env: extra)
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
     /// A bundle folder of the layout tsexport writes (files of arbitrary content: these tests are about transport),

@@ -43,6 +43,8 @@ public enum VerifyFinding: Sendable {
     /// A failure that is not a case: a file that changed after apply, a missing artifact, a checker error.
     case problem(String)
     case check(CaseCheck)
+    /// What was checked beside the cases, for the reader (not a failure).
+    case note(String)
 }
 
 /// The verdict on one bundle, the same for the Python and the native checker.
@@ -60,6 +62,7 @@ public struct BundleVerdict: Sendable {
         findings.allSatisfy {
             switch $0 {
             case .problem: return false
+            case .note: return true
             case .check(let c): return !c.counted || (c.passed && c.qualityFailure == nil)
             }
         }
@@ -159,11 +162,15 @@ public enum BundleVerifier {
         if compared.isEmpty {
             return [.problem("model.pt's sentence_embedding was not compared with encode(): the worker returned no point inside the envelope")]
         }
-        return compared.compactMap { p in
+        var findings: [VerifyFinding] = compared.compactMap { p in
             let cosine = p["min_cosine"]?.doubleValue ?? .nan
             guard !(cosine >= allowed) else { return nil }
             return .problem("model.pt's sentence_embedding at \(CanonicalJSON.text(p["shape"] ?? .null)) has cosine \(cosine) to encode(), below \(allowed)")
         }
+        let least = compared.compactMap { $0["min_cosine"]?.doubleValue }.min()
+        let count = "\(compared.count) point\(compared.count == 1 ? "" : "s")"
+        findings.append(.note("sentence_embedding against encode(): least cosine \(least.map { String(format: "%.6f", $0) } ?? "-") at \(count) (allowed \(allowed))"))
+        return findings
     }
 
     /// Judges reported cases: a model.pt2 failure at a case the record marks outside the envelope model.pt2 was

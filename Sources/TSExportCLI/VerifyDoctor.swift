@@ -90,7 +90,7 @@ extension Verify {
         var lines = [head]
         for f in v.findings {
             switch f {
-            case .problem(let message):
+            case .problem(let message), .note(let message):
                 lines.append("  \(message)")
             case .check(let c):
                 let label = c.artifact.map { $0.padding(toLength: 10, withPad: " ", startingAt: 0) } ?? ""

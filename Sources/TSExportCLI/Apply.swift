@@ -130,7 +130,7 @@ public struct Apply: ParsableCommand {
                 // The orphans are planned again from the state as it is under the lock, so a bundle that another
                 // manifest made fresh since the plan is not touched; only paths both plans name go.
                 let shown = Set(removals.flatMap(\.paths))
-                let confirmed = Planning.orphans(cmd.options, selection: cmd.selection, loaded: planned.loaded, root: root).0
+                let confirmed = Planning.observer(cmd.options, selection: cmd.selection, python: cmd.runtime.python).orphans(loaded: planned.loaded).0
                     .filter { $0.action == .remove }.map { o -> PlanOrphan in
                         var o = o
                         o.paths = o.paths.filter(shown.contains)

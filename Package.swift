@@ -51,7 +51,7 @@ let package = Package(
             dependencies: ["JSON", "Bundles", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // The pure planner: manifests and observed bundles in, a Plan value (with the exact worker requests) out.
-        .target(name: "Plan", dependencies: ["Manifest", "JSON", "Bundles"]),
+        .target(name: "Plan", dependencies: ["Manifest", "JSON", "Bundles", "Diagnostics"]),
         // The Python worker, a Python project of its own in Sources/Worker, shipped as this target's resources.
         .target(
             name: "WorkerPackage",
@@ -85,7 +85,7 @@ let package = Package(
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "JSONSchemaTests", dependencies: ["JSONSchema", "JSON"]),
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML", "JSON"], exclude: ["Fixtures"]),
-        .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest", "Bundles", "JSON"]),
+        .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest", "Bundles", "JSON", "Diagnostics"]),
         .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Bundles", "Manifest", "TSExportCLI", "JSON", "TestSupport"], exclude: ["Support"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Bundles", "JSON", "TSExportCLI", "TestSupport"]),
         .testTarget(name: "ScaffoldTests", dependencies: ["Scaffold", "Manifest", "JSON"]),

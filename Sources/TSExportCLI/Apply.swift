@@ -69,11 +69,11 @@ public struct Apply: ParsableCommand {
             return ExportItem(entry: e, locations: m.locations, hardware: m.target.hardware, fingerprint: fp)
         }
         let root = cmd.options.resolvedOutputRoot
-        let owners = Self.owners(plan, manifests: manifests, root: root)
+        let owners = OutputOwners.owners(plan, manifests: manifests, root: root)
         let removals = plan.orphans.filter { $0.action == .remove }
         let known = OutputState.read(root: root)
         var probe = known
-        Self.claim(&probe, bundles: plan.entries.filter { $0.action == .upToDate }.map(\.bundle), owners: owners, root: root)
+        OutputOwners.claim(&probe, bundles: plan.entries.filter { $0.action == .upToDate }.map(\.bundle), owners: owners, root: root)
         let untracked = probe != known
         let needsLock = !items.isEmpty || !removals.isEmpty || untracked
         if !needsLock, !((try? FileManager.default.contentsOfDirectory(atPath: BundleStore(root: root).stagingRoot.path)) ?? []).isEmpty,
@@ -122,20 +122,15 @@ public struct Apply: ParsableCommand {
             }
             var state = OutputState.read(root: root)
             let before = state
-            Self.claim(&state, bundles: outcomes.filter { $0.status == .ok || $0.status == .upToDate }.map(\.bundle), owners: owners, root: root)
+            OutputOwners.claim(&state, bundles: outcomes.filter { $0.status == .ok || $0.status == .upToDate }.map(\.bundle), owners: owners, root: root)
             if state != before {
                 do { try state.write(root: root) } catch { console.err("error: the output root's state cannot be written: \(error)") }
             }
             if !removals.isEmpty {
                 // The orphans are planned again from the state as it is under the lock, so a bundle that another
                 // manifest made fresh since the plan is not touched; only paths both plans name go.
-                let shown = Set(removals.flatMap(\.paths))
-                let confirmed = Planning.orphans(cmd.options, selection: cmd.selection, loaded: planned.loaded, root: root).0
-                    .filter { $0.action == .remove }.map { o -> PlanOrphan in
-                        var o = o
-                        o.paths = o.paths.filter(shown.contains)
-                        return o
-                    }
+                let again = Planning.observer(cmd.options, selection: cmd.selection, python: cmd.runtime.python).orphans(loaded: planned.loaded).0
+                let confirmed = OutputOwners.confirmed(shown: removals, again: again)
                 pruned = Pruner(root: root).prune(confirmed, state: &state)
                 for note in pruned.kept { console.err("tsexport: \(note)") }
                 for note in pruned.failed { console.err("error: \(note)") }
@@ -158,32 +153,6 @@ public struct Apply: ParsableCommand {
         }
         let failed = outcomes.contains { $0.status == .failed || $0.status == .notRun } || !pruned.failed.isEmpty
         return failed ? ExitStatus.failure : ExitStatus.success
-    }
-}
-
-extension Apply {
-    /// Records the owners of the given bundles in `state`, each with the files its deploys wrote (from its build.json).
-    static func claim(_ state: inout OutputState, bundles: [String], owners: [String: OutputState.Owner], root: URL) {
-        for bundle in bundles {
-            guard let rel = OutputState.relative(bundle, root: root), var owner = owners[rel] else { continue }
-            for d in BuildInfo.read(bundle: URL(fileURLWithPath: bundle))?.deployments ?? [] where owner.deploys.contains(d.path) {
-                owner.deployFiles[d.path] = d.files
-            }
-            state.claim(rel, owner)
-        }
-    }
-
-    /// Which manifest file and document made each planned bundle, and the deploys it installs, by bundle folder
-    /// relative to the output root.
-    static func owners(_ plan: Plan, manifests: [String: Manifest], root: URL) -> [String: OutputState.Owner] {
-        var out: [String: OutputState.Owner] = [:]
-        for e in plan.entries {
-            guard let m = manifests[e.name], let rel = OutputState.relative(e.bundle, root: root) else { continue }
-            let deploys = m.output.deploy.compactMap { Planner.deployDestination($0, name: m.name, root: root).flatMap { OutputState.relative($0.path, root: root) } }
-            out[rel] = OutputState.Owner(name: m.name, manifestFile: URL(fileURLWithPath: e.file).standardizedFileURL.path,
-                                         documentIndex: e.documentIndex, deploys: deploys)
-        }
-        return out
     }
 }
 

@@ -151,7 +151,7 @@ def test_grouped_query_encoder_decoder_caches_use_the_nested_decoder_config(expo
     assert (description["layers"], description["heads"], description["head_dim"]) == (2, 2, 8)
     assert description["sliding_windows"] == [2, None]
     _, modules = cache_split.load_artifacts(directory)
-    ids, mask = cache_split._left_pad([[5, 6, 7]], 0)
+    ids, mask = cache_split.left_pad([[5, 6, 7]], 0)
     with torch.no_grad():
         hidden, cross_keys, cross_values = modules["encoder"](ids, mask)
     assert tuple(hidden.shape) == (1, 3, 32)

@@ -498,7 +498,7 @@ def main() -> int:
               "traced (what quantize: dynamic_int8 improves on)")
         q = reduced["minilm-int8"][2].get("quantize") or {}
         print(f"    tsexport int8: {len(q.get('quantized', []))} of {q.get('candidates')} Linear layers quantized "
-              f"(kept float32: {', '.join(k['name'] for k in q.get('kept_float', []))}); chosen in {q.get('seconds')} s")
+              f"(kept float32: {', '.join(k['name'] for k in q.get('kept_float', []))})")
         print()
         print("(c) the quality gate as apply recorded it (cosine per output row vs the float32 eager model, gate 0.99)")
         for name, (wall, peak, rec) in reduced.items():

@@ -109,10 +109,10 @@ public enum BundleVerifier {
         switch checker {
         case .python(let worker):
             // A sentence-transformers bundle is compared with encode() again, at the cosine its record states.
-            let allowed = record["library"]?["encode_check"]?["min_cosine_allowed"]
+            let allowed = record["library"]?["encode_check"]?["min_cosine_allowed"]?.doubleValue
             let request = WorkerRequests.verifyBundle(
                 bundle: bundle, tolerance: WorkerRequests.tolerance(atol: tolerance.atol, rtol: tolerance.rtol, minCosine: tolerance.minCosine),
-                encodeCheck: allowed.map { JSONValue.object([("min_cosine", $0)]) } ?? .null)
+                encodeCheck: WorkerRequests.encodeCheck(minCosine: allowed))
             let result: JSONValue
             do {
                 result = try worker.request("verify_bundle", request.objectValue ?? [])

@@ -160,7 +160,17 @@ public enum WorkerRequests {
     /// library sentence-transformers: the cosine model.pt's sentence_embedding keeps to the library's encode() (the
     /// exporting process writes encode()'s embeddings of real text, the verifying one compares); else null.
     public static func encodeCheck(_ m: Manifest) -> JSONValue {
-        m.model.library == "sentence-transformers" ? .object([("min_cosine", .double(encodeMinCosine))]) : .null
+        encodeCheck(minCosine: encodeGate(m))
+    }
+
+    /// The `encode_check` object for a cosine to hold to encode() (null: no comparison).
+    public static func encodeCheck(minCosine: Double?) -> JSONValue {
+        minCosine.map { .object([("min_cosine", .double($0))]) } ?? .null
+    }
+
+    /// The cosine a sentence-transformers pipeline's sentence_embedding keeps to encode(); nil for other libraries.
+    public static func encodeGate(_ m: Manifest) -> Double? {
+        m.model.library == "sentence-transformers" ? encodeMinCosine : nil
     }
 
     /// The tags an `oci` deploy pushes: `<name>` (moves to each new build) and `<name>-<first 12 of the fingerprint>`.

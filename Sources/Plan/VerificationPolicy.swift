@@ -43,7 +43,7 @@ public struct VerificationPolicy: Codable, Hashable, Sendable {
         quantized = m.target.quantize != ManifestDefaults.quantize
         selectMinCosine = quantized ? WorkerRequests.selectionCosine(gate: m.trace.minCosine) : nil
         reducedPrecision = m.reducedPrecision
-        encodeMinCosine = m.model.library == "sentence-transformers" ? WorkerRequests.encodeMinCosine : nil
+        encodeMinCosine = WorkerRequests.encodeGate(m)
         guarded = artifact == BundleLayout.modelFile && WorkerRequests.traceAPI(hardware: m.target.hardware) == "torch.jit.trace"
         guardRequest = guarded ? .some(WorkerRequests.guardRequest(bundle: staging, ranges: .null)) : .none
     }

@@ -43,37 +43,63 @@ struct EntryRun {
         return .object(job)
     }
 
-    mutating func execute(isLast: Bool, deployments: inout [StagedDeploy]) throws -> JSONValue {
+    /// Sends `job` to the exporting worker, then the plan's `verify_bundle` to the verifying worker (a process that
+    /// did not trace the model: only the saved file is exercised). The export's data, the verdict and the verify time.
+    func exportAndVerify(_ job: JSONValue, retire: Bool) throws -> (data: JSONValue, verdict: JSONValue, verifyMs: Double) {
         // The verifying worker starts with the exporting one: its Python and torch import (about 1.5 s) runs on the
         // other core while the model loads, instead of on the critical path before verify.
         workers.startVerifierInBackground()
         let worker = try workers.ensureExporter()
-        for (k, v) in worker.hello.versions { fingerprint.versions[k] = v }
-        let job = try job(hello: worker.hello, fingerprint: fingerprint)
-        let name = entry.name, progress = self.progress, workers = self.workers
+        let name = entry.name, progress = self.progress
         let data = try worker.request("export", [("job", job)]) { p in
             progress.stage(name, p.stage, seconds: p.status == "done" ? (p.elapsedMs ?? 0) / 1000 : nil)
         }
-        if isLast { workers.retireExporter() }
-
-        // Verify in a process that did not trace the model: only the saved file is exercised.
+        if retire { workers.retireExporter() }
         let verifyStart = Date()
         progress.stage(name, "verify", seconds: nil)
         let verdict = try workers.verifier().request("verify_bundle", try fields(.verify))
         let verifyMs = Date().timeIntervalSince(verifyStart) * 1000
         progress.stage(name, "verify", seconds: verifyMs / 1000)
+        return (data, verdict, verifyMs)
+    }
+
+    mutating func execute(isLast: Bool, deployments: inout [StagedDeploy]) throws -> JSONValue {
+        let hello = try workers.ensureExporter().hello
+        for (k, v) in hello.versions { fingerprint.versions[k] = v }
+        let job = try job(hello: hello, fingerprint: fingerprint)
+        let name = entry.name, progress = self.progress, workers = self.workers
+        var (data, verdict, verifyMs) = try exportAndVerify(job, retire: isLast)
         for w in data["warnings"]?.arrayValue ?? [] {
             guard let message = w["message"]?.stringValue else { continue }
             warn(w["field"]?.stringValue, message)
         }
 
         var judge = try VerificationJudge(entry: entry, data: data, verdict: verdict)
-        let envelope = try judge.judge()
+        var envelope = try judge.judge()
         for w in judge.warnings { warn(w.field, w.message) }
-        // formats: [aoti] alone: model.pt2 is the artifact; its compiled dims are the planned envelope's, and the
-        // record states the verified one
+        // formats: [aoti] alone: model.pt2 is the artifact
         let artifact = judge.policy.artifact
         let torchscript = artifact == BundleLayout.modelFile
+        var timingsExtra: [(String, JSONValue)] = []
+        if !torchscript, let ranges = envelope.resealRanges, let box = VerifiedEnvelope(json: ranges), let plan = entry.envelope {
+            // model.pt2 has no guard and accepts the dims it was compiled for: compiled for the planned envelope, it
+            // would serve shapes that did not verify. It is compiled again for the verified box and verified again.
+            progress.message("\(name): model.pt2 verified only in \(box.text): compiling it again for that envelope")
+            let start = Date()
+            var narrowedEntry = entry
+            narrowedEntry.envelope = plan.narrowed(to: box, traced: judge.tracedSizes)
+            let narrowedJob = Self.job(job, envelope: narrowedEntry.envelope?.json ?? .null)
+            let first = envelope
+            (data, verdict, verifyMs) = try exportAndVerify(narrowedJob, retire: isLast)
+            judge = try VerificationJudge(entry: narrowedEntry, data: data, verdict: verdict)
+            var second = try judge.judge()
+            guard second.resealRanges == nil else {
+                throw WorkerFailure(stage: "verify", code: "envelope_failed", message: "model.pt2 compiled again for the verified envelope \(box.text) does not match the eager model at every point of it; nothing was written", field: "spec.trace.envelope", detail: nil)
+            }
+            second.record = Self.recompiledRecord(second.record, planned: first.record)
+            envelope = second
+            timingsExtra.append(("recompile_narrowed", .double(Date().timeIntervalSince(start) * 1000)))
+        }
         if let ranges = envelope.resealRanges, let planned = judge.policy.guardRequest?.objectValue {
             // A default envelope narrowed: the artifact's guard is rewritten to refuse what did not verify.
             progress.stage(name, "guard", seconds: nil)
@@ -113,6 +139,7 @@ struct EntryRun {
         // build.json: the content (every file but itself), the deploys' files, and how, when and where it was built.
         var timings = data["timings_ms"]?.objectValue ?? []
         timings.append(("verify", .double(verifyMs)))
+        timings += timingsExtra
         var facts = record.buildFacts
         facts += [("timings_ms", .object(timings)), ("deploy_details", .array(deployed.map(\.build))),
                   ("built_at", .string(ISO8601DateFormatter().string(from: Date()))),
@@ -128,6 +155,30 @@ struct EntryRun {
         let build = BuildInfo.json(content: content, deployments: deployFiles, facts: facts)
         try Data((build.serialized(pretty: true) + "\n").utf8).write(to: staging.appendingPathComponent(BundleContent.buildFile))
         return value
+    }
+
+    /// The export job with its `trace.envelope` replaced.
+    static func job(_ job: JSONValue, envelope: JSONValue) -> JSONValue {
+        guard var o = job.objectValue, let i = o.firstIndex(where: { $0.0 == "trace" }), var trace = o[i].1.objectValue else { return job }
+        trace = trace.map { $0.0 == "envelope" ? ($0.0, envelope) : $0 }
+        o[i].1 = .object(trace)
+        return .object(o)
+    }
+
+    /// The record's envelope of model.pt2 compiled again for the verified box: the second verification's points,
+    /// ranges and verdicts, the planned ranges of the first, `narrowed`, and `compiled` (the ranges model.pt2's
+    /// dynamic dims were compiled for: the verified ones).
+    static func recompiledRecord(_ second: JSONValue, planned first: JSONValue) -> JSONValue {
+        guard var o = second.objectValue else { return second }
+        o = o.map { k, v in
+            switch k {
+            case "axes": return (k, first["axes"] ?? v)
+            case "narrowed": return (k, .bool(true))
+            default: return (k, v)
+            }
+        }
+        o.append(("compiled", second["verified"] ?? .null))
+        return .object(o)
     }
 
     /// A staged deploy's files, with the paths they will have under the output root.

@@ -53,6 +53,14 @@ struct VerificationJudge {
         }
     }
 
+    /// The traced case's size on each axis.
+    var tracedSizes: [String: Int] {
+        let traced = (data["cases"]?.arrayValue ?? []).first { $0["case"]?.stringValue == "traced" }
+        var out: [String: Int] = [:]
+        for (k, v) in traced?["sizes"]?.objectValue ?? [] { if let i = v.intValue { out[k] = i } }
+        return out
+    }
+
     static func why(_ c: JSONValue, tolerance: JSONValue?) -> String {
         c["error"]?.stringValue
             ?? "max abs error \(c["max_abs_error"]?.doubleValue ?? .nan), max rel error \(c["max_rel_error"]?.doubleValue ?? .nan) (atol \(tolerance?["atol"]?.doubleValue ?? .nan), rtol \(tolerance?["rtol"]?.doubleValue ?? .nan))"

@@ -21,7 +21,7 @@ final class WorkerPair: @unchecked Sendable {
 
     /// Starts the exporting worker and returns its hello.
     func start() throws -> WorkerHello {
-        let w = try WorkerClient(python: python, runner: runner)
+        let w = try WorkerClient(python: python, runner: runner, environment: WorkerClient.applyEnvironment())
         exporter = w
         return w.hello
     }
@@ -29,7 +29,7 @@ final class WorkerPair: @unchecked Sendable {
     /// Starts the verifying worker only, and returns its hello: for a slot whose manifests all come from the cache,
     /// where no model is loaded and no exporting worker is needed (one starts if a cached entry is refused).
     func startVerifierOnly() throws -> WorkerHello {
-        let w = try WorkerClient(python: python, runner: runner)
+        let w = try WorkerClient(python: python, runner: runner, environment: WorkerClient.applyEnvironment())
         verifierStart = DispatchGroup()
         verifierResult = .success(w)
         return w.hello
@@ -39,7 +39,7 @@ final class WorkerPair: @unchecked Sendable {
     func ensureExporter() throws -> WorkerClient {
         if let w = exporter { return w }
         progress.message("starting a new Python worker")
-        let w = try WorkerClient(python: python, runner: runner)
+        let w = try WorkerClient(python: python, runner: runner, environment: WorkerClient.applyEnvironment())
         exporter = w
         return w
     }
@@ -51,7 +51,7 @@ final class WorkerPair: @unchecked Sendable {
         verifierStart = group
         let python = self.python, runner = self.runner
         DispatchQueue.global().async { [self] in
-            let r = Result { try WorkerClient(python: python, runner: runner) }
+            let r = Result { try WorkerClient(python: python, runner: runner, environment: WorkerClient.applyEnvironment()) }
             self.verifierResult = r
             group.leave()
         }

@@ -524,6 +524,21 @@ final class OrchestrationTests: XCTestCase {
         assertEveryChildEnded(runner)
     }
 
+    /// apply's workers wait passively between OpenMP regions (two workers share the cores), unless the caller chose
+    /// a policy; other commands' workers get the caller's environment as it is.
+    func testApplyWorkersWaitPassivelyUnlessTheCallerChose() throws {
+        XCTAssertEqual(WorkerClient.applyEnvironment(base: [:])["OMP_WAIT_POLICY"], "PASSIVE")
+        XCTAssertEqual(WorkerClient.applyEnvironment(base: ["OMP_WAIT_POLICY": "ACTIVE"])["OMP_WAIT_POLICY"], "ACTIVE")
+        XCTAssertNil(WorkerClient.environment(base: [:])["OMP_WAIT_POLICY"])
+        let f = try fixture(["plain"])
+        let runner = StubProcessRunner()
+        let (outcomes, _, _) = try run(f, runner, keepGoing: false)
+        XCTAssertEqual(outcomes.map(\.status), [.ok])
+        let expected = ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "PASSIVE"
+        XCTAssertEqual(runner.environments.count, 2, "the exporting and the verifying worker")
+        XCTAssertEqual(runner.environments.map { $0["OMP_WAIT_POLICY"] }, [expected, expected])
+    }
+
     /// When every point verifies, nothing is narrowed and no `guard` request is sent.
     func testNoGuardRequestWhenTheEnvelopeIsNotNarrowed() throws {
         let f = try fixture(["plain"])

@@ -82,7 +82,16 @@ final class StubProcessRunner: ProcessRunner, @unchecked Sendable {
         defer { lock.unlock() }
         let child = StubWorker(index: started.count, argv: argv, runner: self)
         started.append(child)
+        startEnvironments.append(environment)
         return child
+    }
+
+    private var startEnvironments: [[String: String]] = []
+    /// The environment each child was started with, in start order.
+    var environments: [[String: String]] {
+        lock.lock()
+        defer { lock.unlock() }
+        return startEnvironments
     }
 
     /// Every child started, in start order.

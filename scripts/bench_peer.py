@@ -402,7 +402,6 @@ def main() -> int:
             warm_rows = warm_applies(args.repeat, binary, optimum_cli, folder, specs, work, warm_env, peer_env)
         ts_model = work / "ts-0" / "build" / "minilm-f32" / "model.pt"
         onnx_model = work / "onnx-0" / "model.onnx"
-        record = json.loads((ts_model.parent / "record.json").read_text())
         # ONNX Runtime's own dynamic int8 and optimizer output, both from Optimum's export
         ort_int8 = ort_variant(optimum_cli, ["quantize", "--avx512_vnni"], work / "onnx-0", work / "onnx-int8", peer_env)
         ort_opt = ort_variant(optimum_cli, ["optimize", "-O2"], work / "onnx-0", work / "onnx-opt", peer_env)
@@ -479,7 +478,10 @@ def main() -> int:
                 print(f"    {'tsexport apply, warm (TSEXPORT_WARM)':34} {wall_w:8.2f} {mem_w:9.0f}")
                 print(f"    ratio warm tsexport/optimum (its own alternating runs, optimum {wall_o:.2f} s): wall "
                       f"{wall_w / wall_o:.2f}x (peak memory includes the warm process and its workers)")
-        timings = record.get("timings_ms")
+        # the stage times are build facts: build.json, beside the record (scripts/profile_cold_apply.py breaks a
+        # cold apply down further, with the worker starts and imports)
+        build_file = ts_model.parent / "build.json"
+        timings = json.loads(build_file.read_text()).get("timings_ms") if build_file.exists() else None
         if isinstance(timings, dict):
             print("    tsexport stages (run 1, worker-side): " + ", ".join(
                 f"{k} {v / 1000:.2f} s" for k, v in timings.items() if isinstance(v, (int, float))))

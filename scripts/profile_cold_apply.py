@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peer import PEER_VENV, manifest, peer_ready  # noqa: E402
+from bench_peer import PEER_VENV, manifest, peer_ready
 
 STAGES = ["swift before python", "python + import torch (hello)", "load", "inputs", "trace", "serialize",
           "reference", "verify", "swift+record", "wall"]

@@ -58,10 +58,15 @@ public enum BundleContent {
     }
 
     /// The entries of a bundle's content files, in the fixed order; files are hashed through `cache` when given.
-    public static func entries(of bundle: URL, cache: FileDigestCache? = nil) throws -> [ContentEntry] {
+    /// `known`: digests the caller has just computed of files it has not changed since, by relative path (apply
+    /// hashes the artifact once, for the record and for the content).
+    public static func entries(of bundle: URL, cache: FileDigestCache? = nil, known: [String: String] = [:]) throws -> [ContentEntry] {
         try files(in: bundle).map { rel in
             let path = bundle.appendingPathComponent(rel).path
             if let cache, let d = cache.digest(path: path) { return ContentEntry(path: rel, sha256: d.sha256, size: d.size) }
+            if let sha = known[rel] {
+                return ContentEntry(path: rel, sha256: sha, size: (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
+            }
             let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
             return ContentEntry(path: rel, sha256: try Digest.sha256(file: path), size: size)
         }

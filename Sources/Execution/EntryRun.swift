@@ -148,7 +148,7 @@ struct EntryRun {
         if let seconds = data["aoti"]?.objectValue?.filter({ $0.0.hasSuffix("_seconds") }), !seconds.isEmpty {
             facts.append(("aoti_seconds", .object(seconds)))
         }
-        let content = try BundleContent.entries(of: staging)
+        let content = try BundleContent.entries(of: staging, known: [artifact: modelSHA])
         let deployFiles = try deployments.map { d -> (DeployedFiles, [(String, JSONValue)]) in
             try (Self.stagedFiles(d, root: store.root), [])
         }

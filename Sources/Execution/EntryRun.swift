@@ -64,6 +64,7 @@ struct EntryRun {
     }
 
     mutating func execute(isLast: Bool, deployments: inout [StagedDeploy]) throws -> JSONValue {
+        workers.startVerifierInBackground()
         let hello = try workers.ensureExporter().hello
         for (k, v) in hello.versions { fingerprint.versions[k] = v }
         let job = try job(hello: hello, fingerprint: fingerprint)

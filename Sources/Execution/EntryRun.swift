@@ -82,9 +82,11 @@ struct EntryRun {
         let artifact = judge.policy.artifact
         let torchscript = artifact == BundleLayout.modelFile
         var timingsExtra: [(String, JSONValue)] = []
-        if !torchscript, let ranges = envelope.resealRanges, let box = VerifiedEnvelope(json: ranges), let plan = entry.envelope {
+        let builtAOTI = (data["aoti"] ?? .null) != .null
+        if builtAOTI, let ranges = envelope.resealRanges, let box = VerifiedEnvelope(json: ranges), let plan = entry.envelope {
             // model.pt2 has no guard and accepts the dims it was compiled for: compiled for the planned envelope, it
-            // would serve shapes that did not verify. It is compiled again for the verified box and verified again.
+            // would serve shapes that did not verify. The entry is exported again for the verified box (model.pt, when
+            // there is one, then carries a guard of that box) and verified again.
             progress.message("\(name): model.pt2 verified only in \(box.text): compiling it again for that envelope")
             let start = Date()
             var narrowedEntry = entry

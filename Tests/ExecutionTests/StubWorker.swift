@@ -326,10 +326,17 @@ final class StubWorker: ChildProcess, @unchecked Sendable {
                                 ("max_abs_error", .double(passed ? 0 : 0.5)), ("max_rel_error", .double(passed ? 0 : 0.5))])
             }
             var data: [(String, JSONValue)] = [("cases", .array(cases)), ("passed", .bool(failing == nil))]
-            if FileManager.default.fileExists(atPath: dir + "/model.pt2") && !FileManager.default.fileExists(atPath: dir + "/model.pt") {
+            let hasPT2 = FileManager.default.fileExists(atPath: dir + "/model.pt2")
+            let pt2SHA = (try? Digest.sha256(file: dir + "/model.pt2")).map(JSONValue.string) ?? .null
+            if hasPT2 && !FileManager.default.fileExists(atPath: dir + "/model.pt") {
                 // formats: [aoti] alone: the cases are model.pt2's, answered as both
-                let sha = (try? Digest.sha256(file: dir + "/model.pt2")).map(JSONValue.string) ?? .null
-                data += [("artifact", "model.pt2"), ("sha256", sha), ("aoti", .object([("cases", .array(cases)), ("sha256", sha)]))]
+                data += [("artifact", "model.pt2"), ("sha256", pt2SHA), ("aoti", .object([("cases", .array(cases)), ("sha256", pt2SHA)]))]
+            } else if hasPT2 {
+                // model.pt2 beside model.pt: its cases answer like model.pt's
+                data.append(("aoti", .object([("cases", .array(cases)), ("sha256", pt2SHA)])))
+            }
+            if hasPT2 && !FileManager.default.fileExists(atPath: dir + "/model.pt") {
+                // the sha256 above is model.pt2's
             } else if script.wrongSHA.contains(manifest) {
                 data.append(("sha256", .string(Digest.sha256("not the bytes of model.pt"))))
             } else if script.reportSHA, let sha = try? Digest.sha256(file: dir + "/model.pt") {
@@ -375,16 +382,19 @@ final class StubWorker: ChildProcess, @unchecked Sendable {
             return .object([("case", p["case"] ?? "traced"), ("shape", .array([.int(b), .int(s)])), ("sizes", .object(sizes))])
         }
         let name = job["name"]?.stringValue ?? "model"
-        // formats: [aoti] alone: model.pt2 is the artifact, compiled for the request's envelope ranges
-        let aotiOnly = job["formats"]?.arrayValue == [.string("aoti")]
+        // formats: [aoti] alone: model.pt2 is the artifact; with aoti, model.pt2 is compiled for the envelope's ranges
+        let formats = job["formats"]?.arrayValue ?? [.string("torchscript")]
+        let aotiOnly = formats == [.string("aoti")]
+        let withAOTI = formats.contains(.string("aoti"))
         let envelopeRanges = (job["trace"]?["envelope"]?["axes"]?.arrayValue ?? []).compactMap { a -> (String, JSONValue)? in
             guard let n = a["name"]?.stringValue, let lo = a["min"]?.intValue, let hi = a["max"]?.intValue, hi > lo else { return nil }
             return (n, .array([.int(lo), .int(hi)]))
         }
-        if aotiOnly {
+        if withAOTI {
             try Data("stub AOTInductor package for \(name), dims \(CanonicalJSON.text(.object(envelopeRanges)))\n".utf8)
                 .write(to: staging.appendingPathComponent("model.pt2"))
-        } else {
+        }
+        if !aotiOnly {
             try Data("stub torchscript archive for \(name)\n".utf8).write(to: staging.appendingPathComponent("model.pt"))
         }
         try Data("stub sample inputs\n".utf8).write(to: staging.appendingPathComponent("sample_inputs.safetensors"))
@@ -395,7 +405,7 @@ final class StubWorker: ChildProcess, @unchecked Sendable {
             ("input_signature", .array(names.map { .object([("name", .string($0)), ("dtype", "int64"), ("shape", .array([.int(traced.batch), .int(traced.sequence)]))]) })),
             ("output_signature", .array([.object([("name", "output_0"), ("dtype", "float32"), ("shape", .array([.int(traced.batch), .int(traced.sequence), .int(32)]))])])),
             ("cases", .array(cases)), ("tracer_warnings", .array([])), ("timings_ms", .object([])),
-            ("aoti", aotiOnly ? .object([("path", .string(staging.appendingPathComponent("model.pt2").path)), ("dynamic_dims", .object(envelopeRanges))]) : .null),
+            ("aoti", withAOTI ? .object([("path", .string(staging.appendingPathComponent("model.pt2").path)), ("dynamic_dims", .object(envelopeRanges))]) : .null),
         ])
     }
 }

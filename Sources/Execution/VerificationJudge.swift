@@ -216,21 +216,13 @@ struct VerificationJudge {
                                 message: "the verifying worker returned no comparison of model.pt with sentence-transformers' encode(); nothing was written",
                                 field: "spec.model.library", detail: nil)
         }
-        var points: [JSONValue] = []
-        for p in check["points"]?.arrayValue ?? [] {
-            var sizes: [String: Int] = [:]
-            for (k, v) in p["sizes"]?.objectValue ?? [] { if let i = v.intValue { sizes[k] = i } }
-            let inside = p["case"]?.stringValue == "traced" || box.contains(sizes)
-            let cosine = p["min_cosine"]?.doubleValue ?? .nan
-            if inside && p["skipped"] == nil && !(cosine >= gate) {
-                throw WorkerFailure(stage: "verify", code: "verify_failed",
-                                    message: "model.pt's sentence_embedding differs from sentence-transformers' encode() on real text at \(CanonicalJSON.text(p["shape"] ?? .null)): cosine \(cosine) < \(gate); nothing was written",
-                                    field: "spec.model.library", detail: nil)
-            }
-            var point = p.objectValue ?? []
-            point.append(("inside", .bool(inside)))
-            points.append(.object(point))
+        let judged = EncodeCheck.judge(points: check["points"]?.arrayValue ?? [], minCosine: gate, inside: EncodeCheck.insideVerified(box))
+        if let p = judged.failures.first {
+            throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                message: "model.pt's sentence_embedding differs from sentence-transformers' encode() on real text at \(CanonicalJSON.text(p.raw["shape"] ?? .null)): cosine \(p.cosine) < \(gate); nothing was written",
+                                field: "spec.model.library", detail: nil)
         }
+        let points: [JSONValue] = judged.points.map { p in .object((p.raw.objectValue ?? []) + [("inside", .bool(p.inside))]) }
         var c = check.objectValue ?? []
         c = c.map { k, v in k == "points" ? (k, .array(points)) : (k, v) }
         c.append(("passed", .bool(true)))

@@ -26,8 +26,7 @@ public struct RuntimeOptions: ParsableArguments {
 
 /// The error for a runtime that lacks torch or transformers: what is missing and the command that fixes it.
 func missingPackagesMessage(_ runtime: PythonRuntime, missing: [String]) -> String {
-    "the Python runtime \(runtime.python) (chosen by \(runtime.origin.rawValue)) cannot import \(missing.joined(separator: ", ")); "
-        + "install the pinned versions with: \(runtime.python) -m pip install -r \(WorkerResources.requirements.path)"
+    runtime.missingPackagesMessage(missing)
 }
 
 /// One bundle folder named on the command line and its parsed record.

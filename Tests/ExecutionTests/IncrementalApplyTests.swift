@@ -177,6 +177,32 @@ final class IncrementalApplyTests: XCTestCase {
         XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: root + "/build")), ["tiny-a", "tiny-b"])
     }
 
+    /// Two applies of one manifest: the one that waited for the lock plans again holding it, finds the bundle the
+    /// other made, and builds nothing.
+    func testAnApplyThatWaitedForTheLockActsOnThePlanMadeUnderIt() throws {
+        let dir = try Harness.tempDir("relock")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let a = dir.appendingPathComponent("a.yaml")
+        try Self.tinyManifest(name: "tiny-a").write(to: a, atomically: true, encoding: .utf8)
+        let root = dir.appendingPathComponent("out").path
+        let (first, firstPipe) = try Self.launch(["apply", a.path, "--output-root", root])
+        let lockInfo = URL(fileURLWithPath: root).appendingPathComponent(".tsexport/lock.json")
+        let deadline = Date().addingTimeInterval(120)
+        while first.isRunning, Date() < deadline,
+              (try? String(contentsOf: lockInfo, encoding: .utf8))?.contains("\"pid\": \(first.processIdentifier),") != true {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        XCTAssertTrue(first.isRunning, "the first apply holds the lock while it exports")
+        let (waited, waitedOut) = try Self.run(["apply", a.path, "--output-root", root, "--lock-timeout", "120"])
+        let firstOut = String(decoding: firstPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        first.waitUntilExit()
+        XCTAssertEqual(first.terminationStatus, 0, firstOut)
+        XCTAssertTrue(firstOut.contains("Apply: 1 created, 0 rebuilt, 0 up to date"), firstOut)
+        XCTAssertEqual(waited, 0, waitedOut)
+        XCTAssertTrue(waitedOut.contains("Apply: 0 created, 0 rebuilt, 1 up to date, 0 failed, 0 not run"), waitedOut)
+        try assertEveryVisibleBundleIsComplete(URL(fileURLWithPath: root))
+    }
+
     func testSigintStopsWorkersRemovesStagingAndExits130() throws {
         let dir = try Harness.tempDir("sigint")
         defer { try? FileManager.default.removeItem(at: dir) }

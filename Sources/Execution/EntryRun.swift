@@ -151,12 +151,12 @@ struct EntryRun {
         let deploySteps = entry.steps.filter { $0.kind == .deploy && $0.request != nil }
         for (i, step) in deploySteps.enumerated() {
             guard var request = step.request?.objectValue, let kind = step.request?["kind"]?.stringValue,
-                  let dest = step.request?["dest"]?.stringValue
+                  let dest = step.request?["dest"]?.stringValue, let install = step.install
             else { continue }
             request = request.filter { $0.0 != "op" }.map { k, v in
                 k == "max_batch_size" ? (k, .int(envelope.maxBatchSize)) : k == "variable_dims" ? (k, .bool(envelope.variableDims)) : (k, v)
             }
-            let destination = URL(fileURLWithPath: kind == "triton" ? (step.outputs.first.map { ($0 as NSString).deletingLastPathComponent } ?? dest) : (step.outputs.first ?? dest))
+            let destination = URL(fileURLWithPath: install)
             let stagingDest = try store.makeStaging(at: URL(fileURLWithPath: dest))
             deployments.append(StagedDeploy(kind: kind, staging: stagingDest, destination: destination))
             progress.stage(entry.name, "deploy \(kind)", seconds: nil)

@@ -258,11 +258,11 @@ public struct Planner: Sendable {
                 steps.append(PlanStep(
                     kind: .deploy, description: "triton: model repository entry, platform \(platform), max_batch_size \(maxBatch)",
                     inputs: [bundle.appendingPathComponent(file).path],
-                    outputs: [dest.appendingPathComponent("config.pbtxt").path, dest.appendingPathComponent("1/\(file)").path], request: request))
+                    outputs: [dest.appendingPathComponent("config.pbtxt").path, dest.appendingPathComponent("1/\(file)").path], request: request, install: dest.path))
             case .torchserve:
                 steps.append(PlanStep(
                     kind: .deploy, description: "torchserve: .mar archive made by torch-model-archiver",
-                    inputs: [bundle.appendingPathComponent("model.pt").path], outputs: [dest.path], request: request))
+                    inputs: [bundle.appendingPathComponent("model.pt").path], outputs: [dest.path], request: request, install: dest.path))
             }
         }
         return steps

@@ -38,7 +38,7 @@ extension Planner {
                 outputs = [dest.path]
             }
             steps.append(PlanStep(kind: .deploy, description: "\(d.kind): made again from the installed bundle (max_batch_size \(maxBatch))",
-                                  inputs: [bundle.appendingPathComponent(BundleLayout.modelFile).path], outputs: outputs, request: request))
+                                  inputs: [bundle.appendingPathComponent(BundleLayout.modelFile).path], outputs: outputs, request: request, install: dest.path))
         }
         return steps.isEmpty ? nil : steps
     }

@@ -172,6 +172,11 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(e.steps[5].request?["max_batch_size"], 2)
         XCTAssertEqual(e.steps[5].request?["variable_dims"], .bool(true))
         XCTAssertEqual(e.steps[5].request?["dest"], .string(r + "/.tsexport/staging/small.deploy-1.staging"))
+        // Where each staged deploy is installed: the Triton model folder, the .mar file; nothing for the others.
+        XCTAssertEqual(e.steps.map(\.install), [nil, nil, nil, nil, nil, r + "/build/triton/small", r + "/build/model-store/small.mar"])
+        let json = try JSONValue(parsing: PlanRenderer.json(Plan(outputRoot: r, entries: [e])))
+        XCTAssertEqual(json["entries"]?[0]?["steps"]?[5]?["install"], .string(r + "/build/triton/small"), "plan --json shows the destination")
+        XCTAssertNil(json["entries"]?[0]?["steps"]?[4]?["install"])
     }
 
     func testReducedPrecisionRequestsCarryTheQualityGateAndTheQuantizePolicy() throws {

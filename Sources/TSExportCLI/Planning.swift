@@ -63,10 +63,8 @@ enum Planning {
         }
     }
 
-    /// The shared cache's lookups as the observer's annotation.
-    static func annotate(_ setting: CacheSetting) -> PlanObserver.Annotate {
-        { plan, fingerprints in setting.annotate(&plan, fingerprints: fingerprints) }
-    }
+    /// The shared cache's lookups as the observer's annotation; every plan made with it shares its answers.
+    static func annotate(_ setting: CacheSetting) -> PlanObserver.Annotate { setting.lookups().annotation }
 
     /// Manifests that cannot be planned: their diagnostics, as text on stderr or as JSON.
     static func show(_ invalid: InvalidManifests, json: Bool, console: Console) {

@@ -81,7 +81,7 @@ public struct Planner: Sendable {
                 (action, reasons, redeploy) = driftAction(m, drift: drift, existing: existing, root: root)
             }
             var blockers: [String] = []
-            if let missing = input.unavailableTargets?[m.target.hardware] {
+            if let missing = Self.unavailableTarget(m.target.hardware, unavailable: input.unavailableTargets ?? [:]) {
                 blockers.append(missing)
             }
             let envelope = action == .upToDate || action == .redeploy ? nil : EnvelopePlanner.plan(m)
@@ -153,6 +153,12 @@ public struct Planner: Sendable {
     public static func versionsRecord(worker: String, runtime: [String: String]) -> JSONValue {
         .object([("tsexport", .string(ToolInfo.version)), ("worker", .string(worker))]
             + ["python", "torch", "transformers"].map { ($0, runtime[$0].map(JSONValue.string) ?? .null) })
+    }
+
+    /// Why a manifest's target cannot be built in a runtime, from the targets that runtime reports unavailable (with
+    /// the reason); nil when it can. The plan's blocker and apply's refusal from the running worker's hello.
+    public static func unavailableTarget(_ hardware: String, unavailable: [String: String]) -> String? {
+        unavailable[hardware].map { "target \(hardware) is not available in this runtime: \($0)" }
     }
 
     /// Where a deploy entry goes: a Triton model folder `<repository>/<name>` or a `.mar` in the store.

@@ -5,6 +5,7 @@ import Foundation
 import JSON
 import Manifest
 import Plan
+import TestSupport
 import XCTest
 
 /// `ApplySession` without Python: what needs the lock, that the plan acted on is made under it, leftover staging,
@@ -33,21 +34,8 @@ final class ApplySessionTests: XCTestCase {
     }
 
     func write(_ names: [String], hidden: Int = 32) throws {
-        let text = names.map { name in
-            """
-            apiVersion: tsexport/v1
-            kind: Export
-            metadata: {name: \(name)}
-            spec:
-              model:
-                class: BertModel
-                config: {vocab_size: 100, hidden_size: \(hidden), num_attention_heads: 4}
-              inputs:
-                tensors:
-                  - {name: input_ids, from: random, shape: [1, 4]}
-
-            """
-        }.joined(separator: "---\n")
+        let config = "{vocab_size: 100, hidden_size: \(hidden), num_attention_heads: 4}"
+        let text = TinyBertManifest.stream(names.map { TinyBertManifest.text($0, config: config) })
         try text.write(to: file, atomically: true, encoding: .utf8)
     }
 

@@ -59,48 +59,27 @@ public struct Bench: ParsableCommand {
             }
             lengths = parsed
         }
-        // Check every folder before starting Python.
-        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        var (records, bad) = readBundleRecords(cmd.bundles, console: console)
-        if records.isEmpty { return ExitStatus.failure }
-        guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "safetensors"]) else { return ExitStatus.failure }
-        defer { worker.shutdown() }
-        var reports: [JSONValue] = []
         let settings = BenchRequests.Settings(
             lengths: lengths, runs: cmd.runs, warmup: cmd.warmup, threads: cmd.threads, report: !cmd.noReport,
             manifestDir: cmd.manifestDir, allowRemoteCode: cmd.allowRemoteCode, allowPickle: cmd.allowPickle)
-        for b in records {
-            let (dir, url, record) = (b.dir, b.url, b.record)
-            let fields: [(String, JSONValue)]
-            switch BenchRequests.request(record: record, bundle: url, settings: settings, cwd: cwd, disk: disk) {
-            case .success(let f): fields = f
-            case .failure(let refusal):
-                bad = true
-                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(false)), ("error", .string(refusal.message))]))
-                console.err("\(dir): error: \(refusal.message)")
-                continue
+        let session = BenchSession(dirs: cmd.bundles, settings: settings, python: cmd.runtime.python,
+                                   cwd: URL(fileURLWithPath: FileManager.default.currentDirectoryPath), runner: runner)
+        let done = session.run(
+            message: { Apply.show($0, console: console) },
+            starting: { console.err("tsexport: benchmarking \($0) (\(cmd.runs) runs after \(cmd.warmup) warm-up per shape and side)") },
+            measured: { m in
+                if let error = m.error { console.err("\(m.dir): error: \(error)") } else if !cmd.json, let result = m.result {
+                    table(dir: m.dir, result).forEach(console.out)
+                }
+            })
+        guard let done else { return ExitStatus.failure }
+        if cmd.json {
+            let reports = done.measured.map { m -> JSONValue in
+                .object([("bundle", .string(m.dir)), ("ok", .bool(m.ok))] + (m.result.map { [("result", $0)] } ?? [("error", .string(m.error ?? ""))]))
             }
-            console.err("tsexport: benchmarking \(dir) (\(cmd.runs) runs after \(cmd.warmup) warm-up per shape and side)")
-            do {
-                let result = try worker.request("bench", fields)
-                // A shape the artifact failed at (one outside its envelope, say) fails the command.
-                let failed = BenchRequests.failedShapes(result)
-                if !failed.isEmpty { bad = true }
-                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(failed.isEmpty)), ("result", result)]))
-                if !cmd.json { table(dir: dir, result).forEach(console.out) }
-            } catch let f as WorkerFailure {
-                bad = true
-                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(false)), ("error", .string(f.message))]))
-                console.err("\(dir): error: \(f.message)")
-            } catch {
-                bad = true
-                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(false)), ("error", .string("\(error)"))]))
-                console.err("\(dir): error: \(error)")
-                break  // the worker is gone
-            }
+            console.out(JSONValue.object([("bundles", .array(reports)), ("ok", .bool(done.ok))]).serialized(pretty: true))
         }
-        if cmd.json { console.out(JSONValue.object([("bundles", .array(reports)), ("ok", .bool(!bad))]).serialized(pretty: true)) }
-        return bad ? ExitStatus.failure : ExitStatus.success
+        return done.ok ? ExitStatus.success : ExitStatus.failure
     }
 
     // MARK: the terminal table
@@ -185,15 +164,4 @@ public struct Bench: ParsableCommand {
         if let report = r["report"]?.stringValue { lines.append("  report: \(report)") }
         return lines
     }
-}
-
-extension Bench {
-    /// Bench's looks at the disk: files, folders and a manifest's sha256.
-    static let disk = BenchRequests.Disk(
-        fileExists: { FileManager.default.fileExists(atPath: $0) },
-        directoryExists: { path in
-            var isDir: ObjCBool = false
-            return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
-        },
-        sha256: { try? Digest.sha256(file: $0) })
 }

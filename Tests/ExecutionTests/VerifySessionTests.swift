@@ -1,4 +1,5 @@
 import Execution
+import Plan
 import Foundation
 import XCTest
 
@@ -25,5 +26,22 @@ final class VerifySessionTests: XCTestCase {
         XCTAssertNil(VerifySession(options: options, runner: SystemProcessRunner()).run(message: { told.messages.append($0) }, verdict: { _, _ in XCTFail("no verdict") }))
         XCTAssertEqual(told.messages, [.detail("empty: error: not a tsexport bundle: record.json is missing or unreadable")],
                        "no bundle: it stops before the runtime is resolved")
+    }
+}
+
+/// `tsexport bench`'s stop before any Python starts: no Python, no model.
+final class BenchSessionTests: XCTestCase {
+    func testNoBundleStopsBeforeTheRuntimeIsResolved() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tsx-bench-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("empty"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let settings = BenchRequests.Settings(lengths: nil, runs: 1, warmup: 0, threads: nil, report: false, manifestDir: nil,
+                                              allowRemoteCode: false, allowPickle: false)
+        let session = BenchSession(dirs: ["empty"], settings: settings, python: dir.appendingPathComponent("no-python").path, cwd: dir,
+                                   runner: SystemProcessRunner())
+        let told = VerifySessionTests.Told()
+        XCTAssertNil(session.run(message: { told.messages.append($0) }, starting: { XCTFail("nothing starts: \($0)") },
+                                 measured: { XCTFail("nothing measured: \($0.dir)") }))
+        XCTAssertEqual(told.messages, [.detail("empty: error: not a tsexport bundle: record.json is missing or unreadable")])
     }
 }

@@ -255,19 +255,12 @@ public struct ApplySession {
     func learnVersions() -> Bool {
         let env = environment
         let rt: PythonRuntime
-        let worker: WorkerClient
-        do {
-            rt = try env.runtime()
-            worker = try WorkerClient(python: rt.python, runner: env.runner)
-        } catch {
+        do { rt = try env.runtime() } catch {
             env.message(.error("\(error)"))
             return false
         }
+        guard let worker = rt.startWorker(runner: env.runner, needs: ["torch", "transformers"], message: env.message) else { return false }
         defer { worker.shutdown() }
-        if worker.hello.missing.contains(where: ["torch", "transformers"].contains) {
-            env.message(.error(rt.missingPackagesMessage(worker.hello.missing)))
-            return false
-        }
         RuntimeCache().store(python: rt.python, hello: worker.hello)
         return true
     }

@@ -55,19 +55,14 @@ public struct BenchSession {
         let (bundles, problems) = BundleArguments.read(dirs, cwd: cwd)
         problems.forEach { message(.detail($0)) }
         if bundles.isEmpty { return nil }
-        let worker: WorkerClient
+        let rt: PythonRuntime
         do {
-            let rt = try RuntimeResolver(progress: { message(.note($0)) }).resolve(flag: python)
-            worker = try WorkerClient(python: rt.python, runner: runner)
-            if worker.hello.missing.contains(where: ["torch", "safetensors"].contains) {
-                message(.error(rt.missingPackagesMessage(worker.hello.missing)))
-                worker.shutdown()
-                return nil
-            }
+            rt = try RuntimeResolver(progress: { message(.note($0)) }).resolve(flag: python)
         } catch {
             message(.error("\(error)"))
             return nil
         }
+        guard let worker = rt.startWorker(runner: runner, needs: ["torch", "safetensors"], message: message) else { return nil }
         defer { worker.shutdown() }
         var all: [Measured] = []
         var ok = problems.isEmpty

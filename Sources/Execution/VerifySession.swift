@@ -77,18 +77,7 @@ public struct VerifySession {
                 return nil
             }
         } else {
-            let worker: WorkerClient
-            do {
-                worker = try WorkerClient(python: rt.python, runner: runner)
-            } catch {
-                message(.error("\(error)"))
-                return nil
-            }
-            if worker.hello.missing.contains(where: ["torch", "safetensors"].contains) {
-                message(.error(rt.missingPackagesMessage(worker.hello.missing)))
-                worker.shutdown()
-                return nil
-            }
+            guard let worker = rt.startWorker(runner: runner, needs: ["torch", "safetensors"], message: message) else { return nil }
             checker = .python(worker)
             stop = { worker.shutdown() }
         }

@@ -20,11 +20,6 @@ public struct RuntimeOptions: ParsableArguments {
     }
 }
 
-/// The error for a runtime that lacks torch or transformers: what is missing and the command that fixes it.
-func missingPackagesMessage(_ runtime: PythonRuntime, missing: [String]) -> String {
-    runtime.missingPackagesMessage(missing)
-}
-
 /// Reads every bundle's record.json before any Python starts (`BundleArguments.read`), reporting folders that are
 /// not bundles.
 func readBundleRecords(_ dirs: [String], console: Console) -> (records: [BundleArguments.Bundle], bad: Bool) {
@@ -37,19 +32,8 @@ extension RuntimeOptions {
     /// Resolves the runtime and starts a worker; nil (after reporting) when either fails or the runtime lacks one
     /// of `needs`.
     func startWorker(console: Console, runner: ProcessRunner, needs: [String]) -> (PythonRuntime, WorkerClient)? {
-        guard let rt = resolve(console: console) else { return nil }
-        let worker: WorkerClient
-        do {
-            worker = try WorkerClient(python: rt.python, runner: runner)
-        } catch {
-            console.err("error: \(error)")
-            return nil
-        }
-        if worker.hello.missing.contains(where: needs.contains) {
-            console.err("error: " + missingPackagesMessage(rt, missing: worker.hello.missing))
-            worker.shutdown()
-            return nil
-        }
+        guard let rt = resolve(console: console),
+              let worker = rt.startWorker(runner: runner, needs: needs, message: { Apply.show($0, console: console) }) else { return nil }
         return (rt, worker)
     }
 }

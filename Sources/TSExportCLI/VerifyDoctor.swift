@@ -151,7 +151,7 @@ public struct Doctor: ParsableCommand {
             }
             let cxx = NativeVerify.compiler(environment: ProcessInfo.processInfo.environment)
             console.out("c++ compiler  " + (cxx.map { "\($0) (for verify --native)" } ?? "not found: " + NativeVerify.noCompilerMessage))
-            if !h.missing.isEmpty { console.out("error: " + missingPackagesMessage(rt, missing: h.missing)) }
+            if !h.missing.isEmpty { console.out("error: " + rt.missingPackagesMessage(h.missing)) }
         }
         return h.missing.isEmpty ? ExitStatus.success : ExitStatus.failure
     }

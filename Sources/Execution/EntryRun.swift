@@ -105,7 +105,7 @@ struct EntryRun {
         record.add("parity", judge.parity(envelope: envelope))
         if let q = judge.quality { record.add("quality", q) }
         if let l = judge.library { record.add("library", l) }
-        let deployed = try deploy(envelope: envelope, deployments: &deployments)
+        let deployed = try deploy(envelope: envelope, policy: judge.policy, deployments: &deployments)
         if !deployed.isEmpty { record.add("deployments", .array(deployed.map(\.record))) }
         let value = record.value
         try Data((value.serialized(pretty: true) + "\n").utf8).write(to: staging.appendingPathComponent(RecordSummary.fileName))
@@ -146,15 +146,21 @@ struct EntryRun {
 
     /// Deploys the staged bundle for every planned deploy step, into staging folders; the batch settings follow the
     /// verified envelope.
-    func deploy(envelope: JudgedEnvelope, deployments: inout [StagedDeploy]) throws -> [DeployResult] {
+    func deploy(envelope: JudgedEnvelope, policy: VerificationPolicy, deployments: inout [StagedDeploy]) throws -> [DeployResult] {
         var results: [DeployResult] = []
         let deploySteps = entry.steps.filter { $0.kind == .deploy && $0.request != nil }
         for (i, step) in deploySteps.enumerated() {
             guard var request = step.request?.objectValue, let kind = step.request?["kind"]?.stringValue,
                   let dest = step.request?["dest"]?.stringValue
             else { continue }
-            request = request.filter { $0.0 != "op" }.map { k, v in
-                k == "max_batch_size" ? (k, .int(envelope.maxBatchSize)) : k == "variable_dims" ? (k, .bool(envelope.variableDims)) : (k, v)
+            // The plan's settings, or the verified envelope's by the same rule when a default envelope narrowed.
+            let index = entry.steps.filter { $0.kind == .deploy }.firstIndex { $0 == step } ?? i
+            if let settings = policy.deployRule(index: index)?.settings(verified: envelope.verified) {
+                request = request.filter { $0.0 != "op" }.map { k, v in
+                    k == "max_batch_size" ? (k, .int(settings.maxBatchSize)) : k == "variable_dims" ? (k, .bool(settings.variableDims)) : (k, v)
+                }
+            } else {
+                request = request.filter { $0.0 != "op" }
             }
             let destination = URL(fileURLWithPath: kind == "triton" ? (step.outputs.first.map { ($0 as NSString).deletingLastPathComponent } ?? dest) : (step.outputs.first ?? dest))
             let stagingDest = try store.makeStaging(at: URL(fileURLWithPath: dest))
@@ -166,7 +172,6 @@ struct EntryRun {
                 results.append(DeployResult(kind: kind, path: OutputState.relative(destination.path, root: store.root) ?? destination.path,
                                             request: .object(request), details: data))
             } catch var f as WorkerFailure {
-                let index = entry.steps.filter { $0.kind == .deploy }.firstIndex { $0 == step } ?? i
                 f.field = f.field ?? "spec.output.deploy[\(index)]"
                 throw f
             }

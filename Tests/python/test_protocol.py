@@ -206,7 +206,7 @@ JOB_FIELDS = [
     *[(f"inputs.tensors[0].{k}", f"spec.inputs.tensors[0].{k}") for k in (
         "name", "from", "dtype", "shape", "values", "low", "high", "axes")],
     *[(f"trace.{k}", f"spec.trace.{k}") for k in ("api", "strict", "check_shapes", "split", "tolerance", "envelope",
-                                                           "float32_reference", "encode_check")],
+                                                           "float32_reference", "encode_check", "guard")],
     ("trace.tolerance.atol", "spec.trace.tolerance.atol"), ("trace.tolerance.rtol", "spec.trace.tolerance.rtol"),
     ("trace.tolerance.min_cosine", "spec.trace.tolerance.min_cosine"), ("target.quantize", "spec.target.quantize"),
     ("target.hardware", "spec.target.hardware"), ("target.optimize", "spec.target.optimize"),

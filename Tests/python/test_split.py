@@ -152,16 +152,29 @@ def test_split_option_values_are_checked() -> None:
     from tsexport_worker.errors import WorkerError
     from tsexport_worker.protocol import SplitSpec, parse_split
 
-    assert parse_split({"kind": "encoder-decoder", "max_length": 64, "cache": False}) == SplitSpec("encoder-decoder", 64)
-    assert parse_split({"kind": "decoder-only", "max_length": 16, "cache": True}) == SplitSpec("decoder-only", 16, True)
+    bounds = {"drift_limit": 1e-3, "padding_bound": {"absolute": 1e-3, "relative": 1e-2},
+              "refuse_tracer_warnings": True}
+    assert parse_split({"kind": "encoder-decoder", "max_length": 64, "cache": False, **bounds}) == SplitSpec(
+        "encoder-decoder", 64, False, 1e-3, 1e-3, 1e-2, True)
+    assert parse_split({"kind": "decoder-only", "max_length": 16, "cache": True, **bounds,
+                        "refuse_tracer_warnings": False}) == SplitSpec(
+        "decoder-only", 16, True, 1e-3, 1e-3, 1e-2, False)
     assert parse_split(None) is None
     for bad, field in [({"kind": "beam-search", "max_length": 16, "cache": False}, "spec.trace.split.kind"),
                        ({"kind": "encoder-decoder", "max_length": 1, "cache": False}, "spec.trace.split.max_length"),
                        ({"kind": "encoder-decoder", "max_length": "16", "cache": False}, "spec.trace.split.max_length"),
                        ({"kind": "encoder-decoder", "max_length": 16, "cache": "yes"}, "spec.trace.split.cache"),
+                       ({"kind": "decoder-only", "max_length": 16, "cache": False}, "spec.trace.split.cache"),
+                       ({"kind": "encoder-decoder", "max_length": 16, "cache": False, "drift_limit": 0},
+                        "spec.trace.split.drift_limit"),
+                       ({"kind": "encoder-decoder", "max_length": 16, "cache": False,
+                         "padding_bound": {"absolute": 1e-3, "relative": -1}},
+                        "spec.trace.split.padding_bound.relative"),
+                       ({"kind": "encoder-decoder", "max_length": 16, "cache": False, "padding_bound": None},
+                        "spec.trace.split.padding_bound"),
                        ({"kind": "encoder-decoder", "cache": False}, "spec.trace.split.max_length")]:
         with pytest.raises(WorkerError) as caught:
-            parse_split(bad)
+            parse_split({**bounds, **bad})
         assert caught.value.code == "bad_request" and caught.value.field == field
 
 

@@ -117,20 +117,29 @@ def make_job(
         "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
     }
     inputs_keys["tensors"] = [full_tensor(t) for t in inputs_keys["tensors"]]
+    tol = tolerance if tolerance is not None else {"atol": atol, "rtol": rtol, "min_cosine": 0.99 if reduced else None}
+    if split is not None:
+        split = {**split_bounds(tol["atol"], tol["rtol"], strict), **split}
     return {
         "name": "test-model",
         "model": model_keys,
         "inputs": inputs_keys,
         "trace": {"api": TRACE_APIS[hardware], "strict": strict, "check_shapes": check_shapes or [], "split": split,
-                  "tolerance": tolerance if tolerance is not None
-                  else {"atol": atol, "rtol": rtol, "min_cosine": 0.99 if reduced else None},
-                  "envelope": None, "float32_reference": reduced, "encode_check": None},
+                  "tolerance": tol, "envelope": None, "float32_reference": reduced, "encode_check": None,
+                  "guard": TRACE_APIS[hardware] == "torch.jit.trace"},
         "target": {"hardware": hardware, "optimize": optimize, "quantize": quantize},
         "formats": ["torchscript"],
         "aoti": None,
         "staging_dir": str(staging),
         "extra_record": extra_record if extra_record is not None else {"fingerprint": "test"},
     }
+
+
+def split_bounds(atol: float, rtol: float, strict: bool) -> dict[str, Any]:
+    """The bounds the Swift side's SplitBounds puts beside a split's kind and length."""
+    drift = max(1e-3, 100 * atol)
+    return {"drift_limit": drift, "padding_bound": {"absolute": drift, "relative": max(1e-2, 10 * rtol)},
+            "refuse_tracer_warnings": strict}
 
 
 def eager_model(job: dict[str, Any]) -> dict[str, Any]:

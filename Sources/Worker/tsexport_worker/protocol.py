@@ -223,9 +223,12 @@ TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high", "axes"
 INPUTS_KEYS = (
     "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to", "tensors",
 )
-TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope", "float32_reference", "encode_check")
+TRACE_KEYS = (
+    "api", "strict", "check_shapes", "split", "tolerance", "envelope", "float32_reference", "encode_check", "guard",
+)
 ENCODE_CHECK_KEYS = ("min_cosine",)
-SPLIT_KEYS = ("kind", "max_length", "cache")
+SPLIT_KEYS = ("kind", "max_length", "cache", "drift_limit", "padding_bound", "refuse_tracer_warnings")
+PADDING_BOUND_KEYS = ("absolute", "relative")
 TOLERANCE_KEYS = ("atol", "rtol", "min_cosine")
 TARGET_KEYS = ("hardware", "optimize", "quantize")
 QUANTIZE_KEYS = ("scheme", "library", "activations", "modules", "weights", "select_min_cosine")
@@ -299,7 +302,15 @@ class SplitSpec:
     kind: str
     max_length: int
     # Key/value cache as explicit tensors in and out of the step (prefill/encoder + step + full, cache_split.py).
-    cache: bool = False
+    cache: bool
+    # The bounds the Swift side decided (its SplitBounds): a traced part may differ from its eager module at its own
+    # example by at most drift_limit; the padded decoder step from the unpadded prefix by at most
+    # padding_absolute + padding_relative * max |logit|; a part whose trace warned is refused when
+    # refuse_tracer_warnings is set.
+    drift_limit: float
+    padding_absolute: float
+    padding_relative: float
+    refuse_tracer_warnings: bool
 
 
 @dataclass(frozen=True)
@@ -324,6 +335,8 @@ class TraceSpec:
     # sentence-transformers: the cosine the artifact's sentence_embedding must keep to the library's encode() on real
     # text at every envelope point (null: no such check).
     encode_min_cosine: float | None
+    # Wrap model.pt in the envelope guard (the Swift side's `guarded`: torch.jit.trace artifacts only).
+    guard: bool
 
 
 @dataclass(frozen=True)
@@ -463,7 +476,24 @@ def parse_split(raw: Any) -> SplitSpec | None:
             None, "bad_request", "`spec.trace.split.max_length` must be at least 2 (the start token and one more)",
             field="spec.trace.split.max_length",
         )
-    return SplitSpec(kind=kind, max_length=max_length, cache=r.flag("cache"))
+    drift_limit = _positive(r, "drift_limit")
+    bound = Reader(r.raw("padding_bound"), r.field("padding_bound"), PADDING_BOUND_KEYS)
+    cache = r.flag("cache")
+    if kind == "decoder-only" and not cache:
+        raise WorkerError(
+            None, "bad_request", "`spec.trace.split.cache` must be true for kind decoder-only (its step is cached)",
+            field="spec.trace.split.cache",
+        )
+    return SplitSpec(kind=kind, max_length=max_length, cache=cache, drift_limit=drift_limit,
+                     padding_absolute=_positive(bound, "absolute"), padding_relative=_positive(bound, "relative"),
+                     refuse_tracer_warnings=r.flag("refuse_tracer_warnings"))
+
+
+def _positive(r: Reader, key: str) -> float:
+    value = r.number(key)
+    if not (math.isfinite(value) and value > 0):
+        raise WorkerError(None, "bad_request", f"`{r.field(key)}` must be a number > 0", field=r.field(key))
+    return value
 
 
 def parse_tolerance(data: Any, path: str) -> Tolerance:
@@ -523,6 +553,7 @@ def _parse_trace(data: Any) -> TraceSpec:
         envelope=r.opt_mapping("envelope"),
         float32_reference=r.flag("float32_reference"),
         encode_min_cosine=_parse_encode_check(r.raw("encode_check")),
+        guard=r.flag("guard"),
     )
 
 
@@ -547,13 +578,20 @@ def parse_job(data: Any) -> Job:
     staging = r.text("staging_dir")
     if not os.path.isabs(staging):
         raise WorkerError(None, "bad_request", "`job.staging_dir` must be an absolute path", field="job.staging_dir")
+    trace = _parse_trace(r.raw("trace"))
+    formats = _parse_formats(r.raw("formats"))
+    if trace.guard and (trace.api != "torch.jit.trace" or "torchscript" not in formats):
+        raise WorkerError(
+            None, "bad_request", "`spec.trace.guard` wraps model.pt traced by torch.jit.trace; this job has "
+            f"api {trace.api} and formats {formats}", field="spec.trace.guard",
+        )
     return Job(
         name=r.text("name"),
         model=parse_model(r.raw("model")),
         inputs=_parse_inputs(r.raw("inputs")),
-        trace=_parse_trace(r.raw("trace")),
+        trace=trace,
         target=_parse_target(r.raw("target")),
-        formats=_parse_formats(r.raw("formats")),
+        formats=formats,
         aoti=_parse_aoti(r.raw("aoti")),
         staging_dir=staging,
         extra_record=r.mapping("extra_record"),

@@ -1,0 +1,56 @@
+"""The request fixtures are what the Swift planner sends, and the worker accepts every one of them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requestkit
+
+
+def test_the_committed_fixtures_are_what_plan_json_gives() -> None:
+    """scripts/request-fixtures --check plans the fixture manifests with the built tsexport and compares; a missing
+    binary fails here (scripts/test builds it before pytest)."""
+    result = subprocess.run([sys.executable, str(requestkit.REPO / "scripts" / "request-fixtures"), "--check"],
+                            capture_output=True, text=True, check=False, env={**os.environ})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(requestkit.names())} fixtures are what the plan gives" in result.stdout
+
+
+def test_the_fixtures_cover_the_requests_the_tests_need() -> None:
+    assert requestkit.names() == ["tiny-bert", "tiny-bert-aoti-int8", "tiny-bert-bf16", "tiny-gpt2-cached",
+                                  "tiny-marian-split"]
+    marian = requestkit.requests("tiny-marian-split", "/r")
+    assert marian["export"]["job"]["trace"]["split"] == {
+        "kind": "encoder-decoder", "max_length": 16, "cache": False, "drift_limit": pytest.approx(1e-3),
+        "padding_bound": {"absolute": pytest.approx(1e-3), "relative": pytest.approx(1e-2)},
+        "refuse_tracer_warnings": False,
+    }
+    aoti = requestkit.requests("tiny-bert-aoti-int8", "/r")
+    assert [d["max_batch_size"] for d in aoti["deploy"]] == [0], "model.pt2 is served at batch 1"
+    assert aoti["export"]["job"]["trace"]["guard"] is False and aoti["guard"] is None
+    bert = requestkit.requests("tiny-bert", "/r")
+    assert [(d["kind"], d["max_batch_size"], d["variable_dims"]) for d in bert["deploy"]] == [
+        ("triton", 2, True), ("torchserve", 2, True)]
+    assert bert["export"]["job"]["staging_dir"] == "/r/.tsexport/staging/tiny-bert.staging"
+    assert bert["guard"] == {"op": "guard", "dir": "/r/.tsexport/staging/tiny-bert.staging", "ranges": None}
+
+
+@pytest.mark.parametrize("name", requestkit.names())
+def test_the_worker_parses_every_request_the_plan_sends(name: str, tmp_path: Path) -> None:
+    from tsexport_worker.deploy import parse_deploy
+    from tsexport_worker.protocol import parse_job, parse_tolerance
+
+    planned = requestkit.requests(name, tmp_path)
+    job = parse_job(planned["export"]["job"])
+    assert job.name == name and job.staging_dir == str(tmp_path / ".tsexport" / "staging" / f"{name}.staging")
+    assert job.trace.guard == (planned["guard"] is not None)
+    for request in planned["deploy"]:
+        deploy = parse_deploy(requestkit.body(request))
+        assert deploy.max_batch_size == request["max_batch_size"]
+    verify = planned["verify_bundle"]
+    assert set(verify) == {"op", "dir", "tolerance", "encode_check"} and verify["dir"] == job.staging_dir
+    assert parse_tolerance(verify["tolerance"], "tolerance") == job.trace.tolerance

@@ -155,4 +155,26 @@ final class VerificationPolicyTests: XCTestCase {
         XCTAssertEqual(neuron.policy?.guarded, false)
         XCTAssertEqual(neuron.steps.first { $0.kind == .trace }?.request?["job"]?["trace"]?["guard"], .bool(false))
     }
+
+    func testARedeployFollowsTheRecordBySameRule() throws {
+        let text = Self.text(output: "  output:\n    formats: [torchscript, aoti]\n    deploy:\n      - {kind: triton, repository: build/pt}\n      - {kind: triton, repository: build/pt2, format: aoti}")
+        let m = try PlannerTests.manifest(text)
+        var fp = PlannerTests.fingerprint(m)
+        for (key, value) in Planner.policyInputs(m) { fp.versions[key] = value }
+        var record = PlannerTests.record(fp)
+        // A record written before the plan decided model.pt2's batch settings states the envelope's for both.
+        let settings = JSONValue.object([("max_batch_size", 4), ("variable_dims", .bool(true)), ("format", "torchscript"), ("version", "1.0")])
+        let aoti = JSONValue.object([("max_batch_size", 4), ("variable_dims", .bool(true)), ("format", "aoti"), ("version", "1.0")])
+        record.deploys = [(kind: "triton", path: "build/pt/small", settings: settings), (kind: "triton", path: "build/pt2/small", settings: aoti)]
+        let drift = Drift(deploys: ["build/pt/small": ["deploy triton: config.pbtxt changed"], "build/pt2/small": ["deploy triton: config.pbtxt changed"]])
+        var input = PlannerInput(manifests: [m], outputRoot: PlannerTests.root, fingerprints: [m.name: fp], existing: [m.name: record],
+                                 unavailableTargets: nil, force: false, replace: [])
+        input.drift = [m.name: drift]
+        let e = try XCTUnwrap(Planner().plan(input).entries.first)
+        XCTAssertEqual(e.action, .redeploy, "\(e.reasons)")
+        XCTAssertEqual(e.steps.map { $0.request?["max_batch_size"] }, [4, 0])
+        XCTAssertEqual(e.steps.map { $0.request?["format"] }, ["torchscript", "aoti"])
+        XCTAssertEqual(e.steps.map(\.description), ["triton: made again from the installed bundle (max_batch_size 4)",
+                                                    "triton: made again from the installed bundle (max_batch_size 0)"])
+    }
 }

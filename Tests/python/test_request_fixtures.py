@@ -54,3 +54,22 @@ def test_the_worker_parses_every_request_the_plan_sends(name: str, tmp_path: Pat
     verify = planned["verify_bundle"]
     assert set(verify) == {"op", "dir", "tolerance", "encode_check"} and verify["dir"] == job.staging_dir
     assert parse_tolerance(verify["tolerance"], "tolerance") == job.trace.tolerance
+
+
+def test_the_hand_built_jobs_have_the_keys_the_plan_sends(tmp_path: Path) -> None:
+    """workerkit.make_job starts from the plan's job; its tensors get the keys the plan's tensors have."""
+    from workerkit import full_tensor, make_job
+
+    planned = requestkit.export_job("tiny-bert", tmp_path)
+    built = make_job(tmp_path)
+
+    def keys(value: object, path: str = "") -> set[str]:
+        if not isinstance(value, dict):
+            return set()
+        return {f"{path}.{k}" for k in value} | {p for k, v in value.items() if k not in ("envelope", "config",
+                                                                                         "extra_record")
+                                                 for p in keys(v, f"{path}.{k}")}
+
+    assert keys(built) == keys(planned)
+    for tensor in planned["inputs"]["tensors"]:
+        assert set(full_tensor({"name": "input_ids", "from": "random", "shape": [1, 2]})) == set(tensor)

@@ -56,6 +56,7 @@ def random_ids(shape: list[int], low: int = 3) -> dict[str, Any]:
     return {"name": "input_ids", "from": "random", "shape": shape, "low": low}
 
 
+# The tensor keys a manifest may leave out, at their defaults (the tiny-bert fixture's tensors have every key).
 TENSOR_DEFAULTS: dict[str, Any] = {"dtype": "int64", "shape": None, "values": None, "low": None, "high": None}
 TRACE_APIS = {"cpu": "torch.jit.trace", "cuda": "torch.jit.trace", "inf1": "torch.neuron.trace",
               "inf2": "torch_neuronx.trace"}
@@ -101,45 +102,38 @@ def make_job(
     quantize: dict[str, Any] | None = None,
     extra_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An export job as the Swift side sends it: every key of protocol 2 (the manifest's defaults filled in: eager
-    attention, the trace API of the hardware, the dtype's default tolerance)."""
-    model_keys = {
-        "class": cls, "pretrained": None, "pretrained_is_local": False, "revision": None,
-        "config": TINY_BERT if config is None else config, "torchscript": True, "seed": 0,
-        "dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False, "allow_pickle": False,
-        "library": "transformers", "forward": {}, **(model or {}),
-    }
+    """An export job with every key `tsexport plan --json` sends (the tiny-bert request fixture's job, so a key the
+    Swift side adds reaches these tests when the fixtures are made again) and this test's values: no envelope, the
+    trace API and guard of the hardware, the dtype's default tolerance. A split gets the float32 bounds the plan
+    gives the tiny-marian-split fixture, refusing a part whose trace warned under `strict`."""
+    from requestkit import export_job, requests
+
+    planned = export_job("tiny-bert", staging)
+    model_keys = {**planned["model"], "class": cls, "config": TINY_BERT if config is None else config, **(model or {})}
     atol, rtol = DTYPE_TOLERANCE.get(model_keys["dtype"], TOLERANCE)
     reduced = model_keys["dtype"] != "float32" or quantize is not None
     inputs_keys = {
-        "tokenizer": None, "tokenizer_is_local": False, "tokenizer_revision": None, "text": None,
-        "add_special_tokens": False, "mask": [], "pad_to": None,
-        "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
+        **planned["inputs"], "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
     }
     inputs_keys["tensors"] = [full_tensor(t) for t in inputs_keys["tensors"]]
     tol = tolerance if tolerance is not None else {"atol": atol, "rtol": rtol, "min_cosine": 0.99 if reduced else None}
     if split is not None:
-        split = {**split_bounds(tol["atol"], tol["rtol"], strict), **split}
+        bounds = requests("tiny-marian-split", staging)["export"]["job"]["trace"]["split"]
+        split = {**{k: bounds[k] for k in ("drift_limit", "padding_bound")}, "refuse_tracer_warnings": strict, **split}
     return {
+        **planned,
         "name": "test-model",
         "model": model_keys,
         "inputs": inputs_keys,
-        "trace": {"api": TRACE_APIS[hardware], "strict": strict, "check_shapes": check_shapes or [], "split": split,
-                  "tolerance": tol, "envelope": None, "float32_reference": reduced, "encode_check": None,
-                  "guard": TRACE_APIS[hardware] == "torch.jit.trace"},
-        "target": {"hardware": hardware, "optimize": optimize, "quantize": quantize},
+        "trace": {**planned["trace"], "api": TRACE_APIS[hardware], "strict": strict, "check_shapes": check_shapes or [],
+                  "split": split, "tolerance": tol, "envelope": None, "float32_reference": reduced,
+                  "encode_check": None, "guard": TRACE_APIS[hardware] == "torch.jit.trace"},
+        "target": {**planned["target"], "hardware": hardware, "optimize": optimize, "quantize": quantize},
         "formats": ["torchscript"],
         "aoti": None,
         "staging_dir": str(staging),
         "extra_record": extra_record if extra_record is not None else {"fingerprint": "test"},
     }
-
-
-def split_bounds(atol: float, rtol: float, strict: bool) -> dict[str, Any]:
-    """The bounds the Swift side's SplitBounds puts beside a split's kind and length."""
-    drift = max(1e-3, 100 * atol)
-    return {"drift_limit": drift, "padding_bound": {"absolute": drift, "relative": max(1e-2, 10 * rtol)},
-            "refuse_tracer_warnings": strict}
 
 
 def eager_model(job: dict[str, Any]) -> dict[str, Any]:

@@ -155,12 +155,12 @@ struct EntryRun {
             else { continue }
             // The plan's settings, or the verified envelope's by the same rule when a default envelope narrowed.
             let index = entry.steps.filter { $0.kind == .deploy }.firstIndex { $0 == step } ?? i
-            if let settings = policy.deployRule(index: index)?.settings(verified: envelope.verified) {
-                request = request.filter { $0.0 != "op" }.map { k, v in
-                    k == "max_batch_size" ? (k, .int(settings.maxBatchSize)) : k == "variable_dims" ? (k, .bool(settings.variableDims)) : (k, v)
-                }
-            } else {
-                request = request.filter { $0.0 != "op" }
+            guard let settings = policy.deployRule(index: index)?.settings(verified: envelope.verified) else {
+                throw WorkerFailure(stage: "deploy", code: "bad_request", message: "the plan states no batch settings rule for this \(kind) deploy",
+                                    field: "spec.output.deploy[\(index)]", detail: nil)
+            }
+            request = request.filter { $0.0 != "op" }.map { k, v in
+                k == "max_batch_size" ? (k, .int(settings.maxBatchSize)) : k == "variable_dims" ? (k, .bool(settings.variableDims)) : (k, v)
             }
             let destination = URL(fileURLWithPath: kind == "triton" ? (step.outputs.first.map { ($0 as NSString).deletingLastPathComponent } ?? dest) : (step.outputs.first ?? dest))
             let stagingDest = try store.makeStaging(at: URL(fileURLWithPath: dest))

@@ -21,8 +21,8 @@ def test_the_committed_fixtures_are_what_plan_json_gives() -> None:
 
 
 def test_the_fixtures_cover_the_requests_the_tests_need() -> None:
-    assert requestkit.names() == ["tiny-bert", "tiny-bert-aoti-int8", "tiny-bert-bf16", "tiny-gpt2-cached",
-                                  "tiny-marian-split"]
+    assert requestkit.names() == ["tiny-bert", "tiny-bert-aoti-int8", "tiny-bert-bf16", "tiny-bert-int8",
+                                  "tiny-gpt2-cached", "tiny-marian-split"]
     marian = requestkit.requests("tiny-marian-split", "/r")
     assert marian["export"]["job"]["trace"]["split"] == {
         "kind": "encoder-decoder", "max_length": 16, "cache": False, "drift_limit": pytest.approx(1e-3),

@@ -22,7 +22,7 @@ def test_the_committed_fixtures_are_what_plan_json_gives() -> None:
 
 def test_the_fixtures_cover_the_requests_the_tests_need() -> None:
     assert requestkit.names() == ["tiny-bert", "tiny-bert-aoti-int8", "tiny-bert-bf16", "tiny-bert-int8",
-                                  "tiny-gpt2-cached", "tiny-marian-split"]
+                                  "tiny-bert-text", "tiny-gpt2-cached", "tiny-marian-split"]
     marian = requestkit.requests("tiny-marian-split", "/r")
     assert marian["export"]["job"]["trace"]["split"] == {
         "kind": "encoder-decoder", "max_length": 16, "cache": False, "drift_limit": pytest.approx(1e-3),
@@ -73,3 +73,21 @@ def test_the_hand_built_jobs_have_the_keys_the_plan_sends(tmp_path: Path) -> Non
     assert keys(built) == keys(planned)
     for tensor in planned["inputs"]["tensors"]:
         assert set(full_tensor({"name": "input_ids", "from": "random", "shape": [1, 2]})) == set(tensor)
+
+
+def test_a_planned_text_job_reads_the_tokenizer_at_the_repositorys_path(tmp_path: Path) -> None:
+    """The tokenizer's absolute path travels as @REPO@; the planned export tokenizes, pads to pad_to and verifies
+    at every planned point."""
+    from tsexport_worker.verify.verify import verify_bundle
+    from workerkit import run_export
+
+    planned = requestkit.requests("tiny-bert-text", tmp_path)
+    job = planned["export"]["job"]
+    assert job["inputs"]["tokenizer"] == str(requestkit.REPO / "specs" / "tokenizers" / "tiny-bert")
+    data = run_export(job)
+    assert data["input_signature"] == [{"name": "input_ids", "dtype": "int64", "shape": [1, 16]},
+                                       {"name": "attention_mask", "dtype": "int64", "shape": [1, 16]}]
+    tolerance = planned["verify_bundle"]["tolerance"]
+    verdict = verify_bundle(planned["verify_bundle"]["dir"], tolerance["atol"], tolerance["rtol"])
+    assert verdict["passed"], verdict["cases"]
+    assert [c["case"] for c in verdict["cases"]] == [p["case"] for p in job["trace"]["envelope"]["points"]]

@@ -78,8 +78,9 @@ def test_the_hand_built_jobs_have_the_keys_the_plan_sends(tmp_path: Path) -> Non
 def test_a_planned_text_job_reads_the_tokenizer_at_the_repositorys_path(tmp_path: Path) -> None:
     """The tokenizer's absolute path travels as @REPO@; the planned export tokenizes, pads to pad_to and verifies
     at every planned point."""
-    from tsexport_worker.verify.verify import verify_bundle
     from workerkit import run_export
+
+    from tsexport_worker.verify.verify import verify_bundle
 
     planned = requestkit.requests("tiny-bert-text", tmp_path)
     job = planned["export"]["job"]

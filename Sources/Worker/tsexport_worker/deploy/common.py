@@ -11,7 +11,7 @@ from typing import Any
 
 from ..bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record
 from ..errors import WorkerError, describe, traceback_tail
-from ..protocol import check_keys
+from ..reader import check_keys
 
 KINDS = ("triton", "torchserve")
 STAGE = "deploy"

@@ -58,10 +58,24 @@ def random_ids(shape: list[int], low: int = 3) -> dict[str, Any]:
 
 # The tensor keys a manifest may leave out, at their defaults (the tiny-bert fixture's tensors have every key).
 TENSOR_DEFAULTS: dict[str, Any] = {"dtype": "int64", "shape": None, "values": None, "low": None, "high": None}
-TRACE_APIS = {"cpu": "torch.jit.trace", "cuda": "torch.jit.trace", "inf1": "torch.neuron.trace",
-              "inf2": "torch_neuronx.trace"}
-DTYPE_TOLERANCE = {"float16": (1e-2, 1e-2), "bfloat16": (5e-2, 5e-2)}
-TOLERANCE = (1e-5, 1e-4)
+
+
+def _planned_trace(name: str) -> dict[str, Any]:
+    from requestkit import export_job
+
+    trace: dict[str, Any] = export_job(name, "/")["trace"]
+    return trace
+
+
+# What the plan sends per hardware and dtype (fixtures/manifests/targets.yaml and tiny-bert.yaml): the trace API, and
+# the dtype's default tolerance.
+TRACE_APIS = {hardware: _planned_trace("tiny-bert" if hardware == "cpu" else f"tiny-bert-{hardware}")["api"]
+              for hardware in ("cpu", "cuda", "inf1", "inf2")}
+DTYPE_TOLERANCE = {dtype: (t["atol"], t["rtol"]) for dtype, t in (
+    ("float16", _planned_trace("tiny-bert-fp16")["tolerance"]),
+    ("bfloat16", _planned_trace("tiny-bert-bf16")["tolerance"]),
+)}
+TOLERANCE = (_planned_trace("tiny-bert")["tolerance"]["atol"], _planned_trace("tiny-bert")["tolerance"]["rtol"])
 
 
 # The contract's default axes by tensor name (the Swift side resolves them into every tensor's `axes`).

@@ -159,9 +159,8 @@ struct EntryRun {
                 throw WorkerFailure(stage: "deploy", code: "bad_request", message: "the plan states no batch settings rule for this \(kind) deploy",
                                     field: "spec.output.deploy[\(index)]", detail: nil)
             }
-            request = request.filter { $0.0 != "op" }.map { k, v in
-                k == "max_batch_size" ? (k, .int(settings.maxBatchSize)) : k == "variable_dims" ? (k, .bool(settings.variableDims)) : (k, v)
-            }
+            let verified = Dictionary(uniqueKeysWithValues: WorkerRequests.deployFields(settings))
+            request = request.filter { $0.0 != "op" }.map { k, v in (k, verified[k] ?? v) }
             let destination = URL(fileURLWithPath: kind == "triton" ? (step.outputs.first.map { ($0 as NSString).deletingLastPathComponent } ?? dest) : (step.outputs.first ?? dest))
             let stagingDest = try store.makeStaging(at: URL(fileURLWithPath: dest))
             deployments.append(StagedDeploy(kind: kind, staging: stagingDest, destination: destination))
@@ -227,7 +226,7 @@ struct DeployResult {
     static let buildOnly: Set<String> = ["dest", "timings_ms", "manifest"]
 
     var record: JSONValue {
-        let settings = (request.objectValue ?? []).filter { ["max_batch_size", "variable_dims", "format", "version"].contains($0.0) }
+        let settings = (request.objectValue ?? []).filter { ["max_batch_size", "variable_dims", "batch_dim", "format", "version"].contains($0.0) }
         return .object([("kind", .string(kind)), ("path", .string(path)), ("settings", .object(settings)),
                         ("details", .object((details.objectValue ?? []).filter { !Self.buildOnly.contains($0.0) }))])
     }

@@ -2,14 +2,18 @@ import Foundation
 import JSON
 import Manifest
 
-/// The batch settings a `deploy` request carries: Triton's `max_batch_size` and whether other dimensions are -1.
+/// The batch settings a `deploy` request carries: Triton's `max_batch_size`, whether other dimensions are -1, and
+/// the size the config states for the batch dimension when it is not batched (nil: the recorded one, -1 where it
+/// varies and `variableDims`).
 public struct DeploySettings: Codable, Hashable, Sendable {
     public var maxBatchSize: Int
     public var variableDims: Bool
+    public var batchDim: Int?
 
-    public init(maxBatchSize: Int, variableDims: Bool) {
+    public init(maxBatchSize: Int, variableDims: Bool, batchDim: Int? = nil) {
         self.maxBatchSize = maxBatchSize
         self.variableDims = variableDims
+        self.batchDim = batchDim
     }
 }
 
@@ -24,7 +28,7 @@ public struct DeployBatchRule: Codable, Hashable, Sendable {
     /// The artifact served: `torchscript` (model.pt) or `aoti` (model.pt2).
     public var format: String
     /// Whether the server may batch along the batch axis. False for model.pt2: Triton's PT2 support (beta) serves
-    /// batch 1 only, so its `max_batch_size` is 0 whatever the envelope.
+    /// batch 1 only, so its `max_batch_size` is 0 and its batch dimension 1 whatever the envelope.
     public var batching: Bool
     /// The settings for the planned envelope.
     public var planned: DeploySettings
@@ -46,7 +50,7 @@ public struct DeployBatchRule: Codable, Hashable, Sendable {
     public func settings(_ ranges: [(name: String, min: Int, max: Int?)]) -> DeploySettings {
         let batch = ranges.first { $0.name == "batch" }
         return DeploySettings(maxBatchSize: batching ? Self.maxBatchSize(min: batch?.min, max: batch?.max) : 0,
-                              variableDims: Self.variableDims(ranges))
+                              variableDims: Self.variableDims(ranges), batchDim: batching ? nil : 1)
     }
 
     /// The settings for the envelope that verified.
@@ -56,7 +60,7 @@ public struct DeployBatchRule: Codable, Hashable, Sendable {
 
     /// The settings a bundle's record states, for a redeploy: the rule still holds (no batching for model.pt2).
     public func settings(recorded: DeploySettings) -> DeploySettings {
-        DeploySettings(maxBatchSize: batching ? recorded.maxBatchSize : 0, variableDims: recorded.variableDims)
+        DeploySettings(maxBatchSize: batching ? recorded.maxBatchSize : 0, variableDims: recorded.variableDims, batchDim: batching ? nil : 1)
     }
 
     /// What `plan` prints of the settings: the planned `max_batch_size`, and when it may still follow verification.

@@ -190,9 +190,13 @@ public enum WorkerRequests {
     public static func deploy(kind: String, bundle: URL, dest: URL, name: String, settings: DeploySettings, format: String) -> JSONValue {
         .object([
             ("kind", .string(kind)), ("bundle", .string(bundle.path)), ("dest", .string(dest.path)), ("name", .string(name)),
-            ("max_batch_size", .int(settings.maxBatchSize)), ("variable_dims", .bool(settings.variableDims)), ("version", .string("1.0")),
-            ("format", .string(format)),
-        ])
+        ] + deployFields(settings) + [("version", .string("1.0")), ("format", .string(format))])
+    }
+
+    /// The `deploy` request's batch settings fields.
+    public static func deployFields(_ settings: DeploySettings) -> [(String, JSONValue)] {
+        [("max_batch_size", .int(settings.maxBatchSize)), ("variable_dims", .bool(settings.variableDims)),
+         ("batch_dim", settings.batchDim.map(JSONValue.int) ?? .null)]
     }
 }
 

@@ -100,6 +100,7 @@ final class VerificationPolicyTests: XCTestCase {
         let step = try XCTUnwrap(e.steps.first { $0.request?["kind"] == "triton" })
         XCTAssertEqual(step.request?["max_batch_size"], 2)
         XCTAssertEqual(step.request?["variable_dims"], .bool(true))
+        XCTAssertEqual(step.request?["batch_dim"], .null, "the recorded batch dimension, left out when batched")
         XCTAssertEqual(step.description, "triton: model repository entry, platform pytorch_libtorch, max_batch_size 2 (lower if the default envelope narrows in verification)")
         // a narrowed envelope: batch 1 only gives no batching; a fixed sequence gives fixed dims
         XCTAssertEqual(triton.settings(verified: VerifiedEnvelope(ranges: [("batch", 1, 1), ("sequence", 1, 3)])),
@@ -115,13 +116,14 @@ final class VerificationPolicyTests: XCTestCase {
         let rule = try XCTUnwrap(e.policy?.deployRule(index: 0))
         XCTAssertFalse(rule.batching)
         XCTAssertFalse(rule.followsVerifiedEnvelope, "a declared envelope verifies whole or fails")
-        XCTAssertEqual(rule.planned, DeploySettings(maxBatchSize: 0, variableDims: true))
+        XCTAssertEqual(rule.planned, DeploySettings(maxBatchSize: 0, variableDims: true, batchDim: 1))
         let step = try XCTUnwrap(e.steps.first { $0.request?["kind"] == "triton" })
         XCTAssertEqual(step.request?["max_batch_size"], 0, "the worker refuses any other value for format aoti")
+        XCTAssertEqual(step.request?["batch_dim"], 1, "the config states batch 1")
         XCTAssertEqual(step.request?["format"], "aoti")
         XCTAssertEqual(step.description, "triton: model repository entry, platform torch_aoti, max_batch_size 0 (model.pt2 is served at batch 1)")
         XCTAssertEqual(rule.settings(verified: VerifiedEnvelope(ranges: [("batch", 1, 4), ("sequence", 1, 3)])).maxBatchSize, 0)
-        XCTAssertEqual(rule.settings(recorded: DeploySettings(maxBatchSize: 4, variableDims: true)), DeploySettings(maxBatchSize: 0, variableDims: true),
+        XCTAssertEqual(rule.settings(recorded: DeploySettings(maxBatchSize: 4, variableDims: true)), DeploySettings(maxBatchSize: 0, variableDims: true, batchDim: 1),
                        "a record written before the rule moved to the plan is redeployed at batch 1")
     }
 
@@ -174,6 +176,7 @@ final class VerificationPolicyTests: XCTestCase {
         XCTAssertEqual(e.action, .redeploy, "\(e.reasons)")
         XCTAssertEqual(e.steps.map { $0.request?["max_batch_size"] }, [4, 0])
         XCTAssertEqual(e.steps.map { $0.request?["format"] }, ["torchscript", "aoti"])
+        XCTAssertEqual(e.steps.map { $0.request?["batch_dim"] }, [.null, 1])
         XCTAssertEqual(e.steps.map(\.description), ["triton: made again from the installed bundle (max_batch_size 4)",
                                                     "triton: made again from the installed bundle (max_batch_size 0)"])
     }

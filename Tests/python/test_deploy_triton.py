@@ -219,7 +219,9 @@ def test_triton_aoti_entry_serves_model_pt2_by_position_at_batch_1(
         assert (refused.code, refused.field) == ("bad_request", "max_batch_size"), refused.message
         assert "batch 1 only" in refused.message and not (tmp_path / "batched").exists()
         dest = tmp_path / "aoti"
-        data = deploy("triton", bundle, dest, format="aoti", max_batch_size=0, variable_dims=True)
+        unbatched = deploy_error("triton", bundle, tmp_path / "unbatched", format="aoti", batch_dim=None)
+        assert (unbatched.code, unbatched.field) == ("bad_request", "batch_dim"), unbatched.message
+        data = deploy("triton", bundle, dest, format="aoti", max_batch_size=0, batch_dim=1, variable_dims=True)
         assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == ["1/model.pt2", "config.pbtxt"]
         config = parse_config(model_config_pb2, dest / "config.pbtxt")
         # Triton's pytorch_backend README: PT2 archives serve batch 1 only for now (no batching): max_batch_size 0.
@@ -235,7 +237,7 @@ def test_triton_aoti_entry_serves_model_pt2_by_position_at_batch_1(
 
 
 def test_triton_aoti_needs_the_package_and_only_triton_serves_it(bundle: Path, tmp_path: Path) -> None:
-    error = deploy_error("triton", bundle, tmp_path / "a", format="aoti", max_batch_size=0)
+    error = deploy_error("triton", bundle, tmp_path / "a", format="aoti", max_batch_size=0, batch_dim=1)
     assert "model.pt2" in error.message and "spec.output.formats" in error.message
     error = deploy_error("torchserve", bundle, tmp_path / "b", format="aoti")
     assert (error.code, error.field) == ("bad_request", "format")

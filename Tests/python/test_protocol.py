@@ -277,7 +277,8 @@ REQUEST_FIELDS = [
     ("verify_bundle", "dir", "dir"), ("verify_bundle", "tolerance", "tolerance"),
     ("verify_bundle", "tolerance.atol", "tolerance.atol"), ("verify_bundle", "tolerance.rtol", "tolerance.rtol"),
     ("verify_bundle", "tolerance.min_cosine", "tolerance.min_cosine"), ("verify_bundle", "encode_check", "encode_check"),
-    *[("deploy", k, k) for k in ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "version")],
+    *[("deploy", k, k) for k in ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "batch_dim",
+                                 "version")],
     *[("bench", k, k) for k in ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")],
     ("export", "job.model.seed", "spec.model.seed"),
 ]

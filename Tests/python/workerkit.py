@@ -170,7 +170,7 @@ def bench_request(bundle: Path | str, **fields: Any) -> dict[str, Any]:
 def deploy_request(kind: str, bundle: Path | str, dest: Path | str, **fields: Any) -> dict[str, Any]:
     """A deploy request with every key of protocol 2."""
     return {"kind": kind, "bundle": str(bundle), "dest": str(dest), "name": "tiny-bert", "max_batch_size": 0,
-            "variable_dims": False, "version": "1.0", "format": "torchscript", **fields}
+            "variable_dims": False, "batch_dim": None, "version": "1.0", "format": "torchscript", **fields}
 
 
 def run_export(job: dict[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,8 @@ def test_the_fixtures_cover_the_requests_the_tests_need() -> None:
     families = {doc["metadata"]["name"] for path in (requestkit.REPO / "specs" / "families").glob("*.yaml")
                 for doc in yaml.safe_load_all(path.read_text()) if doc}
     assert set(requestkit.names()) == families | {
-        "tiny-bert", "tiny-bert-aoti-int8", "tiny-bert-bf16", "tiny-bert-cuda", "tiny-bert-fp16", "tiny-bert-inf1",
-        "tiny-bert-inf2", "tiny-bert-int8", "tiny-bert-text", "tiny-gpt2-cached", "tiny-marian-split"}
+        "default-axes", "tiny-bert", "tiny-bert-aoti-int8", "tiny-bert-bf16", "tiny-bert-cuda", "tiny-bert-fp16",
+        "tiny-bert-inf1", "tiny-bert-inf2", "tiny-bert-int8", "tiny-bert-text", "tiny-gpt2-cached", "tiny-marian-split"}
     marian = requestkit.requests("tiny-marian-split", "/r")
     assert marian["export"]["job"]["trace"]["split"] == {
         "kind": "encoder-decoder", "max_length": 16, "cache": False, "drift_limit": pytest.approx(1e-3),

@@ -60,10 +60,14 @@ def random_ids(shape: list[int], low: int = 3) -> dict[str, Any]:
 TENSOR_DEFAULTS: dict[str, Any] = {"dtype": "int64", "shape": None, "values": None, "low": None, "high": None}
 
 
-def _planned_trace(name: str) -> dict[str, Any]:
+def _planned_job(name: str) -> dict[str, Any]:
     from requestkit import export_job
 
-    trace: dict[str, Any] = export_job(name, "/")["trace"]
+    return export_job(name, "/")
+
+
+def _planned_trace(name: str) -> dict[str, Any]:
+    trace: dict[str, Any] = _planned_job(name)["trace"]
     return trace
 
 
@@ -78,15 +82,13 @@ DTYPE_TOLERANCE = {dtype: (t["atol"], t["rtol"]) for dtype, t in (
 TOLERANCE = (_planned_trace("tiny-bert")["tolerance"]["atol"], _planned_trace("tiny-bert")["tolerance"]["rtol"])
 
 
-# The contract's default axes by tensor name (the Swift side resolves them into every tensor's `axes`).
-DEFAULT_AXES: dict[str, list[str | None]] = {
-    "input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"],
-    "token_type_ids": ["batch", "sequence"], "position_ids": ["batch", "sequence"],
-    "inputs_embeds": ["batch", "sequence", None], "decoder_input_ids": ["batch", "decoder_sequence"],
-    "decoder_attention_mask": ["batch", "decoder_sequence"], "decoder_position_ids": ["batch", "decoder_sequence"],
-    "pixel_values": ["batch", None, None, None], "input_features": ["batch", None, "frames"],
-    "input_values": ["batch", "samples"],
+# The default axes by tensor name, as the plan resolves them into every tensor's `axes` (the default-axes fixture of
+# fixtures/manifests/targets.yaml; its tensor `other` has a name with no default: only dimension 0 is `batch`).
+_PLANNED_AXES: dict[str, list[str | None]] = {
+    t["name"]: t["axes"] for t in _planned_job("default-axes")["inputs"]["tensors"]
 }
+DEFAULT_AXES = {name: axes for name, axes in _PLANNED_AXES.items() if name != "other"}
+UNNAMED_AXES = _PLANNED_AXES["other"][:1]
 
 
 def full_tensor(tensor: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def full_tensor(tensor: dict[str, Any]) -> dict[str, Any]:
     full = {**TENSOR_DEFAULTS, **tensor}
     if "axes" not in tensor:
         rank = len(full["shape"]) if full["shape"] is not None else 2
-        base = DEFAULT_AXES.get(full["name"], ["batch"])
+        base = DEFAULT_AXES.get(full["name"], UNNAMED_AXES)
         full["axes"] = [base[d] if d < len(base) else None for d in range(rank)]
     return full
 

@@ -75,7 +75,8 @@ extension Exporter {
 
             let run = EntryRun(entry: entry, locations: item.locations, fingerprint: item.fingerprint, staging: dir,
                                workers: workers, store: store, progress: progress)
-            let deployed = try run.deploy(envelope: CachedVerdict.envelope(record: record), deployments: &deployments)
+            guard let policy = entry.policy else { throw CacheRefusal(description: "the plan states no verification policy") }
+            let deployed = try run.deploy(envelope: CachedVerdict.envelope(record: record), policy: policy, deployments: &deployments)
             try publish(dir, entry: entry, locations: item.locations)
 
             // Only the pulled files: nothing else was written into the bundle.
@@ -180,11 +181,9 @@ enum CachedVerdict {
         return nil
     }
 
-    /// The deploys' batch settings as the record states them (the verified envelope's, written at build time).
+    /// The envelope the record states as verified, which the deploys' batch settings follow by the plan's rule.
     static func envelope(record: JSONValue) -> JudgedEnvelope {
-        let settings = (record["deployments"]?.arrayValue ?? []).first { $0["kind"]?.stringValue == "triton" }?["settings"]
-        return JudgedEnvelope(record: record["envelope"] ?? .null, resealRanges: nil,
-                              maxBatchSize: settings?["max_batch_size"]?.intValue ?? 0,
-                              variableDims: settings?["variable_dims"]?.boolValue ?? false, aoti: nil, generation: nil)
+        let verified = VerifiedEnvelope(ranges: VerifiedAxis.read(record: record).map { ($0.name, $0.min, $0.max) })
+        return JudgedEnvelope(record: record["envelope"] ?? .null, resealRanges: nil, verified: verified, aoti: nil, generation: nil)
     }
 }

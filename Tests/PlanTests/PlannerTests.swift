@@ -145,7 +145,7 @@ final class PlannerTests: XCTestCase {
         XCTAssertTrue(descriptions[3].hasPrefix("reload model.pt in a fresh process, compare with the eager model over the envelope: batch [1, 2] (default), sequence [1, 7] (default); "), descriptions[3])
         XCTAssertEqual(Array(descriptions[4...]), [
             "directory: the bundle itself",
-            "triton: model repository entry, platform pytorch_libtorch, max_batch_size 2",
+            "triton: model repository entry, platform pytorch_libtorch, max_batch_size 2 (lower if the default envelope narrows in verification)",
             "torchserve: .mar archive made by torch-model-archiver",
         ])
         XCTAssertEqual(e.steps.map(\.inputs), [[], [], [], [b + "/model.pt"], [], [b + "/model.pt"], [b + "/model.pt"]])
@@ -461,7 +461,7 @@ final class PlannerTests: XCTestCase {
                           writes out/small-bundle/record.json
                 deploy    directory: the bundle itself
                           writes out/small-bundle
-                deploy    triton: model repository entry, platform pytorch_libtorch, max_batch_size 2
+                deploy    triton: model repository entry, platform pytorch_libtorch, max_batch_size 2 (lower if the default envelope narrows in verification)
                           reads  out/small-bundle/model.pt
                           writes build/triton/small/config.pbtxt
                           writes build/triton/small/1/model.pt

@@ -69,4 +69,21 @@ final class VerificationJudgeTests: XCTestCase {
         let cached = try entry(Self.text(trace: "    strict: false").replacingOccurrences(of: "max_length: 16}", with: "max_length: 16, cache: true}"))
         XCTAssertEqual(cached.policy?.split?.warnTracedShapeOnly, false, "a cached split is checked by generation and drift")
     }
+
+    func testTheCachedStepIsHeldToThePlansOneDriftLimit() throws {
+        let e = try entry(Self.text(trace: "    tolerance: {atol: 0.00005, rtol: 0.0001}").replacingOccurrences(of: "max_length: 16}", with: "max_length: 16, cache: true}"))
+        let limit = try XCTUnwrap(e.policy?.split?.driftLimit)
+        XCTAssertEqual(limit, 5e-3, accuracy: 1e-12, "SplitBounds.driftLimit: 100 × atol")
+        func generation(drift: Double) -> JSONValue {
+            .object([("generation", .object([("prompts", .array([.object([("prompt", [5, 6]), ("equal", .bool(true))])])),
+                                             ("passed", .bool(true)), ("max_drift", .double(drift))]))])
+        }
+        let kept = try VerificationJudge(entry: e, data: .object([]), verdict: generation(drift: 4e-3)).judgeGeneration(tolerance: nil)
+        XCTAssertEqual(kept?["drift_limit"], .double(limit))
+        XCTAssertThrowsError(try VerificationJudge(entry: e, data: .object([]), verdict: generation(drift: 6e-3)).judgeGeneration(tolerance: nil)) { error in
+            let failure = error as? WorkerFailure
+            XCTAssertEqual(failure?.field, "spec.trace.split.cache")
+            XCTAssertEqual(failure?.message, "the cached step drifts from the uncached model: max abs logit error 0.006 (limit 0.005); the cache does not reproduce the model")
+        }
+    }
 }

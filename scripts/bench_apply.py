@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmarks for `tsexport apply` (issues 3 and 4), measured in one run on this machine.
+"""Side-by-side benchmarks for `tsexport apply`, measured in one run on this machine.
 
 1. The guide's example: `tsexport apply specs/bert-base-guide.yaml` (verification on) against the guide's plain
    trace-and-save script run by the same Python: wall time and peak memory of all processes (the sum of the RSS of

@@ -325,7 +325,7 @@ public struct ApplyWork {
         }
         items = plan.entries.filter { $0.action != .upToDate }.compactMap { e -> ExportItem? in
             guard let m = manifests[e.name], let fp = observation.fingerprints[m.name] else { return nil }
-            // The exporter replaces the versions with those of the worker that does the export.
+            // The exporter checks the running worker's versions against this fingerprint (`RuntimeVersions`).
             return ExportItem(entry: e, locations: m.locations, hardware: m.target.hardware, fingerprint: fp)
         }
         owners = OutputOwners.owners(plan, manifests: manifests, root: root)

@@ -6,8 +6,8 @@ import Manifest
 import Plan
 
 /// One plan entry being executed: the export request, verification in the fresh worker, the envelope verdict, the
-/// record, the deploys. Every request sent is the one the plan step carries (the record's runtime versions are the
-/// running worker's).
+/// record, the deploys. Every request sent is the one the plan step carries; the running worker's versions are
+/// checked against the plan's fingerprint (`RuntimeVersions`), and complete it only where the plan did not know them.
 struct EntryRun {
     let entry: PlanEntry
     let locations: FieldLocations
@@ -30,11 +30,13 @@ struct EntryRun {
         warnings.append(.warning("\(entry.name): \(message)", at: locations.location(of: field ?? "metadata.name"), field: field))
     }
 
-    /// The export job with the running worker's versions in its record.
-    func job(hello: WorkerHello, fingerprint fp: FingerprintInputs) throws -> JSONValue {
+    /// The plan's export job; when the plan did not know the runtime's versions (`completed`), its record carries
+    /// the fingerprint and versions the running worker completed.
+    func job(hello: WorkerHello, completed fp: FingerprintInputs?) throws -> JSONValue {
         guard var job = try fields(.trace).first(where: { $0.0 == "job" })?.1.objectValue else {
             throw WorkerFailure(stage: "trace", code: "bad_request", message: "the plan's export request has no job", field: nil, detail: nil)
         }
+        guard let fp else { return .object(job) }
         let versions = Planner.versionsRecord(worker: hello.workerVersion, runtime: hello.versions)
         if let i = job.firstIndex(where: { $0.0 == "extra_record" }), var extra = job[i].1.objectValue {
             extra = extra.map { k, v in k == "fingerprint" ? (k, .string(fp.fingerprint)) : k == "versions" ? (k, versions) : (k, v) }
@@ -66,8 +68,14 @@ struct EntryRun {
     mutating func execute(isLast: Bool, deployments: inout [StagedDeploy]) throws -> JSONValue {
         workers.startVerifierInBackground()
         let hello = try workers.ensureExporter().hello
-        for (k, v) in hello.versions { fingerprint.versions[k] = v }
-        let job = try job(hello: hello, fingerprint: fingerprint)
+        var completed: FingerprintInputs?
+        switch RuntimeVersions.check(planned: fingerprint, running: hello.versions) {
+        case .planned: break
+        case .completed(let fp): completed = fp
+        case .changed(let why): throw WorkerFailure(stage: "export", code: "runtime_changed", message: why, field: nil, detail: nil)
+        }
+        if let completed { fingerprint = completed }
+        let job = try job(hello: hello, completed: completed)
         let name = entry.name, progress = self.progress, workers = self.workers
         var (data, verdict, verifyMs) = try exportAndVerify(job, retire: isLast)
         for w in data["warnings"]?.arrayValue ?? [] {

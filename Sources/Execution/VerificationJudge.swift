@@ -135,6 +135,9 @@ struct VerificationJudge {
             narrowed = true
             warnings += w.map { (Optional($0.field), $0.message) }
         }
+        if policy.split?.warnTracedShapeOnly == true {
+            warnings.append(("spec.trace.check_shapes", SplitBounds.tracedShapeOnlyWarning))
+        }
         if !strict, let first = tracerWarnings.first?.stringValue {
             warnings.append(("spec.trace.strict", "the tracer warned \(tracerWarnings.count) time\(tracerWarnings.count == 1 ? "" : "s") (recorded in record.json); the first: \(first)"))
         }

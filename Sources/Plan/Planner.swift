@@ -135,8 +135,9 @@ public struct Planner: Sendable {
 
     static func short(_ hash: String) -> String { String(hash.prefix(12)) }
 
-    /// What the bundle's record starts from (the worker lays its fields over it). The executor replaces
-    /// `fingerprint` and `versions` with the running worker's when they differ from what was planned.
+    /// What the bundle's record starts from (the worker lays its fields over it). The executor sends it as planned
+    /// when the plan knew the runtime's versions (a running worker that reports others is refused), and completes
+    /// `fingerprint` and `versions` from the running worker's hello when it did not (`RuntimeVersions`).
     static func extraRecord(_ m: Manifest, fingerprint fp: FingerprintInputs) -> JSONValue {
         let versions = versionsRecord(worker: WorkerInfo.version, runtime: fp.versions)
         return .object([

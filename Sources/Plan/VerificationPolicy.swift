@@ -72,21 +72,31 @@ public struct SplitBounds: Codable, Hashable, Sendable {
     public var paddingRelative: Double
     /// Whether a split part (fixed-shape, so no envelope can cover it) is refused when the tracer warned: `strict`.
     public var refuseTracerWarnings: Bool
+    /// Whether apply warns that the uncached encoder and decoder step are checked at the traced batch size only:
+    /// a split without `cache`, `strict: false` and no `check_shapes`.
+    public var warnTracedShapeOnly: Bool
 
-    public init(driftLimit: Double, paddingAbsolute: Double, paddingRelative: Double, refuseTracerWarnings: Bool) {
+    public init(driftLimit: Double, paddingAbsolute: Double, paddingRelative: Double, refuseTracerWarnings: Bool,
+                warnTracedShapeOnly: Bool = false) {
         self.driftLimit = driftLimit
         self.paddingAbsolute = paddingAbsolute
         self.paddingRelative = paddingRelative
         self.refuseTracerWarnings = refuseTracerWarnings
+        self.warnTracedShapeOnly = warnTracedShapeOnly
     }
 
-    /// The bounds of a manifest's split, from its tolerance and `strict`.
+    /// The bounds of a manifest's split, from its tolerance, `strict` and `check_shapes`.
     public init(_ m: Manifest) {
         driftLimit = Self.driftLimit(atol: m.trace.atol)
         paddingAbsolute = driftLimit
         paddingRelative = max(1e-2, 10 * m.trace.rtol)
         refuseTracerWarnings = m.trace.strict
+        let cached = m.trace.split.map { $0.cache || $0.kind == "decoder-only" } ?? false
+        warnTracedShapeOnly = !cached && !m.trace.strict && m.trace.checkShapes.isEmpty
     }
+
+    /// The warning apply gives when `warnTracedShapeOnly`, at `spec.trace.check_shapes`.
+    public static let tracedShapeOnlyWarning = "the encoder and decoder step are checked at the traced batch size only (and with a padded source); add check_shapes to prove other batch sizes and source lengths"
 
     /// The one drift rule: the tolerance's atol widened a hundredfold (long logit sums reassociate), at least 1e-3.
     public static func driftLimit(atol: Double) -> Double { max(1e-3, 100 * atol) }

@@ -91,7 +91,8 @@ final class OrchestrationTests: XCTestCase {
         """
     }
 
-    func fixture(_ names: [String], extra: String = "") throws -> Fixture {
+    /// `versions`: the runtime's versions the plan knows (none: a runtime never seen).
+    func fixture(_ names: [String], extra: String = "", versions: [String: String] = [:]) throws -> Fixture {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tsexport-orch-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
@@ -104,7 +105,7 @@ final class OrchestrationTests: XCTestCase {
         XCTAssertEqual(manifests.map(\.name), names)
         var fingerprints: [String: FingerprintInputs] = [:]
         for m in manifests {
-            fingerprints[m.name] = FingerprintInputs(manifest: FingerprintInputs.normalise(m.document), files: [:], versions: ["worker": WorkerInfo.version])
+            fingerprints[m.name] = FingerprintInputs(manifest: FingerprintInputs.normalise(m.document), files: [:], versions: versions.merging(["worker": WorkerInfo.version]) { a, _ in a })
         }
         let plan = Planner().plan(PlannerInput(manifests: manifests, outputRoot: root, fingerprints: fingerprints))
         XCTAssertEqual(plan.entries.map(\.action), names.map { _ in PlanAction.create })

@@ -134,14 +134,20 @@ def test_triton_reads_the_embedded_record_and_reshapes_scalars(tmp_path: Path, m
 def test_triton_refuses_what_its_backend_cannot_serve(tmp_path: Path) -> None:
     cuda = fake_bundle(tmp_path / "cuda", {**FAKE, "target": {"hardware": "cuda", "device": "cuda"}})
     assert deploy("triton", cuda, tmp_path / "cuda-out")["instance_kind"] == "KIND_GPU"
-    neuron = fake_bundle(tmp_path / "inf2", {**FAKE, "target": {"hardware": "inf2", "device": "cpu"}})
-    error = deploy_error("triton", neuron, tmp_path / "inf2-out")
-    assert (error.code, error.stage) == ("serialize_failed", "deploy") and "Neuron" in error.message
     nested = {**FAKE, "output_signature": [{"name": "hidden_states.0", "dtype": "float32", "shape": [3, 4]}]}
     error = deploy_error("triton", fake_bundle(tmp_path / "nested", nested), tmp_path / "nested-out")
     assert "nested tuples" in error.message and "hidden_states.0" in error.message
     error = deploy_error("triton", fake_bundle(tmp_path / "scalar", FAKE), tmp_path / "scalar-out", max_batch_size=2)
     assert error.code == "bad_request" and "output_1 has shape []" in error.message
+
+
+def test_triton_executes_the_request_whatever_the_recorded_hardware(tmp_path: Path) -> None:
+    # Which targets a triton deploy may serve is the manifest check's decision (SemanticChecker refuses a Neuron
+    # target with kind: triton); the worker writes the entry it is asked for.
+    neuron = fake_bundle(tmp_path / "inf2", {**FAKE, "target": {"hardware": "inf2", "device": "cpu"}})
+    data = deploy("triton", neuron, tmp_path / "inf2-out")
+    assert data["files"] == ["config.pbtxt", "1/model.pt"] and data["instance_kind"] == "KIND_CPU"
+    assert (tmp_path / "inf2-out" / "config.pbtxt").is_file()
 
 
 def test_triton_warns_about_bfloat16(tmp_path: Path, model_config_pb2: ModuleType) -> None:

@@ -93,11 +93,6 @@ def _tensor_entry(name: str, record_name: str, data_type: str, dims: list[int]) 
 
 
 def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
-    if bundle.hardware in ("inf1", "inf2"):
-        raise failed(
-            f"the bundle was traced for {bundle.hardware} (Neuron); Triton's pytorch_libtorch backend cannot load "
-            "Neuron-compiled TorchScript (serve it with Triton's python backend on a Neuron instance instead)"
-        )
     nested = [s["name"] for s in bundle.outputs if "." in s["name"]]
     if nested:
         raise failed(

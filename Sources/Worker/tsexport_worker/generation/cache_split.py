@@ -1,4 +1,4 @@
-"""Generation with a key/value cache outside Python (issue 12): traced artifacts whose cache is explicit tensors.
+"""Generation with a key/value cache outside Python: traced artifacts whose cache is explicit tensors.
 
 Decoder-only (GPT2LMHeadModel): `prefill.pt` runs the left-padded prompt and returns the first logits and the cache,
 `step.pt` runs one token against the cache and returns the next logits and the updated cache. Encoder-decoder

@@ -393,13 +393,6 @@ def trace_split(
                 field="spec.trace.split",
             )
 
-    if job.trace.strict is False and not job.trace.check_shapes:
-        split_warnings.append({
-            "code": "unchecked_split",
-            "field": "spec.trace.check_shapes",
-            "message": "the encoder and decoder step are checked at the traced batch size only (and with a padded "
-            "source); add check_shapes to prove other batch sizes and source lengths",
-        })
     generation = {
         **settings,
         "encoder": {"file": ENCODER_FILE, "input_signature": parts["encoder"].input_signature,

@@ -105,7 +105,9 @@ public struct Planner: Sendable {
     public static func policyInputs(_ m: Manifest) -> [String: String] {
         var out: [String: String] = [:]
         if m.output.formats.contains("aoti") { out["policy.aoti.inductor_configs"] = CanonicalJSON.text(WorkerRequests.inductorConfigs(m)) }
-        if let library = WorkerRequests.quantize(m)["library"]?.stringValue { out["policy.quantize.library"] = library }
+        let quantize = WorkerRequests.quantize(m)
+        if let library = quantize["library"]?.stringValue { out["policy.quantize.library"] = library }
+        if let mapping = quantize["activation_mapping"]?.stringValue { out["policy.quantize.activation_mapping"] = mapping }
         return out
     }
 
@@ -198,7 +200,7 @@ public struct Planner: Sendable {
         if m.target.quantize == "dynamic_int8" {
             let keep = QualityGate.format(WorkerRequests.selectionCosine(gate: m.trace.minCosine))
             let how = torchscript ? "dynamic int8 quantization with torch.ao (per-tensor activations, per-channel weights)"
-                : "torchao Int8DynamicActivationInt8WeightConfig (per-token activations, per-channel weights)"
+                : "torchao Int8DynamicActivationInt8WeightConfig (per-token \(WorkerRequests.torchaoActivationMapping) activations, per-channel weights)"
             traceDesc = "\(how) of the Linear layers that together keep cosine \(keep) to the float32 model on the traced inputs, the rest float32; then " + traceDesc
         }
         if m.target.optimize != "none" { traceDesc += ", then \(m.target.optimize)" }

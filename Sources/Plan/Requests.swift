@@ -42,15 +42,23 @@ public enum WorkerRequests {
     /// int8 weights (per channel), which torch.export lowers to plain aten ops that AOTInductor compiles (measured on
     /// the MiniLM: about 2.2× faster than the float32 artifact, cosine 0.997); model.pt gets torch.ao's dynamically
     /// quantized Linear (per-tensor activations), which TorchScript can save.
+    /// `activation_mapping`: torch.ao's dynamic Linear is always asymmetric (quint8 with a zero point); for torchao it
+    /// is `torchaoActivationMapping`.
     public static func quantize(_ m: Manifest) -> JSONValue {
         guard m.target.quantize == "dynamic_int8" else { return .null }
         let torchao = !m.output.formats.contains("torchscript")
         return .object([
             ("scheme", .string("dynamic_int8")), ("library", .string(torchao ? "torchao" : "torch.ao")),
-            ("activations", .string(torchao ? "per_token" : "per_tensor")), ("modules", .array([.string("torch.nn.Linear")])),
+            ("activations", .string(torchao ? "per_token" : "per_tensor")),
+            ("activation_mapping", .string(torchao ? torchaoActivationMapping : "asymmetric")),
+            ("modules", .array([.string("torch.nn.Linear")])),
             ("weights", .string("per_channel")), ("select_min_cosine", .double(selectionCosine(gate: m.trace.minCosine))),
         ])
     }
+
+    /// How torchao maps each token's activations to int8: symmetric (s8, zero point 0), torchao's default.
+    /// `scripts/bench_aoti_settings.py` measures it against asymmetric (u8 with a zero point).
+    public static let torchaoActivationMapping = "symmetric"
 
     /// How AOTInductor compiles model.pt2 (`job.aoti`), null without `aoti`. `freezing`: the weights become
     /// constants of the compiled graph, so inductor folds them and prepacks them for the CPU's GEMM kernels (an

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from workerkit import TINY_BERT, make_job, run_export
 
 QUANTIZE = {"scheme": "dynamic_int8", "library": "torch.ao", "activations": "per_tensor",
-            "modules": ["torch.nn.Linear"], "weights": "per_channel", "select_min_cosine": 0.995}
+            "activation_mapping": "asymmetric", "modules": ["torch.nn.Linear"], "weights": "per_channel", "select_min_cosine": 0.995}
 
 
 def _spec(select: float = 0.995, weights: str = "per_channel"):  # type: ignore[no-untyped-def]
@@ -128,6 +128,8 @@ def test_float32_exports_write_no_second_reference(tmp_path: Path) -> None:
     ("modules", ["torch.nn.Conv1d"], "spec.target.quantize.modules"),
     ("weights", "per_row", "spec.target.quantize.weights"),
     ("select_min_cosine", 1.5, "spec.target.quantize.select_min_cosine"),
+    ("activation_mapping", "affine", "spec.target.quantize.activation_mapping"),
+    ("activation_mapping", "symmetric", "spec.target.quantize.activation_mapping"),  # torch.ao is asymmetric
 ])
 def test_a_bad_quantize_request_is_bad_request_naming_the_key(key: str, value: object, field: str) -> None:
     from tsexport_worker.errors import WorkerError

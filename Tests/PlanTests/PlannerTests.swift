@@ -260,18 +260,18 @@ final class PlannerTests: XCTestCase {
         XCTAssertTrue(e.steps[1].description.hasPrefix("torchao Int8DynamicActivationInt8WeightConfig (per-token \(WorkerRequests.torchaoActivationMapping) activations, per-channel weights) of the Linear layers"), e.steps[1].description)
         let bundle = URL(fileURLWithPath: e.bundle)
         XCTAssertEqual(e.steps[2].outputs, ["record.json", "sample_inputs.safetensors", "reference_outputs.safetensors", "model.pt2"].map { bundle.appendingPathComponent($0).path })
-        XCTAssertTrue(e.steps[2].description.hasPrefix("torch.export (no_grad) over the envelope and AOTInductor (freezing=true) into model.pt2, compile time unknown until the first build"), e.steps[2].description)
+        XCTAssertTrue(e.steps[2].description.hasPrefix("torch.export (no_grad) over the envelope and AOTInductor (no_grad; freezing=true) into model.pt2, compile time unknown until the first build"), e.steps[2].description)
         XCTAssertEqual(e.steps[3].inputs, [bundle.appendingPathComponent("model.pt2").path])
         XCTAssertTrue(e.steps[3].description.hasPrefix("reload model.pt2 in a fresh process"), e.steps[3].description)
-        XCTAssertEqual(Planner.policyInputs(m), ["policy.aoti.inductor_configs": "{\"freezing\":true}", "policy.quantize.library": "torchao",
-                                                 "policy.quantize.activation_mapping": WorkerRequests.torchaoActivationMapping])
+        XCTAssertEqual(Planner.policyInputs(m), ["policy.aoti.inductor_configs": "{\"freezing\":true}", "policy.aoti.compile_mode": "no_grad",
+                                                 "policy.quantize.library": "torchao", "policy.quantize.activation_mapping": "asymmetric"])
 
         // the last build's compile time is the estimate; the policy is fingerprinted, so a record without it rebuilds
         var record = Self.record(Self.fingerprint(m))
         record.aotiCompileSeconds = 41.6
         let again = try XCTUnwrap(plan([m], existing: [m.name: record]).entries.first)
         XCTAssertEqual(again.action, .rebuild)
-        XCTAssertEqual(again.reasons.map(\.subject), ["policy.aoti.inductor_configs", "policy.quantize.activation_mapping", "policy.quantize.library"])
+        XCTAssertEqual(again.reasons.map(\.subject), ["policy.aoti.compile_mode", "policy.aoti.inductor_configs", "policy.quantize.activation_mapping", "policy.quantize.library"])
         XCTAssertTrue(again.steps[2].description.contains("compile about 42 s (the last build's)"), again.steps[2].description)
         var fp = Self.fingerprint(m)
         for (k, v) in Planner.policyInputs(m) { fp.versions[k] = v }

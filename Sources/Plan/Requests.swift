@@ -57,10 +57,10 @@ public enum WorkerRequests {
     }
 
     /// How torchao maps each token's activations to int8: asymmetric (a zero point per token). Measured on the
-    /// MiniLM by `scripts/bench_aoti_settings.py` against torchao's default, symmetric: as fast through AOTInductor
-    /// (both compile to the same int8 matmuls and fused quantize kernels; 0.64× against 0.63× of the old artifact in
-    /// one run), with better quality (sentence-embedding cosine min 0.9982 against 0.9970 with every Linear in int8),
-    /// so the layer choice keeps more layers in int8 (37 of 37 against 35 of 37 at cosine 0.995 on real text).
+    /// MiniLM by `scripts/bench_aoti_settings.py` against torchao's default, symmetric: the same kernels through
+    /// AOTInductor, 3–6% slower with every Linear in int8, and better quality (sentence-embedding cosine min 0.9982
+    /// against 0.9970), so the layer choice keeps more layers in int8 (37 of 37 against 35 of 37 at cosine 0.995 on
+    /// real text), and a float32 layer costs several times its int8 form.
     public static let torchaoActivationMapping = "asymmetric"
 
     /// How the worker compiles model.pt2, fingerprinted beside the inductor configs: with grad disabled, the only
@@ -73,7 +73,7 @@ public enum WorkerRequests {
     /// fused kernels (the worker compiles with grad disabled, without which inductor ignores `freezing`). Measured
     /// on the MiniLM by `scripts/bench_aoti_settings.py` and left off: `max_autotune` (with the CPP and ATen GEMM
     /// backends) compiles torchao's int8 model to the same aten `_int_mm` calls, so no gain for twice the compile,
-    /// and makes bfloat16 slower (1.5–1.9× in two runs); `cpp.enable_concat_linear` gained nothing for int8.
+    /// and makes bfloat16 slower (1.6× in the least loaded run); `cpp.enable_concat_linear` gained nothing for int8.
     public static func inductorConfigs(_ m: Manifest) -> JSONValue {
         .object([("freezing", .bool(true))])
     }

@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "ManifestTests", dependencies: ["Manifest", "Diagnostics", "YAML", "JSON"], exclude: ["Fixtures"]),
         .testTarget(name: "PlanTests", dependencies: ["Plan", "Manifest", "Bundles", "JSON", "Diagnostics"]),
         .testTarget(name: "ExecutionTests", dependencies: ["Execution", "Plan", "Bundles", "Manifest", "TSExportCLI", "JSON", "TestSupport"], exclude: ["Support"]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Bundles", "JSON", "TSExportCLI", "TestSupport"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Bundles", "JSON", "TSExportCLI", "TestSupport", "Execution", "Plan"]),
         .testTarget(name: "ScaffoldTests", dependencies: ["Scaffold", "Manifest", "JSON"]),
         .testTarget(name: "CLITests", dependencies: ["TSExportCLI", "Plan", "Bundles", "TestSupport"]),
         // What several test targets share: finding the built tsexport executable. Not part of the product.

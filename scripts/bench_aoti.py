@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """model.pt2 (AOTInductor) against model.pt (TorchScript) and eager, on BERT-base and the real pretrained MiniLM at
-1x128, measured side by side by `tsexport bench` in one run (issue 11).
+1x128, measured side by side by `tsexport bench` in one run.
 
 Both manifests use `formats: [torchscript, aoti]` and an envelope of batch [1, 4] x sequence [1, 128]; the compile
 of a 12-layer BERT takes minutes on 2 cores, which is why this is a benchmark and not a test.

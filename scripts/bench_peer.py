@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peer benchmark: tsexport against Hugging Face Optimum's ONNX exporter, on a real pretrained MiniLM (issue 14).
+"""Peer benchmark: tsexport against Hugging Face Optimum's ONNX exporter, on a real pretrained MiniLM.
 
 Not a test: it prints figures side by side, measured in one run on this machine.
 

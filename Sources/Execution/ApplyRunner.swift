@@ -108,8 +108,8 @@ public final class ApplyRunner: @unchecked Sendable {
                         let field = "spec.output.deploy[\(index)]"
                         let d = Diagnostic.error("\(name): \(why)", at: item.locations.location(of: field), field: field)
                         outcome = ExportOutcome(name: name, action: item.entry.action, status: .failed, seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [d])
-                    } else if case .some(.some(let why)) = hello.targets[item.hardware] {
-                        let d = Diagnostic.error("\(name): target \(item.hardware) is not available in this runtime: \(why)",
+                    } else if let why = Planner.unavailableTarget(item.hardware, unavailable: hello.targets.compactMapValues { $0 }) {
+                        let d = Diagnostic.error("\(name): \(why)",
                                                  at: item.locations.location(of: "spec.target.hardware"), field: "spec.target.hardware")
                         outcome = ExportOutcome(name: name, action: item.entry.action, status: .failed, seconds: 0, bundle: item.entry.bundle, record: nil, diagnostics: [d])
                     } else {

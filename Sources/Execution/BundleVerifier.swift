@@ -154,22 +154,17 @@ public enum BundleVerifier {
     /// cosine the record allows.
     static func encodeFindings(record: JSONValue, result: JSONValue) -> [VerifyFinding] {
         guard let allowed = record["library"]?["encode_check"]?["min_cosine_allowed"]?.doubleValue else { return [] }
-        let recorded = record["library"]?["encode_check"]?["points"]?.arrayValue ?? []
-        let inside = Set(recorded.filter { $0["inside"] == .bool(true) }.compactMap { $0["case"]?.stringValue })
-        let compared = (result["encode_check"]?["points"]?.arrayValue ?? []).filter { p in
-            p["skipped"] == nil && inside.contains(p["case"]?.stringValue ?? "")
-        }
+        let judged = EncodeCheck.judge(points: result["encode_check"]?["points"]?.arrayValue ?? [], minCosine: allowed,
+                                       inside: EncodeCheck.insideRecorded(record))
+        let compared = judged.counted
         if compared.isEmpty {
             return [.problem("model.pt's sentence_embedding was not compared with encode(): the worker returned no point inside the envelope")]
         }
-        var findings: [VerifyFinding] = compared.compactMap { p in
-            let cosine = p["min_cosine"]?.doubleValue ?? .nan
-            guard !(cosine >= allowed) else { return nil }
-            return .problem("model.pt's sentence_embedding at \(CanonicalJSON.text(p["shape"] ?? .null)) has cosine \(cosine) to encode(), below \(allowed)")
+        var findings: [VerifyFinding] = judged.failures.map { p in
+            .problem("model.pt's sentence_embedding at \(CanonicalJSON.text(p.raw["shape"] ?? .null)) has cosine \(p.cosine) to encode(), below \(allowed)")
         }
-        let least = compared.compactMap { $0["min_cosine"]?.doubleValue }.min()
         let count = "\(compared.count) point\(compared.count == 1 ? "" : "s")"
-        findings.append(.note("sentence_embedding against encode(): least cosine \(least.map { String(format: "%.6f", $0) } ?? "-") at \(count) (allowed \(allowed))"))
+        findings.append(.note("sentence_embedding against encode(): least cosine \(judged.least.map { String(format: "%.6f", $0) } ?? "-") at \(count) (allowed \(allowed))"))
         return findings
     }
 

@@ -75,7 +75,8 @@ extension Exporter {
 
             let run = EntryRun(entry: entry, locations: item.locations, fingerprint: item.fingerprint, staging: dir,
                                workers: workers, store: store, progress: progress)
-            let deployed = try run.deploy(envelope: CachedVerdict.envelope(record: record), deployments: &deployments)
+            guard let policy = entry.policy else { throw CacheRefusal(description: "the plan states no verification policy") }
+            let deployed = try run.deploy(envelope: CachedVerdict.envelope(record: record), policy: policy, deployments: &deployments)
             try publish(dir, entry: entry, locations: item.locations)
 
             // Only the pulled files: nothing else was written into the bundle.
@@ -152,28 +153,26 @@ enum CachedVerdict {
         if !aotiOnly, let recorded = record["model_sha256"]?.stringValue, verdict["sha256"]?.stringValue != recorded {
             return "model.pt sha256 \(verdict["sha256"]?.stringValue ?? "?") differs from the recorded \(recorded)"
         }
-        let dtype = QualityGate.tracedModel(dtype: record["dtype"]?.stringValue ?? "float32", quantized: record["quantize"].map { $0 != .null } ?? false)
         let gate = tolerance?["min_cosine"]?.doubleValue
-        func judge(_ cases: [JSONValue], artifact: String, outside: Set<String>) -> String? {
-            for c in cases where c["rejected_by_model"] == nil {
-                let name = c["case"]?.stringValue ?? "?"
-                if c["passed"] != .bool(true) {
-                    if outside.contains(name) { continue }
-                    return "\(artifact) \(name) \(CanonicalJSON.text(c["shape"] ?? .null)): \(VerificationJudge.why(c, tolerance: tolerance))"
-                }
-                if let why = QualityGate.failure(c, gate: gate, dtype: dtype) { return "\(artifact) \(name): \(why)" }
+        // The cases as `tsexport verify` judges them (BundleVerifier.judge); a point the eager model refused is not
+        // a case.
+        func judge(_ cases: [JSONValue], artifact: String) -> String? {
+            let checks = BundleVerifier.judge(cases.filter { $0["rejected_by_model"] == nil }.map { (artifact, $0) }, record: record, gate: gate)
+            for c in checks where c.counted {
+                let name = c.result["case"]?.stringValue ?? "?"
+                if !c.passed { return "\(artifact) \(name) \(CanonicalJSON.text(c.result["shape"] ?? .null)): \(VerificationJudge.why(c.result, tolerance: tolerance))" }
+                if let why = c.qualityFailure { return "\(artifact) \(name): \(why)" }
             }
             return nil
         }
-        if !aotiOnly, let why = judge(verdict["cases"]?.arrayValue ?? [], artifact: BundleLayout.modelFile, outside: []) { return why }
+        if !aotiOnly, let why = judge(verdict["cases"]?.arrayValue ?? [], artifact: BundleLayout.modelFile) { return why }
         if record["aoti"]?.objectValue != nil {
             guard let aoti = verdict["aoti"], aoti != .null else { return "model.pt2 was not checked" }
             if let recorded = record["aoti"]?["sha256"]?.stringValue, aoti["sha256"]?.stringValue != recorded {
                 return "model.pt2 sha256 \(aoti["sha256"]?.stringValue ?? "?") differs from the recorded \(recorded)"
             }
-            let outside = Set((record["aoti"]?["cases"]?.arrayValue ?? []).compactMap { c in c["inside"] == .bool(false) ? c["case"]?.stringValue : nil })
-            if let why = judge(aoti["cases"]?.arrayValue ?? [], artifact: BundleLayout.aotiFile, outside: outside) { return why }
-        } else if aotiOnly, let why = judge(verdict["cases"]?.arrayValue ?? [], artifact: BundleLayout.aotiFile, outside: []) {
+            if let why = judge(aoti["cases"]?.arrayValue ?? [], artifact: BundleLayout.aotiFile) { return why }
+        } else if aotiOnly, let why = judge(verdict["cases"]?.arrayValue ?? [], artifact: BundleLayout.aotiFile) {
             return why
         }
         if (verdict["cases"]?.arrayValue ?? []).isEmpty && verdict["aoti"]?["cases"]?.arrayValue?.isEmpty != false {
@@ -182,11 +181,9 @@ enum CachedVerdict {
         return nil
     }
 
-    /// The deploys' batch settings as the record states them (the verified envelope's, written at build time).
+    /// The envelope the record states as verified, which the deploys' batch settings follow by the plan's rule.
     static func envelope(record: JSONValue) -> JudgedEnvelope {
-        let settings = (record["deployments"]?.arrayValue ?? []).first { $0["kind"]?.stringValue == "triton" }?["settings"]
-        return JudgedEnvelope(record: record["envelope"] ?? .null, resealRanges: nil,
-                              maxBatchSize: settings?["max_batch_size"]?.intValue ?? 0,
-                              variableDims: settings?["variable_dims"]?.boolValue ?? false, aoti: nil, generation: nil)
+        let verified = VerifiedEnvelope(ranges: VerifiedAxis.read(record: record).map { ($0.name, $0.min, $0.max) })
+        return JudgedEnvelope(record: record["envelope"] ?? .null, resealRanges: nil, verified: verified, aoti: nil, generation: nil)
     }
 }

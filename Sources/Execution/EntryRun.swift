@@ -105,7 +105,7 @@ struct EntryRun {
         record.add("parity", judge.parity(envelope: envelope))
         if let q = judge.quality { record.add("quality", q) }
         if let l = judge.library { record.add("library", l) }
-        let deployed = try deploy(envelope: envelope, deployments: &deployments)
+        let deployed = try deploy(envelope: envelope, policy: judge.policy, deployments: &deployments)
         if !deployed.isEmpty { record.add("deployments", .array(deployed.map(\.record))) }
         let value = record.value
         try Data((value.serialized(pretty: true) + "\n").utf8).write(to: staging.appendingPathComponent(RecordSummary.fileName))
@@ -146,17 +146,22 @@ struct EntryRun {
 
     /// Deploys the staged bundle for every planned deploy step, into staging folders; the batch settings follow the
     /// verified envelope.
-    func deploy(envelope: JudgedEnvelope, deployments: inout [StagedDeploy]) throws -> [DeployResult] {
+    func deploy(envelope: JudgedEnvelope, policy: VerificationPolicy, deployments: inout [StagedDeploy]) throws -> [DeployResult] {
         var results: [DeployResult] = []
         let deploySteps = entry.steps.filter { $0.kind == .deploy && $0.request != nil }
         for (i, step) in deploySteps.enumerated() {
             guard var request = step.request?.objectValue, let kind = step.request?["kind"]?.stringValue,
-                  let dest = step.request?["dest"]?.stringValue
+                  let dest = step.request?["dest"]?.stringValue, let install = step.install
             else { continue }
-            request = request.filter { $0.0 != "op" }.map { k, v in
-                k == "max_batch_size" ? (k, .int(envelope.maxBatchSize)) : k == "variable_dims" ? (k, .bool(envelope.variableDims)) : (k, v)
+            // The plan's settings, or the verified envelope's by the same rule when a default envelope narrowed.
+            let index = entry.steps.filter { $0.kind == .deploy }.firstIndex { $0 == step } ?? i
+            guard let settings = policy.deployRule(index: index)?.settings(verified: envelope.verified) else {
+                throw WorkerFailure(stage: "deploy", code: "bad_request", message: "the plan states no batch settings rule for this \(kind) deploy",
+                                    field: "spec.output.deploy[\(index)]", detail: nil)
             }
-            let destination = URL(fileURLWithPath: kind == "triton" ? (step.outputs.first.map { ($0 as NSString).deletingLastPathComponent } ?? dest) : (step.outputs.first ?? dest))
+            let verified = Dictionary(uniqueKeysWithValues: WorkerRequests.deployFields(settings))
+            request = request.filter { $0.0 != "op" }.map { k, v in (k, verified[k] ?? v) }
+            let destination = URL(fileURLWithPath: install)
             let stagingDest = try store.makeStaging(at: URL(fileURLWithPath: dest))
             deployments.append(StagedDeploy(kind: kind, staging: stagingDest, destination: destination))
             progress.stage(entry.name, "deploy \(kind)", seconds: nil)
@@ -166,7 +171,6 @@ struct EntryRun {
                 results.append(DeployResult(kind: kind, path: OutputState.relative(destination.path, root: store.root) ?? destination.path,
                                             request: .object(request), details: data))
             } catch var f as WorkerFailure {
-                let index = entry.steps.filter { $0.kind == .deploy }.firstIndex { $0 == step } ?? i
                 f.field = f.field ?? "spec.output.deploy[\(index)]"
                 throw f
             }
@@ -222,7 +226,7 @@ struct DeployResult {
     static let buildOnly: Set<String> = ["dest", "timings_ms", "manifest"]
 
     var record: JSONValue {
-        let settings = (request.objectValue ?? []).filter { ["max_batch_size", "variable_dims", "format", "version"].contains($0.0) }
+        let settings = (request.objectValue ?? []).filter { ["max_batch_size", "variable_dims", "batch_dim", "format", "version"].contains($0.0) }
         return .object([("kind", .string(kind)), ("path", .string(path)), ("settings", .object(settings)),
                         ("details", .object((details.objectValue ?? []).filter { !Self.buildOnly.contains($0.0) }))])
     }

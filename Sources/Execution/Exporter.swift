@@ -190,8 +190,8 @@ extension Exporter {
             var files: [DeployedFiles] = []
             for step in entry.steps where step.kind == .deploy {
                 guard let request = step.request?.objectValue, let kind = step.request?["kind"]?.stringValue,
-                      let dest = step.request?["dest"]?.stringValue, let first = step.outputs.first else { continue }
-                let destination = URL(fileURLWithPath: kind == "triton" ? (first as NSString).deletingLastPathComponent : first)
+                      let dest = step.request?["dest"]?.stringValue, let install = step.install else { continue }
+                let destination = URL(fileURLWithPath: install)
                 let d = StagedDeploy(kind: kind, staging: try store.makeStaging(at: URL(fileURLWithPath: dest)), destination: destination)
                 staged.append(d)
                 progress.stage(entry.name, "deploy \(kind)", seconds: nil)

@@ -44,6 +44,14 @@ public struct PlanObserver {
         /// Every manifest loaded from the given paths (before `--name`, `--selector` and `--shard`).
         public var loaded: [Manifest]
         public var fingerprints: [String: FingerprintInputs]
+
+        public init(plan: Plan, diagnostics: [Diagnostic], manifests: [Manifest], loaded: [Manifest], fingerprints: [String: FingerprintInputs]) {
+            self.plan = plan
+            self.diagnostics = diagnostics
+            self.manifests = manifests
+            self.loaded = loaded
+            self.fingerprints = fingerprints
+        }
     }
 
     /// Looks up cached bundles for the plan's entries (the shared cache's annotation), when a cache is set.

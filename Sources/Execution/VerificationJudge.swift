@@ -8,10 +8,8 @@ struct JudgedEnvelope {
     var record: JSONValue
     /// New guard ranges when a default envelope was narrowed (nil: the guard written at export stands).
     var resealRanges: JSONValue?
-    /// Triton's max_batch_size: the verified batch maximum when the batch may vary from 1, else 0.
-    var maxBatchSize: Int
-    /// Whether a non-batch dimension varies (Triton's -1 dims).
-    var variableDims: Bool
+    /// The envelope that verified, whose ranges the deploys' batch settings follow (`DeployBatchRule`).
+    var verified: VerifiedEnvelope
     /// The record's `aoti` object when model.pt2 was built and verified.
     var aoti: JSONValue?
     /// The record's `generation_check` when cached generation artifacts were verified.
@@ -170,10 +168,7 @@ struct VerificationJudge {
         library = try judgeLibrary(box: box)
         let aoti = try judgeAOTI(box: box, results: results, tolerance: tolerance)
         let generation = try judgeGeneration(tolerance: tolerance)
-        let batch = box.ranges.first { $0.0 == "batch" }
-        let maxBatch = WorkerRequests.maxBatchSize(min: batch?.1, max: batch?.2)
-        let variable = WorkerRequests.variableDims(box.ranges.map { ($0.0, $0.1, $0.2) })
-        return JudgedEnvelope(record: record, resealRanges: narrowed ? .some(ranges) : nil, maxBatchSize: maxBatch, variableDims: variable, aoti: aoti, generation: generation)
+        return JudgedEnvelope(record: record, resealRanges: narrowed ? .some(ranges) : nil, verified: box, aoti: aoti, generation: generation)
     }
 
     /// The quality gate (tolerance.min_cosine) at the traced shape and every point inside the verified envelope,
@@ -216,21 +211,13 @@ struct VerificationJudge {
                                 message: "the verifying worker returned no comparison of model.pt with sentence-transformers' encode(); nothing was written",
                                 field: "spec.model.library", detail: nil)
         }
-        var points: [JSONValue] = []
-        for p in check["points"]?.arrayValue ?? [] {
-            var sizes: [String: Int] = [:]
-            for (k, v) in p["sizes"]?.objectValue ?? [] { if let i = v.intValue { sizes[k] = i } }
-            let inside = p["case"]?.stringValue == "traced" || box.contains(sizes)
-            let cosine = p["min_cosine"]?.doubleValue ?? .nan
-            if inside && p["skipped"] == nil && !(cosine >= gate) {
-                throw WorkerFailure(stage: "verify", code: "verify_failed",
-                                    message: "model.pt's sentence_embedding differs from sentence-transformers' encode() on real text at \(CanonicalJSON.text(p["shape"] ?? .null)): cosine \(cosine) < \(gate); nothing was written",
-                                    field: "spec.model.library", detail: nil)
-            }
-            var point = p.objectValue ?? []
-            point.append(("inside", .bool(inside)))
-            points.append(.object(point))
+        let judged = EncodeCheck.judge(points: check["points"]?.arrayValue ?? [], minCosine: gate, inside: EncodeCheck.insideVerified(box))
+        if let p = judged.failures.first {
+            throw WorkerFailure(stage: "verify", code: "verify_failed",
+                                message: "model.pt's sentence_embedding differs from sentence-transformers' encode() on real text at \(CanonicalJSON.text(p.raw["shape"] ?? .null)): cosine \(p.cosine) < \(gate); nothing was written",
+                                field: "spec.model.library", detail: nil)
         }
+        let points: [JSONValue] = judged.points.map { p in .object((p.raw.objectValue ?? []) + [("inside", .bool(p.inside))]) }
         var c = check.objectValue ?? []
         c = c.map { k, v in k == "points" ? (k, .array(points)) : (k, v) }
         c.append(("passed", .bool(true)))
@@ -239,15 +226,13 @@ struct VerificationJudge {
         return .object(o)
     }
 
-    /// The largest drift a cached step may show against the uncached model (full.pt): the tolerance's atol
-    /// scaled to logits, at least 1e-3.
-    static func driftLimit(_ tolerance: JSONValue?) -> Double { max(1e-3, 100 * (tolerance?["atol"]?.doubleValue ?? 1e-5)) }
-
     /// Cached generation: the greedy loop over the artifacts alone must give generate()'s tokens on every recorded
     /// prompt, and the cached step must not drift from the uncached model.
     func judgeGeneration(tolerance: JSONValue?) throws -> JSONValue? {
         guard let g = verdict["generation"] else { return nil }
-        let limit = Self.driftLimit(tolerance)
+        guard let limit = policy.split?.driftLimit else {
+            throw WorkerFailure(stage: "verify", code: "verify_failed", message: "cached generation was verified but the plan states no split bounds", field: "spec.trace.split", detail: nil)
+        }
         for p in g["prompts"]?.arrayValue ?? [] where p["equal"] != .bool(true) {
             throw WorkerFailure(stage: "verify", code: "verify_failed",
                                 message: "the greedy loop over the cached artifacts gives \(CanonicalJSON.text(p["tokens"] ?? .null)) where generate() gives \(CanonicalJSON.text(p["expected"] ?? .null)) for the prompt \(CanonicalJSON.text(p["prompt"] ?? .null)) (max drift of the cached step from the uncached model \(p["max_drift"]?.doubleValue ?? .nan))",

@@ -125,14 +125,18 @@ public struct PlanStep: Codable, Hashable, Sendable {
     /// Deploy requests carry the batch settings of the envelope as planned; a default envelope that verification
     /// shrinks lowers them.
     public var request: JSONValue?
+    /// A `triton` or `torchserve` deploy's final destination, the absolute path the staged deploy is installed at
+    /// (the Triton model folder, the `.mar` file); nil for every other step.
+    public var install: String?
 
     /// Creates a step.
-    public init(kind: Kind, description: String, inputs: [String], outputs: [String], request: JSONValue? = nil) {
+    public init(kind: Kind, description: String, inputs: [String], outputs: [String], request: JSONValue? = nil, install: String? = nil) {
         self.kind = kind
         self.description = description
         self.inputs = inputs
         self.outputs = outputs
         self.request = request
+        self.install = install
     }
 }
 

@@ -81,7 +81,7 @@ public struct Planner: Sendable {
                 (action, reasons, redeploy) = driftAction(m, drift: drift, existing: existing, root: root)
             }
             var blockers: [String] = []
-            if let missing = input.unavailableTargets?[m.target.hardware] {
+            if let missing = Self.unavailableTarget(m.target.hardware, unavailable: input.unavailableTargets ?? [:]) {
                 blockers.append(missing)
             }
             let envelope = action == .upToDate || action == .redeploy ? nil : EnvelopePlanner.plan(m)
@@ -91,7 +91,7 @@ public struct Planner: Sendable {
                 steps: envelope.map { steps(m, bundle: bundle, root: root, envelope: $0, fingerprint: fp, existing: input.existing[m.name]) } ?? redeploy, blockers: blockers,
                 envelope: envelope)
             entry.contentDigest = input.existing[m.name]?.build?.contentDigest
-            if envelope != nil { entry.policy = VerificationPolicy(m, staging: BundleStore(root: root).stagingURL(name: m.name)) }
+            if let envelope { entry.policy = VerificationPolicy(m, envelope: envelope, staging: BundleStore(root: root).stagingURL(name: m.name)) }
             entry.manifestDirectory = m.directory.path
             if action == .upToDate || action == .redeploy { entry.verifiedEnvelope = input.existing[m.name]?.verifiedEnvelope }
             entry.documentIndex = m.documentIndex
@@ -158,6 +158,12 @@ public struct Planner: Sendable {
     public static func versionsRecord(worker: String, runtime: [String: String]) -> JSONValue {
         .object([("tsexport", .string(ToolInfo.version)), ("worker", .string(worker))]
             + ["python", "torch", "transformers"].map { ($0, runtime[$0].map(JSONValue.string) ?? .null) })
+    }
+
+    /// Why a manifest's target cannot be built in a runtime, from the targets that runtime reports unavailable (with
+    /// the reason); nil when it can. The plan's blocker and apply's refusal from the running worker's hello.
+    public static func unavailableTarget(_ hardware: String, unavailable: [String: String]) -> String? {
+        unavailable[hardware].map { "target \(hardware) is not available in this runtime: \($0)" }
     }
 
     /// Where a deploy entry goes: a Triton model folder `<repository>/<name>` or a `.mar` in the store.
@@ -236,9 +242,7 @@ public struct Planner: Sendable {
                               outputs: [bundle.appendingPathComponent("record.json").path],
                               request: .object([("op", "verify_bundle")] + (WorkerRequests.verify(m, bundle: staging).objectValue ?? []))))
 
-        let batch = envelope.axes.first { $0.name == "batch" }
-        let maxBatch = WorkerRequests.maxBatchSize(min: batch?.min, max: batch?.max)
-        let variable = WorkerRequests.variableDims(envelope.axes.map { ($0.name, $0.min, $0.max) })
+        let rules = DeployBatchRule.rules(m, envelope: envelope)
         for (i, d) in m.output.deploy.enumerated() {
             if case .oci(let repository) = d {
                 let tags = WorkerRequests.ociTags(name: m.name, fingerprint: fingerprint.fingerprint)
@@ -252,22 +256,23 @@ public struct Planner: Sendable {
                 steps.append(PlanStep(kind: .deploy, description: "directory: the bundle itself", inputs: [], outputs: [bundle.path]))
                 continue
             }
+            guard let rule = rules.first(where: { $0.index == i }) else { continue }
             let request = JSONValue.object([("op", "deploy")] + (WorkerRequests.deploy(
                 kind: d.kind, bundle: staging, dest: store.stagingURL(name: "\(m.name).deploy-\(i)"), name: m.name,
-                maxBatchSize: maxBatch, variableDims: variable, format: format(of: d)).objectValue ?? []))
+                settings: rule.planned, format: rule.format).objectValue ?? []))
             switch d {
             case .directory, .oci: break
             case .triton(_, let format):
                 let file = format == "aoti" ? BundleLayout.aotiFile : "model.pt"
                 let platform = format == "aoti" ? "torch_aoti" : "pytorch_libtorch"
                 steps.append(PlanStep(
-                    kind: .deploy, description: "triton: model repository entry, platform \(platform), max_batch_size \(maxBatch)",
+                    kind: .deploy, description: "triton: model repository entry, platform \(platform), \(rule.summary)",
                     inputs: [bundle.appendingPathComponent(file).path],
-                    outputs: [dest.appendingPathComponent("config.pbtxt").path, dest.appendingPathComponent("1/\(file)").path], request: request))
+                    outputs: [dest.appendingPathComponent("config.pbtxt").path, dest.appendingPathComponent("1/\(file)").path], request: request, install: dest.path))
             case .torchserve:
                 steps.append(PlanStep(
                     kind: .deploy, description: "torchserve: .mar archive made by torch-model-archiver",
-                    inputs: [bundle.appendingPathComponent("model.pt").path], outputs: [dest.path], request: request))
+                    inputs: [bundle.appendingPathComponent("model.pt").path], outputs: [dest.path], request: request, install: dest.path))
             }
         }
         return steps

@@ -27,9 +27,11 @@ extension Planner {
                   let maxBatch = recorded.settings["max_batch_size"]?.intValue,
                   let variable = recorded.settings["variable_dims"]?.boolValue else { return nil }
             let format = recorded.settings["format"]?.stringValue ?? format(of: d)
+            let rule = DeployBatchRule(index: i, kind: d.kind, format: format, envelope: EnvelopePlan(axes: [], tensors: [], points: [], padMasks: false))
+            let settings = rule.settings(recorded: DeploySettings(maxBatchSize: maxBatch, variableDims: variable))
             let request = JSONValue.object([("op", "deploy")] + (WorkerRequests.deploy(
                 kind: d.kind, bundle: bundle, dest: store.stagingURL(name: "\(m.name).deploy-\(i)"), name: m.name,
-                maxBatchSize: maxBatch, variableDims: variable, format: format).objectValue ?? []))
+                settings: settings, format: format).objectValue ?? []))
             let outputs: [String]
             if case .triton = d {
                 let file = format == "aoti" ? BundleLayout.aotiFile : BundleLayout.modelFile
@@ -37,8 +39,8 @@ extension Planner {
             } else {
                 outputs = [dest.path]
             }
-            steps.append(PlanStep(kind: .deploy, description: "\(d.kind): made again from the installed bundle (max_batch_size \(maxBatch))",
-                                  inputs: [bundle.appendingPathComponent(BundleLayout.modelFile).path], outputs: outputs, request: request))
+            steps.append(PlanStep(kind: .deploy, description: "\(d.kind): made again from the installed bundle (max_batch_size \(settings.maxBatchSize))",
+                                  inputs: [bundle.appendingPathComponent(BundleLayout.modelFile).path], outputs: outputs, request: request, install: dest.path))
         }
         return steps.isEmpty ? nil : steps
     }

@@ -146,14 +146,15 @@ public enum WorkerRequests {
                 ("api", .string(traceAPI(hardware: m.target.hardware))),
                 ("strict", .bool(m.trace.strict)),
                 ("check_shapes", .array(m.trace.checkShapes.map { .array($0.map(JSONValue.int)) })),
-                ("split", m.trace.split.map { .object([("kind", .string($0.kind)), ("max_length", .int($0.maxLength)),
-                                                     ("cache", .bool($0.cache || $0.kind == "decoder-only"))]) } ?? .null),
+                ("split", split(m)),
                 ("tolerance", tolerance(m)),
                 ("envelope", envelope.json),
                 // reduced precision: also record the float32 eager model's outputs, the quality gate's reference
                 ("float32_reference", .bool(m.reducedPrecision)),
                 // sentence-transformers: the cosine model.pt's sentence_embedding keeps to the library's encode()
                 ("encode_check", encodeCheck(m)),
+                // wrap model.pt in the envelope guard (`guarded`)
+                ("guard", .bool(guarded(m))),
             ])),
             ("target", .object([("hardware", .string(m.target.hardware)), ("optimize", .string(m.target.optimize)),
                                 ("quantize", quantize(m))])),
@@ -203,26 +204,17 @@ public enum WorkerRequests {
         .object([("op", "push"), ("kind", "oci"), ("repository", .string(repository)), ("tags", .array(tags.map { .string($0) }))])
     }
 
-    /// The `deploy` request. `maxBatchSize` and `variableDims` come from the verified envelope.
-    public static func deploy(kind: String, bundle: URL, dest: URL, name: String, maxBatchSize: Int, variableDims: Bool, format: String) -> JSONValue {
+    /// The `deploy` request, with the batch settings of its `DeployBatchRule`.
+    public static func deploy(kind: String, bundle: URL, dest: URL, name: String, settings: DeploySettings, format: String) -> JSONValue {
         .object([
             ("kind", .string(kind)), ("bundle", .string(bundle.path)), ("dest", .string(dest.path)), ("name", .string(name)),
-            ("max_batch_size", .int(maxBatchSize)), ("variable_dims", .bool(variableDims)), ("version", .string("1.0")),
-            ("format", .string(format)),
-        ])
+        ] + deployFields(settings) + [("version", .string("1.0")), ("format", .string(format))])
     }
 
-    /// Triton's `max_batch_size` for a batch range: its maximum when the batch varies from 1, else 0 (no batching).
-    /// A nil maximum is the traced size, unknown before tracing: no batching is planned.
-    public static func maxBatchSize(min: Int?, max: Int?) -> Int {
-        guard min == 1, let hi = max, hi > 1 else { return 0 }
-        return hi
-    }
-
-    /// Whether a dimension other than the batch varies (Triton's -1 dims); a nil maximum is the traced size, which
-    /// may differ from the minimum.
-    public static func variableDims(_ axes: [(name: String, min: Int, max: Int?)]) -> Bool {
-        axes.contains { $0.name != "batch" && ($0.max == nil || $0.max != $0.min) }
+    /// The `deploy` request's batch settings fields.
+    public static func deployFields(_ settings: DeploySettings) -> [(String, JSONValue)] {
+        [("max_batch_size", .int(settings.maxBatchSize)), ("variable_dims", .bool(settings.variableDims)),
+         ("batch_dim", settings.batchDim.map(JSONValue.int) ?? .null)]
     }
 }
 

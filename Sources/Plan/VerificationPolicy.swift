@@ -31,9 +31,13 @@ public struct VerificationPolicy: Codable, Hashable, Sendable {
     /// The `guard` request sent when a default envelope narrows (nil: not guarded); its `ranges` are the verified
     /// envelope's, null until verification.
     public var guardRequest: JSONValue?
+    /// The batch settings rule of each deploy the worker makes (triton, torchserve), by deploy index.
+    public var deploys: [DeployBatchRule]
+    /// The bounds of a `spec.trace.split` export (nil without split), which the export request carries.
+    public var split: SplitBounds?
 
-    /// The policy of a manifest whose bundle is staged at `staging`.
-    public init(_ m: Manifest, staging: URL) {
+    /// The policy of a manifest planned with `envelope`, whose bundle is staged at `staging`.
+    public init(_ m: Manifest, envelope: EnvelopePlan, staging: URL) {
         artifact = m.output.formats.contains("torchscript") ? BundleLayout.modelFile : BundleLayout.aotiFile
         strict = m.trace.strict
         atol = m.trace.atol
@@ -44,15 +48,71 @@ public struct VerificationPolicy: Codable, Hashable, Sendable {
         selectMinCosine = quantized ? WorkerRequests.selectionCosine(gate: m.trace.minCosine) : nil
         reducedPrecision = m.reducedPrecision
         encodeMinCosine = WorkerRequests.encodeGate(m)
-        guarded = artifact == BundleLayout.modelFile && WorkerRequests.traceAPI(hardware: m.target.hardware) == "torch.jit.trace"
+        guarded = WorkerRequests.guarded(m)
         guardRequest = guarded ? .some(WorkerRequests.guardRequest(bundle: staging, ranges: .null)) : .none
+        deploys = DeployBatchRule.rules(m, envelope: envelope)
+        split = m.trace.split.map { _ in SplitBounds(m) }
     }
+
+    /// The batch settings rule of the deploy at `index` in `spec.output.deploy`.
+    public func deployRule(index: Int) -> DeployBatchRule? { deploys.first { $0.index == index } }
 
     /// The tolerance object of the `verify_bundle` request and the record.
     public var tolerance: JSONValue { WorkerRequests.tolerance(atol: atol, rtol: rtol, minCosine: minCosine) }
 }
 
+/// The bounds a split export (`spec.trace.split`) is held to, from the tolerance; the worker applies them.
+public struct SplitBounds: Codable, Hashable, Sendable {
+    /// The largest max abs logit difference a cached step may show against the uncached model (full.pt), and a
+    /// traced split part against its eager module at its own example.
+    public var driftLimit: Double
+    /// The padding check of the uncached decoder step: the padded buffer's logits may differ from the unpadded
+    /// prefix's by at most `paddingAbsolute + paddingRelative × max |logit|`.
+    public var paddingAbsolute: Double
+    public var paddingRelative: Double
+    /// Whether a split part (fixed-shape, so no envelope can cover it) is refused when the tracer warned: `strict`.
+    public var refuseTracerWarnings: Bool
+
+    public init(driftLimit: Double, paddingAbsolute: Double, paddingRelative: Double, refuseTracerWarnings: Bool) {
+        self.driftLimit = driftLimit
+        self.paddingAbsolute = paddingAbsolute
+        self.paddingRelative = paddingRelative
+        self.refuseTracerWarnings = refuseTracerWarnings
+    }
+
+    /// The bounds of a manifest's split, from its tolerance and `strict`.
+    public init(_ m: Manifest) {
+        driftLimit = Self.driftLimit(atol: m.trace.atol)
+        paddingAbsolute = driftLimit
+        paddingRelative = max(1e-2, 10 * m.trace.rtol)
+        refuseTracerWarnings = m.trace.strict
+    }
+
+    /// The one drift rule: the tolerance's atol widened a hundredfold (long logit sums reassociate), at least 1e-3.
+    public static func driftLimit(atol: Double) -> Double { max(1e-3, 100 * atol) }
+
+    /// The request object `job.trace.split` carries beside the split's kind and length.
+    public var json: [(String, JSONValue)] {
+        [("drift_limit", .double(driftLimit)),
+         ("padding_bound", .object([("absolute", .double(paddingAbsolute)), ("relative", .double(paddingRelative))])),
+         ("refuse_tracer_warnings", .bool(refuseTracerWarnings))]
+    }
+}
+
 extension WorkerRequests {
+    /// Whether the artifact is wrapped in the envelope guard: model.pt traced by torch.jit.trace (Neuron traces and
+    /// model.pt2 are not).
+    public static func guarded(_ m: Manifest) -> Bool {
+        m.output.formats.contains("torchscript") && traceAPI(hardware: m.target.hardware) == "torch.jit.trace"
+    }
+
+    /// `job.trace.split`: null, or the split's kind, length, cache and its bounds.
+    public static func split(_ m: Manifest) -> JSONValue {
+        guard let s = m.trace.split else { return .null }
+        return .object([("kind", .string(s.kind)), ("max_length", .int(s.maxLength)), ("cache", .bool(s.cache || s.kind == "decoder-only"))]
+                       + SplitBounds(m).json)
+    }
+
     /// The `guard` request: rewrite the guard of the model.pt in `bundle` to refuse shapes outside `ranges`
     /// (axis name → [min, max]).
     public static func guardRequest(bundle: URL, ranges: JSONValue) -> JSONValue {

@@ -34,77 +34,11 @@ public struct Bench: ParsableCommand {
     public init() {}
 
     /// The name of the report written into each bundle.
-    public static let reportFile = BundleContent.reportFile
+    public static let reportFile = BenchRequests.reportFile
 
     public func run() throws {
         let code = Bench.execute(self, console: .standard)
         if code != 0 { throw ExitCode(code) }
-    }
-
-    /// `8,16,32` → [8, 16, 32]; nil when a part is not a positive integer.
-    public static func parseLengths(_ text: String) -> [Int]? {
-        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-        let values = parts.compactMap { Int($0) }
-        guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ $0 > 0 }) else { return nil }
-        return values
-    }
-
-    /// The shapes to measure: `[traced batch, L]` for each length, else the recorded cases' shapes (traced first),
-    /// else the traced shape from `input_signature[0].shape[:2]`; nil when the record gives none of these.
-    public static func shapes(record: JSONValue, lengths: [Int]?) -> [[Int]]? {
-        var recorded: [[Int]] = []
-        for c in record["cases"]?.arrayValue ?? [] {
-            guard let s = c["shape"]?.arrayValue?.compactMap(\.intValue), s.count == 2, !recorded.contains(s) else { continue }
-            recorded.append(s)
-        }
-        guard let lengths else {
-            if !recorded.isEmpty { return recorded }
-            guard let dims = record["input_signature"]?[0]?["shape"]?.arrayValue, dims.count >= 2,
-                  let b = dims[0].intValue, let l = dims[1].intValue, b >= 1, l >= 1 else { return nil }
-            return [[b, l]]
-        }
-        let batch = recorded.first?.first ?? record["input_signature"]?[0]?["shape"]?[0]?.intValue ?? 1
-        var out: [[Int]] = []
-        for l in lengths where !out.contains([batch, l]) { out.append([batch, l]) }
-        return out
-    }
-
-    /// The folder of the manifest a bundle was built from, for a relative `spec.model.pretrained`: `--manifest-dir`;
-    /// the record's absolute `manifest_dir`; the folder of an absolute `manifest_file`; else `manifest_file` (relative
-    /// to the folder apply ran in) tried against the current directory and against the output root inferred from
-    /// the bundle's path and `spec.output.dir`, preferring a file whose sha256 is the recorded `manifest_sha256`.
-    public static func manifestDirectory(record: JSONValue, bundle: URL, flag: String?, cwd: URL) -> String? {
-        if let flag { return absolute(flag, cwd: cwd).path }
-        if let d = record["manifest_dir"]?.stringValue, d.hasPrefix("/") { return d }
-        guard let file = record["manifest_file"]?.stringValue, !file.isEmpty else { return nil }
-        if file.hasPrefix("/") { return URL(fileURLWithPath: file).deletingLastPathComponent().path }
-        var roots = [cwd.standardizedFileURL]
-        if let root = outputRoot(record: record, bundle: bundle) { roots.append(root) }
-        let recordedSHA = record["manifest_sha256"]?.stringValue
-        var fallback: String?
-        for root in roots {
-            let candidate = root.appendingPathComponent(file).standardizedFileURL
-            guard FileManager.default.fileExists(atPath: candidate.path) else { continue }
-            let dir = candidate.deletingLastPathComponent().path
-            if let recordedSHA, (try? Digest.sha256(file: candidate.path)) == recordedSHA { return dir }
-            fallback = fallback ?? dir
-        }
-        return fallback
-    }
-
-    /// The output root a bundle was installed under: its path minus `spec.output.dir` (default `build/<name>`).
-    static func outputRoot(record: JSONValue, bundle: URL) -> URL? {
-        let manifest = record["fingerprint_inputs"]?["manifest"]
-        guard let relative = manifest?["spec"]?["output"]?["dir"]?.stringValue
-                ?? manifest?["metadata"]?["name"]?.stringValue.map({ "build/\($0)" }) else { return nil }
-        let tail = relative.split(separator: "/").map(String.init).filter { $0 != "." && !$0.isEmpty }
-        let parts = bundle.standardizedFileURL.pathComponents
-        guard !tail.isEmpty, parts.count > tail.count, Array(parts.suffix(tail.count)) == tail else { return nil }
-        return URL(fileURLWithPath: NSString.path(withComponents: Array(parts.dropLast(tail.count))))
-    }
-
-    static func absolute(_ path: String, cwd: URL) -> URL {
-        (path.hasPrefix("/") ? URL(fileURLWithPath: path) : cwd.appendingPathComponent(path)).standardizedFileURL
     }
 
     /// Runs bench and returns the exit code: 0 when every bundle was measured (an eager side that could not be
@@ -119,62 +53,33 @@ public struct Bench: ParsableCommand {
         if let t = cmd.threads, t < 1 { console.err("error: --threads must be at least 1"); return ExitStatus.failure }
         var lengths: [Int]?
         if let text = cmd.lengths {
-            guard let parsed = parseLengths(text) else {
+            guard let parsed = BenchRequests.parseLengths(text) else {
                 console.err("error: --lengths takes positive integers separated by commas (e.g. 8,16,32), not \(text)")
                 return ExitStatus.failure
             }
             lengths = parsed
         }
-        // Check every folder before starting Python.
-        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        var (records, bad) = readBundleRecords(cmd.bundles, console: console)
-        if records.isEmpty { return ExitStatus.failure }
-        guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "safetensors"]) else { return ExitStatus.failure }
-        defer { worker.shutdown() }
-        var reports: [JSONValue] = []
-        for b in records {
-            let (dir, url, record) = (b.dir, b.url, b.record)
-            guard let shapes = shapes(record: record, lengths: lengths) else {
-                let message = "the record gives no shape to measure (no cases, no input_signature[0].shape of two or more sizes); pass --lengths"
-                bad = true
-                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(false)), ("error", .string(message))]))
-                console.err("\(dir): error: \(message)")
-                continue
+        let settings = BenchRequests.Settings(
+            lengths: lengths, runs: cmd.runs, warmup: cmd.warmup, threads: cmd.threads, report: !cmd.noReport,
+            manifestDir: cmd.manifestDir, allowRemoteCode: cmd.allowRemoteCode, allowPickle: cmd.allowPickle)
+        let session = BenchSession(dirs: cmd.bundles, settings: settings, python: cmd.runtime.python,
+                                   cwd: URL(fileURLWithPath: FileManager.default.currentDirectoryPath), runner: runner)
+        let done = session.run(
+            message: { Apply.show($0, console: console) },
+            starting: { console.err("tsexport: benchmarking \($0) (\(cmd.runs) runs after \(cmd.warmup) warm-up per shape and side)") },
+            measured: { m in
+                if let error = m.error { console.err("\(m.dir): error: \(error)") } else if !cmd.json, let result = m.result {
+                    table(dir: m.dir, result).forEach(console.out)
+                }
+            })
+        guard let done else { return ExitStatus.failure }
+        if cmd.json {
+            let reports = done.measured.map { m -> JSONValue in
+                .object([("bundle", .string(m.dir)), ("ok", .bool(m.ok))] + (m.result.map { [("result", $0)] } ?? [("error", .string(m.error ?? ""))]))
             }
-            let eager = BenchRequests.eagerDecision(
-                record: record, manifestDir: manifestDirectory(record: record, bundle: url, flag: cmd.manifestDir, cwd: cwd),
-                allowRemoteCode: cmd.allowRemoteCode, allowPickle: cmd.allowPickle, directoryExists: isDirectory)
-            let fields = BenchRequests.requestFields(
-                bundle: url, shapes: shapes, runs: cmd.runs, warmup: cmd.warmup, threads: cmd.threads,
-                report: cmd.noReport ? nil : url.appendingPathComponent(reportFile), eager: eager)
-            console.err("tsexport: benchmarking \(dir) (\(cmd.runs) runs after \(cmd.warmup) warm-up per shape and side)")
-            do {
-                let result = try worker.request("bench", fields)
-                // A shape the artifact failed at (one outside its envelope, say) fails the command.
-                let failed = Self.failedShapes(result)
-                if !failed.isEmpty { bad = true }
-                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(failed.isEmpty)), ("result", result)]))
-                if !cmd.json { table(dir: dir, result).forEach(console.out) }
-            } catch let f as WorkerFailure {
-                bad = true
-                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(false)), ("error", .string(f.message))]))
-                console.err("\(dir): error: \(f.message)")
-            } catch {
-                bad = true
-                reports.append(.object([("bundle", .string(dir)), ("ok", .bool(false)), ("error", .string("\(error)"))]))
-                console.err("\(dir): error: \(error)")
-                break  // the worker is gone
-            }
+            console.out(JSONValue.object([("bundles", .array(reports)), ("ok", .bool(done.ok))]).serialized(pretty: true))
         }
-        if cmd.json { console.out(JSONValue.object([("bundles", .array(reports)), ("ok", .bool(!bad))]).serialized(pretty: true)) }
-        return bad ? ExitStatus.failure : ExitStatus.success
-    }
-
-    /// The shapes at which the artifact (model.pt or model.pt2) failed, as `[1, 512]`.
-    static func failedShapes(_ r: JSONValue) -> [String] {
-        (r["shapes"]?.arrayValue ?? []).filter { row in
-            ["artifact", "aoti"].contains { row[$0]?["error"]?.stringValue != nil }
-        }.map { shapeText($0["shape"]) }
+        return done.ok ? ExitStatus.success : ExitStatus.failure
     }
 
     // MARK: the terminal table
@@ -258,13 +163,5 @@ public struct Bench: ParsableCommand {
         }
         if let report = r["report"]?.stringValue { lines.append("  report: \(report)") }
         return lines
-    }
-}
-
-extension Bench {
-    /// Whether a folder exists at `path` (bench's one look at the disk for the eager model).
-    @Sendable static func isDirectory(_ path: String) -> Bool {
-        var isDir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
     }
 }

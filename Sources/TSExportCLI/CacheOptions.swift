@@ -1,7 +1,6 @@
 import ArgumentParser
-import Bundles
+import Execution
 import Foundation
-import Plan
 import Registry
 
 /// `--cache oci://HOST[:PORT]/PATH` (or `TSEXPORT_CACHE`) and `--cache-required`.
@@ -54,42 +53,6 @@ public struct CacheSetting: Sendable {
     /// `host[:port]/path`.
     public var name: String { "\(repository.registry)/\(repository.repository)" }
 
-    /// Looks up every fingerprint the plan builds (one HEAD per tag, after one ping that tells an unreachable
-    /// registry apart from a miss) and lets `CachePlanner` decide.
-    func annotate(_ plan: inout Plan, fingerprints: [String: FingerprintInputs]) {
-        let known = Set(plan.entries.filter { CachePlanner.concerns($0) && fingerprints[$0.name].map { CachePlanner.versionsKnown($0.versions) } ?? false }.map(\.name))
-        final class Found: @unchecked Sendable {
-            let lock = NSLock()
-            var lookups: [String: CacheLookup] = [:]
-            func set(_ name: String, _ r: CacheLookup) {
-                lock.lock()
-                lookups[name] = r
-                lock.unlock()
-            }
-        }
-        let found = Found()
-        let asked = plan.entries.filter { known.contains($0.name) }
-        if !asked.isEmpty {
-            var quick = options
-            quick.timeout = min(options.timeout, 20)
-            let client = RegistryClient(options: quick)
-            do {
-                try client.ping(repository)
-                DispatchQueue.concurrentPerform(iterations: asked.count) { i in
-                    let e = asked[i]
-                    let result: CacheLookup
-                    do {
-                        let d = try client.headManifest(repository.tagged(CachePlanner.tag(fingerprint: e.fingerprint)))
-                        result = d.map { .hit(digest: $0.digest) } ?? .miss
-                    } catch {
-                        result = .unreachable("\(error)")
-                    }
-                    found.set(e.name, result)
-                }
-            } catch {
-                for e in asked { found.set(e.name, .unreachable("\(error)")) }
-            }
-        }
-        CachePlanner.apply(&plan, repository: name, required: required, lookups: found.lookups, versionsKnown: known)
-    }
+    /// The lookups for this cache: one value per command, so a plan made again asks only about new fingerprints.
+    public func lookups() -> CacheLookups { CacheLookups(repository: repository, required: required, options: options) }
 }

@@ -55,14 +55,21 @@ enum Planning {
             console.err("error: name at least one manifest file or folder")
             return nil
         }
-        let annotate: PlanObserver.Annotate? = shared.map { s in { plan, fingerprints in s.annotate(&plan, fingerprints: fingerprints) } }
-        switch observer(options, selection: selection, python: python).observe(annotate: annotate) {
+        switch observer(options, selection: selection, python: python).observe(annotate: shared.map(annotate)) {
         case .success(let observed): return observed
         case .failure(let invalid):
-            if options.json { console.printJSON(["valid": false, "diagnostics": DiagnosticPrinter.json(invalid.diagnostics)] as [String: Any]) } else {
-                console.report(invalid.diagnostics)
-            }
+            show(invalid, json: options.json, console: console)
             return nil
+        }
+    }
+
+    /// The shared cache's lookups as the observer's annotation; every plan made with it shares its answers.
+    static func annotate(_ setting: CacheSetting) -> PlanObserver.Annotate { setting.lookups().annotation }
+
+    /// Manifests that cannot be planned: their diagnostics, as text on stderr or as JSON.
+    static func show(_ invalid: InvalidManifests, json: Bool, console: Console) {
+        if json { console.printJSON(["valid": false, "diagnostics": DiagnosticPrinter.json(invalid.diagnostics)] as [String: Any]) } else {
+            console.report(invalid.diagnostics)
         }
     }
 }

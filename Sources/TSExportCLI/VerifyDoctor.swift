@@ -29,52 +29,24 @@ public struct Verify: ParsableCommand {
             console.err("error: name at least one bundle folder")
             return ExitStatus.failure
         }
-        if cmd.native && NativeVerify.compiler(environment: environment) == nil {
-            console.err("error: " + NativeVerify.noCompilerMessage)
+        var options = VerifySession.Options(dirs: cmd.bundles, cwd: URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
+                                            environment: environment)
+        options.native = cmd.native
+        options.python = cmd.runtime.python
+        let session = VerifySession(options: options, runner: runner)
+        guard let summary = session.run(message: { Apply.show($0, console: console) },
+                                        verdict: { dir, v in if !cmd.json { render(dir, v).forEach(console.out) } }) else {
             return ExitStatus.failure
         }
-        // Check every folder before starting Python.
-        var (records, bad) = readBundleRecords(cmd.bundles, console: console)
-        if records.isEmpty { return ExitStatus.failure }
-        let checker: BundleVerifier.Checker
-        var nativeBuild: NativeVerify.Built?
-        var stop: () -> Void = {}
-        if cmd.native {
-            guard let rt = cmd.runtime.resolve(console: console) else { return ExitStatus.failure }
-            do {
-                let built = try NativeVerify.prepare(python: rt.python, environment: environment, runner: runner,
-                                                     progress: { console.err("tsexport: " + $0) })
-                if let s = built.buildSeconds { console.err(String(format: "tsexport: built the native checker in %.1f s", s)) }
-                nativeBuild = built
-                checker = .native(binary: built.binary, environment: environment, runner: runner)
-            } catch {
-                console.err("error: verify --native: \(error)")
-                return ExitStatus.failure
-            }
-        } else {
-            guard let (_, worker) = cmd.runtime.startWorker(console: console, runner: runner, needs: ["torch", "safetensors"]) else {
-                return ExitStatus.failure
-            }
-            checker = .python(worker)
-            stop = { worker.shutdown() }
-        }
-        defer { stop() }
-        var reports: [[String: Any]] = []
-        for b in records {
-            let verdict = BundleVerifier.verify(bundle: b.url, record: b.record, with: checker)
-            bad = bad || !verdict.ok
-            reports.append(report(b.dir, verdict))
-            if !cmd.json { render(b.dir, verdict).forEach(console.out) }
-        }
         if cmd.json {
-            var o: [String: Any] = ["bundles": reports, "ok": !bad]
-            if let built = nativeBuild {
+            var o: [String: Any] = ["bundles": summary.verdicts.map { report($0.dir, $0.verdict) }, "ok": summary.ok]
+            if let built = summary.native {
                 o["native"] = ["binary": built.binary, "compiler": built.compiler] as [String: Any]
                 if let s = built.buildSeconds { o["build_seconds"] = (s * 10).rounded() / 10 }
             }
             console.printJSON(o)
         }
-        return bad ? ExitStatus.failure : ExitStatus.success
+        return summary.ok ? ExitStatus.success : ExitStatus.failure
     }
 }
 
@@ -179,7 +151,7 @@ public struct Doctor: ParsableCommand {
             }
             let cxx = NativeVerify.compiler(environment: ProcessInfo.processInfo.environment)
             console.out("c++ compiler  " + (cxx.map { "\($0) (for verify --native)" } ?? "not found: " + NativeVerify.noCompilerMessage))
-            if !h.missing.isEmpty { console.out("error: " + missingPackagesMessage(rt, missing: h.missing)) }
+            if !h.missing.isEmpty { console.out("error: " + rt.missingPackagesMessage(h.missing)) }
         }
         return h.missing.isEmpty ? ExitStatus.success : ExitStatus.failure
     }

@@ -223,36 +223,7 @@ final class BenchTests: XCTestCase {
         XCTAssertTrue(text.stdout.contains("eager: not measured: the pretrained folder"), text.stdout)
     }
 
-    func testManifestFolderFromARelativeManifestFile() throws {
-        let root = try Harness.tempDir("bench-root")
-        defer { try? FileManager.default.removeItem(at: root) }
-        let specs = root.appendingPathComponent("specs")
-        try FileManager.default.createDirectory(at: specs, withIntermediateDirectories: true)
-        try "kind: Export\n".write(to: specs.appendingPathComponent("a.yaml"), atomically: true, encoding: .utf8)
-        let record: JSONValue = [
-            "manifest_file": "specs/a.yaml",
-            "fingerprint_inputs": ["manifest": ["metadata": ["name": "a"], "spec": ["output": ["dir": "./out/a"]]]],
-        ]
-        let bundle = root.appendingPathComponent("out/a")
-        let elsewhere = URL(fileURLWithPath: "/")
-        XCTAssertEqual(Bench.manifestDirectory(record: record, bundle: bundle, flag: nil, cwd: elsewhere), specs.standardizedFileURL.path,
-                       "found under the output root inferred from the bundle's path and spec.output.dir")
-        XCTAssertEqual(Bench.manifestDirectory(record: record, bundle: bundle, flag: nil, cwd: root), specs.standardizedFileURL.path)
-        XCTAssertEqual(Bench.manifestDirectory(record: record, bundle: root.appendingPathComponent("x/y"), flag: nil, cwd: elsewhere), nil)
-        XCTAssertEqual(Bench.manifestDirectory(record: record, bundle: bundle, flag: "/m", cwd: elsewhere), "/m")
-        let recorded: JSONValue = ["manifest_dir": "/abs/specs", "manifest_file": "specs/a.yaml"]
-        XCTAssertEqual(Bench.manifestDirectory(record: recorded, bundle: bundle, flag: nil, cwd: root), "/abs/specs")
-        XCTAssertEqual(Bench.manifestDirectory(record: ["manifest_file": "/abs/m/x.yaml"], bundle: bundle, flag: nil, cwd: root), "/abs/m")
-    }
-
     func testOptionsAreCheckedBeforePythonStarts() throws {
-        XCTAssertEqual(Bench.parseLengths("8,16, 32"), [8, 16, 32])
-        XCTAssertNil(Bench.parseLengths("8,,16"))
-        XCTAssertNil(Bench.parseLengths("0"))
-        XCTAssertNil(Bench.parseLengths("eight"))
-        let record: JSONValue = ["cases": [["case": "traced", "shape": [2, 14]], ["case": "check0", "shape": [1, 7]]]]
-        XCTAssertEqual(Bench.shapes(record: record, lengths: nil), [[2, 14], [1, 7]])
-        XCTAssertEqual(Bench.shapes(record: record, lengths: [8, 32]), [[2, 8], [2, 32]])
         for args in [["--runs", "0"], ["--threads", "0"], ["--lengths", "8,x"], ["--warmup=-1"]] {
             let (rc, out) = try Self.bench(["/nonexistent"] + args)
             XCTAssertEqual(rc, 1, args.joined(separator: " "))

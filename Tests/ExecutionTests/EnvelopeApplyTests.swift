@@ -191,6 +191,10 @@ final class EnvelopeApplyTests: XCTestCase {
         let config = try String(contentsOf: root.appendingPathComponent("build/triton/tiny-bert-aoti/config.pbtxt"), encoding: .utf8)
         XCTAssertTrue(config.contains("platform: \"torch_aoti\""), config)
         XCTAssertTrue(config.contains("name: \"INPUT__1\""), config)
+        // model.pt2 is served at batch 1: the plan sends max_batch_size 0 and the record states what was written.
+        XCTAssertTrue(config.contains("max_batch_size: 0"), config)
+        XCTAssertEqual(r["deployments"]?[0]?["settings"]?["max_batch_size"], 0)
+        XCTAssertEqual(r["deployments"]?[0]?["details"]?["max_batch_size"], 0)
         XCTAssertTrue(FileManager.default.fileExists(atPath: root.appendingPathComponent("build/triton/tiny-bert-aoti/1/model.pt2").path))
 
         // A second apply is a no-op; dropping aoti from formats rebuilds, and the bundle loses model.pt2.

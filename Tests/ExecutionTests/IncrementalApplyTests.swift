@@ -23,6 +23,18 @@ final class IncrementalApplyTests: XCTestCase {
         """
     }
 
+    /// Starts the binary and waits (up to 120 s) until the output root's lock names its pid, or it ended.
+    static func launchHoldingLock(_ args: [String], root: String) throws -> (Process, Pipe) {
+        let (p, pipe) = try launch(args)
+        let lockInfo = URL(fileURLWithPath: root).appendingPathComponent(".tsexport/lock.json")
+        let deadline = Date().addingTimeInterval(120)
+        while p.isRunning, Date() < deadline,
+              (try? String(contentsOf: lockInfo, encoding: .utf8))?.contains("\"pid\": \(p.processIdentifier),") != true {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return (p, pipe)
+    }
+
     /// Starts the binary; returns the process and its combined output pipe.
     static func launch(_ args: [String], python: String = Harness.python) throws -> (Process, Pipe) {
         let p = Process()
@@ -158,13 +170,7 @@ final class IncrementalApplyTests: XCTestCase {
         try Self.tinyManifest(name: "tiny-a").write(to: a, atomically: true, encoding: .utf8)
         try Self.tinyManifest(name: "tiny-b").write(to: b, atomically: true, encoding: .utf8)
         let root = dir.appendingPathComponent("out").path
-        let (first, firstPipe) = try Self.launch(["apply", a.path, "--output-root", root])
-        let lockInfo = URL(fileURLWithPath: root).appendingPathComponent(".tsexport/lock.json")
-        let deadline = Date().addingTimeInterval(120)
-        while first.isRunning, Date() < deadline,
-              (try? String(contentsOf: lockInfo, encoding: .utf8))?.contains("\"pid\": \(first.processIdentifier),") != true {
-            Thread.sleep(forTimeInterval: 0.01)
-        }
+        let (first, firstPipe) = try Self.launchHoldingLock(["apply", a.path, "--output-root", root], root: root)
         let (busy, busyOut) = try Self.run(["apply", b.path, "--output-root", root])
         XCTAssertEqual(busy, 1, busyOut)
         XCTAssertTrue(busyOut.contains("is locked by tsexport pid \(first.processIdentifier), running since"), busyOut)
@@ -175,6 +181,26 @@ final class IncrementalApplyTests: XCTestCase {
         XCTAssertEqual(waited, 0, waitedOut)
         try assertEveryVisibleBundleIsComplete(URL(fileURLWithPath: root))
         XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: root + "/build")), ["tiny-a", "tiny-b"])
+    }
+
+    /// Two applies of one manifest: the one that waited for the lock plans again holding it, finds the bundle the
+    /// other made, and builds nothing.
+    func testAnApplyThatWaitedForTheLockActsOnThePlanMadeUnderIt() throws {
+        let dir = try Harness.tempDir("relock")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let a = dir.appendingPathComponent("a.yaml")
+        try Self.tinyManifest(name: "tiny-a").write(to: a, atomically: true, encoding: .utf8)
+        let root = dir.appendingPathComponent("out").path
+        let (first, firstPipe) = try Self.launchHoldingLock(["apply", a.path, "--output-root", root], root: root)
+        XCTAssertTrue(first.isRunning, "the first apply holds the lock while it exports")
+        let (waited, waitedOut) = try Self.run(["apply", a.path, "--output-root", root, "--lock-timeout", "120"])
+        let firstOut = String(decoding: firstPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        first.waitUntilExit()
+        XCTAssertEqual(first.terminationStatus, 0, firstOut)
+        XCTAssertTrue(firstOut.contains("Apply: 1 created, 0 rebuilt, 0 up to date"), firstOut)
+        XCTAssertEqual(waited, 0, waitedOut)
+        XCTAssertTrue(waitedOut.contains("Apply: 0 created, 0 rebuilt, 1 up to date, 0 failed, 0 not run"), waitedOut)
+        try assertEveryVisibleBundleIsComplete(URL(fileURLWithPath: root))
     }
 
     func testSigintStopsWorkersRemovesStagingAndExits130() throws {

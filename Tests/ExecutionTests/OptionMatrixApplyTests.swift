@@ -1,5 +1,6 @@
 import Foundation
 import JSON
+import TestSupport
 import XCTest
 
 /// One apply over a folder holding a manifest for every option that changes the artifact (`optimize` both values,
@@ -10,23 +11,9 @@ final class OptionMatrixApplyTests: XCTestCase {
     static let config = "{vocab_size: 99, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 4, intermediate_size: 37}"
 
     static func manifest(_ name: String, model: String = "", target: String = "", output: String = "") -> String {
-        """
-        apiVersion: tsexport/v1
-        kind: Export
-        metadata: {name: \(name)}
-        spec:
-          model:
-            class: BertModel
-            config: \(config)
-        \(model)
-          inputs:
-            tensors:
-              - {name: input_ids, from: random, shape: [2, 8]}
-              - {name: attention_mask, from: ones, shape: [2, 8]}
-          target: {hardware: cpu\(target)}
-          output: {\(output)}
-
-        """
+        TinyBertManifest.text(name, config: config, model: model.isEmpty ? "" : model + "\n",
+                              tensors: ["{name: input_ids, from: random, shape: [2, 8]}", "{name: attention_mask, from: ones, shape: [2, 8]}"],
+                              spec: "  target: {hardware: cpu\(target)}\n  output: {\(output)}\n")
     }
 
     /// name → (manifest, the largest max-abs error its artifacts may show against the bundle's references).

@@ -2,6 +2,7 @@ import Execution
 import Foundation
 import JSON
 import TSExportCLI
+import TestSupport
 import XCTest
 
 /// Reduced precision through `tsexport apply` with real torch: `quantize: dynamic_int8` chooses its layers and says
@@ -10,27 +11,11 @@ import XCTest
 /// `tsexport verify` re-applies the gate.
 final class QualityApplyTests: XCTestCase {
     static func manifest(_ name: String, model: String = "", trace: String = "", target: String = "") -> String {
-        """
-        apiVersion: tsexport/v1
-        kind: Export
-        metadata: {name: \(name)}
-        spec:
-          model:
-            class: BertModel
-            config: {vocab_size: 99, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 37, max_position_embeddings: 64}
-        \(model)
-          inputs:
-            tensors:
-              - {name: input_ids, from: random, shape: [2, 16]}
-              - {name: attention_mask, from: ones, shape: [2, 16]}
-          trace:
-            check_shapes: [[1, 9]]
-        \(trace)
-          target:
-            hardware: cpu
-        \(target)
-
-        """
+        let line = { (s: String) in s.isEmpty ? "" : s + "\n" }
+        return TinyBertManifest.text(
+            name, config: "{vocab_size: 99, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 37, max_position_embeddings: 64}",
+            model: line(model), tensors: ["{name: input_ids, from: random, shape: [2, 16]}", "{name: attention_mask, from: ones, shape: [2, 16]}"],
+            spec: "  trace:\n    check_shapes: [[1, 9]]\n" + line(trace) + "  target:\n    hardware: cpu\n" + line(target))
     }
 
     func record(_ root: URL, _ name: String) throws -> JSONValue {

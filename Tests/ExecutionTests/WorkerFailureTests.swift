@@ -174,7 +174,7 @@ final class WorkerFailureTests: XCTestCase {
         let (planConsole, planOut) = Harness.console()
         let plan = try PlanCommand.parse([file.path, "--output-root", root.path, "--python", Harness.python])
         XCTAssertEqual(PlanCommand.execute(plan.options, selection: plan.selection, detailedExitcode: false, python: Harness.python, console: planConsole), 0)
-        XCTAssertTrue(planOut.stdout.contains("blocked: target inf2 needs torch-neuronx in the Python runtime"), planOut.stdout)
+        XCTAssertTrue(planOut.stdout.contains("blocked: target inf2 is not available in this runtime: target inf2 needs torch-neuronx in the Python runtime"), planOut.stdout)
 
         let (code, out) = try Harness.apply([file.path, "--output-root", root.path])
         XCTAssertEqual(code, 1)

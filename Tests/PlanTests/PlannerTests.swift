@@ -145,7 +145,7 @@ final class PlannerTests: XCTestCase {
         XCTAssertTrue(descriptions[3].hasPrefix("reload model.pt in a fresh process, compare with the eager model over the envelope: batch [1, 2] (default), sequence [1, 7] (default); "), descriptions[3])
         XCTAssertEqual(Array(descriptions[4...]), [
             "directory: the bundle itself",
-            "triton: model repository entry, platform pytorch_libtorch, max_batch_size 2",
+            "triton: model repository entry, platform pytorch_libtorch, max_batch_size 2 (lower if the default envelope narrows in verification)",
             "torchserve: .mar archive made by torch-model-archiver",
         ])
         XCTAssertEqual(e.steps.map(\.inputs), [[], [], [], [b + "/model.pt"], [], [b + "/model.pt"], [b + "/model.pt"]])
@@ -172,6 +172,11 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(e.steps[5].request?["max_batch_size"], 2)
         XCTAssertEqual(e.steps[5].request?["variable_dims"], .bool(true))
         XCTAssertEqual(e.steps[5].request?["dest"], .string(r + "/.tsexport/staging/small.deploy-1.staging"))
+        // Where each staged deploy is installed: the Triton model folder, the .mar file; nothing for the others.
+        XCTAssertEqual(e.steps.map(\.install), [nil, nil, nil, nil, nil, r + "/build/triton/small", r + "/build/model-store/small.mar"])
+        let json = try JSONValue(parsing: PlanRenderer.json(Plan(outputRoot: r, entries: [e])))
+        XCTAssertEqual(json["entries"]?[0]?["steps"]?[5]?["install"], .string(r + "/build/triton/small"), "plan --json shows the destination")
+        XCTAssertNil(json["entries"]?[0]?["steps"]?[4]?["install"])
     }
 
     func testReducedPrecisionRequestsCarryTheQualityGateAndTheQuantizePolicy() throws {
@@ -425,7 +430,8 @@ final class PlannerTests: XCTestCase {
     func testUnavailableTargetsBecomeBlockers() throws {
         let a = try Self.manifest(Self.deployText)
         let p = plan([a], unavailable: ["cpu": "install torch", "cuda": "no GPU"])
-        XCTAssertEqual(p.entries[0].blockers, ["install torch"])
+        XCTAssertEqual(p.entries[0].blockers, ["target cpu is not available in this runtime: install torch"])
+        XCTAssertEqual(Planner.unavailableTarget("cpu", unavailable: ["cpu": "install torch"]), p.entries[0].blockers.first, "apply refuses with the same words")
         XCTAssertEqual(plan([a], unavailable: ["cuda": "no GPU"]).entries[0].blockers, [])
         XCTAssertEqual(plan([a]).entries[0].blockers, [])
     }
@@ -443,7 +449,7 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(PlanRenderer.text(p, relativeTo: r), """
             ~ rebuild small  (m.yaml:4) → out/small-bundle
                 because spec.model.seed: 6 → 7
-                blocked: torch is missing
+                blocked: target cpu is not available in this runtime: torch is missing
                 load      load BertModel, random initialisation from config (seed 7), dtype float32
                 trace     torch.jit.trace on cpu with input_ids (values), attention_mask (ones), strict (tracer warnings must be covered by the envelope), tuple outputs, tied weights untied
                 serialize torch.jit.save with the record embedded; staged, then moved into place
@@ -457,7 +463,7 @@ final class PlannerTests: XCTestCase {
                           writes out/small-bundle/record.json
                 deploy    directory: the bundle itself
                           writes out/small-bundle
-                deploy    triton: model repository entry, platform pytorch_libtorch, max_batch_size 2
+                deploy    triton: model repository entry, platform pytorch_libtorch, max_batch_size 2 (lower if the default envelope narrows in verification)
                           reads  out/small-bundle/model.pt
                           writes build/triton/small/config.pbtxt
                           writes build/triton/small/1/model.pt
@@ -465,7 +471,7 @@ final class PlannerTests: XCTestCase {
                           reads  out/small-bundle/model.pt
                           writes build/model-store/small.mar
             = up to date bert-base-guide  (\(b.file):\(b.locations.location(of: "metadata.name").line)) → build/bert-base-guide
-                blocked: torch is missing
+                blocked: target cpu is not available in this runtime: torch is missing
             Plan: 0 to create, 1 to rebuild, 1 up to date.
             """)
         // Without a base, paths stay absolute; with colour, actions and names are highlighted.
@@ -474,7 +480,7 @@ final class PlannerTests: XCTestCase {
         XCTAssertFalse(plain.contains("\u{1B}"))
         let coloured = PlanRenderer.text(p, color: true, relativeTo: r)
         XCTAssertTrue(coloured.hasPrefix("\u{1B}[33m~ rebuild\u{1B}[0m \u{1B}[1msmall\u{1B}[0m  (m.yaml:4) → out/small-bundle\n"), coloured)
-        XCTAssertTrue(coloured.contains("    \u{1B}[31mblocked: \u{1B}[0mtorch is missing\n"), coloured)
+        XCTAssertTrue(coloured.contains("    \u{1B}[31mblocked: \u{1B}[0mtarget cpu is not available in this runtime: torch is missing\n"), coloured)
         XCTAssertTrue(PlanRenderer.text(plan([a])).hasPrefix("+ create small  (m.yaml:4)"))
         XCTAssertEqual(PlanRenderer.text(Plan(outputRoot: r, entries: [])), "Plan: 0 to create, 0 to rebuild, 0 up to date.")
     }

@@ -214,8 +214,14 @@ def test_triton_aoti_entry_serves_model_pt2_by_position_at_batch_1(
     package = bundle / "model.pt2"
     package.write_bytes(b"stand-in for an AOTInductor package")
     try:
+        refused = deploy_error("triton", bundle, tmp_path / "batched", format="aoti", max_batch_size=4,
+                               variable_dims=True)
+        assert (refused.code, refused.field) == ("bad_request", "max_batch_size"), refused.message
+        assert "batch 1 only" in refused.message and not (tmp_path / "batched").exists()
         dest = tmp_path / "aoti"
-        data = deploy("triton", bundle, dest, format="aoti", max_batch_size=4, variable_dims=True)
+        unbatched = deploy_error("triton", bundle, tmp_path / "unbatched", format="aoti", batch_dim=None)
+        assert (unbatched.code, unbatched.field) == ("bad_request", "batch_dim"), unbatched.message
+        data = deploy("triton", bundle, dest, format="aoti", max_batch_size=0, batch_dim=1, variable_dims=True)
         assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == ["1/model.pt2", "config.pbtxt"]
         config = parse_config(model_config_pb2, dest / "config.pbtxt")
         # Triton's pytorch_backend README: PT2 archives serve batch 1 only for now (no batching): max_batch_size 0.
@@ -231,7 +237,40 @@ def test_triton_aoti_entry_serves_model_pt2_by_position_at_batch_1(
 
 
 def test_triton_aoti_needs_the_package_and_only_triton_serves_it(bundle: Path, tmp_path: Path) -> None:
-    error = deploy_error("triton", bundle, tmp_path / "a", format="aoti")
+    error = deploy_error("triton", bundle, tmp_path / "a", format="aoti", max_batch_size=0, batch_dim=1)
     assert "model.pt2" in error.message and "spec.output.formats" in error.message
     error = deploy_error("torchserve", bundle, tmp_path / "b", format="aoti")
     assert (error.code, error.field) == ("bad_request", "format")
+
+
+def test_the_plans_requests_export_verify_and_deploy_a_batched_triton_entry(
+    tmp_path: Path, model_config_pb2: ModuleType
+) -> None:
+    """The tiny-bert fixture's export, verify_bundle and triton deploy requests, as `tsexport plan --json` gave them:
+    the deploy writes the max_batch_size the plan states (the default envelope's batch maximum, 2) and leaves the
+    batch dimension out."""
+    import requestkit
+
+    from tsexport_worker.deploy import deploy as run_deploy
+    from tsexport_worker.deploy import parse_deploy
+    from tsexport_worker.verify.verify import verify_bundle
+
+    planned = requestkit.requests("tiny-bert", tmp_path)
+    data = run_export(planned["export"]["job"])
+    staging = Path(planned["export"]["job"]["staging_dir"])
+    tolerance = planned["verify_bundle"]["tolerance"]
+    verdict = verify_bundle(planned["verify_bundle"]["dir"], tolerance["atol"], tolerance["rtol"])
+    assert verdict["passed"], verdict["cases"]
+    record = {
+        "fingerprint": "test",
+        **{k: data[k] for k in ("model_class", "input_signature", "output_signature", "cases", "hardware", "device")},
+        "model_sha256": sha256(staging / "model.pt"),
+    }
+    (staging / "record.json").write_text(json.dumps(record))
+    triton = next(r for r in planned["deploy"] if r["kind"] == "triton")
+    assert (triton["max_batch_size"], triton["variable_dims"]) == (2, True)
+    result = run_deploy(parse_deploy(requestkit.body(triton)))
+    config = parse_config(model_config_pb2, Path(triton["dest"]) / "config.pbtxt")
+    assert (config.name, config.max_batch_size, result["max_batch_size"]) == ("tiny-bert", 2, 2)
+    assert [list(e.dims) for e in config.input] == [[-1], [-1]], "batch left out, the sequence varies"
+    assert [list(e.dims) for e in config.output] == [[-1, 32], [32]]

@@ -121,3 +121,27 @@ def test_decoder_inputs_have_a_length_of_their_own(tmp_path: Path) -> None:
         inputs.check_agreement(specs, tensors)
     assert "decoder_attention_mask has decoder sequence length 7 but decoder_input_ids" in str(caught.value)
     inputs.check_agreement(specs[:2], tensors[:2])  # 10 against 6: separate groups, no error
+
+
+def test_the_guard_is_wrapped_when_the_request_asks_and_only_then(tmp_path: Path) -> None:
+    """The plan decides `trace.guard` (torch.jit.trace artifacts only); the worker wraps model.pt as asked."""
+    import requestkit
+
+    from tsexport_worker.errors import WorkerError
+    from tsexport_worker.protocol import parse_job
+
+    planned = requestkit.export_job("tiny-bert", tmp_path / "guarded")
+    assert planned["trace"]["guard"] is True
+    unguarded = requestkit.export_job("tiny-bert", tmp_path / "unguarded")
+    unguarded["trace"]["guard"] = False
+    for job, guarded in ((planned, True), (unguarded, False)):
+        data = run_export(job)
+        assert data["guarded"] is guarded
+        code = torch.jit.load(str(Path(job["staging_dir"]) / "model.pt")).code
+        assert ("tsexport envelope" in code) is guarded, code[:400]
+    aoti = requestkit.export_job("tiny-bert-aoti-int8", tmp_path / "aoti")
+    assert aoti["trace"]["guard"] is False
+    aoti["trace"]["guard"] = True
+    with pytest.raises(WorkerError) as caught:
+        parse_job(aoti)
+    assert (caught.value.code, caught.value.field) == ("bad_request", "spec.trace.guard")

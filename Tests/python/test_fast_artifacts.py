@@ -10,13 +10,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import requestkit
 import torch
 from safetensors.torch import load_file
 from workerkit import make_job, random_ids, run_export, run_python
 
-FREEZING = {"inductor_configs": {"freezing": True}}
-TORCHAO = {"scheme": "dynamic_int8", "library": "torchao", "activations": "per_token",
-           "activation_mapping": "symmetric", "modules": ["torch.nn.Linear"], "weights": "per_channel", "select_min_cosine": 0.995}
+# The plan's model.pt2 int8 job (fixtures/manifests/tiny-bert.yaml): formats [aoti], AOTInductor's settings, no guard,
+# and torchao's quantize request.
+AOTI_PLANNED = requestkit.export_job("tiny-bert-aoti-int8", "/")
+TORCHAO = AOTI_PLANNED["target"]["quantize"]
 
 
 def _extern_calls(package: Path) -> set[str]:
@@ -28,8 +30,8 @@ def _extern_calls(package: Path) -> set[str]:
 
 def _aoti_job(staging: Path, **fields):  # type: ignore[no-untyped-def]
     job = make_job(staging, tensors=[random_ids([2, 12])], **fields)
-    job["formats"] = ["aoti"]
-    job["aoti"] = FREEZING
+    job["formats"], job["aoti"] = AOTI_PLANNED["formats"], AOTI_PLANNED["aoti"]
+    job["trace"]["guard"] = AOTI_PLANNED["trace"]["guard"]
     return job
 
 

@@ -8,24 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from workerkit import TINY_BERT, Worker, bench_request, deploy_request, make_job, random_ids, run_python
+import requestkit
+from workerkit import Worker, bench_request, run_python
+
+# The tiny BERT of fixtures/manifests/tiny-bert.yaml, whose requests `tsexport plan --json` gave.
+HIDDEN_SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One worker process: hello, a bad line, an export of a tiny BERT, shutdown."""
-    staging = tmp_path_factory.mktemp("protocol") / "bundle"
+    """One worker process: hello, a bad line, the plan's export of a tiny BERT, shutdown."""
+    planned = requestkit.requests("tiny-bert", tmp_path_factory.mktemp("protocol"))
+    job = planned["export"]["job"]
     worker = Worker()
-    transcript: dict = {"hello": worker.hello, "staging": staging}
+    transcript: dict = {"hello": worker.hello, "staging": Path(job["staging_dir"]), "planned": planned}
     worker.send_line("this is not json")
     transcript["bad_json"] = worker.read()
     transcript["unknown_op"] = worker.request("frobnicate")[1]
     transcript["probe"] = worker.request("probe")[1]
-    job = make_job(
-        staging,
-        tensors=[random_ids([1, 14]), {"name": "attention_mask", "from": "ones", "shape": [1, 14]}],
-        check_shapes=[[1, 7], [2, 20]],
-    )
     transcript["progress"], transcript["export"] = worker.request("export", job=job)
     transcript["bad_job"] = worker.request("export", job={"model": {"class": "BertModel"}})[1]
     transcript["shutdown"] = worker.request("shutdown")[1]
@@ -77,10 +77,11 @@ def test_export_result_describes_the_bundle(exported: dict) -> None:
         {"name": "attention_mask", "dtype": "int64", "shape": [1, 14]},
     ]
     assert [o["name"] for o in data["output_signature"]] == ["last_hidden_state", "pooler_output"]
-    assert data["output_signature"][0]["shape"] == [1, 14, TINY_BERT["hidden_size"]]
-    assert data["cases"] == [
-        {"case": "traced", "shape": [1, 14]}, {"case": "check0", "shape": [1, 7]}, {"case": "check1", "shape": [2, 20]},
-    ]
+    assert data["output_signature"][0]["shape"] == [1, 14, HIDDEN_SIZE]
+    points = exported["planned"]["export"]["job"]["trace"]["envelope"]["points"]
+    assert [c["case"] for c in data["cases"]] == [p["case"] for p in points]
+    assert data["cases"][0] == {"case": "traced", "shape": [1, 14], "sizes": {"batch": 1, "sequence": 14}}
+    assert data["guarded"] is True, "the plan asked for the envelope guard"
     assert data["model_class"] == "BertModel"
     assert set(data["timings_ms"]) == {"load", "inputs", "trace", "serialize", "reference"}
     staging: Path = exported["staging"]
@@ -95,19 +96,15 @@ def test_shutdown_answers_and_exits_zero(exported: dict) -> None:
 
 def test_verify_bundle_in_a_second_worker_process(exported: dict) -> None:
     worker = Worker()
-    progress, answer = worker.request(
-        "verify_bundle", dir=str(exported["staging"]), tolerance={"atol": 1e-5, "rtol": 1e-4, "min_cosine": None},
-        encode_check=None,
-    )
-    missing = worker.request(
-        "verify_bundle", dir=str(exported["staging"] / "nope"), tolerance={"atol": 1e-5, "rtol": 1e-4, "min_cosine": None},
-        encode_check=None,
-    )[1]
+    planned = requestkit.body(exported["planned"]["verify_bundle"])
+    progress, answer = worker.request("verify_bundle", **planned)
+    missing = worker.request("verify_bundle", **{**planned, "dir": str(exported["staging"] / "nope")})[1]
     assert worker.close() == 0  # end of stdin ends it
     assert [(m["stage"], m["status"]) for m in progress] == [("verify", "start"), ("verify", "done")]
     assert answer["ok"] is True
     cases = answer["data"]["cases"]
-    assert [(c["case"], c["shape"]) for c in cases] == [("traced", [1, 14]), ("check0", [1, 7]), ("check1", [2, 20])]
+    assert [c["case"] for c in cases] == [c["case"] for c in exported["export"]["data"]["cases"]]
+    assert cases[0]["case"] == "traced" and cases[0]["shape"] == [1, 14]
     assert all(c["passed"] and c["max_abs_error"] <= 1e-5 for c in cases)
     assert len(answer["data"]["sha256"]) == 64
     assert missing["code"] == "verify_failed" and "model.pt" in missing["message"]
@@ -156,7 +153,8 @@ def test_unexpected_exceptions_are_internal_and_the_worker_answers(tmp_path: Pat
 
     monkeypatch.setattr(export_module, "write_reference", broken)
     stream = io.StringIO()
-    keep_going = answer(json.dumps({"id": 7, "op": "export", "job": make_job(tmp_path)}), Channel(stream))
+    job = requestkit.export_job("tiny-bert", tmp_path)
+    keep_going = answer(json.dumps({"id": 7, "op": "export", "job": job}), Channel(stream))
     messages = [json.loads(line) for line in stream.getvalue().splitlines()]
     final = messages[-1]
     assert keep_going is True
@@ -169,7 +167,7 @@ def test_a_job_with_a_bad_value_is_bad_request(tmp_path: Path) -> None:
     from tsexport_worker.errors import WorkerError
     from tsexport_worker.protocol import parse_job
 
-    job = make_job(tmp_path)
+    job = requestkit.export_job("tiny-bert", tmp_path)
     job["model"]["dtype"] = "float64"
     with pytest.raises(WorkerError) as caught:
         parse_job(job)
@@ -206,10 +204,14 @@ JOB_FIELDS = [
     *[(f"inputs.tensors[0].{k}", f"spec.inputs.tensors[0].{k}") for k in (
         "name", "from", "dtype", "shape", "values", "low", "high", "axes")],
     *[(f"trace.{k}", f"spec.trace.{k}") for k in ("api", "strict", "check_shapes", "split", "tolerance", "envelope",
-                                                           "float32_reference", "encode_check")],
+                                                           "float32_reference", "encode_check", "guard")],
     ("trace.tolerance.atol", "spec.trace.tolerance.atol"), ("trace.tolerance.rtol", "spec.trace.tolerance.rtol"),
     ("trace.tolerance.min_cosine", "spec.trace.tolerance.min_cosine"), ("target.quantize", "spec.target.quantize"),
     ("target.hardware", "spec.target.hardware"), ("target.optimize", "spec.target.optimize"),
+    *[(f"trace.split.{k}", f"spec.trace.split.{k}") for k in (
+        "kind", "max_length", "cache", "drift_limit", "padding_bound", "refuse_tracer_warnings")],
+    ("trace.split.padding_bound.absolute", "spec.trace.split.padding_bound.absolute"),
+    ("trace.split.padding_bound.relative", "spec.trace.split.padding_bound.relative"),
 ]
 
 
@@ -219,7 +221,7 @@ def test_an_export_job_missing_a_field_is_bad_request_naming_it(tmp_path: Path, 
     from tsexport_worker.protocol import parse_job
 
     with pytest.raises(WorkerError) as caught:
-        parse_job(_without(make_job(tmp_path), path))
+        parse_job(_without(requestkit.export_job("tiny-marian-split", tmp_path), path))
     assert (caught.value.code, caught.value.field) == ("bad_request", field), caught.value.message
     assert f"`{field}`" in caught.value.message and "missing" in caught.value.message
 
@@ -228,11 +230,12 @@ def test_split_keys_are_required_and_a_nullable_key_must_be_present(tmp_path: Pa
     from tsexport_worker.errors import WorkerError
     from tsexport_worker.protocol import parse_job
 
-    job = make_job(tmp_path, split={"kind": "encoder-decoder"})
+    job = requestkit.export_job("tiny-marian-split", tmp_path)
+    job["trace"]["split"] = {"kind": "encoder-decoder"}
     with pytest.raises(WorkerError) as caught:
         parse_job(job)
     assert (caught.value.code, caught.value.field) == ("bad_request", "spec.trace.split.max_length")
-    job = make_job(tmp_path)
+    job = requestkit.export_job("tiny-bert", tmp_path)
     job["model"]["attn_implementation"] = None  # required and never null
     with pytest.raises(WorkerError) as caught:
         parse_job(job)
@@ -247,7 +250,7 @@ def test_an_unknown_key_is_bad_request_naming_it(tmp_path: Path, where: tuple[st
     from tsexport_worker.errors import WorkerError
     from tsexport_worker.protocol import parse_job
 
-    job = make_job(tmp_path)
+    job = requestkit.export_job("tiny-bert", tmp_path)
     node = job
     for key in where:
         node = node[key]
@@ -258,14 +261,14 @@ def test_an_unknown_key_is_bad_request_naming_it(tmp_path: Path, where: tuple[st
 
 
 def _full_requests(tmp_path: Path) -> dict[str, dict[str, Any]]:
-    bundle = str(tmp_path / "bundle")
+    planned = requestkit.requests("tiny-bert", tmp_path)
     return {
         "probe": {},
         "shutdown": {},
-        "export": {"job": make_job(tmp_path / "staging")},
-        "verify_bundle": {"dir": bundle, "tolerance": {"atol": 1e-5, "rtol": 1e-4, "min_cosine": None}, "encode_check": None},
-        "deploy": deploy_request("triton", bundle, tmp_path / "dest"),
-        "bench": bench_request(bundle),
+        "export": requestkit.body(planned["export"]),
+        "verify_bundle": requestkit.body(planned["verify_bundle"]),
+        "deploy": requestkit.body(planned["deploy"][0]),
+        "bench": bench_request(planned["verify_bundle"]["dir"]),
     }
 
 
@@ -274,7 +277,8 @@ REQUEST_FIELDS = [
     ("verify_bundle", "dir", "dir"), ("verify_bundle", "tolerance", "tolerance"),
     ("verify_bundle", "tolerance.atol", "tolerance.atol"), ("verify_bundle", "tolerance.rtol", "tolerance.rtol"),
     ("verify_bundle", "tolerance.min_cosine", "tolerance.min_cosine"), ("verify_bundle", "encode_check", "encode_check"),
-    *[("deploy", k, k) for k in ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "version")],
+    *[("deploy", k, k) for k in ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "batch_dim",
+                                 "version")],
     *[("bench", k, k) for k in ("dir", "shapes", "runs", "warmup", "threads", "report", "eager", "eager_missing")],
     ("export", "job.model.seed", "spec.model.seed"),
 ]
@@ -305,7 +309,7 @@ def test_the_bench_eager_model_and_its_reason_are_checked(tmp_path: Path) -> Non
     from tsexport_worker.bench.bench import parse_bench_request
     from tsexport_worker.errors import WorkerError
 
-    model = make_job(tmp_path)["model"]
+    model = requestkit.export_job("tiny-bert", tmp_path)["model"]
     for body, field in [
         (bench_request(tmp_path, eager=None, eager_missing=None), "eager_missing"),
         (bench_request(tmp_path, eager={"model": model}, eager_missing="why"), "eager_missing"),

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+import requestkit
 import torch
 from safetensors.torch import load_file
 from workerkit import TINY_BERT, make_job, run_export
 
-QUANTIZE = {"scheme": "dynamic_int8", "library": "torch.ao", "activations": "per_tensor",
-            "activation_mapping": "asymmetric", "modules": ["torch.nn.Linear"], "weights": "per_channel", "select_min_cosine": 0.995}
+# The plan's quantize request for model.pt (torch.ao), from fixtures/manifests/tiny-bert.yaml.
+QUANTIZE = requestkit.export_job("tiny-bert-int8", "/")["target"]["quantize"]
 
 
 def _spec(select: float = 0.995, weights: str = "per_channel"):  # type: ignore[no-untyped-def]

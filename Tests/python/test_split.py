@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requestkit
 import torch
 import yaml
 from workerkit import TINY_BERT, TINY_GPT2, make_job, minilm_dir, random_ids, run_export, run_python
@@ -152,16 +153,29 @@ def test_split_option_values_are_checked() -> None:
     from tsexport_worker.errors import WorkerError
     from tsexport_worker.protocol import SplitSpec, parse_split
 
-    assert parse_split({"kind": "encoder-decoder", "max_length": 64, "cache": False}) == SplitSpec("encoder-decoder", 64)
-    assert parse_split({"kind": "decoder-only", "max_length": 16, "cache": True}) == SplitSpec("decoder-only", 16, True)
+    bounds = {"drift_limit": 1e-3, "padding_bound": {"absolute": 1e-3, "relative": 1e-2},
+              "refuse_tracer_warnings": True}
+    assert parse_split({"kind": "encoder-decoder", "max_length": 64, "cache": False, **bounds}) == SplitSpec(
+        "encoder-decoder", 64, False, 1e-3, 1e-3, 1e-2, True)
+    assert parse_split({"kind": "decoder-only", "max_length": 16, "cache": True, **bounds,
+                        "refuse_tracer_warnings": False}) == SplitSpec(
+        "decoder-only", 16, True, 1e-3, 1e-3, 1e-2, False)
     assert parse_split(None) is None
     for bad, field in [({"kind": "beam-search", "max_length": 16, "cache": False}, "spec.trace.split.kind"),
                        ({"kind": "encoder-decoder", "max_length": 1, "cache": False}, "spec.trace.split.max_length"),
                        ({"kind": "encoder-decoder", "max_length": "16", "cache": False}, "spec.trace.split.max_length"),
                        ({"kind": "encoder-decoder", "max_length": 16, "cache": "yes"}, "spec.trace.split.cache"),
+                       ({"kind": "decoder-only", "max_length": 16, "cache": False}, "spec.trace.split.cache"),
+                       ({"kind": "encoder-decoder", "max_length": 16, "cache": False, "drift_limit": 0},
+                        "spec.trace.split.drift_limit"),
+                       ({"kind": "encoder-decoder", "max_length": 16, "cache": False,
+                         "padding_bound": {"absolute": 1e-3, "relative": -1}},
+                        "spec.trace.split.padding_bound.relative"),
+                       ({"kind": "encoder-decoder", "max_length": 16, "cache": False, "padding_bound": None},
+                        "spec.trace.split.padding_bound"),
                        ({"kind": "encoder-decoder", "cache": False}, "spec.trace.split.max_length")]:
         with pytest.raises(WorkerError) as caught:
-            parse_split(bad)
+            parse_split({**bounds, **bad})
         assert caught.value.code == "bad_request" and caught.value.field == field
 
 
@@ -210,13 +224,69 @@ def test_a_decoder_that_padding_changes_is_refused_for_the_split(
 def test_the_split_travels_in_the_job_through_the_serve_loop(tmp_path: Path) -> None:
     from workerkit import Worker
 
-    job = make_job(tmp_path, "MarianMTModel", SPLIT_MODELS["MarianMTModel"], [
-        random_ids([1, 8]), {**random_ids([1, 8]), "name": "decoder_input_ids"}], split=SPLIT)
+    planned = requestkit.requests("tiny-marian-split", tmp_path)
     worker = Worker()
     try:
-        _, message = worker.request("export", job=job)
+        _, message = worker.request("export", **requestkit.body(planned["export"]))
     finally:
         worker.close()
     assert message["type"] == "result", message
     assert [a["file"] for a in message["data"]["artifacts"]] == ["encoder.pt", "decoder_step.pt"]
-    assert (tmp_path / "decoder_step.pt").is_file()
+    staging = Path(planned["export"]["job"]["staging_dir"])
+    assert (staging / "decoder_step.pt").is_file()
+    bound = message["data"]["generation"]["padding_check"]
+    split = planned["export"]["job"]["trace"]["split"]
+    assert bound["max_abs_error"] <= bound["bound"]
+    assert bound["bound"] >= split["padding_bound"]["absolute"]
+
+
+def test_the_padding_bound_is_the_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A look-ahead of 0.5 in every logit is refused under the plan's bound and kept under a bound the request
+    widens: the worker applies the bound it is sent."""
+    from tsexport_worker.errors import WorkerError
+    from tsexport_worker.generation import split as split_module
+
+    real = split_module._eager_next_logits
+    monkeypatch.setattr(split_module, "_eager_next_logits", lambda *args: real(*args) + 0.5)
+    job = requestkit.export_job("tiny-marian-split", tmp_path / "planned")
+    with pytest.raises(WorkerError) as caught:
+        run_export(job)
+    assert (caught.value.code, caught.value.field) == ("trace_failed", "spec.trace.split")
+    assert "max abs difference 0.5 " in caught.value.message
+    job = requestkit.export_job("tiny-marian-split", tmp_path / "widened")
+    job["trace"]["split"]["padding_bound"] = {"absolute": 0.75, "relative": 1e-2}
+    check = run_export(job)["generation"]["padding_check"]
+    assert check["max_abs_error"] == pytest.approx(0.5, abs=1e-4)
+    assert check["bound"] > 0.75 and check["cases"] == 4, check
+
+
+@pytest.mark.parametrize("refuse", [True, False])
+def test_a_split_part_whose_trace_warned_is_refused_when_the_request_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refuse: bool
+) -> None:
+    import warnings
+
+    from tsexport_worker.errors import WorkerError
+    from tsexport_worker.generation import split as split_module
+    from tsexport_worker.torchjit import TracerWarning
+
+    real = split_module.jit_trace
+
+    def warning_trace(module: Any, example: Any, strict: bool) -> Any:  # stands in for a trace that warns
+        warnings.warn("Converting a tensor to a Python boolean might cause the trace to be incorrect", TracerWarning,
+                      stacklevel=1)
+        return real(module, example, strict)
+
+    monkeypatch.setattr(split_module, "jit_trace", warning_trace)
+    job = requestkit.export_job("tiny-marian-split", tmp_path)
+    assert job["trace"]["strict"] is False, "the manifest's strict is not what the split part's refusal reads"
+    job["trace"]["split"]["refuse_tracer_warnings"] = refuse
+    if refuse:
+        with pytest.raises(WorkerError) as caught:
+            run_export(job)
+        assert (caught.value.code, caught.value.field) == ("strict_violation", "spec.trace.strict")
+        assert "the encoder (encoder.pt)" in caught.value.message
+    else:
+        data = run_export(job)
+        parts = {a["file"]: a for a in data["artifacts"]}
+        assert any("Python boolean" in w for w in parts["encoder.pt"]["tracer_warnings"]), parts

@@ -56,22 +56,39 @@ def random_ids(shape: list[int], low: int = 3) -> dict[str, Any]:
     return {"name": "input_ids", "from": "random", "shape": shape, "low": low}
 
 
+# The tensor keys a manifest may leave out, at their defaults (the tiny-bert fixture's tensors have every key).
 TENSOR_DEFAULTS: dict[str, Any] = {"dtype": "int64", "shape": None, "values": None, "low": None, "high": None}
-TRACE_APIS = {"cpu": "torch.jit.trace", "cuda": "torch.jit.trace", "inf1": "torch.neuron.trace",
-              "inf2": "torch_neuronx.trace"}
-DTYPE_TOLERANCE = {"float16": (1e-2, 1e-2), "bfloat16": (5e-2, 5e-2)}
-TOLERANCE = (1e-5, 1e-4)
 
 
-# The contract's default axes by tensor name (the Swift side resolves them into every tensor's `axes`).
-DEFAULT_AXES: dict[str, list[str | None]] = {
-    "input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"],
-    "token_type_ids": ["batch", "sequence"], "position_ids": ["batch", "sequence"],
-    "inputs_embeds": ["batch", "sequence", None], "decoder_input_ids": ["batch", "decoder_sequence"],
-    "decoder_attention_mask": ["batch", "decoder_sequence"], "decoder_position_ids": ["batch", "decoder_sequence"],
-    "pixel_values": ["batch", None, None, None], "input_features": ["batch", None, "frames"],
-    "input_values": ["batch", "samples"],
+def _planned_job(name: str) -> dict[str, Any]:
+    from requestkit import export_job
+
+    return export_job(name, "/")
+
+
+def _planned_trace(name: str) -> dict[str, Any]:
+    trace: dict[str, Any] = _planned_job(name)["trace"]
+    return trace
+
+
+# What the plan sends per hardware and dtype (fixtures/manifests/targets.yaml and tiny-bert.yaml): the trace API, and
+# the dtype's default tolerance.
+TRACE_APIS = {hardware: _planned_trace("tiny-bert" if hardware == "cpu" else f"tiny-bert-{hardware}")["api"]
+              for hardware in ("cpu", "cuda", "inf1", "inf2")}
+DTYPE_TOLERANCE = {dtype: (t["atol"], t["rtol"]) for dtype, t in (
+    ("float16", _planned_trace("tiny-bert-fp16")["tolerance"]),
+    ("bfloat16", _planned_trace("tiny-bert-bf16")["tolerance"]),
+)}
+TOLERANCE = (_planned_trace("tiny-bert")["tolerance"]["atol"], _planned_trace("tiny-bert")["tolerance"]["rtol"])
+
+
+# The default axes by tensor name, as the plan resolves them into every tensor's `axes` (the default-axes fixture of
+# fixtures/manifests/targets.yaml; its tensor `other` has a name with no default: only dimension 0 is `batch`).
+_PLANNED_AXES: dict[str, list[str | None]] = {
+    t["name"]: t["axes"] for t in _planned_job("default-axes")["inputs"]["tensors"]
 }
+DEFAULT_AXES = {name: axes for name, axes in _PLANNED_AXES.items() if name != "other"}
+UNNAMED_AXES = _PLANNED_AXES["other"][:1]
 
 
 def full_tensor(tensor: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +96,7 @@ def full_tensor(tensor: dict[str, Any]) -> dict[str, Any]:
     full = {**TENSOR_DEFAULTS, **tensor}
     if "axes" not in tensor:
         rank = len(full["shape"]) if full["shape"] is not None else 2
-        base = DEFAULT_AXES.get(full["name"], ["batch"])
+        base = DEFAULT_AXES.get(full["name"], UNNAMED_AXES)
         full["axes"] = [base[d] if d < len(base) else None for d in range(rank)]
     return full
 
@@ -101,31 +118,33 @@ def make_job(
     quantize: dict[str, Any] | None = None,
     extra_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An export job as the Swift side sends it: every key of protocol 2 (the manifest's defaults filled in: eager
-    attention, the trace API of the hardware, the dtype's default tolerance)."""
-    model_keys = {
-        "class": cls, "pretrained": None, "pretrained_is_local": False, "revision": None,
-        "config": TINY_BERT if config is None else config, "torchscript": True, "seed": 0,
-        "dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False, "allow_pickle": False,
-        "library": "transformers", "forward": {}, **(model or {}),
-    }
+    """An export job with every key `tsexport plan --json` sends (the tiny-bert request fixture's job, so a key the
+    Swift side adds reaches these tests when the fixtures are made again) and this test's values: no envelope, the
+    trace API and guard of the hardware, the dtype's default tolerance. A split gets the float32 bounds the plan
+    gives the tiny-marian-split fixture, refusing a part whose trace warned under `strict`."""
+    from requestkit import export_job, requests
+
+    planned = export_job("tiny-bert", staging)
+    model_keys = {**planned["model"], "class": cls, "config": TINY_BERT if config is None else config, **(model or {})}
     atol, rtol = DTYPE_TOLERANCE.get(model_keys["dtype"], TOLERANCE)
     reduced = model_keys["dtype"] != "float32" or quantize is not None
     inputs_keys = {
-        "tokenizer": None, "tokenizer_is_local": False, "tokenizer_revision": None, "text": None,
-        "add_special_tokens": False, "mask": [], "pad_to": None,
-        "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
+        **planned["inputs"], "tensors": tensors if tensors is not None else [random_ids([1, 14])], **(inputs or {}),
     }
     inputs_keys["tensors"] = [full_tensor(t) for t in inputs_keys["tensors"]]
+    tol = tolerance if tolerance is not None else {"atol": atol, "rtol": rtol, "min_cosine": 0.99 if reduced else None}
+    if split is not None:
+        bounds = requests("tiny-marian-split", staging)["export"]["job"]["trace"]["split"]
+        split = {**{k: bounds[k] for k in ("drift_limit", "padding_bound")}, "refuse_tracer_warnings": strict, **split}
     return {
+        **planned,
         "name": "test-model",
         "model": model_keys,
         "inputs": inputs_keys,
-        "trace": {"api": TRACE_APIS[hardware], "strict": strict, "check_shapes": check_shapes or [], "split": split,
-                  "tolerance": tolerance if tolerance is not None
-                  else {"atol": atol, "rtol": rtol, "min_cosine": 0.99 if reduced else None},
-                  "envelope": None, "float32_reference": reduced, "encode_check": None},
-        "target": {"hardware": hardware, "optimize": optimize, "quantize": quantize},
+        "trace": {**planned["trace"], "api": TRACE_APIS[hardware], "strict": strict, "check_shapes": check_shapes or [],
+                  "split": split, "tolerance": tol, "envelope": None, "float32_reference": reduced,
+                  "encode_check": None, "guard": TRACE_APIS[hardware] == "torch.jit.trace"},
+        "target": {**planned["target"], "hardware": hardware, "optimize": optimize, "quantize": quantize},
         "formats": ["torchscript"],
         "aoti": None,
         "staging_dir": str(staging),
@@ -153,7 +172,7 @@ def bench_request(bundle: Path | str, **fields: Any) -> dict[str, Any]:
 def deploy_request(kind: str, bundle: Path | str, dest: Path | str, **fields: Any) -> dict[str, Any]:
     """A deploy request with every key of protocol 2."""
     return {"kind": kind, "bundle": str(bundle), "dest": str(dest), "name": "tiny-bert", "max_batch_size": 0,
-            "variable_dims": False, "version": "1.0", "format": "torchscript", **fields}
+            "variable_dims": False, "batch_dim": None, "version": "1.0", "format": "torchscript", **fields}
 
 
 def run_export(job: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from .bundle import MODEL_FILE, RECORD_NAME, REFERENCE_FILE, SAMPLE_FILE  # noqa: F401  (re-exported)
 from .errors import WorkerError
+from .reader import Reader, check_keys
 
 OPS = ("probe", "export", "verify_bundle", "guard", "inspect", "config_keys", "deploy", "bench", "shutdown")
 STAGES = (
@@ -104,25 +105,6 @@ def parse_request(line: str) -> Request:
     return Request(id=request_id, op=op if isinstance(op, str) else repr(op), body=body)
 
 
-def check_keys(data: dict[str, Any], path: str | None, keys: tuple[str, ...]) -> None:
-    """Protocol 2 has no defaults: every key is required (a nullable one present, possibly null) and an unknown key
-    is refused. `bad_request` naming the first key at fault by its path (`path.key`, or `key` at the top)."""
-    missing = [f"{path}.{key}" if path else key for key in keys if key not in data]
-    if missing:
-        names = ", ".join(f"`{where}`" for where in missing)
-        raise WorkerError(
-            None, "bad_request",
-            f"{names} {'is' if len(missing) == 1 else 'are'} missing (protocol 2 requires every key)",
-            field=missing[0],
-        )
-    for key in data:
-        if key not in keys:
-            where = f"{path}.{key}" if path else str(key)
-            raise WorkerError(
-                None, "bad_request", f"`{where}` is not a key of this request (expected {', '.join(keys)})", field=where
-            )
-
-
 def request_body(request: Request, keys: tuple[str, ...]) -> dict[str, Any]:
     """The request's fields other than `id` and `op`, checked to be exactly `keys`."""
     check_keys(request.body, None, ("id", "op", *keys))
@@ -131,87 +113,6 @@ def request_body(request: Request, keys: tuple[str, ...]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # The export job
-
-
-class Reader:
-    """Typed access to one JSON object of a request whose keys must be exactly `keys`, reporting the path of a
-    missing, unknown or bad value (manifest paths for the export job: `spec.model.dtype`)."""
-
-    def __init__(self, data: Any, path: str, keys: tuple[str, ...]) -> None:
-        if not isinstance(data, dict):
-            raise WorkerError(None, "bad_request", f"`{path}` must be an object", field=path)
-        check_keys(data, path, keys)
-        self.data: dict[str, Any] = data
-        self.path = path
-
-    def field(self, key: str) -> str:
-        return f"{self.path}.{key}"
-
-    def _typed(self, key: str, kinds: tuple[type, ...], nullable: bool) -> Any:
-        value = self.data[key]
-        if value is None:
-            if nullable:
-                return None
-            raise WorkerError(None, "bad_request", f"`{self.field(key)}` must not be null", field=self.field(key))
-        ok = not (isinstance(value, bool) and bool not in kinds) and isinstance(value, kinds)
-        if not ok:
-            names = " or ".join(kind.__name__ for kind in kinds)
-            raise WorkerError(
-                None, "bad_request", f"`{self.field(key)}` must be {names}, not {value!r}", field=self.field(key)
-            )
-        return value
-
-    def text(self, key: str) -> str:
-        return str(self._typed(key, (str,), False))
-
-    def opt_text(self, key: str) -> str | None:
-        value = self._typed(key, (str,), True)
-        return None if value is None else str(value)
-
-    def flag(self, key: str) -> bool:
-        return bool(self._typed(key, (bool,), False))
-
-    def integer(self, key: str) -> int:
-        return int(self._typed(key, (int,), False))
-
-    def opt_integer(self, key: str) -> int | None:
-        value = self._typed(key, (int,), True)
-        return None if value is None else int(value)
-
-    def number(self, key: str) -> float:
-        return float(self._typed(key, (int, float), False))
-
-    def opt_number(self, key: str) -> float | None:
-        value = self._typed(key, (int, float), True)
-        return None if value is None else float(value)
-
-    def array(self, key: str) -> list[Any]:
-        return list(self._typed(key, (list,), False))
-
-    def opt_array(self, key: str) -> list[Any] | None:
-        value = self._typed(key, (list,), True)
-        return None if value is None else list(value)
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        return dict(self._typed(key, (dict,), False))
-
-    def opt_mapping(self, key: str) -> dict[str, Any] | None:
-        value = self._typed(key, (dict,), True)
-        return None if value is None else dict(value)
-
-    def raw(self, key: str) -> Any:
-        return self.data[key]
-
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        value = self.text(key)
-        if value not in choices:
-            raise WorkerError(
-                None,
-                "bad_request",
-                f"`{self.field(key)}` is {value!r}; expected one of {', '.join(choices)}",
-                field=self.field(key),
-            )
-        return value
 
 
 MODEL_KEYS = (
@@ -223,9 +124,12 @@ TENSOR_KEYS = ("name", "from", "dtype", "shape", "values", "low", "high", "axes"
 INPUTS_KEYS = (
     "tokenizer", "tokenizer_is_local", "tokenizer_revision", "text", "add_special_tokens", "mask", "pad_to", "tensors",
 )
-TRACE_KEYS = ("api", "strict", "check_shapes", "split", "tolerance", "envelope", "float32_reference", "encode_check")
+TRACE_KEYS = (
+    "api", "strict", "check_shapes", "split", "tolerance", "envelope", "float32_reference", "encode_check", "guard",
+)
 ENCODE_CHECK_KEYS = ("min_cosine",)
-SPLIT_KEYS = ("kind", "max_length", "cache")
+SPLIT_KEYS = ("kind", "max_length", "cache", "drift_limit", "padding_bound", "refuse_tracer_warnings")
+PADDING_BOUND_KEYS = ("absolute", "relative")
 TOLERANCE_KEYS = ("atol", "rtol", "min_cosine")
 TARGET_KEYS = ("hardware", "optimize", "quantize")
 QUANTIZE_KEYS = ("scheme", "library", "activations", "activation_mapping", "modules", "weights", "select_min_cosine")
@@ -302,7 +206,15 @@ class SplitSpec:
     kind: str
     max_length: int
     # Key/value cache as explicit tensors in and out of the step (prefill/encoder + step + full, cache_split.py).
-    cache: bool = False
+    cache: bool
+    # The bounds the Swift side decided (its SplitBounds): a traced part may differ from its eager module at its own
+    # example by at most drift_limit; the padded decoder step from the unpadded prefix by at most
+    # padding_absolute + padding_relative * max |logit|; a part whose trace warned is refused when
+    # refuse_tracer_warnings is set.
+    drift_limit: float
+    padding_absolute: float
+    padding_relative: float
+    refuse_tracer_warnings: bool
 
 
 @dataclass(frozen=True)
@@ -327,6 +239,8 @@ class TraceSpec:
     # sentence-transformers: the cosine the artifact's sentence_embedding must keep to the library's encode() on real
     # text at every envelope point (null: no such check).
     encode_min_cosine: float | None
+    # Wrap model.pt in the envelope guard (the Swift side's `guarded`: torch.jit.trace artifacts only).
+    guard: bool
 
 
 @dataclass(frozen=True)
@@ -467,7 +381,24 @@ def parse_split(raw: Any) -> SplitSpec | None:
             None, "bad_request", "`spec.trace.split.max_length` must be at least 2 (the start token and one more)",
             field="spec.trace.split.max_length",
         )
-    return SplitSpec(kind=kind, max_length=max_length, cache=r.flag("cache"))
+    drift_limit = _positive(r, "drift_limit")
+    bound = Reader(r.raw("padding_bound"), r.field("padding_bound"), PADDING_BOUND_KEYS)
+    cache = r.flag("cache")
+    if kind == "decoder-only" and not cache:
+        raise WorkerError(
+            None, "bad_request", "`spec.trace.split.cache` must be true for kind decoder-only (its step is cached)",
+            field="spec.trace.split.cache",
+        )
+    return SplitSpec(kind=kind, max_length=max_length, cache=cache, drift_limit=drift_limit,
+                     padding_absolute=_positive(bound, "absolute"), padding_relative=_positive(bound, "relative"),
+                     refuse_tracer_warnings=r.flag("refuse_tracer_warnings"))
+
+
+def _positive(r: Reader, key: str) -> float:
+    value = r.number(key)
+    if not (math.isfinite(value) and value > 0):
+        raise WorkerError(None, "bad_request", f"`{r.field(key)}` must be a number > 0", field=r.field(key))
+    return value
 
 
 def parse_tolerance(data: Any, path: str) -> Tolerance:
@@ -534,6 +465,7 @@ def _parse_trace(data: Any) -> TraceSpec:
         envelope=r.opt_mapping("envelope"),
         float32_reference=r.flag("float32_reference"),
         encode_min_cosine=_parse_encode_check(r.raw("encode_check")),
+        guard=r.flag("guard"),
     )
 
 
@@ -558,13 +490,20 @@ def parse_job(data: Any) -> Job:
     staging = r.text("staging_dir")
     if not os.path.isabs(staging):
         raise WorkerError(None, "bad_request", "`job.staging_dir` must be an absolute path", field="job.staging_dir")
+    trace = _parse_trace(r.raw("trace"))
+    formats = _parse_formats(r.raw("formats"))
+    if trace.guard and (trace.api != "torch.jit.trace" or "torchscript" not in formats):
+        raise WorkerError(
+            None, "bad_request", "`spec.trace.guard` wraps model.pt traced by torch.jit.trace; this job has "
+            f"api {trace.api} and formats {formats}", field="spec.trace.guard",
+        )
     return Job(
         name=r.text("name"),
         model=parse_model(r.raw("model")),
         inputs=_parse_inputs(r.raw("inputs")),
-        trace=_parse_trace(r.raw("trace")),
+        trace=trace,
         target=_parse_target(r.raw("target")),
-        formats=_parse_formats(r.raw("formats")),
+        formats=formats,
         aoti=_parse_aoti(r.raw("aoti")),
         staging_dir=staging,
         extra_record=r.mapping("extra_record"),

@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 from .. import torchjit
 from ..bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record, recorded_device
 from ..errors import WorkerError, describe, traceback_tail
-from ..protocol import BENCH_KEYS, ModelSpec, ProgressFn, check_keys, no_progress, parse_model
+from ..protocol import BENCH_KEYS, ModelSpec, ProgressFn, no_progress, parse_model
+from ..reader import check_keys
 from ..runtime import probe
 from .bench_eager import Eager, rebuild_eager
 from .bench_timing import memory_method, status_kib, timed, trim_heap

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..bundle import AOTI_FILE, MODEL_FILE, REFERENCE_FILE, SAMPLE_FILE, read_record
 from ..errors import WorkerError, describe, traceback_tail
-from ..protocol import check_keys
+from ..reader import check_keys
 
 KINDS = ("triton", "torchserve")
 STAGE = "deploy"
@@ -19,7 +19,9 @@ STAGE = "deploy"
 # One of the protocol's existing codes; the files written are the deploy's serialized form.
 FAILED = "serialize_failed"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
-REQUEST_KEYS = ("kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "version", "format")
+REQUEST_KEYS = (
+    "kind", "bundle", "dest", "name", "max_batch_size", "variable_dims", "batch_dim", "version", "format",
+)
 FORMATS = ("torchscript", "aoti")
 
 
@@ -37,7 +39,9 @@ class DeployRequest:
     variable_dims: bool
     version: str
     # Which artifact a triton deploy serves: torchscript (model.pt) or aoti (model.pt2).
-    format: str = "torchscript"
+    format: str
+    # The size a triton config states for the batch dimension (None: the recorded one, -1 where the cases vary).
+    batch_dim: int | None
 
 
 def _bad(message: str, field: str) -> WorkerError:
@@ -68,13 +72,20 @@ def parse_deploy(body: dict[str, Any]) -> DeployRequest:
     variable = fields.get("variable_dims")
     if not isinstance(variable, bool):
         raise _bad(f"deploy `variable_dims` must be true or false, not {variable!r}", "variable_dims")
+    batch_dim = fields.get("batch_dim")
+    whole = isinstance(batch_dim, int) and not isinstance(batch_dim, bool)
+    if batch_dim is not None and not (whole and batch_dim >= 1):
+        raise _bad(f"deploy `batch_dim` must be null or an integer >= 1, not {batch_dim!r}", "batch_dim")
+    if batch_dim is not None and isinstance(max_batch, int) and max_batch > 0:
+        raise _bad("deploy `batch_dim` states a batch dimension that max_batch_size > 0 leaves out", "batch_dim")
     version = fields.get("version")
     if not isinstance(version, str) or not NAME_PATTERN.fullmatch(version):
         raise _bad(f"deploy `version` must be a version string such as 1.0, not {version!r}", "version")
     artifact = fields.get("format")
     if artifact not in FORMATS or (artifact == "aoti" and kind != "triton"):
         raise _bad(f"deploy `format` is {artifact!r}; expected torchscript, or aoti for a triton deploy", "format")
-    return DeployRequest(str(kind), paths["bundle"], paths["dest"], name, max_batch, variable, version, str(artifact))
+    return DeployRequest(str(kind), paths["bundle"], paths["dest"], name, max_batch, variable, version, str(artifact),
+                         batch_dim)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -107,14 +106,19 @@ def deploy_triton(bundle: Bundle, request: DeployRequest) -> dict[str, Any]:
         )
     warnings: list[dict[str, Any]] = []
     aoti = request.format == "aoti"
-    if aoti:
+    if aoti and (request.max_batch_size != 0 or request.batch_dim != 1):
         # Triton's pytorch_backend README (AOT Inductor, beta since 26.03): batch sizes above 1 and sequence batching
-        # are not available for PT2 archives yet, so the config has max_batch_size 0 and the batch dimension at 1.
-        request = dataclasses.replace(request, max_batch_size=0)
+        # are not available for PT2 archives yet; the Swift side plans max_batch_size 0 and batch_dim 1.
+        raise WorkerError(
+            STAGE, "bad_request",
+            f"max_batch_size {request.max_batch_size}, batch_dim {request.batch_dim} with format aoti: Triton serves "
+            "model.pt2 at batch 1 only, so a PT2 entry has max_batch_size 0 and batch_dim 1",
+            field="max_batch_size" if request.max_batch_size != 0 else "batch_dim",
+        )
     dims_in, dims_out = triton_dims(bundle, request, warnings)
-    if aoti:
-        dims_in = [[1, *d[1:]] if d else d for d in dims_in]
-        dims_out = [[1, *d[1:]] if d else d for d in dims_out]
+    if request.batch_dim is not None:
+        dims_in = [[request.batch_dim, *d[1:]] if d else d for d in dims_in]
+        dims_out = [[request.batch_dim, *d[1:]] if d else d for d in dims_out]
     entries: dict[str, list[dict[str, Any]]] = {"input": [], "output": []}
     for side, signature, dims in (("input", bundle.inputs, dims_in), ("output", bundle.outputs, dims_out)):
         for index, (spec, shape) in enumerate(zip(signature, dims, strict=True)):

@@ -123,7 +123,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             wrapper = ForwardWrapper(
                 model, built.names, tuple_outputs=job.model.torchscript, constants=job.model.forward
             ).eval()
-            cached = split_spec is not None and (split_spec.cache or split_spec.kind == "decoder-only")
+            cached = split_spec is not None and split_spec.cache
             if split_spec is not None and not cached:
                 check_split_model(model, split_spec, built.names, job.target.hardware)
             eager_outputs = run_eager(wrapper, example, job.model)
@@ -133,7 +133,7 @@ def export(job: Job, progress: ProgressFn = no_progress) -> dict[str, Any]:
             if torchscript:
                 traced, tracer_warnings = trace_module(wrapper, example, job.trace.strict, job.trace.api)
                 traced = optimize(traced, job.target.optimize)
-            guarded = torchscript and plan is not None and job.trace.api == "torch.jit.trace"
+            guarded = job.trace.guard and plan is not None
             if plan is not None and guarded:
                 # model.pt refuses shapes outside the planned envelope (narrowed later by the `guard` op if needed)
                 ranges = plan.ranges(plan.traced_sizes(built))

@@ -79,8 +79,6 @@ EXPLAINED_TRACER_WARNINGS: dict[str, str] = {
     "modeling_t5gemma.py:677": "T5Gemma's encoder embedding scale, sqrt(hidden_size): a config constant",
     "modeling_t5gemma.py:783": "T5Gemma's decoder embedding scale, sqrt(hidden_size): a config constant",
 }
-# A drift above this between a cached step's logits and the uncached model's is reported as drift.
-DRIFT_TOLERANCE = 1e-3
 
 
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -329,8 +327,10 @@ LOGITS_RULES = [
 ]
 
 
-def interface(kind: str, max_length: int, rules: dict[str, Any], shapes: dict[str, Any]) -> dict[str, Any]:
-    """The description recorded in record.json and in each .pt as tsexport/generation.json."""
+def interface(kind: str, max_length: int, rules: dict[str, Any], shapes: dict[str, Any],
+              drift_limit: float) -> dict[str, Any]:
+    """The description recorded in record.json and in each .pt as tsexport/generation.json; `drift_tolerance` is
+    the request's drift limit."""
     f32, i64 = "float32", "int64"
     if kind == "decoder-only":
         artifacts = {
@@ -428,7 +428,7 @@ def interface(kind: str, max_length: int, rules: dict[str, Any], shapes: dict[st
         "connections": connections,
         "loop": loop,
         "logits_rules": LOGITS_RULES,
-        "drift_tolerance": DRIFT_TOLERANCE,
+        "drift_tolerance": drift_limit,
     }
 
 
@@ -466,9 +466,11 @@ def _example(example_prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_prompt: torch.Tensor,
-                 out_dir: str) -> dict[str, Any]:
+                 out_dir: str, drift_limit: float) -> dict[str, Any]:
     """Trace the cached artifacts of `model` at a fixed cache length, write them into `out_dir` (each embedding
-    the interface as tsexport/generation.json) and return the interface with the artifact file names."""
+    the interface as tsexport/generation.json) and return the interface with the artifact file names. A traced
+    module that differs from its eager module at its own example by more than `drift_limit` (the request's) is
+    refused."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     config = cast(Any, model).config
@@ -526,7 +528,7 @@ def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_pro
         shapes: dict[str, Any] = {"layers": layers, "heads": heads, "head_dim": head_dim, "vocab_size": vocab,
                                   "sliding_windows": windows,
                   "cache_dtype": str(dtype).replace("torch.", "")}
-        description = interface(kind, max_length, rules, shapes)
+        description = interface(kind, max_length, rules, shapes, drift_limit)
         os.makedirs(out_dir, exist_ok=True)
         traced_report: dict[str, Any] = {}
         extra = {GENERATION_NAME: json.dumps(description, sort_keys=True).encode()}
@@ -535,7 +537,7 @@ def trace_cached(model: torch.nn.Module, kind: str, max_length: int, example_pro
             traced, tracer_warnings = _jit_trace(module, example)
             got = traced(*example)
             error = max(float((a.double() - b.double()).abs().max()) for a, b in zip(got, eager, strict=True))
-            if error > DRIFT_TOLERANCE:
+            if error > drift_limit:
                 raise RuntimeError(f"the traced {role} differs from the eager model at its own example "
                                    f"(max abs error {error:.3g})")
             file = cast(dict[str, Any], description["artifacts"][role])["file"]

@@ -256,8 +256,10 @@ def _eager_next_logits(
 
 
 def _trace_part(
-    module: torch.nn.Module, example: list[torch.Tensor], strict: bool, role: str, file: str
+    module: torch.nn.Module, example: list[torch.Tensor], strict: bool, refuse_warnings: bool, role: str, file: str
 ) -> tuple[torch.jit.ScriptModule, list[str]]:
+    """torch.jit.trace of one split part (`strict` is torch.jit.trace's own flag), refused when the request says a
+    part whose trace warned is refused."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TracerWarning)
         try:
@@ -271,7 +273,7 @@ def _trace_part(
     for w in caught:
         if not issubclass(w.category, TracerWarning):
             sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno))
-    if strict and found:
+    if refuse_warnings and found:
         raise WorkerError(
             "trace", "strict_violation",
             f"strict tracing refused the {role} ({file}): {len(found)} TracerWarning(s), the first: \"{found[0]}\"; "
@@ -363,7 +365,7 @@ def trace_split(
     # longer matmuls gives small differences, a decoder that looks ahead gives large ones.
     atol, rtol = job.trace.tolerance.atol, job.trace.tolerance.rtol
     padding_gap = max(padding_gaps) if padding_gaps else 0.0
-    padding_bound = max(1e-3, 100 * atol) + max(1e-2, 10 * rtol) * padding_scale
+    padding_bound = split.padding_absolute + split.padding_relative * padding_scale
     if padding_gap > padding_bound:
         raise WorkerError(
             "trace", "trace_failed",
@@ -374,7 +376,8 @@ def trace_split(
         )
     for role, module in (("encoder", encoder), ("decoder_step", step)):
         part = parts[role]
-        traced, found = _trace_part(module, examples[role], job.trace.strict, role, part.file)
+        traced, found = _trace_part(module, examples[role], job.trace.strict, split.refuse_tracer_warnings, role,
+                                    part.file)
         part.module = optimize(traced, job.target.optimize)
         part.tracer_warnings = found
         # A trace that is wrong at its own dummy inputs is never written (the fresh-process verify checks the rest).
@@ -468,7 +471,7 @@ def export_cached(model: torch.nn.Module, built: inputs.BuiltInputs, split: Spli
             field="spec.trace.split.kind",
         )
     try:
-        description = trace_cached(model, split.kind, split.max_length, ids[:1], staging)
+        description = trace_cached(model, split.kind, split.max_length, ids[:1], staging, split.drift_limit)
     except ValueError as exc:
         raise WorkerError("trace", "bad_config", str(exc), field="spec.trace.split") from exc
     except Exception as exc:  # any failure of the cached trace is about the split

@@ -104,8 +104,13 @@ public struct Planner: Sendable {
     /// quantization library), fingerprinted beside the versions so that changing them rebuilds.
     public static func policyInputs(_ m: Manifest) -> [String: String] {
         var out: [String: String] = [:]
-        if m.output.formats.contains("aoti") { out["policy.aoti.inductor_configs"] = CanonicalJSON.text(WorkerRequests.inductorConfigs(m)) }
-        if let library = WorkerRequests.quantize(m)["library"]?.stringValue { out["policy.quantize.library"] = library }
+        if m.output.formats.contains("aoti") {
+            out["policy.aoti.inductor_configs"] = CanonicalJSON.text(WorkerRequests.inductorConfigs(m))
+            out["policy.aoti.compile_mode"] = WorkerRequests.aotiCompileMode
+        }
+        let quantize = WorkerRequests.quantize(m)
+        if let library = quantize["library"]?.stringValue { out["policy.quantize.library"] = library }
+        if let mapping = quantize["activation_mapping"]?.stringValue { out["policy.quantize.activation_mapping"] = mapping }
         return out
     }
 
@@ -205,7 +210,7 @@ public struct Planner: Sendable {
         if m.target.quantize == "dynamic_int8" {
             let keep = QualityGate.format(WorkerRequests.selectionCosine(gate: m.trace.minCosine))
             let how = torchscript ? "dynamic int8 quantization with torch.ao (per-tensor activations, per-channel weights)"
-                : "torchao Int8DynamicActivationInt8WeightConfig (per-token activations, per-channel weights)"
+                : "torchao Int8DynamicActivationInt8WeightConfig (per-token \(WorkerRequests.torchaoActivationMapping) activations, per-channel weights)"
             traceDesc = "\(how) of the Linear layers that together keep cosine \(keep) to the float32 model on the traced inputs, the rest float32; then " + traceDesc
         }
         if m.target.optimize != "none" { traceDesc += ", then \(m.target.optimize)" }
@@ -215,7 +220,7 @@ public struct Planner: Sendable {
 
         let aoti = m.output.formats.contains("aoti")
         let configs = WorkerRequests.inductorConfigs(m).objectValue?.map { "\($0.0)=\(CanonicalJSON.text($0.1))" }.joined(separator: ", ") ?? ""
-        let compile = "torch.export (no_grad) over the envelope and AOTInductor (\(configs)) into model.pt2, \(Self.compileEstimate(existing))"
+        let compile = "torch.export (no_grad) over the envelope and AOTInductor (\(WorkerRequests.aotiCompileMode); \(configs)) into model.pt2, \(Self.compileEstimate(existing))"
         let serializeDesc = torchscript ? "torch.jit.save with the record embedded" + (aoti ? "; " + compile : "") : compile + "; the record in record.json"
         steps.append(PlanStep(
             kind: .serialize,

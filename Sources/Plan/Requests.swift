@@ -42,20 +42,38 @@ public enum WorkerRequests {
     /// int8 weights (per channel), which torch.export lowers to plain aten ops that AOTInductor compiles (measured on
     /// the MiniLM: about 2.2× faster than the float32 artifact, cosine 0.997); model.pt gets torch.ao's dynamically
     /// quantized Linear (per-tensor activations), which TorchScript can save.
+    /// `activation_mapping`: torch.ao's dynamic Linear is always asymmetric (quint8 with a zero point); for torchao it
+    /// is `torchaoActivationMapping`.
     public static func quantize(_ m: Manifest) -> JSONValue {
         guard m.target.quantize == "dynamic_int8" else { return .null }
         let torchao = !m.output.formats.contains("torchscript")
         return .object([
             ("scheme", .string("dynamic_int8")), ("library", .string(torchao ? "torchao" : "torch.ao")),
-            ("activations", .string(torchao ? "per_token" : "per_tensor")), ("modules", .array([.string("torch.nn.Linear")])),
+            ("activations", .string(torchao ? "per_token" : "per_tensor")),
+            ("activation_mapping", .string(torchao ? torchaoActivationMapping : "asymmetric")),
+            ("modules", .array([.string("torch.nn.Linear")])),
             ("weights", .string("per_channel")), ("select_min_cosine", .double(selectionCosine(gate: m.trace.minCosine))),
         ])
     }
 
+    /// How torchao maps each token's activations to int8: asymmetric (a zero point per token). Measured on the
+    /// MiniLM by `scripts/bench_aoti_settings.py` against torchao's default, symmetric: the same kernels through
+    /// AOTInductor, 3–6% slower with every Linear in int8, and better quality (sentence-embedding cosine min 0.9982
+    /// against 0.9970), so the layer choice keeps more layers in int8 (37 of 37 against 35 of 37 at cosine 0.995 on
+    /// real text), and a float32 layer costs several times its int8 form.
+    public static let torchaoActivationMapping = "asymmetric"
+
+    /// How the worker compiles model.pt2, fingerprinted beside the inductor configs: with grad disabled, the only
+    /// mode in which inductor applies `freezing`.
+    public static let aotiCompileMode = "no_grad"
+
     /// How AOTInductor compiles model.pt2 (`job.aoti`), null without `aoti`. `freezing`: the weights become
     /// constants of the compiled graph, so inductor folds them and prepacks them for the CPU's GEMM kernels (an
     /// inference artifact never updates its weights); the int8 matmuls of torchao's weights need it to reach their
-    /// fused kernels. `max_autotune` is not set: it lengthens the compile, and no CPU gain was measured for it here.
+    /// fused kernels (the worker compiles with grad disabled, without which inductor ignores `freezing`). Measured
+    /// on the MiniLM by `scripts/bench_aoti_settings.py` and left off: `max_autotune` (with the CPP and ATen GEMM
+    /// backends) compiles torchao's int8 model to the same aten `_int_mm` calls, so no gain for twice the compile,
+    /// and makes bfloat16 slower (1.6× in the least loaded run); `cpp.enable_concat_linear` gained nothing for int8.
     public static func inductorConfigs(_ m: Manifest) -> JSONValue {
         .object([("freezing", .bool(true))])
     }

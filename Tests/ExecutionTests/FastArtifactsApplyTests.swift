@@ -2,6 +2,7 @@ import Bundles
 import Execution
 import Foundation
 import JSON
+import Plan
 import TSExportCLI
 import XCTest
 
@@ -50,6 +51,7 @@ final class FastArtifactsApplyTests: XCTestCase {
         let q = try XCTUnwrap(record["quantize"])
         XCTAssertEqual(q["library"], "torchao")
         XCTAssertEqual(q["activations"], "per_token")
+        XCTAssertEqual(q["activation_mapping"], .string(WorkerRequests.torchaoActivationMapping))
         XCTAssertEqual(q["config"], "Int8DynamicActivationInt8WeightConfig")
         XCTAssertEqual(q["candidates"]?.intValue, 13, "2 layers x 6 Linear + the pooler")
         XCTAssertFalse(q["quantized"]?.arrayValue?.isEmpty ?? true)
@@ -62,6 +64,7 @@ final class FastArtifactsApplyTests: XCTestCase {
         XCTAssertGreaterThan(build["aoti_seconds"]?["compile_seconds"]?.doubleValue ?? 0, 0)
         XCTAssertEqual(aoti["sha256"]?.stringValue, try Digest.sha256(file: bundle.appendingPathComponent("model.pt2").path))
         XCTAssertEqual(record["fingerprint_inputs"]?["versions"]?["policy.quantize.library"], "torchao")
+        XCTAssertEqual(record["fingerprint_inputs"]?["versions"]?["policy.quantize.activation_mapping"], .string(WorkerRequests.torchaoActivationMapping))
         XCTAssertEqual(record["fingerprint_inputs"]?["versions"]?["policy.aoti.inductor_configs"], "{\"freezing\":true}")
         // the compiled int8 model against its eager model at the wider default, and the gate against float32
         XCTAssertEqual(record["parity"]?["tolerance"], .object([("atol", .double(0.5)), ("rtol", .double(5e-2)), ("min_cosine", .double(0.99))]))

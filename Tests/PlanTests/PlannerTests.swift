@@ -194,7 +194,7 @@ final class PlannerTests: XCTestCase {
         let q = try XCTUnwrap(plan([try Self.manifest(quantized)]).entries.first)
         let qjob = try XCTUnwrap(q.steps[1].request?["job"])
         XCTAssertEqual(qjob["target"]?["quantize"], .object([
-            ("scheme", "dynamic_int8"), ("library", "torch.ao"), ("activations", "per_tensor"),
+            ("scheme", "dynamic_int8"), ("library", "torch.ao"), ("activations", "per_tensor"), ("activation_mapping", "asymmetric"),
             ("modules", .array(["torch.nn.Linear"])), ("weights", "per_channel"),
             ("select_min_cosine", .double(0.99)),  // halfway between the gate 0.98 and 1
         ]))
@@ -260,21 +260,23 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(job["aoti"], .object([("inductor_configs", .object([("freezing", .bool(true))]))]))
         XCTAssertEqual(job["target"]?["quantize"]?["library"], "torchao")
         XCTAssertEqual(job["target"]?["quantize"]?["activations"], "per_token")
+        XCTAssertEqual(job["target"]?["quantize"]?["activation_mapping"], .string(WorkerRequests.torchaoActivationMapping))
         XCTAssertEqual(job["trace"]?["tolerance"], .object([("atol", .double(0.5)), ("rtol", .double(5e-2)), ("min_cosine", .double(0.99))]))
-        XCTAssertTrue(e.steps[1].description.hasPrefix("torchao Int8DynamicActivationInt8WeightConfig (per-token activations, per-channel weights) of the Linear layers"), e.steps[1].description)
+        XCTAssertTrue(e.steps[1].description.hasPrefix("torchao Int8DynamicActivationInt8WeightConfig (per-token \(WorkerRequests.torchaoActivationMapping) activations, per-channel weights) of the Linear layers"), e.steps[1].description)
         let bundle = URL(fileURLWithPath: e.bundle)
         XCTAssertEqual(e.steps[2].outputs, ["record.json", "sample_inputs.safetensors", "reference_outputs.safetensors", "model.pt2"].map { bundle.appendingPathComponent($0).path })
-        XCTAssertTrue(e.steps[2].description.hasPrefix("torch.export (no_grad) over the envelope and AOTInductor (freezing=true) into model.pt2, compile time unknown until the first build"), e.steps[2].description)
+        XCTAssertTrue(e.steps[2].description.hasPrefix("torch.export (no_grad) over the envelope and AOTInductor (no_grad; freezing=true) into model.pt2, compile time unknown until the first build"), e.steps[2].description)
         XCTAssertEqual(e.steps[3].inputs, [bundle.appendingPathComponent("model.pt2").path])
         XCTAssertTrue(e.steps[3].description.hasPrefix("reload model.pt2 in a fresh process"), e.steps[3].description)
-        XCTAssertEqual(Planner.policyInputs(m), ["policy.aoti.inductor_configs": "{\"freezing\":true}", "policy.quantize.library": "torchao"])
+        XCTAssertEqual(Planner.policyInputs(m), ["policy.aoti.inductor_configs": "{\"freezing\":true}", "policy.aoti.compile_mode": "no_grad",
+                                                 "policy.quantize.library": "torchao", "policy.quantize.activation_mapping": "asymmetric"])
 
         // the last build's compile time is the estimate; the policy is fingerprinted, so a record without it rebuilds
         var record = Self.record(Self.fingerprint(m))
         record.aotiCompileSeconds = 41.6
         let again = try XCTUnwrap(plan([m], existing: [m.name: record]).entries.first)
         XCTAssertEqual(again.action, .rebuild)
-        XCTAssertEqual(again.reasons.map(\.subject), ["policy.aoti.inductor_configs", "policy.quantize.library"])
+        XCTAssertEqual(again.reasons.map(\.subject), ["policy.aoti.compile_mode", "policy.aoti.inductor_configs", "policy.quantize.activation_mapping", "policy.quantize.library"])
         XCTAssertTrue(again.steps[2].description.contains("compile about 42 s (the last build's)"), again.steps[2].description)
         var fp = Self.fingerprint(m)
         for (k, v) in Planner.policyInputs(m) { fp.versions[k] = v }

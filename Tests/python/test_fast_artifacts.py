@@ -5,6 +5,8 @@ Python without torchao. Two AOTInductor compiles in all (tiny random BERT)."""
 from __future__ import annotations
 
 import json
+import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,13 @@ from workerkit import make_job, random_ids, run_export, run_python
 # and torchao's quantize request.
 AOTI_PLANNED = requestkit.export_job("tiny-bert-aoti-int8", "/")
 TORCHAO = AOTI_PLANNED["target"]["quantize"]
+
+
+def _extern_calls(package: Path) -> set[str]:
+    """The aten/oneDNN functions the compiled wrapper calls (the package holds its generated C++ source)."""
+    with zipfile.ZipFile(package) as archive:
+        source = "".join(archive.read(n).decode() for n in archive.namelist() if n.endswith(".wrapper.cpp"))
+    return set(re.findall(r"\b(aoti_torch_cpu_\w+)\(", source))
 
 
 def _aoti_job(staging: Path, **fields):  # type: ignore[no-untyped-def]
@@ -34,6 +43,11 @@ def test_bfloat16_aoti_alone_writes_model_pt2_and_a_record_and_no_model_pt(tmp_p
     assert not (tmp_path / "model.pt").exists()
     assert (tmp_path / "model.pt2").stat().st_size == data["aoti"]["bytes"]
     assert data["aoti"]["inductor_configs"]["freezing"] is True
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # freezing took effect: the weights are constants, prepacked for oneDNN's linear (GELU fused into it)
+        # instead of an addmm on weights passed in at run time
+        calls = _extern_calls(tmp_path / "model.pt2")
+        assert "aoti_torch_cpu__linear_pointwise" in calls and "aoti_torch_cpu_addmm_out" not in calls, calls
     assert data["guarded"] is False and data["tracer_warnings"] == []
     record = json.loads((tmp_path / "record.json").read_text())
     assert [s["name"] for s in record["input_signature"]] == ["input_ids"]
@@ -103,3 +117,23 @@ def test_a_torchao_request_needs_library_and_activations() -> None:
     with pytest.raises(WorkerError) as raised:
         parse_quantize(missing)
     assert "activations" in raised.value.message
+
+
+@pytest.mark.parametrize("mapping", ["symmetric", "asymmetric"])
+def test_torchao_takes_the_activation_mapping_from_the_request_and_leaves_inductor_settings_alone(mapping: str) -> None:
+    import torch._inductor.config as inductor
+    from torchao.quantization import MappingType
+    from tsexport_worker.export.quantize import _quantized
+    from tsexport_worker.protocol import parse_quantize
+
+    before = {k: getattr(inductor, k) for k in ("force_fuse_int_mm_with_mul", "coordinate_descent_tuning")}
+    linear = torch.nn.Linear(16, 8)
+    quantized = _quantized(linear, parse_quantize({**TORCHAO, "activation_mapping": mapping}))
+    assert {k: getattr(inductor, k) for k in before} == before  # the compile settings are the request's alone
+    kwargs = quantized.weight.act_quant_kwargs
+    assert kwargs.mapping_type == (MappingType.ASYMMETRIC if mapping == "asymmetric" else MappingType.SYMMETRIC)
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(quantized(x), linear(x), dim=1)
+    assert float(cosine.min()) > 0.99
+    assert type(linear.weight) is torch.nn.Parameter  # the float32 layer is not changed

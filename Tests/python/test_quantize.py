@@ -129,6 +129,8 @@ def test_float32_exports_write_no_second_reference(tmp_path: Path) -> None:
     ("modules", ["torch.nn.Conv1d"], "spec.target.quantize.modules"),
     ("weights", "per_row", "spec.target.quantize.weights"),
     ("select_min_cosine", 1.5, "spec.target.quantize.select_min_cosine"),
+    ("activation_mapping", "affine", "spec.target.quantize.activation_mapping"),
+    ("activation_mapping", "symmetric", "spec.target.quantize.activation_mapping"),  # torch.ao is asymmetric
 ])
 def test_a_bad_quantize_request_is_bad_request_naming_the_key(key: str, value: object, field: str) -> None:
     from tsexport_worker.errors import WorkerError

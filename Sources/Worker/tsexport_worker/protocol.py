@@ -132,11 +132,14 @@ SPLIT_KEYS = ("kind", "max_length", "cache", "drift_limit", "padding_bound", "re
 PADDING_BOUND_KEYS = ("absolute", "relative")
 TOLERANCE_KEYS = ("atol", "rtol", "min_cosine")
 TARGET_KEYS = ("hardware", "optimize", "quantize")
-QUANTIZE_KEYS = ("scheme", "library", "activations", "modules", "weights", "select_min_cosine")
+QUANTIZE_KEYS = ("scheme", "library", "activations", "activation_mapping", "modules", "weights", "select_min_cosine")
 # torch.ao: torch.ao.nn.quantized.dynamic.Linear (per-tensor activations; TorchScript); torchao:
 # Int8DynamicActivationInt8WeightConfig (per-token activations, per-channel weights; torch.export / AOTInductor).
 QUANTIZE_LIBRARIES = ("torch.ao", "torchao")
 QUANTIZE_ACTIVATIONS = ("per_tensor", "per_token")
+# How activations map to int8: symmetric (zero point 0, s8) or asymmetric (a zero point per token or tensor, u8).
+# torch.ao's dynamic Linear is always asymmetric (quint8 with a zero point).
+QUANTIZE_MAPPINGS = ("symmetric", "asymmetric")
 QUANTIZE_SCHEMES = ("dynamic_int8",)
 QUANTIZE_MODULES = ("torch.nn.Linear",)
 QUANTIZE_WEIGHTS = ("per_channel", "per_tensor")
@@ -245,6 +248,7 @@ class QuantizeSpec:
     scheme: str
     library: str
     activations: str
+    activation_mapping: str
     modules: list[str]
     weights: str
     # The chosen layers must keep at least this cosine to the float32 outputs on the traced inputs.
@@ -415,7 +419,8 @@ def parse_tolerance(data: Any, path: str) -> Tolerance:
 
 
 def parse_quantize(raw: Any) -> QuantizeSpec | None:
-    """`spec.target.quantize`: null or {scheme, modules, weights, select_min_cosine}."""
+    """`spec.target.quantize`: null or {scheme, library, activations, activation_mapping, modules, weights,
+    select_min_cosine}."""
     if raw is None:
         return None
     r = Reader(raw, "spec.target.quantize", QUANTIZE_KEYS)
@@ -431,9 +436,15 @@ def parse_quantize(raw: Any) -> QuantizeSpec | None:
             None, "bad_request", f"`{r.field('select_min_cosine')}` must be in (0, 1]",
             field=r.field("select_min_cosine"),
         )
-    return QuantizeSpec(scheme=r.choice("scheme", QUANTIZE_SCHEMES), library=r.choice("library", QUANTIZE_LIBRARIES),
-                        activations=r.choice("activations", QUANTIZE_ACTIVATIONS), modules=list(modules),
-                        weights=r.choice("weights", QUANTIZE_WEIGHTS), select_min_cosine=select)
+    library, mapping = r.choice("library", QUANTIZE_LIBRARIES), r.choice("activation_mapping", QUANTIZE_MAPPINGS)
+    if library == "torch.ao" and mapping != "asymmetric":
+        raise WorkerError(
+            None, "bad_request", f"`{r.field('activation_mapping')}` must be asymmetric with library torch.ao",
+            field=r.field("activation_mapping"),
+        )
+    return QuantizeSpec(scheme=r.choice("scheme", QUANTIZE_SCHEMES), library=library,
+                        activations=r.choice("activations", QUANTIZE_ACTIVATIONS), activation_mapping=mapping,
+                        modules=list(modules), weights=r.choice("weights", QUANTIZE_WEIGHTS), select_min_cosine=select)
 
 
 def _parse_trace(data: Any) -> TraceSpec:

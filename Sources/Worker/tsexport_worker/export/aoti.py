@@ -264,7 +264,10 @@ def export_aoti(
         configs.setdefault("aot_inductor.check_lowerbound", False)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        packaged = torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
+        # Inductor applies `freezing` only when grad is disabled during the compile; with grad enabled it silently
+        # compiles the weights as inputs (no constant folding, no prepacked GEMM weights).
+        with torch.no_grad():
+            packaged = torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
     except Exception as exc:
         raise export_error(exc, names, envelope, dynamic, dim_names, what="AOTInductor") from exc
     compiled = time.perf_counter()

@@ -69,22 +69,25 @@ def _swap(model: torch.nn.Module, name: str, module: torch.nn.Module) -> torch.n
     return old
 
 
-def _torchao_quantized(linear: torch.nn.Module) -> torch.nn.Module:
+def _torchao_quantized(linear: torch.nn.Module, spec: QuantizeSpec) -> torch.nn.Module:
     """A copy of `linear` with torchao's Int8DynamicActivationInt8WeightConfig: weights int8 per output channel,
-    activations quantized per token at run time. It stays a torch.nn.Linear whose weight is a torchao tensor
-    subclass, which torch.export lowers to plain aten ops (the exported program does not need torchao)."""
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    activations quantized per token at run time with the request's mapping. It stays a torch.nn.Linear whose weight is
+    a torchao tensor subclass, which torch.export lowers to plain aten ops (the exported program does not need
+    torchao). `set_inductor_config=False`: torchao would otherwise change inductor's process-wide settings; the
+    compile settings are the request's `aoti.inductor_configs` alone."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, MappingType, quantize_
 
+    mapping = MappingType.ASYMMETRIC if spec.activation_mapping == "asymmetric" else MappingType.SYMMETRIC
     quantized = copy.deepcopy(linear)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
+        quantize_(quantized, Int8DynamicActivationInt8WeightConfig(act_mapping_type=mapping, set_inductor_config=False))
     return quantized
 
 
 def _quantized(linear: torch.nn.Module, spec: QuantizeSpec) -> torch.nn.Module:
     if spec.library == "torchao":
-        return _torchao_quantized(linear)
+        return _torchao_quantized(linear, spec)
     import torch.ao.nn.quantized.dynamic as nnqd
 
     weights = spec.weights
@@ -136,6 +139,7 @@ def quantize(
         "scheme": spec.scheme,
         "library": spec.library,
         "activations": spec.activations,
+        "activation_mapping": spec.activation_mapping,
         "config": (
             "Int8DynamicActivationInt8WeightConfig" if spec.library == "torchao"
             else "torch.ao.nn.quantized.dynamic.Linear"

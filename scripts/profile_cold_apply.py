@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Where a cold `tsexport apply` of the pretrained MiniLM spends its time, stage by stage, beside `optimum-cli export
-onnx` of the same model (issue 24). Not a test: it prints medians of runs made in one session on this machine.
+onnx` of the same model. Not a test: it prints medians of runs made in one session on this machine.
 
   scripts/profile_cold_apply.py [--repeat 5] [--binary PATH] [--baseline PATH] [--no-optimum]
 

@@ -13,7 +13,7 @@ public struct ExportItem: Sendable {
     public var locations: FieldLocations
     /// The hardware target, checked against the worker's hello before anything loads.
     public var hardware: String
-    /// Its fingerprint inputs (versions are added from the worker).
+    /// Its fingerprint inputs (the running worker's versions complete it only where the plan did not know them).
     public var fingerprint: FingerprintInputs
 
     /// Creates an item.

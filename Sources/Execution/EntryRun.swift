@@ -6,7 +6,8 @@ import Manifest
 import Plan
 
 /// One plan entry being executed: the export request, verification in the fresh worker, the envelope verdict, the
-/// record, the deploys. Every request sent is the one the plan step carries; the running worker's versions are
+/// record, the deploys. Every request sent is the one the plan step carries (a narrowed re-export sends it with the
+/// verified box as its envelope, as the policy's `recompileWhenNarrowed` says); the running worker's versions are
 /// checked against the plan's fingerprint (`RuntimeVersions`), and complete it only where the plan did not know them.
 struct EntryRun {
     let entry: PlanEntry
@@ -77,7 +78,9 @@ struct EntryRun {
         if let completed { fingerprint = completed }
         let job = try job(hello: hello, completed: completed)
         let name = entry.name, progress = self.progress, workers = self.workers
-        var (data, verdict, verifyMs) = try exportAndVerify(job, retire: isLast)
+        // The exporter is retired after the last export of its slot; a narrowed re-export may still need it.
+        let mayRecompile = entry.policy?.recompileWhenNarrowed ?? false
+        var (data, verdict, verifyMs) = try exportAndVerify(job, retire: isLast && !mayRecompile)
         for w in data["warnings"]?.arrayValue ?? [] {
             guard let message = w["message"]?.stringValue else { continue }
             warn(w["field"]?.stringValue, message)
@@ -91,7 +94,7 @@ struct EntryRun {
         let torchscript = artifact == BundleLayout.modelFile
         var timingsExtra: [(String, JSONValue)] = []
         let builtAOTI = (data["aoti"] ?? .null) != .null
-        if builtAOTI, let ranges = envelope.resealRanges, let box = VerifiedEnvelope(json: ranges), let plan = entry.envelope {
+        if judge.policy.recompileWhenNarrowed, builtAOTI, let ranges = envelope.resealRanges, let box = VerifiedEnvelope(json: ranges), let plan = entry.envelope {
             // model.pt2 has no guard and accepts the dims it was compiled for: compiled for the planned envelope, it
             // would serve shapes that did not verify. The entry is exported again for the verified box (model.pt, when
             // there is one, then carries a guard of that box) and verified again.
@@ -101,7 +104,7 @@ struct EntryRun {
             narrowedEntry.envelope = plan.narrowed(to: box, traced: judge.tracedSizes)
             let narrowedJob = Self.job(job, envelope: narrowedEntry.envelope?.json ?? .null)
             let first = envelope
-            (data, verdict, verifyMs) = try exportAndVerify(narrowedJob, retire: isLast)
+            (data, verdict, verifyMs) = try exportAndVerify(narrowedJob, retire: false)
             judge = try VerificationJudge(entry: narrowedEntry, data: data, verdict: verdict)
             var second = try judge.judge()
             guard second.resealRanges == nil else {
@@ -111,6 +114,7 @@ struct EntryRun {
             envelope = second
             timingsExtra.append(("recompile_narrowed", .double(Date().timeIntervalSince(start) * 1000)))
         }
+        if isLast && mayRecompile { workers.retireExporter() }
         if let ranges = envelope.resealRanges, let planned = judge.policy.guardRequest?.objectValue {
             // A default envelope narrowed: the artifact's guard is rewritten to refuse what did not verify.
             progress.stage(name, "guard", seconds: nil)
@@ -123,6 +127,7 @@ struct EntryRun {
             throw WorkerFailure(stage: "verify", code: "verify_failed", message: "\(artifact) changed while it was being verified", field: nil, detail: nil)
         }
         var record = RecordAssembly(entry: entry, fingerprint: fingerprint, job: job, data: data)
+        record.addWarnings(judge.recordWarnings)
         record.add("artifact", .string(artifact))
         if torchscript {
             record.add("model_sha256", .string(modelSHA))
@@ -213,8 +218,12 @@ struct EntryRun {
         let deploySteps = entry.steps.filter { $0.kind == .deploy && $0.request != nil }
         for (i, step) in deploySteps.enumerated() {
             guard var request = step.request?.objectValue, let kind = step.request?["kind"]?.stringValue,
-                  let dest = step.request?["dest"]?.stringValue, let install = step.install
+                  let dest = step.request?["dest"]?.stringValue
             else { continue }
+            guard let install = step.install else {
+                throw WorkerFailure(stage: "deploy", code: "bad_request", message: "the plan states no install destination for this \(kind) deploy",
+                                    field: "spec.output.deploy[\(i)]", detail: nil)
+            }
             // The plan's settings, or the verified envelope's by the same rule when a default envelope narrowed.
             let index = entry.steps.filter { $0.kind == .deploy }.firstIndex { $0 == step } ?? i
             guard let settings = policy.deployRule(index: index)?.settings(verified: envelope.verified) else {
@@ -271,6 +280,16 @@ struct RecordAssembly {
             return
         }
         fields.append((key, value))
+    }
+
+    /// Adds the judge's warnings (the worker's own come with `data`) to the record's `warnings`.
+    mutating func addWarnings(_ more: [JSONValue]) {
+        guard !more.isEmpty else { return }
+        if let i = fields.firstIndex(where: { $0.0 == "warnings" }) {
+            fields[i].1 = .array((fields[i].1.arrayValue ?? []) + more)
+        } else {
+            fields.append(("warnings", .array(more)))
+        }
     }
 
     var value: JSONValue { .object(fields) }

@@ -24,6 +24,8 @@ struct VerificationJudge {
     let data: JSONValue
     let verdict: JSONValue
     var warnings: [(field: String?, message: String)] = []
+    /// The warnings the record keeps beside the worker's own (`warnings` in record.json: code, field, message).
+    var recordWarnings: [JSONValue] = []
     /// The record's `quality` object, once judged.
     var quality: JSONValue?
     /// The record's `library` object (sentence-transformers), once judged.
@@ -137,6 +139,8 @@ struct VerificationJudge {
         }
         if policy.split?.warnTracedShapeOnly == true {
             warnings.append(("spec.trace.check_shapes", SplitBounds.tracedShapeOnlyWarning))
+            recordWarnings.append(.object([("code", "unchecked_split"), ("field", "spec.trace.check_shapes"),
+                                           ("message", .string(SplitBounds.tracedShapeOnlyWarning))]))
         }
         if !strict, let first = tracerWarnings.first?.stringValue {
             warnings.append(("spec.trace.strict", "the tracer warned \(tracerWarnings.count) time\(tracerWarnings.count == 1 ? "" : "s") (recorded in record.json); the first: \(first)"))

@@ -31,6 +31,9 @@ public struct VerificationPolicy: Codable, Hashable, Sendable {
     /// The `guard` request sent when a default envelope narrows (nil: not guarded); its `ranges` are the verified
     /// envelope's, null until verification.
     public var guardRequest: JSONValue?
+    /// Whether a default envelope that narrows in verification is exported, compiled and verified again for the
+    /// verified box: model.pt2 has no guard and accepts exactly the dims it was compiled for (`formats` has `aoti`).
+    public var recompileWhenNarrowed: Bool
     /// The batch settings rule of each deploy the worker makes (triton, torchserve), by deploy index.
     public var deploys: [DeployBatchRule]
     /// The bounds of a `spec.trace.split` export (nil without split), which the export request carries.
@@ -50,6 +53,7 @@ public struct VerificationPolicy: Codable, Hashable, Sendable {
         encodeMinCosine = WorkerRequests.encodeGate(m)
         guarded = WorkerRequests.guarded(m)
         guardRequest = guarded ? .some(WorkerRequests.guardRequest(bundle: staging, ranges: .null)) : .none
+        recompileWhenNarrowed = m.output.formats.contains("aoti")
         deploys = DeployBatchRule.rules(m, envelope: envelope)
         split = m.trace.split.map { _ in SplitBounds(m) }
     }

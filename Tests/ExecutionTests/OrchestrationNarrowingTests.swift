@@ -25,6 +25,8 @@ extension OrchestrationTests {
         XCTAssertFalse(points[1].contains("p1"), "the second export checks only points inside the verified box")
         XCTAssertEqual(runner.requests.filter { $0.op == "verify_bundle" }.count, 2, "the recompiled model.pt2 is verified again")
         XCTAssertEqual(runner.requests.filter { $0.op == "guard" }.count, 0, "model.pt2 has no TorchScript guard to rewrite")
+        XCTAssertEqual(Set(exports.map(\.child)).count, 1, "the last entry's exporter is kept for the re-export, not started again")
+        XCTAssertEqual(f.plan.entries[0].policy?.recompileWhenNarrowed, true, "the plan decides the re-export")
         let record = try XCTUnwrap(outcomes[0].record)
         let verified: JSONValue = .object([("batch", .array([1, 1])), ("sequence", .array([4, 4]))])
         XCTAssertEqual(record["artifact"], "model.pt2")

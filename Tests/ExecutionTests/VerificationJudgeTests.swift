@@ -51,8 +51,10 @@ final class VerificationJudgeTests: XCTestCase {
         let verdict = JSONValue.object([("cases", .array(points.map { .object([("case", .string($0.0)), ("shape", [1, 3]), ("passed", .bool(true))]) }))])
         var judge = try VerificationJudge(entry: e, data: data, verdict: verdict)
         _ = try judge.judge()
+        lastRecordWarnings = judge.recordWarnings
         return judge.warnings
     }
+    var lastRecordWarnings: [JSONValue] = []
 
     func testAnUncachedSplitWithoutCheckShapesUnderStrictFalseIsWarnedAboutByTheJudge() throws {
         let loose = try entry(Self.text(trace: "    strict: false"))
@@ -61,6 +63,8 @@ final class VerificationJudgeTests: XCTestCase {
         XCTAssertEqual(warned.map(\.message), [
             "the encoder and decoder step are checked at the traced batch size only (and with a padded source); add check_shapes to prove other batch sizes and source lengths",
         ])
+        XCTAssertEqual(lastRecordWarnings.map { $0["code"] }, ["unchecked_split"], "the record keeps it too")
+        XCTAssertEqual(lastRecordWarnings.first?["field"], "spec.trace.check_shapes")
         for trace in ["    strict: false\n    check_shapes: [[2, 3]]", "    strict: true"] {
             let e = try entry(Self.text(trace: trace))
             XCTAssertEqual(e.policy?.split?.warnTracedShapeOnly, false, trace)

@@ -194,6 +194,9 @@ struct EntryRun {
             }
         }
         o.append(("compiled", second["verified"] ?? .null))
+        // Why it narrowed: the planned points that failed in the first verification.
+        let failed = (first["points"]?.arrayValue ?? []).filter { $0["passed"] == .bool(false) }
+        o.append(("narrowed_by", .array(failed)))
         return .object(o)
     }
 

@@ -33,6 +33,7 @@ extension OrchestrationTests {
         XCTAssertEqual(record["envelope"]?["narrowed"], .bool(true))
         XCTAssertEqual(record["envelope"]?["verified"], verified)
         XCTAssertEqual(record["envelope"]?["compiled"], verified)
+        XCTAssertEqual(record["envelope"]?["narrowed_by"]?.arrayValue?.map { $0["passed"] }, [.bool(false)], "the record keeps the point that narrowed it")
         XCTAssertEqual(record["envelope"]?["axes"]?[1]?["planned"], .array([1, 4]), "the record keeps the planned range")
         XCTAssertEqual(record["aoti"]?["dynamic_dims"], .object([]), "sequence [4, 4] is a single size: compiled static")
         let bundle = URL(fileURLWithPath: outcomes[0].bundle)

@@ -61,7 +61,9 @@ public struct ConfigKeysCache: Sendable {
             missing = Array(Set(classNames))
         }
         guard !missing.isEmpty else { return out }
-        let worker = try WorkerClient(python: python, runner: runner)
+        // apply's environment, so that with TSEXPORT_WARM one warm process (keyed by the environment) serves plan's
+        // worker and apply's; this worker computes nothing, so the OpenMP wait policy does not matter to it.
+        let worker = try WorkerClient(python: python, runner: runner, environment: WorkerClient.applyEnvironment())
         defer { worker.shutdown() }
         RuntimeCache().store(python: python, hello: worker.hello)
         let transformers = worker.hello.versions["transformers"] ?? "none"

@@ -66,7 +66,10 @@ final class WarmWorkerTests: XCTestCase {
         let attrs = try FileManager.default.attributesOfItem(atPath: warm.path)
         XCTAssertEqual((attrs[.posixPermissions] as? Int) ?? 0, 0o700)
         // the second apply's two workers (exporting, verifying) were forked by the warm process, which started once
-        let log = try String(contentsOf: warm.appendingPathComponent(try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: warm.path).first { $0.hasSuffix(".log") })), encoding: .utf8)
+        // One warm process serves plan's config-keys worker and apply's workers: they start with one environment.
+        let logs = try FileManager.default.contentsOfDirectory(atPath: warm.path).filter { $0.hasSuffix(".log") }
+        XCTAssertEqual(logs.count, 1, "one warm process, not one per worker environment: \(logs)")
+        let log = try String(contentsOf: warm.appendingPathComponent(try XCTUnwrap(logs.first)), encoding: .utf8)
         XCTAssertEqual(log.components(separatedBy: ": ready on ").count - 1, 1, log)
         // Only the warm process's own lines count (a library may log lines of its own there).
         let forks = log.split(separator: "\n").filter { $0.hasPrefix("tsexport warm worker ") && $0.contains(": worker ") && $0.contains(" for a caller in ") }

@@ -46,13 +46,9 @@ struct EntryRun {
         return .object(job)
     }
 
-    /// Sends `job` to the exporting worker, then the plan's `verify_bundle` to the verifying worker (a process that
+    /// Sends `job` to the exporting `worker`, then the plan's `verify_bundle` to the verifying worker (a process that
     /// did not trace the model: only the saved file is exercised). The export's data, the verdict and the verify time.
-    func exportAndVerify(_ job: JSONValue, retire: Bool) throws -> (data: JSONValue, verdict: JSONValue, verifyMs: Double) {
-        // The verifying worker starts with the exporting one: its Python and torch import (about 1.5 s) runs on the
-        // other core while the model loads, instead of on the critical path before verify.
-        workers.startVerifierInBackground()
-        let worker = try workers.ensureExporter()
+    func exportAndVerify(_ job: JSONValue, on worker: WorkerClient, retire: Bool) throws -> (data: JSONValue, verdict: JSONValue, verifyMs: Double) {
         let name = entry.name, progress = self.progress
         let data = try worker.request("export", [("job", job)]) { p in
             progress.stage(name, p.stage, seconds: p.status == "done" ? (p.elapsedMs ?? 0) / 1000 : nil)
@@ -67,8 +63,11 @@ struct EntryRun {
     }
 
     mutating func execute(isLast: Bool, deployments: inout [StagedDeploy]) throws -> JSONValue {
+        // The verifying worker starts with the exporting one: its Python and torch import (about 1.5 s) runs on the
+        // other core while the model loads, instead of on the critical path before verify.
         workers.startVerifierInBackground()
-        let hello = try workers.ensureExporter().hello
+        let exporter = try workers.ensureExporter()
+        let hello = exporter.hello
         var completed: FingerprintInputs?
         switch RuntimeVersions.check(planned: fingerprint, running: hello.versions) {
         case .planned: break
@@ -80,7 +79,7 @@ struct EntryRun {
         let name = entry.name, progress = self.progress, workers = self.workers
         // The exporter is retired after the last export of its slot; a narrowed re-export may still need it.
         let mayRecompile = entry.policy?.recompileWhenNarrowed ?? false
-        var (data, verdict, verifyMs) = try exportAndVerify(job, retire: isLast && !mayRecompile)
+        var (data, verdict, verifyMs) = try exportAndVerify(job, on: exporter, retire: isLast && !mayRecompile)
         for w in data["warnings"]?.arrayValue ?? [] {
             guard let message = w["message"]?.stringValue else { continue }
             warn(w["field"]?.stringValue, message)
@@ -104,7 +103,7 @@ struct EntryRun {
             narrowedEntry.envelope = plan.narrowed(to: box, traced: judge.tracedSizes)
             let narrowedJob = Self.job(job, envelope: narrowedEntry.envelope?.json ?? .null)
             let first = envelope
-            (data, verdict, verifyMs) = try exportAndVerify(narrowedJob, retire: false)
+            (data, verdict, verifyMs) = try exportAndVerify(narrowedJob, on: exporter, retire: false)
             judge = try VerificationJudge(entry: narrowedEntry, data: data, verdict: verdict)
             var second = try judge.judge()
             guard second.resealRanges == nil else {
